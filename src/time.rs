@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Seconds since the Unix epoch (UTC), as JWT NumericDates count them (RFC 7519 §2).
+/// Seconds since the Unix epoch (UTC), as JWT `NumericDate`s count them (RFC 7519 §2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct UnixTime(pub i64);
 

@@ -1,1 +1,174 @@
-//! placeholder
+//! Access tokens: compact JWS, HS256 only. Pure: no I/O, no clock, no HTTP, no storage.
+//!
+//! [`AccessTokens::verify`] is the list of rules of API.md "Verification rejects" that a token
+//! alone can decide; the rules that need state (blacklist, token version, user and family
+//! state) belong to the auth layer, which gets `jti`, `sid`, `sub` and `ver` from here.
+//! Refresh tokens, opaque to clients, are in [`refresh`].
+#![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
+mod b64;
+mod claims;
+mod error;
+mod header;
+mod json;
+mod keyring;
+pub mod refresh;
+
+pub use claims::AccessClaims;
+pub use error::{KeyError, TokenError};
+pub use keyring::{kid_for, KeySecret, Keyring, RefreshKey};
+
+use crate::time::UnixTime;
+use claims::{push_json_string, RawClaims};
+use header::Header;
+
+/// Longest access token accepted, in bytes; checked before any decoding.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Shortest HS256 key accepted, in bytes (RFC 7518 §3.2: at least the hash output size).
+pub const MIN_KEY_BYTES: usize = 32;
+/// Length of an HS256 signature, in bytes.
+const SIGNATURE_BYTES: usize = 32;
+
+/// The configured values every access token carries and every presented one must match.
+#[derive(Debug)]
+pub struct Policy {
+    issuer: String,
+    audience: String,
+    leeway_secs: i64,
+    /// The same three values as JSON string literals, escaped once here instead of per token.
+    issuer_json: String,
+    audience_json: String,
+    client_id_json: String,
+}
+
+impl Policy {
+    /// A policy demanding `issuer` and `audience`, writing `client_id` (RFC 9068 §2.2), and
+    /// allowing `leeway_secs` of clock skew on `exp`, `nbf` and `iat`.
+    pub fn new(issuer: &str, audience: &str, client_id: &str, leeway_secs: u32) -> Self {
+        let json = |s: &str| {
+            let mut out = String::new();
+            push_json_string(&mut out, s);
+            out
+        };
+        Self {
+            issuer_json: json(issuer),
+            audience_json: json(audience),
+            client_id_json: json(client_id),
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            leeway_secs: i64::from(leeway_secs),
+        }
+    }
+}
+
+/// Signs and verifies access tokens with one keyring under one policy.
+#[derive(Debug)]
+pub struct AccessTokens {
+    keys: Keyring,
+    policy: Policy,
+}
+
+impl AccessTokens {
+    /// Tokens signed by `keys`' signer and checked against `policy`.
+    pub fn new(keys: Keyring, policy: Policy) -> Self {
+        Self { keys, policy }
+    }
+
+    /// The keyring.
+    pub fn keyring(&self) -> &Keyring {
+        &self.keys
+    }
+
+    /// The compact serialization of `claims`, signed with the signer key.
+    ///
+    /// The header is exactly `{"alg":"HS256","typ":"at+jwt","kid":<signer kid>}`.
+    pub fn sign(&self, claims: &AccessClaims) -> String {
+        let key = self.keys.signer();
+        let mut payload = String::with_capacity(320);
+        claims.write_json(&self.policy, &mut payload);
+        let mut token = String::with_capacity(600);
+        token.push_str(key.header_b64());
+        token.push('.');
+        b64::encode_into(payload.as_bytes(), &mut token);
+        let tag = key.sign(token.as_bytes());
+        token.push('.');
+        b64::encode_into(tag.as_ref(), &mut token);
+        token
+    }
+
+    /// Verifies a compact HS256 access token at `now`.
+    ///
+    /// The cheapest checks run first and the payload is parsed only after the MAC verified.
+    ///
+    /// # Errors
+    /// The first rule of API.md "Verification rejects" that `token` breaks.
+    pub fn verify(&self, token: &[u8], now: UnixTime) -> Result<AccessClaims, TokenError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::TooLong); // before any decoding
+        }
+        let parts = Parts::split(token)?;
+        // Byte-for-byte the header this ring signs with: every header rule holds, no parsing.
+        let key = if let Some(key) = self.keys.by_header(parts.header) {
+            key
+        } else {
+            let header = b64::decode(parts.header)?;
+            let header = Header::parse(&header)?;
+            self.keys
+                .by_kid(&header.kid)
+                .ok_or(TokenError::UnknownKid)?
+        };
+        let mut signature = [0u8; SIGNATURE_BYTES];
+        let len = decode_signature(parts.signature, &mut signature)?;
+        // ring compares in constant time; a wrong length fails there too.
+        key.verify(
+            parts.signing_input,
+            signature.get(..len).unwrap_or_default(),
+        )?;
+        let payload = b64::decode(parts.payload)?;
+        RawClaims::parse(&payload)?.check(&self.policy, now)
+    }
+}
+
+/// The three segments of a compact JWS (RFC 7515 §7.1).
+struct Parts<'a> {
+    header: &'a [u8],
+    payload: &'a [u8],
+    signature: &'a [u8],
+    /// `header.payload`: what the signature covers.
+    signing_input: &'a [u8],
+}
+
+impl<'a> Parts<'a> {
+    fn split(token: &'a [u8]) -> Result<Self, TokenError> {
+        let mut dots = token
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &b)| (b == b'.').then_some(i));
+        let (Some(first), Some(second), None) = (dots.next(), dots.next(), dots.next()) else {
+            return Err(TokenError::Segments);
+        };
+        let segment = |from: usize, to: usize| token.get(from..to).ok_or(TokenError::Segments);
+        let after = |dot: usize| dot.checked_add(1).ok_or(TokenError::Segments);
+        Ok(Self {
+            header: segment(0, first)?,
+            payload: segment(after(first)?, second)?,
+            signature: segment(after(second)?, token.len())?,
+            signing_input: segment(0, second)?,
+        })
+    }
+}
+
+/// Decodes a signature segment: non-canonical base64url is `Base64`, any canonical text that
+/// is not 32 bytes long is a `BadSignature`.
+fn decode_signature(segment: &[u8], out: &mut [u8; SIGNATURE_BYTES]) -> Result<usize, TokenError> {
+    // 43 characters encode 32 bytes; anything longer cannot be an HS256 signature, so it is
+    // decoded (for the Base64 verdict) into a scratch buffer instead.
+    if segment.len() == 43 {
+        return b64::decode_into(segment, out);
+    }
+    b64::decode(segment)?;
+    Err(TokenError::BadSignature)
+}
+
+#[cfg(test)]
+mod tests;
