@@ -6,6 +6,8 @@
 //! Calls go down the stack only: `http -> auth -> {token, store, password} -> time`.
 #![warn(missing_docs, unreachable_pub, clippy::unwrap_used)]
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod password;
 pub mod store;
 pub mod time;

@@ -47,6 +47,7 @@ pub(crate) struct RawClaims<'a> {
     sid: Option<Value<'a>>,
     ver: Option<Value<'a>>,
     roles: Option<Value<'a>>,
+    client_id: Option<Value<'a>>,
 }
 
 impl<'a> RawClaims<'a> {
@@ -67,6 +68,9 @@ impl<'a> RawClaims<'a> {
                 "sid" => &mut raw.sid,
                 "ver" => &mut raw.ver,
                 "roles" => &mut raw.roles,
+                // Written by latchd but not demanded: RFC 9068 lets resource servers use it,
+                // and latchd's own checks do not. Known, so it costs no duplicate bookkeeping.
+                "client_id" => &mut raw.client_id,
                 _ => {
                     obj.unknown_key(key).map_err(json_error)?;
                     continue;

@@ -198,17 +198,21 @@ impl<'a> Object<'a> {
     fn string(&mut self) -> Result<Cow<'a, str>, JsonError> {
         self.expect(b'"')?;
         let start = self.pos;
-        loop {
-            match self.peek().ok_or(JsonError::Malformed)? {
-                b'"' => {
-                    let s = self.text.get(start..self.pos).ok_or(JsonError::Malformed)?;
-                    self.pos += 1;
-                    return Ok(Cow::Borrowed(s));
-                }
-                b'\\' => break,
-                0x00..=0x1f => return Err(JsonError::Malformed),
-                _ => self.pos += 1,
+        // Fast path: one pass to the first byte that needs attention.
+        let rest = self.text.as_bytes().get(start..).ok_or(JsonError::Malformed)?;
+        let stop = rest
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+            .ok_or(JsonError::Malformed)?;
+        self.pos = start + stop;
+        match self.peek() {
+            Some(b'"') => {
+                let s = self.text.get(start..self.pos).ok_or(JsonError::Malformed)?;
+                self.pos += 1;
+                return Ok(Cow::Borrowed(s));
             }
+            Some(b'\\') => {}
+            _ => return Err(JsonError::Malformed),
         }
         // Slow path: at least one escape.
         let mut out = String::from(self.text.get(start..self.pos).ok_or(JsonError::Malformed)?);

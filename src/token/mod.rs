@@ -140,15 +140,18 @@ struct Parts<'a> {
 
 impl<'a> Parts<'a> {
     fn split(token: &'a [u8]) -> Result<Self, TokenError> {
-        let mut dots = token
-            .iter()
-            .enumerate()
-            .filter_map(|(i, &b)| (b == b'.').then_some(i));
-        let (Some(first), Some(second), None) = (dots.next(), dots.next(), dots.next()) else {
-            return Err(TokenError::Segments);
-        };
         let segment = |from: usize, to: usize| token.get(from..to).ok_or(TokenError::Segments);
         let after = |dot: usize| dot.checked_add(1).ok_or(TokenError::Segments);
+        let next_dot = |from: usize| {
+            let rest = token.get(from..).ok_or(TokenError::Segments)?;
+            let at = memchr::memchr(b'.', rest).ok_or(TokenError::Segments)?;
+            from.checked_add(at).ok_or(TokenError::Segments)
+        };
+        let first = next_dot(0)?;
+        let second = next_dot(after(first)?)?;
+        if next_dot(after(second)?).is_ok() {
+            return Err(TokenError::Segments);
+        }
         Ok(Self {
             header: segment(0, first)?,
             payload: segment(after(first)?, second)?,

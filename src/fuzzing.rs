@@ -1,0 +1,111 @@
+//! Fuzz entry points, shared by the cargo-fuzz targets in `fuzz/` and by the integration test
+//! that replays their committed corpora on stable. Each takes raw bytes, must never panic on
+//! them, and asserts properties of whatever it accepts.
+
+use crate::time::UnixTime;
+use crate::token::refresh;
+use crate::token::{AccessClaims, AccessTokens, KeySecret, Keyring, Policy, RefreshKey};
+
+/// Every fuzz target by name, with its entry point.
+pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("verify_token", verify_token),
+    ("signed_token", signed_token),
+    ("refresh_token", refresh_token),
+];
+
+/// The fixed signing key of the fuzz keyring (also in `fuzz/README.md`, to build seeds).
+pub const KEY: [u8; 32] = [0x42; 32];
+/// The fixed "now" of the fuzz targets.
+pub const NOW: UnixTime = UnixTime(1_800_000_000);
+const LEEWAY_SECS: u32 = 5;
+
+/// Arbitrary bytes into the access-token verifier with a fixed keyring.
+///
+/// # Panics
+/// When the verifier accepts a token that breaks a rule (see `check_accepted`).
+pub fn verify_token(data: &[u8]) {
+    let tokens = tokens();
+    if let Ok(claims) = tokens.verify(data, NOW) {
+        check_accepted(&tokens, data, &claims);
+    }
+}
+
+/// Arbitrary header and payload JSON, correctly signed, so the fuzzer reaches the rules that
+/// sit behind the MAC. Input: `header` 0x00 `payload`; without a 0x00 the whole input is the
+/// payload under the canonical header.
+///
+/// # Panics
+/// When the verifier accepts a token that breaks a rule, or JSON `serde_json` refuses.
+pub fn signed_token(data: &[u8]) {
+    let tokens = tokens();
+    let canonical = format!(
+        r#"{{"alg":"HS256","typ":"at+jwt","kid":"{}"}}"#,
+        tokens.keyring().signer_kid()
+    );
+    let (header, payload) = match data.iter().position(|&b| b == 0) {
+        Some(at) => (data.get(..at).unwrap_or_default(), data.get(at + 1..).unwrap_or_default()),
+        None => (canonical.as_bytes(), data),
+    };
+    let token = sign_segments(header, payload);
+    if let Ok(claims) = tokens.verify(token.as_bytes(), NOW) {
+        // Differential check: what the strict reader accepts, serde_json must read the same way.
+        let parsed: serde_json::Value =
+            serde_json::from_slice(payload).expect("accepted payload is JSON to serde_json too");
+        assert_eq!(parsed["sub"].as_str(), Some(claims.sub.to_string().as_str()));
+        assert_eq!(parsed["exp"].as_i64(), Some(claims.exp.secs()));
+        assert_eq!(parsed["iss"].as_str(), Some("latchd"));
+        assert_eq!(parsed["aud"].as_str(), Some("latchd"));
+        let header: serde_json::Value =
+            serde_json::from_slice(header).expect("accepted header is JSON to serde_json too");
+        assert_eq!(header["alg"].as_str(), Some("HS256"));
+        assert_eq!(header["typ"].as_str(), Some("at+jwt"));
+        check_accepted(&tokens, token.as_bytes(), &claims);
+    }
+}
+
+/// Arbitrary bytes into the refresh-token parser with a fixed key.
+///
+/// # Panics
+/// When it accepts text that is not a token minted under the key.
+pub fn refresh_token(data: &[u8]) {
+    let key = RefreshKey::new(&KEY);
+    if let Ok(presented) = refresh::parse(&key, data) {
+        // Only a minted token verifies, and minting is deterministic given the random bits.
+        assert_eq!(data.len(), refresh::REFRESH_TOKEN_CHARS);
+        assert_eq!(presented.unseal(&presented.seal(&[7; 32])), [7; 32]);
+    }
+}
+
+fn tokens() -> AccessTokens {
+    let secret = KeySecret::from_bytes(KEY.to_vec()).expect("the fuzz key is 32 bytes");
+    AccessTokens::new(
+        Keyring::new(&secret, &[]),
+        Policy::new("latchd", "latchd", "latchd", LEEWAY_SECS),
+    )
+}
+
+fn sign_segments(header: &[u8], payload: &[u8]) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(payload)
+    );
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &KEY);
+    let tag = ring::hmac::sign(&key, input.as_bytes());
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
+}
+
+/// What every accepted token must satisfy.
+fn check_accepted(tokens: &AccessTokens, token: &[u8], claims: &AccessClaims) {
+    let leeway = i64::from(LEEWAY_SECS);
+    assert!(token.len() <= crate::token::MAX_TOKEN_BYTES);
+    assert_eq!(token.iter().filter(|&&b| b == b'.').count(), 2);
+    assert!(claims.exp > NOW.minus(leeway), "accepted an expired token");
+    assert!(claims.nbf <= NOW.plus(leeway), "accepted a token before nbf");
+    assert!(claims.iat <= NOW.plus(leeway), "accepted a token from the future");
+    // Re-signing what was accepted yields a token that verifies to the same claims.
+    let again = tokens.sign(claims);
+    assert_eq!(tokens.verify(again.as_bytes(), NOW).as_ref(), Ok(claims));
+}
