@@ -2,6 +2,10 @@
 //! sit on the verify hot path (`is_blacklisted`, `token_version`).
 //!
 //! `CARGO_TARGET_DIR=/work/target-store cargo bench --bench store`
+//!
+//! On the 2-core dev VM (ext4 on virtio), 2026-11-23, medians: `rotate_durable` 257 µs (about
+//! 3,900 durable commits/s; fsync-bound: under `strace -c -w` about 85% of the wall time is
+//! `fdatasync`, roughly two per commit), `is_blacklisted` 18 ns, `token_version` 20 ns.
 
 use std::hint::black_box;
 

@@ -5,7 +5,6 @@ use std::fmt;
 /// A failure of the storage layer. Domain outcomes (a taken email, a reused token) are values,
 /// never this type.
 #[derive(Debug)]
-#[non_exhaustive]
 pub enum StoreError {
     /// Another process holds the database file open for writing.
     Locked,
