@@ -9,7 +9,7 @@
 use redb::{ReadableTable, Table};
 use uuid::Uuid;
 
-use super::records::{decode, encode, Current, FamilyRecord, Previous};
+use super::records::{decode, encode, Current, FamilyRecord, Previous, UserRecord};
 use super::tables::{FAMILIES, FAMILIES_BY_USER, USERS};
 use super::users::{families_of, read_user, user_change};
 use super::{
@@ -178,7 +178,7 @@ impl Store {
             row.token_version = row.token_version.saturating_add(1);
             users.insert(
                 user.0.as_u128(),
-                encode(&super::records::UserRecord::from_user(&row)).as_slice(),
+                encode(&UserRecord::from_user(&row)).as_slice(),
             )?;
             let mut changes = vec![user_change(&row)];
             let ids = families_of(txn, user)?;
