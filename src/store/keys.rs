@@ -1,0 +1,84 @@
+//! Signing keys for access tokens, and the server-held refresh-token MAC key.
+
+use redb::{ReadableDatabase, ReadableTable, Table};
+use ring::rand::{SecureRandom, SystemRandom};
+
+use super::records::{decode, encode, KeyRecord};
+use super::tables::{REFRESH_MAC_KEY, SIGNING_KEYS};
+use super::{Store, StoreError, StoredKey, Written};
+use crate::time::UnixTime;
+
+impl Store {
+    /// Every stored signing key, oldest first; the signer is the last one not retired.
+    pub fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let keys = txn.open_table(SIGNING_KEYS)?;
+        let mut out = Vec::new();
+        for row in keys.iter()? {
+            let (_, bytes) = row?;
+            out.push(decode::<KeyRecord>("signing_keys", bytes.value())?.into_key());
+        }
+        Ok(out)
+    }
+
+    /// Stores `key` as the newest signing key; with `retire_others_at`, every other key not yet
+    /// retired gets that `retired_at` (key rotation: old keys keep verifying until swept).
+    ///
+    /// # Errors
+    /// `KidTaken` if a key with the same `kid` is stored.
+    pub fn add_signing_key(
+        &self,
+        key: &StoredKey,
+        retire_others_at: Option<UnixTime>,
+    ) -> Result<(), StoreError> {
+        self.write(|txn| {
+            let mut keys = txn.open_table(SIGNING_KEYS)?;
+            let mut rows = Vec::new();
+            for row in keys.iter()? {
+                let (seq, bytes) = row?;
+                rows.push((
+                    seq.value(),
+                    decode::<KeyRecord>("signing_keys", bytes.value())?,
+                ));
+            }
+            if rows.iter().any(|(_, r)| r.kid == key.kid) {
+                return Err(StoreError::KidTaken(key.kid.clone()));
+            }
+            let next = rows.last().map_or(0, |(seq, _)| seq.saturating_add(1));
+            if let Some(at) = retire_others_at {
+                for (seq, mut rec) in rows {
+                    if rec.retired_at.is_none() {
+                        rec.retired_at = Some(at.secs());
+                        keys.insert(seq, encode(&rec).as_slice())?;
+                    }
+                }
+            }
+            keys.insert(next, encode(&KeyRecord::from_key(key)).as_slice())?;
+            Ok(Written::commit(()))
+        })
+    }
+
+    /// The 32-byte key under which the auth layer MACs refresh tokens: generated from
+    /// `ring::rand::SystemRandom` when the file is created, the same value on every open.
+    pub fn refresh_mac_key(&self) -> Result<[u8; 32], StoreError> {
+        Ok(self.refresh_mac_key)
+    }
+}
+
+/// Returns the stored refresh MAC key, generating and inserting one if absent.
+pub(super) fn ensure_refresh_mac_key(
+    secrets: &mut Table<'_, &'static str, &'static [u8]>,
+) -> Result<[u8; 32], StoreError> {
+    if let Some(stored) = secrets.get(REFRESH_MAC_KEY)? {
+        return <[u8; 32]>::try_from(stored.value()).map_err(|_| StoreError::Corrupt {
+            table: "secrets",
+            detail: format!("refresh MAC key is {} bytes, not 32", stored.value().len()),
+        });
+    }
+    let mut key = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut key)
+        .map_err(|_| StoreError::Random)?;
+    secrets.insert(REFRESH_MAC_KEY, key.as_slice())?;
+    Ok(key)
+}

@@ -1,0 +1,222 @@
+//! Row encodings: `serde_json` for every record value, hex for byte strings. A row that fails to
+//! decode is a `StoreError::Corrupt`, never a panic.
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{StoreError, StoredKey, User, UserId};
+use crate::time::UnixTime;
+
+/// A user row; the id is the key.
+#[derive(Serialize, Deserialize)]
+pub(super) struct UserRecord {
+    pub(super) email: String,
+    pub(super) password_hash: String,
+    pub(super) roles: Vec<String>,
+    pub(super) created_at: i64,
+    pub(super) disabled: bool,
+    pub(super) token_version: u64,
+}
+
+impl UserRecord {
+    pub(super) fn from_user(user: &User) -> Self {
+        Self {
+            email: user.email.clone(),
+            password_hash: user.password_hash.clone(),
+            roles: user.roles.clone(),
+            created_at: user.created_at.secs(),
+            disabled: user.disabled,
+            token_version: user.token_version,
+        }
+    }
+
+    pub(super) fn into_user(self, id: UserId) -> User {
+        User {
+            id,
+            email: self.email,
+            password_hash: self.password_hash,
+            roles: self.roles,
+            created_at: UnixTime(self.created_at),
+            disabled: self.disabled,
+            token_version: self.token_version,
+        }
+    }
+}
+
+/// A refresh family row. Its size does not grow with rotations: only the current token and the
+/// one it superseded are kept; older generations are recognized from the token's own
+/// (MAC-protected) generation number.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub(super) struct FamilyRecord {
+    pub(super) user: Uuid,
+    pub(super) created_at: i64,
+    /// `created_at + session_max`: no token of the family is accepted at or after it.
+    pub(super) expires_at_max: i64,
+    pub(super) current: Current,
+    pub(super) previous: Option<Previous>,
+    pub(super) revoked_at: Option<i64>,
+}
+
+/// The family's one valid token.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub(super) struct Current {
+    pub(super) generation: u64,
+    #[serde(with = "hex")]
+    pub(super) hash: [u8; 32],
+    /// Sliding: `min(rotated_at + refresh_ttl, expires_at_max)`.
+    pub(super) expires_at: i64,
+}
+
+/// The token the current one superseded, kept for the retry grace.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub(super) struct Previous {
+    #[serde(with = "hex")]
+    pub(super) hash: [u8; 32],
+    pub(super) rotated_at: i64,
+    /// The current token sealed under a key only the superseded token's holder can derive.
+    #[serde(with = "hex")]
+    pub(super) sealed: [u8; 32],
+}
+
+/// A signing key row; the insertion sequence is the key.
+#[derive(Serialize, Deserialize)]
+pub(super) struct KeyRecord {
+    pub(super) kid: String,
+    #[serde(with = "hex")]
+    pub(super) secret: Vec<u8>,
+    pub(super) created_at: i64,
+    pub(super) retired_at: Option<i64>,
+}
+
+impl KeyRecord {
+    pub(super) fn from_key(key: &StoredKey) -> Self {
+        Self {
+            kid: key.kid.clone(),
+            secret: key.secret.clone(),
+            created_at: key.created_at.secs(),
+            retired_at: key.retired_at.map(UnixTime::secs),
+        }
+    }
+
+    pub(super) fn into_key(self) -> StoredKey {
+        StoredKey {
+            kid: self.kid,
+            secret: self.secret,
+            created_at: UnixTime(self.created_at),
+            retired_at: self.retired_at.map(UnixTime),
+        }
+    }
+}
+
+/// Encodes a record as JSON bytes.
+pub(super) fn encode<T: Serialize>(record: &T) -> Vec<u8> {
+    serde_json::to_vec(record)
+        .expect("records are plain structs with string keys, which always serialize")
+}
+
+/// Decodes a row of `table`, turning any failure into `StoreError::Corrupt`.
+pub(super) fn decode<T: DeserializeOwned>(
+    table: &'static str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        table,
+        detail: e.to_string(),
+    })
+}
+
+/// Lowercase hex for byte strings, so a row stays compact and readable in a dump.
+mod hex {
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer, B: AsRef<[u8]>>(
+        bytes: &B,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        use std::fmt::Write as _;
+        let bytes = bytes.as_ref();
+        let mut text = String::with_capacity(bytes.len() * 2);
+        for b in bytes {
+            write!(text, "{b:02x}").expect("writing to a String cannot fail");
+        }
+        s.serialize_str(&text)
+    }
+
+    pub(super) fn deserialize<'de, D, B>(d: D) -> Result<B, D::Error>
+    where
+        D: Deserializer<'de>,
+        B: TryFrom<Vec<u8>>,
+    {
+        let text = <&str>::deserialize(d)?;
+        let digits = text.as_bytes();
+        if digits.len() % 2 != 0 {
+            return Err(D::Error::custom("odd-length hex"));
+        }
+        let mut bytes = Vec::with_capacity(digits.len() / 2);
+        for pair in digits.chunks_exact(2) {
+            let hi = nibble(pair[0]).ok_or_else(|| D::Error::custom("bad hex digit"))?;
+            let lo = nibble(pair[1]).ok_or_else(|| D::Error::custom("bad hex digit"))?;
+            bytes.push(hi << 4 | lo);
+        }
+        let len = bytes.len();
+        B::try_from(bytes).map_err(|_| D::Error::custom(format!("wrong byte length {len}")))
+    }
+
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn family_round_trips_and_keeps_a_constant_size() {
+        let rec = FamilyRecord {
+            user: Uuid::new_v4(),
+            created_at: 1,
+            expires_at_max: 2,
+            current: Current {
+                generation: 7,
+                hash: [0xab; 32],
+                expires_at: 2,
+            },
+            previous: Some(Previous {
+                hash: [1; 32],
+                rotated_at: 1,
+                sealed: [2; 32],
+            }),
+            revoked_at: None,
+        };
+        let bytes = encode(&rec);
+        let back: FamilyRecord = decode("families", &bytes).unwrap();
+        assert_eq!(back.current.hash, [0xab; 32]);
+        assert_eq!(back.previous.unwrap().sealed, [2; 32]);
+        assert!(bytes.len() < 400, "{}", bytes.len());
+    }
+
+    #[test]
+    fn bad_rows_are_errors() {
+        for bad in [
+            &b"\xff\x00garbage"[..],
+            b"{}",
+            br#"{"kid":"k","secret":"zz","created_at":1}"#,
+        ] {
+            let got = decode::<KeyRecord>("signing_keys", bad);
+            assert!(matches!(
+                got,
+                Err(StoreError::Corrupt {
+                    table: "signing_keys",
+                    ..
+                })
+            ));
+        }
+        let short = br#"{"generation":0,"hash":"abcd","expires_at":1}"#;
+        assert!(decode::<Current>("families", short).is_err());
+    }
+}

@@ -1,0 +1,124 @@
+//! The access-token blacklist, token-version lookups, and the sweep that keeps the file from
+//! growing without bound.
+
+use redb::{ReadableTable, WriteTransaction};
+use uuid::Uuid;
+
+use super::records::{decode, FamilyRecord, KeyRecord};
+use super::tables::{BLACKLIST, FAMILIES, FAMILIES_BY_USER, SIGNING_KEYS};
+use super::{Change, FamilyId, Jti, Store, StoreError, Sweep, UserId, Written};
+use crate::time::UnixTime;
+
+impl Store {
+    /// Blacklists an access token's `jti` until `exp` (logout). Blacklisting again keeps the
+    /// later `exp`.
+    pub fn blacklist(&self, jti: Jti, exp: UnixTime) -> Result<(), StoreError> {
+        self.write(|txn| {
+            let mut table = txn.open_table(BLACKLIST)?;
+            let old = table.get(jti.0.as_u128())?.map(|e| e.value());
+            let exp = old.map_or(exp.secs(), |old| old.max(exp.secs()));
+            table.insert(jti.0.as_u128(), exp)?;
+            Ok(Written::commit_with(
+                (),
+                vec![Change::Blacklisted { jti, exp }],
+            ))
+        })
+    }
+
+    /// Whether `jti` is blacklisted, from memory.
+    pub fn is_blacklisted(&self, jti: Jti) -> bool {
+        self.view.is_blacklisted(jti)
+    }
+
+    /// The user's current token version, from memory; `None` if there is no such user.
+    pub fn token_version(&self, user: UserId) -> Option<u64> {
+        self.view.token_version(user)
+    }
+
+    /// Deletes blacklist rows whose `exp <= now`, families that expired or were revoked at
+    /// least `retain_secs` ago, and signing keys retired at least `retain_secs` ago.
+    ///
+    /// `retain_secs` should be the access-token lifetime: an access token names its family
+    /// (`sid`) and its key (`kid`), so neither row may go while such a token can still verify.
+    pub fn sweep_expired(&self, now: UnixTime, retain_secs: i64) -> Result<Sweep, StoreError> {
+        let cutoff = now.minus(retain_secs).secs();
+        self.write(|txn| {
+            let mut changes = Vec::new();
+            let blacklist = sweep_blacklist(txn, now, &mut changes)?;
+            let families = sweep_families(txn, cutoff, &mut changes)?;
+            let keys = sweep_keys(txn, cutoff)?;
+            let sweep = Sweep {
+                blacklist,
+                families,
+                keys,
+            };
+            if sweep == Sweep::default() {
+                Ok(Written::nothing(sweep))
+            } else {
+                Ok(Written::commit_with(sweep, changes))
+            }
+        })
+    }
+}
+
+fn sweep_blacklist(
+    txn: &WriteTransaction,
+    now: UnixTime,
+    changes: &mut Vec<Change>,
+) -> Result<u64, StoreError> {
+    let mut table = txn.open_table(BLACKLIST)?;
+    let mut gone = Vec::new();
+    for row in table.iter()? {
+        let (jti, exp) = row?;
+        if exp.value() <= now.secs() {
+            gone.push(jti.value());
+        }
+    }
+    for jti in &gone {
+        table.remove(*jti)?;
+        changes.push(Change::Unblacklisted(Jti(Uuid::from_u128(*jti))));
+    }
+    Ok(gone.len() as u64)
+}
+
+fn sweep_families(
+    txn: &WriteTransaction,
+    cutoff: i64,
+    changes: &mut Vec<Change>,
+) -> Result<u64, StoreError> {
+    let mut families = txn.open_table(FAMILIES)?;
+    let mut gone = Vec::new();
+    for row in families.iter()? {
+        let (id, bytes) = row?;
+        let rec: FamilyRecord = decode("families", bytes.value())?;
+        let ended_at = rec
+            .revoked_at
+            .unwrap_or(rec.current.expires_at.min(rec.expires_at_max));
+        if ended_at <= cutoff {
+            gone.push((id.value(), rec.user.as_u128()));
+        }
+    }
+    let mut index = txn.open_multimap_table(FAMILIES_BY_USER)?;
+    for (family, user) in &gone {
+        families.remove(*family)?;
+        index.remove(*user, *family)?;
+        changes.push(Change::FamilyGone(FamilyId(Uuid::from_u128(*family))));
+    }
+    Ok(gone.len() as u64)
+}
+
+fn sweep_keys(txn: &WriteTransaction, cutoff: i64) -> Result<u64, StoreError> {
+    let mut keys = txn.open_table(SIGNING_KEYS)?;
+    let mut gone = Vec::new();
+    for row in keys.iter()? {
+        let (seq, bytes) = row?;
+        let rec: KeyRecord = decode("signing_keys", bytes.value())?;
+        if rec.retired_at.is_some_and(|at| at <= cutoff) {
+            gone.push(seq.value());
+        }
+    }
+    for seq in &gone {
+        keys.remove(*seq)?;
+    }
+    Ok(gone.len() as u64)
+}

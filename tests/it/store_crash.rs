@@ -1,0 +1,220 @@
+//! Crash safety of the store: a child process (this test binary re-invoked) makes acknowledged
+//! writes; the parent SIGKILLs it at a random point and checks that every acknowledged write is
+//! on disk after reopening.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use latchd::store::{
+    CreateUser, FamilyId, Jti, Presented, Rotation, SessionPolicy, Store, Successor, UserId,
+};
+use latchd::time::UnixTime;
+use uuid::Uuid;
+
+const CHILD_ENV: &str = "LATCHD_CRASH_CHILD";
+const CHILD_TEST: &str = "store_crash::crash_child";
+const NOW: UnixTime = UnixTime(1_800_000_000);
+const POLICY: SessionPolicy = SessionPolicy {
+    refresh_ttl_secs: 1_000,
+    session_max_secs: 10_000,
+    grace_secs: 0,
+};
+const ROUNDS: u32 = 3;
+const CHILD_ITERATIONS: u32 = 2_000;
+const ROUND_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The child's body; a no-op unless the parent selected it through `LATCHD_CRASH_CHILD`.
+#[test]
+fn crash_child() {
+    let Ok(path) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let store = Store::open(Path::new(&path)).expect("child opens the store");
+    let mut out = std::io::stdout().lock();
+    let mut ack = |line: String| {
+        // Written straight to fd 1 (not `println!`, which the harness may capture), after the
+        // call returned: the write it names has committed.
+        writeln!(out, "ack {line}").expect("stdout");
+        out.flush().expect("stdout");
+    };
+    for _ in 0..CHILD_ITERATIONS {
+        let email = format!("{}@crash.test", Uuid::new_v4());
+        let CreateUser::Created(user) = store
+            .create_user(&email, "$pbkdf2-sha256$i=1$x$y", &[], NOW)
+            .expect("create_user")
+        else {
+            panic!("fresh email taken");
+        };
+        ack(format!("user {} {email}", user.id));
+
+        let jti = Uuid::new_v4();
+        store.blacklist(Jti(jti), NOW.plus(60)).expect("blacklist");
+        ack(format!("blacklist {jti}"));
+
+        let family = Store::new_family_id();
+        assert!(store
+            .create_family(family, user.id, &[0; 32], NOW, &POLICY)
+            .expect("create_family"));
+        ack(format!("family {family} {}", user.id));
+
+        let presented = Presented {
+            family,
+            generation: 0,
+            hash: [0; 32],
+        };
+        let next = Successor {
+            hash: [1; 32],
+            sealed: [2; 32],
+        };
+        let got = store
+            .rotate(&presented, &next, NOW, &POLICY)
+            .expect("rotate");
+        assert!(
+            matches!(got, Rotation::Rotated { generation: 1, .. }),
+            "{got:?}"
+        );
+        ack(format!("rotated {family} {}", user.id));
+    }
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill() {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let path = dir.path().join("crash.redb");
+    let mut total = 0;
+    for round in 0..ROUNDS {
+        // Later rounds reopen a file earlier kills left behind.
+        let kill_after = 1 + random_below(80);
+        let acks = run_child_and_kill(&path, kill_after);
+        assert!(
+            !acks.is_empty(),
+            "round {round}: the child acknowledged nothing"
+        );
+        let store = Store::open(&path).expect("reopen after SIGKILL");
+        for line in &acks {
+            check_ack(&store, line);
+        }
+        total += acks.len();
+    }
+    assert!(total >= usize::try_from(ROUNDS).expect("small"));
+}
+
+/// Starts the child, waits (with a deadline) for `kill_after` acknowledgements, SIGKILLs it,
+/// and returns every acknowledgement it managed to write.
+fn run_child_and_kill(path: &Path, kill_after: u64) -> Vec<String> {
+    let mut child = Command::new(std::env::current_exe().expect("current exe"))
+        .args([CHILD_TEST, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn child");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    let reader = thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(ack) = line.strip_prefix("ack ") {
+                if tx.send(ack.to_owned()).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+
+    let deadline = Instant::now() + ROUND_DEADLINE;
+    let mut acks = Vec::new();
+    while (acks.len() as u64) < kill_after {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(ack) => acks.push(ack),
+            // The child exited (it finished or failed) or the deadline passed.
+            Err(_) => break,
+        }
+    }
+    kill(
+        &mut child,
+        acks.len() < usize::try_from(kill_after).expect("small"),
+    );
+    reader.join().expect("reader thread");
+    // Acknowledgements that arrived before the kill landed are also acknowledged writes.
+    acks.extend(rx.try_iter());
+    acks
+}
+
+/// SIGKILLs the child (`Child::kill` sends SIGKILL on Unix) and reaps it; if it stopped early,
+/// shows its stderr.
+fn kill(child: &mut Child, stopped_early: bool) {
+    // An error here means it already exited, which the checks below still cover.
+    let _ = child.kill();
+    child.wait().expect("reap child");
+    if stopped_early {
+        let mut err = String::new();
+        if let Some(mut stderr) = child.stderr.take() {
+            let _ = stderr.read_to_string(&mut err);
+        }
+        eprintln!("child stopped before the kill; its stderr:\n{err}");
+    }
+}
+
+/// Asserts that the write named by one acknowledgement line is in the reopened store.
+fn check_ack(store: &Store, line: &str) {
+    let words: Vec<&str> = line.split(' ').collect();
+    let uuid = |i: usize| Uuid::parse_str(words[i]).unwrap_or_else(|e| panic!("{line}: {e}"));
+    match words[0] {
+        "user" => {
+            let user = store.user(UserId(uuid(1))).expect("read user");
+            assert_eq!(user.map(|u| u.email), Some(words[2].to_owned()), "{line}");
+            assert!(
+                store.user_by_email(words[2]).expect("read").is_some(),
+                "{line}"
+            );
+        }
+        "blacklist" => assert!(store.is_blacklisted(Jti(uuid(1))), "{line}"),
+        "family" => {
+            let got =
+                store.check_access(UserId(uuid(2)), FamilyId(uuid(1)), Jti(Uuid::new_v4()), 0);
+            assert_eq!(got, Ok(()), "{line}");
+        }
+        "rotated" => {
+            // Generation 1 must be current: it rotates to 2 (had the rotation been lost,
+            // generation 1 would be in the future and `Unknown`).
+            let family = FamilyId(uuid(1));
+            let presented = Presented {
+                family,
+                generation: 1,
+                hash: [1; 32],
+            };
+            let next = Successor {
+                hash: [3; 32],
+                sealed: [4; 32],
+            };
+            let got = store
+                .rotate(&presented, &next, NOW, &POLICY)
+                .expect("rotate");
+            assert_eq!(
+                got,
+                Rotation::Rotated {
+                    family,
+                    user: UserId(uuid(2)),
+                    generation: 2
+                },
+                "{line}"
+            );
+        }
+        other => panic!("unknown acknowledgement {other:?}"),
+    }
+}
+
+/// A random number below `n` from the std hasher's per-process random keys: good enough to vary
+/// the kill point, with no clock and no extra dependency.
+fn random_below(n: u64) -> u64 {
+    RandomState::new().build_hasher().finish() % n
+}
