@@ -40,7 +40,7 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("access_token");
     group.bench_function("sign", |b| b.iter(|| tokens.sign(black_box(&claims))));
     group.bench_function("verify", |b| {
-        b.iter(|| tokens.verify(black_box(token.as_bytes()), NOW))
+        b.iter(|| tokens.verify(black_box(token.as_bytes()), NOW));
     });
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
     let (input, signature) = token.rsplit_once('.').expect("three segments");
@@ -51,7 +51,7 @@ fn bench(c: &mut Criterion) {
                 .decode_slice(black_box(signature), &mut sig)
                 .expect("canonical");
             hmac::verify(&key, black_box(input.as_bytes()), &sig[..n])
-        })
+        });
     });
     group.finish();
 }

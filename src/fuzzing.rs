@@ -6,8 +6,11 @@ use crate::time::UnixTime;
 use crate::token::refresh;
 use crate::token::{AccessClaims, AccessTokens, KeySecret, Keyring, Policy, RefreshKey};
 
+/// A fuzz entry point.
+pub type FuzzTarget = fn(&[u8]);
+
 /// Every fuzz target by name, with its entry point.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, FuzzTarget)] = &[
     ("verify_token", verify_token),
     ("signed_token", signed_token),
     ("refresh_token", refresh_token),
@@ -43,7 +46,10 @@ pub fn signed_token(data: &[u8]) {
         tokens.keyring().signer_kid()
     );
     let (header, payload) = match data.iter().position(|&b| b == 0) {
-        Some(at) => (data.get(..at).unwrap_or_default(), data.get(at + 1..).unwrap_or_default()),
+        Some(at) => (
+            data.get(..at).unwrap_or_default(),
+            data.get(at + 1..).unwrap_or_default(),
+        ),
         None => (canonical.as_bytes(), data),
     };
     let token = sign_segments(header, payload);
@@ -51,7 +57,10 @@ pub fn signed_token(data: &[u8]) {
         // Differential check: what the strict reader accepts, serde_json must read the same way.
         let parsed: serde_json::Value =
             serde_json::from_slice(payload).expect("accepted payload is JSON to serde_json too");
-        assert_eq!(parsed["sub"].as_str(), Some(claims.sub.to_string().as_str()));
+        assert_eq!(
+            parsed["sub"].as_str(),
+            Some(claims.sub.to_string().as_str())
+        );
         assert_eq!(parsed["exp"].as_i64(), Some(claims.exp.secs()));
         assert_eq!(parsed["iss"].as_str(), Some("latchd"));
         assert_eq!(parsed["aud"].as_str(), Some("latchd"));
@@ -101,10 +110,16 @@ fn sign_segments(header: &[u8], payload: &[u8]) -> String {
 fn check_accepted(tokens: &AccessTokens, token: &[u8], claims: &AccessClaims) {
     let leeway = i64::from(LEEWAY_SECS);
     assert!(token.len() <= crate::token::MAX_TOKEN_BYTES);
-    assert_eq!(token.iter().filter(|&&b| b == b'.').count(), 2);
+    assert_eq!(memchr::memchr_iter(b'.', token).count(), 2);
     assert!(claims.exp > NOW.minus(leeway), "accepted an expired token");
-    assert!(claims.nbf <= NOW.plus(leeway), "accepted a token before nbf");
-    assert!(claims.iat <= NOW.plus(leeway), "accepted a token from the future");
+    assert!(
+        claims.nbf <= NOW.plus(leeway),
+        "accepted a token before nbf"
+    );
+    assert!(
+        claims.iat <= NOW.plus(leeway),
+        "accepted a token from the future"
+    );
     // Re-signing what was accepted yields a token that verifies to the same claims.
     let again = tokens.sign(claims);
     assert_eq!(tokens.verify(again.as_bytes(), NOW).as_ref(), Ok(claims));

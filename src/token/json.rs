@@ -199,7 +199,11 @@ impl<'a> Object<'a> {
         self.expect(b'"')?;
         let start = self.pos;
         // Fast path: one pass to the first byte that needs attention.
-        let rest = self.text.as_bytes().get(start..).ok_or(JsonError::Malformed)?;
+        let rest = self
+            .text
+            .as_bytes()
+            .get(start..)
+            .ok_or(JsonError::Malformed)?;
         let stop = rest
             .iter()
             .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
