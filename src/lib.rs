@@ -6,9 +6,15 @@
 //! Calls go down the stack only: `http -> auth -> {token, store, password} -> time`.
 #![warn(missing_docs, unreachable_pub, clippy::unwrap_used)]
 
+pub mod auth;
+pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
+mod http;
 pub mod password;
 pub mod store;
+pub mod telemetry;
 pub mod time;
 pub mod token;
+
+pub use http::serve;

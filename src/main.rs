@@ -1,11 +1,18 @@
-//! The `latchd` binary: wiring only.
+//! The `latchd` binary: wiring only. CLI -> Config -> telemetry -> Store -> Authority -> serve.
 #![warn(clippy::unwrap_used)]
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use latchd::auth::{Authority, KeySource};
+use latchd::config::Config;
+use latchd::store::Store;
+
 /// A single-binary auth server: HS256 access tokens, rotating refresh tokens, one redb file.
+///
+/// Configuration comes from LATCHD_* environment variables (see README.md); with none set,
+/// `latchd serve` listens on 127.0.0.1:8080 and keeps its data in ./latchd.redb.
 #[derive(Parser)]
 #[command(name = "latchd", version, about)]
 struct Cli {
@@ -15,15 +22,81 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the HTTP server.
+    /// Run the HTTP server until SIGTERM or SIGINT.
     Serve,
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
-        Command::Serve => {
-            eprintln!("latchd: the HTTP server is not built yet");
+    let cli = Cli::parse();
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(errors) => {
+            for error in errors {
+                eprintln!("latchd: {error}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    latchd::telemetry::init(&config.log, config.log_json);
+    match cli.command {
+        Command::Serve => serve(&config),
+    }
+}
+
+fn serve(config: &Config) -> ExitCode {
+    let store = match Store::open(&config.db) {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("latchd: cannot open {}: {e}", config.db.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let (authority, source) = match Authority::new(config, store) {
+        Ok(pair) => pair,
+        Err(e) => {
+            eprintln!("latchd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    log_start(config, &authority, &source);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("latchd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(latchd::serve(config, authority)) {
+        Ok(()) => {
+            tracing::info!("stopped");
             ExitCode::SUCCESS
         }
+        Err(e) => {
+            eprintln!("latchd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn log_start(config: &Config, authority: &Authority, source: &KeySource) {
+    let kid = authority.signer_kid();
+    match source {
+        KeySource::Generated => {
+            tracing::info!(kid, db = %config.db.display(), "generated a new signing key and stored it");
+        }
+        KeySource::Configured => tracing::info!(kid, "signing with LATCHD_SIGNING_KEY"),
+        KeySource::Stored => tracing::info!(kid, "signing with the stored key"),
+    }
+    if config.pbkdf2_iterations < latchd::password::DEFAULT_ITERATIONS {
+        tracing::warn!(
+            iterations = config.pbkdf2_iterations.get(),
+            "LATCHD_PBKDF2_ITERATIONS is below 600000: for tests only"
+        );
+    }
+    if !config.cookie_secure {
+        tracing::warn!("LATCHD_COOKIE_SECURE=false: refresh cookies work over plain http");
     }
 }

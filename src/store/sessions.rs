@@ -193,6 +193,42 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Replaces the user's password hash and revokes every family of the user except `keep`
+    /// (the session that changed the password), in one transaction: a crash cannot leave the
+    /// new password in place with the old sessions still alive. Access tokens of the revoked
+    /// families stop working at once through their family. Returns false if there is no such
+    /// user.
+    pub fn change_password(
+        &self,
+        user: UserId,
+        password_hash: &str,
+        keep: Option<FamilyId>,
+        now: UnixTime,
+    ) -> Result<bool, StoreError> {
+        self.write(|txn| {
+            let mut users = txn.open_table(USERS)?;
+            let Some(mut row) = read_user(&users, user)? else {
+                return Ok(Written::nothing(false));
+            };
+            password_hash.clone_into(&mut row.password_hash);
+            users.insert(
+                user.0.as_u128(),
+                encode(&UserRecord::from_user(&row)).as_slice(),
+            )?;
+            let mut changes = Vec::new();
+            let ids = families_of(txn, user)?;
+            let mut families = txn.open_table(FAMILIES)?;
+            for family in ids.into_iter().filter(|f| Some(*f) != keep) {
+                if revoke_in(&mut families, family, now)? {
+                    changes.push(Change::FamilyGone(family));
+                }
+            }
+            Ok(Written::commit_with(true, changes))
+        })
+    }
+}
+
 /// Marks a family revoked inside `families`; false if it was missing or already revoked.
 fn revoke_in(
     families: &mut Table<'_, u128, &'static [u8]>,

@@ -898,3 +898,35 @@ fn race(policy: SessionPolicy) -> Vec<Rotation> {
         .collect();
     threads.into_iter().map(|t| t.join().unwrap()).collect()
 }
+
+#[test]
+fn change_password_keeps_only_the_named_session_and_survives_reopen() {
+    let (dir, store) = temp_store();
+    let (user, keep) = session(&store);
+    let other = Store::new_family_id();
+    assert!(store
+        .create_family(other, user, &[6; 32], NOW, &POLICY)
+        .unwrap());
+    assert!(store
+        .change_password(user, "$new-hash", Some(keep), NOW)
+        .unwrap());
+    assert_eq!(
+        store.user(user).unwrap().unwrap().password_hash,
+        "$new-hash"
+    );
+    assert_eq!(store.check_access(user, keep, jti(), 0), Ok(()));
+    assert_eq!(
+        store.check_access(user, other, jti(), 0),
+        Err(AccessDenied::FamilyRevoked)
+    );
+    assert_eq!(store.token_version(user), Some(0), "no version bump");
+    let store = reopen(&dir, store);
+    assert_eq!(store.check_access(user, keep, jti(), 0), Ok(()));
+    assert_eq!(
+        store.check_access(user, other, jti(), 0),
+        Err(AccessDenied::FamilyRevoked)
+    );
+    assert!(!store
+        .change_password(UserId(Uuid::new_v4()), "$x", None, NOW)
+        .unwrap());
+}

@@ -1,0 +1,75 @@
+//! `AuthError`: why a use case refused, in terms the HTTP layer maps to one status each.
+
+use std::fmt;
+
+use crate::password::{PasswordError, WeakPassword};
+use crate::store::{AccessDenied, StoreError};
+use crate::token::TokenError;
+
+/// Why an auth use case did not succeed.
+#[derive(Debug)]
+pub enum AuthError {
+    /// The access token broke a rule of the token itself.
+    Token(TokenError),
+    /// The access token is genuine but its state refuses it (logout, revocation, user gone).
+    Revoked(AccessDenied),
+    /// Login failed: unknown email, wrong password or disabled user (never said which).
+    BadCredentials,
+    /// A refresh token was unknown, expired, revoked or reused.
+    InvalidGrant,
+    /// Registration with an email that is already registered (case-insensitively).
+    EmailTaken,
+    /// The email is not a plausible address.
+    InvalidEmail(&'static str),
+    /// The new password breaks the password policy.
+    WeakPassword(WeakPassword),
+    /// The current password given for a password change is wrong.
+    WrongPassword,
+    /// The caller lacks a role the route requires.
+    Forbidden,
+    /// No such user (admin routes).
+    NotFound,
+    /// The storage layer failed.
+    Store(StoreError),
+    /// A stored password hash could not be read, or the system RNG failed.
+    Password(PasswordError),
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Token(e) => write!(f, "access token refused: {e}"),
+            Self::Revoked(why) => write!(f, "access token revoked: {why:?}"),
+            Self::BadCredentials => f.write_str("bad credentials"),
+            Self::InvalidGrant => f.write_str("invalid refresh token"),
+            Self::EmailTaken => f.write_str("email is already registered"),
+            Self::InvalidEmail(why) => f.write_str(why),
+            Self::WeakPassword(why) => write!(f, "{why}"),
+            Self::WrongPassword => f.write_str("current password is wrong"),
+            Self::Forbidden => f.write_str("insufficient role"),
+            Self::NotFound => f.write_str("no such user"),
+            Self::Store(e) => write!(f, "storage: {e}"),
+            Self::Password(e) => write!(f, "password: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for AuthError {}
+
+impl From<StoreError> for AuthError {
+    fn from(err: StoreError) -> Self {
+        Self::Store(err)
+    }
+}
+
+impl From<TokenError> for AuthError {
+    fn from(err: TokenError) -> Self {
+        Self::Token(err)
+    }
+}
+
+impl From<PasswordError> for AuthError {
+    fn from(err: PasswordError) -> Self {
+        Self::Password(err)
+    }
+}

@@ -1,0 +1,410 @@
+//! Use cases: where tokens, storage and passwords meet. No HTTP, no async.
+//!
+//! Every method is synchronous. Those that hash a password or commit to disk block for
+//! milliseconds to hundreds of milliseconds; the HTTP layer runs them off its async workers.
+//! [`Authority::verify_access`] does neither: it is pure CPU plus the store's in-memory view.
+
+mod error;
+
+pub use error::AuthError;
+
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::config::Config;
+use crate::password::{Hasher, PasswordPolicy, Verified};
+use crate::store::{
+    CreateUser, FamilyId, Jti, Presented, Rotation, SessionPolicy, Store, StoredKey, Successor,
+    User, UserId,
+};
+use crate::time::UnixTime;
+use crate::token::refresh::{self, RefreshToken};
+use crate::token::{AccessClaims, AccessTokens, KeySecret, Keyring, Policy, RefreshKey};
+
+/// Longest email accepted, in bytes (RFC 5321 §4.5.3.1.3 path limit, less the brackets).
+pub const MAX_EMAIL_BYTES: usize = 254;
+
+/// Who presented a valid access token.
+#[derive(Clone, Debug)]
+pub struct Principal {
+    /// The user.
+    pub user: UserId,
+    /// The session (refresh family) the token belongs to.
+    pub family: FamilyId,
+    /// The token's id.
+    pub jti: Jti,
+    /// Roles at issue time.
+    pub roles: Vec<String>,
+    /// The token's expiry.
+    pub exp: UnixTime,
+}
+
+impl Principal {
+    /// Whether the token carries `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+/// A new access token and refresh token, as login and refresh hand them out.
+#[derive(Debug)]
+pub struct TokenPair {
+    /// The signed access token.
+    pub access_token: String,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+    /// The refresh token.
+    pub refresh_token: RefreshToken,
+}
+
+/// What the signing-key setup did at start, for one log line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    /// `LATCHD_SIGNING_KEY` signs.
+    Configured,
+    /// A key stored in the database signs.
+    Stored,
+    /// No key existed: one was generated and stored.
+    Generated,
+}
+
+/// The auth use cases over one store.
+#[derive(Debug)]
+pub struct Authority {
+    store: Store,
+    tokens: AccessTokens,
+    refresh_key: RefreshKey,
+    hasher: Hasher,
+    password_policy: PasswordPolicy,
+    session: SessionPolicy,
+    access_ttl_secs: i64,
+    rng: SystemRandom,
+}
+
+impl Authority {
+    /// Builds the authority: sets up the keyring (configured key, else the stored ones, else a
+    /// freshly generated and persisted key) and the password hasher.
+    pub fn new(config: &Config, store: Store) -> Result<(Self, KeySource), AuthError> {
+        let rng = SystemRandom::new();
+        let (keyring, source) = keyring(config, &store, &rng)?;
+        let refresh_key = RefreshKey::new(&store.refresh_mac_key()?);
+        let authority = Self {
+            tokens: AccessTokens::new(
+                keyring,
+                Policy::new(
+                    &config.issuer,
+                    &config.audience,
+                    &config.client_id,
+                    config.leeway_secs,
+                ),
+            ),
+            refresh_key,
+            hasher: Hasher::new(config.pbkdf2_iterations)?,
+            password_policy: PasswordPolicy::new(config.password_min)?,
+            session: SessionPolicy {
+                refresh_ttl_secs: config.refresh_ttl_secs,
+                session_max_secs: config.session_max_secs,
+                grace_secs: config.refresh_grace_secs,
+            },
+            access_ttl_secs: config.access_ttl_secs,
+            store,
+            rng,
+        };
+        Ok((authority, source))
+    }
+
+    /// The store, for counts and the sweeper.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The kid new access tokens are signed with.
+    pub fn signer_kid(&self) -> &str {
+        self.tokens.keyring().signer_kid()
+    }
+
+    /// Registers a user with no roles (`POST /v1/users`).
+    pub fn register(&self, email: &str, password: &str, now: UnixTime) -> Result<User, AuthError> {
+        self.create_user(email, password, &[], now)
+    }
+
+    /// Creates a user with `roles` (`latchd user add`).
+    pub fn create_user(
+        &self,
+        email: &str,
+        password: &str,
+        roles: &[String],
+        now: UnixTime,
+    ) -> Result<User, AuthError> {
+        let email = check_email(email)?;
+        self.password_policy
+            .check(password, email)
+            .map_err(AuthError::WeakPassword)?;
+        let hash = self.hasher.hash(password)?;
+        match self.store.create_user(email, hash.as_str(), roles, now)? {
+            CreateUser::Created(user) => Ok(user),
+            CreateUser::EmailTaken => Err(AuthError::EmailTaken),
+        }
+    }
+
+    /// Checks a password and opens a new session (`POST /v1/auth/login`).
+    ///
+    /// An unknown email still costs one full hash, so the answer's timing does not tell
+    /// whether the account exists; a disabled account reads like a wrong password.
+    pub fn login(
+        &self,
+        email: &str,
+        password: &str,
+        now: UnixTime,
+    ) -> Result<TokenPair, AuthError> {
+        let Some(user) = self.store.user_by_email(email)? else {
+            self.hasher.verify_dummy(password);
+            return Err(AuthError::BadCredentials);
+        };
+        if self.hasher.verify(password, &user.password_hash)? != Verified::Match || user.disabled {
+            return Err(AuthError::BadCredentials);
+        }
+        if self.hasher.needs_rehash(&user.password_hash) {
+            // The work factor was raised since this hash was made: upgrade it now that the
+            // plaintext is at hand. Failing to does not fail the login.
+            if let Ok(hash) = self.hasher.hash(password) {
+                self.store.set_password(user.id, hash.as_str())?;
+            }
+        }
+        let family = Store::new_family_id();
+        let first = refresh::mint(&self.refresh_key, family.0, 0, &self.random()?);
+        if !self
+            .store
+            .create_family(family, user.id, &first.hash, now, &self.session)?
+        {
+            // Deleted or disabled between the read and the write.
+            return Err(AuthError::BadCredentials);
+        }
+        self.pair(&user, family, first.token, now)
+    }
+
+    /// Rotates a refresh token (`POST /v1/auth/refresh`); see API.md "Refresh rotation".
+    pub fn refresh(&self, presented: &str, now: UnixTime) -> Result<TokenPair, AuthError> {
+        let presented = refresh::parse(&self.refresh_key, presented.as_bytes())
+            .map_err(|_| AuthError::InvalidGrant)?;
+        let family = FamilyId(presented.family);
+        let next_random = self.random()?;
+        let next_generation = presented.generation.saturating_add(1);
+        let next = refresh::mint(&self.refresh_key, family.0, next_generation, &next_random);
+        let outcome = self.store.rotate(
+            &Presented {
+                family,
+                generation: presented.generation,
+                hash: presented.hash,
+            },
+            &Successor {
+                hash: next.hash,
+                sealed: presented.seal(&next_random),
+            },
+            now,
+            &self.session,
+        )?;
+        let (user, token) = match outcome {
+            Rotation::Rotated { user, .. } => (user, next.token),
+            Rotation::Retried {
+                user,
+                generation,
+                sealed,
+                ..
+            } => {
+                // Same successor again: only the holder of the superseded token can unseal it.
+                let again = refresh::mint(
+                    &self.refresh_key,
+                    family.0,
+                    generation,
+                    &presented.unseal(&sealed),
+                );
+                (user, again.token)
+            }
+            Rotation::Reused { user, family } => {
+                tracing::warn!(%user, %family, "refresh token reuse: family revoked");
+                return Err(AuthError::InvalidGrant);
+            }
+            Rotation::Expired | Rotation::Revoked | Rotation::Unknown => {
+                return Err(AuthError::InvalidGrant)
+            }
+        };
+        let user = self.store.user(user)?.ok_or(AuthError::InvalidGrant)?;
+        if user.disabled {
+            return Err(AuthError::InvalidGrant);
+        }
+        self.pair(&user, family, token, now)
+    }
+
+    /// Verifies an access token: the token rules, then its state in memory (blacklist, token
+    /// version, user, family). No disk access, no write.
+    pub fn verify_access(&self, token: &[u8], now: UnixTime) -> Result<Principal, AuthError> {
+        let claims = self.tokens.verify(token, now)?;
+        let principal = Principal {
+            user: UserId(claims.sub),
+            family: FamilyId(claims.sid),
+            jti: Jti(claims.jti),
+            roles: claims.roles,
+            exp: claims.exp,
+        };
+        self.store
+            .check_access(principal.user, principal.family, principal.jti, claims.ver)
+            .map_err(AuthError::Revoked)?;
+        Ok(principal)
+    }
+
+    /// Ends the caller's session: its access token's jti is blacklisted until it expires, and
+    /// its refresh family is revoked (`POST /v1/auth/logout`).
+    pub fn logout(&self, principal: &Principal, now: UnixTime) -> Result<(), AuthError> {
+        self.store.blacklist(principal.jti, principal.exp)?;
+        self.store.revoke_family(principal.family, now)?;
+        Ok(())
+    }
+
+    /// Ends every session of the caller (`POST /v1/auth/logout-all`).
+    pub fn logout_all(&self, principal: &Principal, now: UnixTime) -> Result<(), AuthError> {
+        self.revoke_user(principal.user, now)
+    }
+
+    /// Ends every session of `user`: its token version is bumped, so all its access tokens
+    /// stop verifying, and all its families are revoked.
+    pub fn revoke_user(&self, user: UserId, now: UnixTime) -> Result<(), AuthError> {
+        if self.store.revoke_all_for_user(user, now)? {
+            Ok(())
+        } else {
+            Err(AuthError::NotFound)
+        }
+    }
+
+    /// The caller's account (`GET /v1/auth/me`).
+    pub fn me(&self, principal: &Principal) -> Result<User, AuthError> {
+        self.store
+            .user(principal.user)?
+            .ok_or(AuthError::Revoked(crate::store::AccessDenied::UnknownUser))
+    }
+
+    /// Changes the caller's password and revokes every other session in the same write
+    /// (`PUT /v1/users/me/password`). The caller's own session keeps working.
+    pub fn change_password(
+        &self,
+        principal: &Principal,
+        current: &str,
+        new: &str,
+        now: UnixTime,
+    ) -> Result<(), AuthError> {
+        let user = self.me(principal)?;
+        if self.hasher.verify(current, &user.password_hash)? != Verified::Match {
+            return Err(AuthError::WrongPassword);
+        }
+        self.password_policy
+            .check(new, &user.email)
+            .map_err(AuthError::WeakPassword)?;
+        let hash = self.hasher.hash(new)?;
+        self.store
+            .change_password(user.id, hash.as_str(), Some(principal.family), now)?;
+        Ok(())
+    }
+
+    fn pair(
+        &self,
+        user: &User,
+        family: FamilyId,
+        refresh_token: RefreshToken,
+        now: UnixTime,
+    ) -> Result<TokenPair, AuthError> {
+        let mut jti = [0u8; 16];
+        self.rng
+            .fill(&mut jti)
+            .map_err(|_| AuthError::Password(crate::password::PasswordError::Random))?;
+        let claims = AccessClaims {
+            sub: user.id.0,
+            sid: family.0,
+            jti: uuid::Builder::from_random_bytes(jti).into_uuid(),
+            ver: user.token_version,
+            roles: user.roles.clone(),
+            iat: now,
+            nbf: now,
+            exp: now.plus(self.access_ttl_secs),
+        };
+        Ok(TokenPair {
+            access_token: self.tokens.sign(&claims),
+            expires_in: self.access_ttl_secs,
+            refresh_token,
+        })
+    }
+
+    fn random(&self) -> Result<[u8; 32], AuthError> {
+        let mut out = [0u8; 32];
+        self.rng
+            .fill(&mut out)
+            .map_err(|_| AuthError::Password(crate::password::PasswordError::Random))?;
+        Ok(out)
+    }
+}
+
+/// A trimmed email that is plausibly an address: `local@domain`, both parts non-empty, no
+/// whitespace or control characters, at most `MAX_EMAIL_BYTES`. Deliverability is not checked.
+fn check_email(email: &str) -> Result<&str, AuthError> {
+    let email = email.trim();
+    if email.len() > MAX_EMAIL_BYTES {
+        return Err(AuthError::InvalidEmail("email is too long"));
+    }
+    let Some((local, domain)) = email.rsplit_once('@') else {
+        return Err(AuthError::InvalidEmail("email must contain @"));
+    };
+    if local.is_empty() || domain.is_empty() || domain.starts_with('.') || domain.ends_with('.') {
+        return Err(AuthError::InvalidEmail("email must be local@domain"));
+    }
+    if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(AuthError::InvalidEmail("email must not contain spaces"));
+    }
+    Ok(email)
+}
+
+/// The keyring at start: the configured key signs if there is one; otherwise the newest
+/// stored key that is not retired; otherwise a new 256-bit key is generated and stored.
+/// Every stored key verifies, so tokens signed before a rotation keep working.
+fn keyring(
+    config: &Config,
+    store: &Store,
+    rng: &SystemRandom,
+) -> Result<(Keyring, KeySource), AuthError> {
+    let stored = store.signing_keys()?;
+    let secrets = stored
+        .iter()
+        .filter_map(|k| KeySecret::from_bytes(k.secret.clone()).ok())
+        .collect::<Vec<_>>();
+    if let Some(configured) = &config.signing_key {
+        return Ok((Keyring::new(configured, &secrets), KeySource::Configured));
+    }
+    let signer = stored
+        .iter()
+        .rev()
+        .find(|k| k.retired_at.is_none())
+        .and_then(|k| KeySecret::from_bytes(k.secret.clone()).ok());
+    if let Some(signer) = signer {
+        return Ok((Keyring::new(&signer, &secrets), KeySource::Stored));
+    }
+    let secret = generate_key(rng)?;
+    store.add_signing_key(
+        &StoredKey {
+            kid: secret.kid(),
+            secret: secret.as_bytes().to_vec(),
+            created_at: UnixTime::now(),
+            retired_at: None,
+        },
+        Some(UnixTime::now()),
+    )?;
+    Ok((Keyring::new(&secret, &secrets), KeySource::Generated))
+}
+
+/// A fresh 256-bit signing key from the system RNG.
+pub fn generate_key(rng: &SystemRandom) -> Result<KeySecret, AuthError> {
+    let mut bytes = vec![0u8; 32];
+    rng.fill(&mut bytes)
+        .map_err(|_| AuthError::Password(crate::password::PasswordError::Random))?;
+    KeySecret::from_bytes(bytes)
+        .map_err(|_| AuthError::Password(crate::password::PasswordError::Random))
+}
+
+#[cfg(test)]
+mod tests;

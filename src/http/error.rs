@@ -1,0 +1,163 @@
+//! `ApiError`: the one place an error becomes a status code and an OAuth-style JSON body.
+
+use hyper::header::{HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use hyper::{Response, StatusCode};
+
+use super::respond::{self, Body};
+use crate::auth::AuthError;
+
+/// An HTTP error answer: `{"error": code, "error_description": text}` plus its headers.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    description: String,
+    challenge: Option<&'static str>,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, description: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            description: description.into(),
+            challenge: None,
+            retry_after: None,
+        }
+    }
+
+    pub(crate) fn invalid_request(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+    }
+
+    /// 401 for a presented bearer token that is not valid (RFC 6750 §3.1).
+    pub(crate) fn invalid_token() -> Self {
+        Self {
+            challenge: Some(r#"Bearer error="invalid_token""#),
+            ..Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "the access token is invalid, expired or revoked",
+            )
+        }
+    }
+
+    /// 401 for a request with no bearer credentials at all: a challenge without an error code
+    /// (RFC 6750 §3.1).
+    pub(crate) fn no_credentials() -> Self {
+        Self {
+            challenge: Some("Bearer"),
+            ..Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "a bearer access token is required",
+            )
+        }
+    }
+
+    pub(crate) fn invalid_grant(description: &'static str) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_grant", description)
+    }
+
+    pub(crate) fn insufficient_scope() -> Self {
+        Self {
+            challenge: Some(r#"Bearer error="insufficient_scope""#),
+            ..Self::new(
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                "this route requires the admin role",
+            )
+        }
+    }
+
+    pub(crate) fn conflict(description: &'static str) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", description)
+    }
+
+    pub(crate) fn payload_too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "request bodies are limited to 16 KiB",
+        )
+    }
+
+    pub(crate) fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
+    }
+
+    pub(crate) fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request",
+            "method not allowed on this path",
+        )
+    }
+
+    pub(crate) fn server_error() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "internal error",
+        )
+    }
+
+    pub(crate) fn unavailable() -> Self {
+        Self {
+            retry_after: Some(1),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "the server is shutting down or overloaded",
+            )
+        }
+    }
+
+    /// The response for this error.
+    pub(crate) fn into_response(self) -> Response<Body> {
+        let body = serde_json::json!({"error": self.code, "error_description": self.description});
+        let mut response = respond::json(self.status, &body);
+        let headers = response.headers_mut();
+        if let Some(challenge) = self.challenge {
+            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+        if let Some(secs) = self.retry_after {
+            headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::Token(e) => {
+                tracing::debug!(reason = e.reason(), "access token refused");
+                Self::invalid_token()
+            }
+            AuthError::Revoked(why) => {
+                tracing::debug!(?why, "access token revoked");
+                Self::invalid_token()
+            }
+            AuthError::BadCredentials => Self::invalid_grant("invalid email or password"),
+            AuthError::InvalidGrant => {
+                Self::invalid_grant("the refresh token is invalid, expired or revoked")
+            }
+            AuthError::EmailTaken => Self::conflict("email is already registered"),
+            AuthError::InvalidEmail(why) => Self::invalid_request(why),
+            AuthError::WeakPassword(why) => Self::invalid_request(why.to_string()),
+            AuthError::WrongPassword => Self::invalid_request("current_password is wrong"),
+            AuthError::Forbidden => Self::insufficient_scope(),
+            AuthError::NotFound => Self::not_found(),
+            AuthError::Store(e) => {
+                tracing::error!(error = %e, "storage failure");
+                Self::server_error()
+            }
+            AuthError::Password(e) => {
+                tracing::error!(error = %e, "password hashing failure");
+                Self::server_error()
+            }
+        }
+    }
+}

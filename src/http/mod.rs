@@ -1,0 +1,110 @@
+//! The HTTP server: hyper 1 + hyper-util, a hand-written router, no framework. The only
+//! module that names hyper or `http` types; [`serve`] is its one public item.
+
+mod error;
+mod extract;
+mod handlers;
+mod respond;
+mod router;
+mod server;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::auth::Authority;
+use crate::config::Config;
+use crate::time::UnixTime;
+
+/// How often the background sweeper deletes expired rows.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What every handler shares.
+pub(crate) struct App {
+    auth: Authority,
+    hash_slots: Semaphore,
+    cookie: respond::CookiePolicy,
+    open_registration: bool,
+}
+
+/// Binds `config.listen`, prints `listening on <ip>:<port>` to stderr, and serves until
+/// SIGTERM or SIGINT; then stops accepting, drains in-flight requests (bounded) and returns,
+/// dropping the authority and with it the database.
+///
+/// # Errors
+/// The listen address cannot be bound.
+pub async fn serve(config: &Config, auth: Authority) -> std::io::Result<()> {
+    let listener = TcpListener::bind(config.listen).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
+    })?;
+    let local = listener.local_addr()?;
+    let app = Arc::new(App {
+        auth,
+        hash_slots: Semaphore::new(config.hash_concurrency),
+        cookie: respond::CookiePolicy {
+            secure: config.cookie_secure,
+            max_age_secs: config.refresh_ttl_secs,
+        },
+        open_registration: config.open_registration,
+    });
+    let sweeper = tokio::spawn(sweep_forever(Arc::clone(&app), config.access_ttl_secs));
+    // The contract's start line: tests and scripts read the port from it.
+    eprintln!("listening on {local}");
+    tracing::info!(%local, "listening");
+    server::run(listener, app, config.max_connections, shutdown_signal()).await;
+    sweeper.abort();
+    Ok(())
+}
+
+/// Deletes expired blacklist rows, ended families and retired keys once a minute, keeping
+/// families for one access TTL after they end so their access tokens never outlive them.
+async fn sweep_forever(app: Arc<App>, retain_secs: i64) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    loop {
+        tick.tick().await;
+        let app = Arc::clone(&app);
+        let swept = tokio::task::spawn_blocking(move || {
+            app.auth.store().sweep_expired(UnixTime::now(), retain_secs)
+        })
+        .await;
+        match swept {
+            Ok(Ok(sweep)) if sweep != crate::store::Sweep::default() => {
+                tracing::info!(
+                    blacklist = sweep.blacklist,
+                    families = sweep.families,
+                    keys = sweep.keys,
+                    "swept expired rows"
+                );
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "sweep failed"),
+            Err(e) => tracing::error!(error = %e, "sweep task failed"),
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,124 @@
+//! Building responses: JSON bodies, the refresh-token cookie, and the headers every response
+//! carries. Set here once, never per handler.
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, PRAGMA, SET_COOKIE};
+use hyper::{Response, StatusCode};
+use serde_json::json;
+
+use crate::auth::{Principal, TokenPair};
+use crate::store::User;
+
+/// The response body type of every route.
+pub(crate) type Body = Full<Bytes>;
+
+/// The cookie that carries the refresh token in browsers.
+pub(crate) const REFRESH_COOKIE: &str = "refresh_token";
+
+/// A JSON response.
+pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// An empty response with `status`.
+pub(crate) fn empty(status: StatusCode) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = status;
+    response
+}
+
+/// Headers on every response: no MIME sniffing, and nothing an auth server says is cached.
+pub(crate) fn secure(response: &mut Response<Body>) {
+    let headers = response.headers_mut();
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    headers
+        .entry(CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+}
+
+/// Cookie settings.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CookiePolicy {
+    pub(crate) secure: bool,
+    pub(crate) max_age_secs: i64,
+}
+
+/// 200 with a token pair (login, refresh): `no-store` and `Pragma: no-cache` (RFC 6749 §5.1),
+/// and the refresh token also as an `HttpOnly` cookie scoped to `/v1/auth`.
+pub(crate) fn token_pair(pair: &TokenPair, cookie: CookiePolicy) -> Response<Body> {
+    let body = json!({
+        "access_token": pair.access_token,
+        "token_type": "Bearer",
+        "expires_in": pair.expires_in,
+        "refresh_token": pair.refresh_token.as_str(),
+    });
+    let mut response = json(StatusCode::OK, &body);
+    let headers = response.headers_mut();
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));
+    let value = set_cookie(
+        pair.refresh_token.as_str(),
+        cookie.max_age_secs,
+        cookie.secure,
+    );
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(SET_COOKIE, value);
+    }
+    response
+}
+
+/// 204 that also clears the refresh cookie (logout).
+pub(crate) fn logged_out(cookie: CookiePolicy) -> Response<Body> {
+    let mut response = empty(StatusCode::NO_CONTENT);
+    if let Ok(value) = HeaderValue::from_str(&set_cookie("", 0, cookie.secure)) {
+        response.headers_mut().insert(SET_COOKIE, value);
+    }
+    response
+}
+
+fn set_cookie(value: &str, max_age_secs: i64, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!(
+        "{REFRESH_COOKIE}={value}; HttpOnly{secure}; SameSite=Strict; Path=/v1/auth; Max-Age={max_age_secs}"
+    )
+}
+
+/// A user as `/v1/auth/me` and registration show it.
+pub(crate) fn user(user: &User) -> serde_json::Value {
+    json!({
+        "id": user.id.to_string(),
+        "email": user.email,
+        "roles": user.roles,
+        "created_at": user.created_at.to_rfc3339(),
+    })
+}
+
+/// A user as the admin listing shows it.
+pub(crate) fn admin_user(user: &User) -> serde_json::Value {
+    let mut value = self::user(user);
+    value["disabled"] = json!(user.disabled);
+    value
+}
+
+/// 200 for forward-auth (`GET /v1/auth/verify`): who the caller is, in headers a reverse
+/// proxy can pass on.
+pub(crate) fn forward_auth(principal: &Principal) -> Response<Body> {
+    let mut response = empty(StatusCode::OK);
+    let headers = response.headers_mut();
+    if let Ok(subject) = HeaderValue::from_str(&principal.user.to_string()) {
+        headers.insert("x-auth-subject", subject);
+    }
+    if let Ok(roles) = HeaderValue::from_str(&principal.roles.join(",")) {
+        headers.insert("x-auth-roles", roles);
+    }
+    response
+}

@@ -1,0 +1,62 @@
+//! The router: one `match` on method and path.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::error::ApiError;
+use super::handlers;
+use super::respond::{self, Body};
+use super::App;
+use crate::store::UserId;
+
+/// Answers one request. Every error becomes its JSON answer here.
+pub(super) async fn route(req: Request<Incoming>, app: Arc<App>) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let answer = match (req.method(), path.as_str()) {
+        (&Method::GET, "/healthz") => Ok(respond::empty(StatusCode::OK)),
+        (&Method::GET, "/v1/auth/verify") => handlers::verify(&req, &app),
+        (&Method::POST, "/v1/users") => handlers::register(req, app).await,
+        (&Method::POST, "/v1/auth/login") => handlers::login(req, app).await,
+        (&Method::POST, "/v1/auth/refresh") => handlers::refresh(req, app).await,
+        (&Method::POST, "/v1/auth/logout") => handlers::logout(req, app).await,
+        (&Method::POST, "/v1/auth/logout-all") => handlers::logout_all(req, app).await,
+        (&Method::GET, "/v1/auth/me") => handlers::me(req, app).await,
+        (&Method::PUT, "/v1/users/me/password") => handlers::change_password(req, app).await,
+        (&Method::GET, "/v1/admin/users") => handlers::admin_list_users(req, app).await,
+        (method, path) => match admin_user_route(path) {
+            Some((id, "")) if method == Method::DELETE => {
+                handlers::admin_delete(req, app, id).await
+            }
+            Some((id, "/revoke")) if method == Method::POST => {
+                handlers::admin_revoke(req, app, id).await
+            }
+            Some((_, "" | "/revoke")) => Err(ApiError::method_not_allowed()),
+            None if KNOWN_PATHS.contains(&path) => Err(ApiError::method_not_allowed()),
+            Some(_) | None => Err(ApiError::not_found()),
+        },
+    };
+    answer.unwrap_or_else(ApiError::into_response)
+}
+
+const KNOWN_PATHS: &[&str] = &[
+    "/healthz",
+    "/v1/auth/verify",
+    "/v1/users",
+    "/v1/auth/login",
+    "/v1/auth/refresh",
+    "/v1/auth/logout",
+    "/v1/auth/logout-all",
+    "/v1/auth/me",
+    "/v1/users/me/password",
+    "/v1/admin/users",
+];
+
+/// `/v1/admin/users/{id}{rest}` -> (id, rest). An id that is not a UUID matches no user.
+fn admin_user_route(path: &str) -> Option<(UserId, &str)> {
+    let rest = path.strip_prefix("/v1/admin/users/")?;
+    let (id, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let id = uuid::Uuid::try_parse(id).ok()?;
+    Some((UserId(id), tail))
+}
