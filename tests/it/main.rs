@@ -1,4 +1,6 @@
 //! The one integration-test binary: one module per area.
 
 mod fuzz_corpus;
+mod http_flow;
 mod store_crash;
+mod support;

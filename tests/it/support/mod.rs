@@ -1,0 +1,489 @@
+//! The harness of the HTTP tests: the real `latchd serve` on 127.0.0.1 port 0 with a temp redb
+//! file, and a tiny blocking HTTP/1.1 client over `TcpStream`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+/// The password every test user gets: long enough and not on any common list.
+pub const PASSWORD: &str = "correct horse battery staple 42";
+
+/// How long the server gets to print `listening on …`.
+const START_DEADLINE: Duration = Duration::from_secs(20);
+/// How long a stopped server gets to exit.
+const EXIT_DEADLINE: Duration = Duration::from_secs(15);
+/// Read and write timeout of the client.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The environment every test server gets; `start_with` adds to or overrides it.
+const BASE_ENV: &[(&str, &str)] = &[
+    ("LATCHD_LISTEN", "127.0.0.1:0"),
+    ("LATCHD_COOKIE_SECURE", "false"),
+    ("LATCHD_PBKDF2_ITERATIONS", "1000"),
+    ("LATCHD_LOG", "info"),
+];
+
+/// A running `latchd serve`, killed on drop.
+pub struct TestServer {
+    child: Option<Child>,
+    addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+    env: Vec<(String, String)>,
+    // Declared last: dropped after the child is gone.
+    dir: TempDir,
+}
+
+impl TestServer {
+    /// A server with the base environment.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A server with the base environment plus `extra` (a value given here wins; an empty
+    /// value removes the variable).
+    pub fn start_with(extra: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let env = extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Self::spawn(dir, env)
+    }
+
+    /// Stops this server and starts a new one on the same redb file and environment.
+    pub fn restart(mut self) -> Self {
+        self.kill();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+        let env = std::mem::take(&mut self.env);
+        drop(self);
+        Self::spawn(dir, env)
+    }
+
+    fn spawn(dir: TempDir, env: Vec<(String, String)>) -> Self {
+        let mut cmd = server_command(&db_path(dir.path()), &env);
+        cmd.arg("serve")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn latchd");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let listening = drain(child.stderr.take().expect("piped stderr"), Arc::clone(&log));
+        let addr = match listening.recv_timeout(START_DEADLINE) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                // The drain thread may still be copying the last lines.
+                thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "latchd did not print `listening on` within {START_DEADLINE:?}; log:\n{}",
+                    log.lock().expect("log lock").join("\n")
+                );
+            }
+        };
+        Self {
+            child: Some(child),
+            addr,
+            log,
+            env,
+            dir,
+        }
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The redb file of this server.
+    pub fn db_path(&self) -> PathBuf {
+        db_path(self.dir.path())
+    }
+
+    /// Everything the server wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log lock").join("\n")
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the process to exit.
+    pub fn stop_with_sigterm(&mut self) -> ExitStatus {
+        let child = self.child.as_mut().expect("server already stopped");
+        let pid = child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        let deadline = Instant::now() + EXIT_DEADLINE;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "latchd did not exit within {EXIT_DEADLINE:?} of SIGTERM; log:\n{}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Any request.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
+        http(self.addr, method, path, headers, body)
+    }
+
+    /// `POST path` with a JSON body.
+    pub fn post_json(&self, path: &str, body: &Value) -> Reply {
+        self.request(
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        )
+    }
+
+    /// `POST path` with a JSON body and a bearer token.
+    pub fn post_json_auth(&self, path: &str, bearer: &str, body: &Value) -> Reply {
+        let auth = format!("Bearer {bearer}");
+        self.request(
+            "POST",
+            path,
+            &[
+                ("Content-Type", "application/json"),
+                ("Authorization", &auth),
+            ],
+            body.to_string().as_bytes(),
+        )
+    }
+
+    /// `POST path` with a bearer token and no body.
+    pub fn post_auth(&self, path: &str, bearer: &str) -> Reply {
+        let auth = format!("Bearer {bearer}");
+        self.request("POST", path, &[("Authorization", &auth)], b"")
+    }
+
+    /// `PUT path` with a JSON body and a bearer token.
+    pub fn put_json_auth(&self, path: &str, bearer: &str, body: &Value) -> Reply {
+        let auth = format!("Bearer {bearer}");
+        self.request(
+            "PUT",
+            path,
+            &[
+                ("Content-Type", "application/json"),
+                ("Authorization", &auth),
+            ],
+            body.to_string().as_bytes(),
+        )
+    }
+
+    /// `GET path`, with a bearer token if given.
+    pub fn get(&self, path: &str, bearer: Option<&str>) -> Reply {
+        match bearer {
+            Some(token) => {
+                let auth = format!("Bearer {token}");
+                self.request("GET", path, &[("Authorization", &auth)], b"")
+            }
+            None => self.request("GET", path, &[], b""),
+        }
+    }
+
+    /// Registers `email` with [`PASSWORD`]; returns the user id.
+    pub fn register(&self, email: &str) -> String {
+        let reply = self.post_json("/v1/users", &json!({"email": email, "password": PASSWORD}));
+        assert_eq!(reply.status, 201, "register {email}: {}", reply.body);
+        reply.json()["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Logs `email` in with [`PASSWORD`]; returns (access token, refresh token).
+    pub fn login(&self, email: &str) -> (String, String) {
+        self.login_with(email, PASSWORD)
+    }
+
+    /// Logs `email` in with `password`; returns (access token, refresh token).
+    pub fn login_with(&self, email: &str, password: &str) -> (String, String) {
+        let reply = self.post_json(
+            "/v1/auth/login",
+            &json!({"email": email, "password": password}),
+        );
+        assert_eq!(reply.status, 200, "login {email}: {}", reply.body);
+        reply.pair()
+    }
+
+    /// Presents a refresh token in the body.
+    pub fn refresh(&self, refresh_token: &str) -> Reply {
+        self.post_json(
+            "/v1/auth/refresh",
+            &json!({ "refresh_token": refresh_token }),
+        )
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+        if thread::panicking() {
+            eprintln!("---- latchd log ({}) ----\n{}", self.addr, self.log());
+        }
+    }
+}
+
+fn db_path(dir: &Path) -> PathBuf {
+    dir.join("latchd.redb")
+}
+
+/// `latchd` with a clean environment: PATH, the base variables, `LATCHD_DB`, then `extra`.
+/// An empty value in `extra` removes the variable.
+fn server_command(db: &Path, extra: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_latchd"));
+    cmd.env_clear();
+    if let Some(path) = std::env::var_os("PATH") {
+        cmd.env("PATH", path);
+    }
+    for (k, v) in BASE_ENV {
+        cmd.env(k, v);
+    }
+    cmd.env("LATCHD_DB", db);
+    for (k, v) in extra {
+        if v.is_empty() {
+            cmd.env_remove(k);
+        } else {
+            cmd.env(k, v);
+        }
+    }
+    cmd
+}
+
+/// Reads stderr line by line into `log`; sends the address of the `listening on` line.
+fn drain(stderr: ChildStderr, log: Arc<Mutex<Vec<String>>>) -> Receiver<SocketAddr> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                if let Ok(addr) = addr.trim().parse() {
+                    let _ = tx.send(addr);
+                }
+            }
+            log.lock().expect("log lock").push(line);
+        }
+    });
+    rx
+}
+
+/// Runs `latchd serve` with the base environment on `db` plus `extra`, expecting it to exit by
+/// itself within the deadline; returns its output.
+pub fn run_to_exit(db: &Path, extra: &[(&str, &str)]) -> Output {
+    let extra: Vec<(String, String)> = extra
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let mut cmd = server_command(db, &extra);
+    let mut child = cmd
+        .arg("serve")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn latchd");
+    let deadline = Instant::now() + EXIT_DEADLINE;
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "latchd kept running for {EXIT_DEADLINE:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One HTTP answer.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    /// Lowercased names, in order, repeats kept.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of header `name`.
+    pub fn headers_named(&self, name: &str) -> Vec<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
+    }
+
+    /// (access token, refresh token) of a token-pair answer.
+    pub fn pair(&self) -> (String, String) {
+        let body = self.json();
+        (
+            body["access_token"]
+                .as_str()
+                .expect("access_token")
+                .to_owned(),
+            body["refresh_token"]
+                .as_str()
+                .expect("refresh_token")
+                .to_owned(),
+        )
+    }
+
+    /// Asserts an error answer: `status`, and a body of exactly `error` and `error_description`.
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "{}", self.body);
+        let body = self.json();
+        let object = body.as_object().expect("error body is an object");
+        let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["error", "error_description"], "{}", self.body);
+        assert_eq!(body["error"], code, "{}", self.body);
+        assert!(
+            body["error_description"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty()),
+            "{}",
+            self.body
+        );
+    }
+}
+
+/// One request over a fresh connection (`Connection: close`), read to EOF.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"))
+    {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    let mut request = head.into_bytes();
+    request.extend_from_slice(body);
+    raw(addr, &request)
+}
+
+/// Writes `request` as is and parses the answer.
+pub fn raw(addr: SocketAddr, request: &[u8]) -> Reply {
+    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    // The server may answer (413) and close before reading all of a large body.
+    let _ = stream.write_all(request);
+    let mut bytes = Vec::new();
+    match stream.read_to_end(&mut bytes) {
+        Ok(_) => {}
+        // A reset after a complete answer (the server closed with unread input) is fine.
+        Err(e) if !bytes.is_empty() && e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("reading the answer: {e}"),
+    }
+    parse(&bytes)
+}
+
+fn parse(bytes: &[u8]) -> Reply {
+    let end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(bytes)));
+    let head = std::str::from_utf8(&bytes[..end]).expect("UTF-8 head");
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().expect("status line");
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .map(|line| {
+            let (name, value) = line.split_once(':').expect("header line");
+            (name.trim().to_ascii_lowercase(), value.trim().to_owned())
+        })
+        .collect();
+    let rest = &bytes[end + 4..];
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_vec()
+    };
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8(body).expect("UTF-8 body"),
+    }
+}
+
+fn dechunk(mut rest: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size_text = std::str::from_utf8(&rest[..eol]).expect("chunk size");
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .expect("hex chunk size");
+        if size == 0 {
+            return out;
+        }
+        let start = eol + 2;
+        out.extend_from_slice(&rest[start..start + size]);
+        rest = &rest[start + size + 2..];
+    }
+}
