@@ -1,6 +1,7 @@
 //! The one integration-test binary: one module per area.
 
 mod fuzz_corpus;
+mod http_errors;
 mod http_flow;
 mod store_crash;
 mod support;
