@@ -3,5 +3,6 @@
 mod fuzz_corpus;
 mod http_errors;
 mod http_flow;
+mod http_lifecycle;
 mod store_crash;
 mod support;

@@ -1,0 +1,223 @@
+//! The process around the API: restarts on the same file, graceful SIGTERM, and refusing to
+//! start on bad configuration.
+
+use std::process::Output;
+use std::thread;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::{http, run_to_exit, TestServer, PASSWORD};
+
+#[test]
+fn users_sessions_and_revocations_survive_a_restart() {
+    let server = TestServer::start();
+    let id = server.register("olga@example.com");
+    let (kept_access, kept_refresh) = server.login("olga@example.com");
+    let (gone_access, gone_refresh) = server.login("olga@example.com");
+    assert_eq!(
+        server.post_auth("/v1/auth/logout", &gone_access).status,
+        204
+    );
+
+    let server = server.restart();
+
+    // The stored signing key still verifies the old access token.
+    let verify = server.get("/v1/auth/verify", Some(&kept_access));
+    assert_eq!(verify.status, 200, "{}", verify.body);
+    assert_eq!(verify.header("x-auth-subject"), Some(id.as_str()));
+    let me = server.get("/v1/auth/me", Some(&kept_access));
+    assert_eq!(me.status, 200, "{}", me.body);
+    assert_eq!(me.json()["email"], "olga@example.com");
+
+    let rotated = server.refresh(&kept_refresh);
+    assert_eq!(rotated.status, 200, "{}", rotated.body);
+    let (new_access, _) = rotated.pair();
+    assert_eq!(server.get("/v1/auth/verify", Some(&new_access)).status, 200);
+
+    // What was logged out stays logged out.
+    server
+        .get("/v1/auth/verify", Some(&gone_access))
+        .assert_error(401, "invalid_token");
+    server
+        .refresh(&gone_refresh)
+        .assert_error(401, "invalid_grant");
+
+    // The account itself: its password and its email's uniqueness.
+    server.login("olga@example.com");
+    server
+        .post_json(
+            "/v1/users",
+            &json!({"email": "olga@example.com", "password": PASSWORD}),
+        )
+        .assert_error(409, "conflict");
+}
+
+#[test]
+fn logout_all_and_rotation_survive_a_restart() {
+    let server = TestServer::start_with(&[("LATCHD_REFRESH_GRACE", "0")]);
+    server.register("pat@example.com");
+    let (a1, r1) = server.login("pat@example.com");
+    let (_, r2) = server.login("pat@example.com");
+    let (_, r2_next) = server.refresh(&r2).pair();
+    assert_eq!(server.post_auth("/v1/auth/logout-all", &a1).status, 204);
+    let (a3, r3) = server.login("pat@example.com");
+
+    let server = server.restart();
+
+    server
+        .get("/v1/auth/verify", Some(&a1))
+        .assert_error(401, "invalid_token");
+    server.refresh(&r1).assert_error(401, "invalid_grant");
+    server.refresh(&r2_next).assert_error(401, "invalid_grant");
+    assert_eq!(server.get("/v1/auth/verify", Some(&a3)).status, 200);
+    let (_, r3_next) = server.refresh(&r3).pair();
+    // A token superseded before the restart is still reuse after it.
+    server.refresh(&r3).assert_error(401, "invalid_grant");
+    server.refresh(&r3_next).assert_error(401, "invalid_grant");
+}
+
+#[test]
+fn sigterm_lets_an_in_flight_login_finish_and_exits_0() {
+    // About two seconds per hash, so the login is still hashing when SIGTERM arrives. The
+    // binary is built with the test's profile, and unoptimised ring is far slower.
+    let iterations = if cfg!(debug_assertions) {
+        "400000"
+    } else {
+        "3000000"
+    };
+    let mut server = TestServer::start_with(&[("LATCHD_PBKDF2_ITERATIONS", iterations)]);
+    server.register("quinn@example.com");
+    let addr = server.addr();
+    let body = json!({"email": "quinn@example.com", "password": PASSWORD}).to_string();
+    let login = thread::spawn(move || {
+        http(
+            addr,
+            "POST",
+            "/v1/auth/login",
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+    });
+    // The one sleep used as synchronisation: let the request reach the hashing pool.
+    thread::sleep(Duration::from_millis(300));
+    let status = server.stop_with_sigterm();
+    let reply = login.join().expect("login thread");
+    assert_eq!(reply.status, 200, "{}\n{}", reply.body, server.log());
+    let (access, refresh) = reply.pair();
+    assert!(!access.is_empty() && !refresh.is_empty());
+    assert_eq!(status.code(), Some(0), "{status}\n{}", server.log());
+    let log = server.log();
+    assert!(
+        !log.contains("grace elapsed"),
+        "finished within the grace:\n{log}"
+    );
+    // The signal really came while the login was in flight.
+    let draining = log.find("shutting down").expect("shutdown logged");
+    let answered = log
+        .find("path=/v1/auth/login status=200")
+        .expect("login logged");
+    assert!(draining < answered, "SIGTERM came after the answer:\n{log}");
+}
+
+#[test]
+fn sigterm_on_an_idle_server_exits_0_and_keeps_the_data() {
+    let mut server = TestServer::start();
+    server.register("rita@example.com");
+    let (access, _) = server.login("rita@example.com");
+    let status = server.stop_with_sigterm();
+    assert_eq!(status.code(), Some(0), "{status}\n{}", server.log());
+    let server = server.restart();
+    assert_eq!(server.get("/v1/auth/verify", Some(&access)).status, 200);
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The lines of stderr that report a problem (`latchd: …`).
+fn problems(out: &Output) -> Vec<String> {
+    stderr(out)
+        .lines()
+        .filter(|l| l.starts_with("latchd: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn each_bad_setting_is_named_and_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("latchd.redb");
+    let cases = [
+        ("LATCHD_SIGNING_KEY", "c2hvcnQ"), // "short": 5 bytes
+        ("LATCHD_ACCESS_TTL", "0"),
+        ("LATCHD_LISTEN", "nonsense"),
+        ("LATCHD_REFRESH_TTL", "0"),
+        ("LATCHD_PASSWORD_MIN", "7"),
+    ];
+    for (var, value) in cases {
+        let out = run_to_exit(&db, &[(var, value)]);
+        assert!(
+            !out.status.success(),
+            "{var}={value} started: {}",
+            stderr(&out)
+        );
+        let lines = problems(&out);
+        assert_eq!(lines.len(), 1, "{var}={value}: {lines:?}");
+        assert!(lines[0].contains(var), "{var}={value}: {lines:?}");
+        assert!(
+            !stderr(&out).contains("listening on"),
+            "{var}={value}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(!db.exists(), "a refused start must not create the database");
+}
+
+#[test]
+fn two_problems_print_two_lines() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = run_to_exit(
+        &dir.path().join("latchd.redb"),
+        &[
+            ("LATCHD_SIGNING_KEY", "c2hvcnQ"),
+            ("LATCHD_ACCESS_TTL", "0"),
+        ],
+    );
+    assert!(!out.status.success());
+    let lines = problems(&out);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("LATCHD_SIGNING_KEY")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("LATCHD_ACCESS_TTL")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn a_database_in_a_missing_directory_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("no/such/dir/latchd.redb");
+    let out = run_to_exit(&db, &[]);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    let lines = problems(&out);
+    assert!(
+        lines.iter().any(|l| l.contains(&db.display().to_string())),
+        "names the path: {}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_second_server_on_the_same_file_is_refused() {
+    let first = TestServer::start();
+    first.register("sam@example.com");
+    let out = run_to_exit(&first.db_path(), &[]);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("locked"), "{}", stderr(&out));
+    // The first one is unharmed.
+    first.login("sam@example.com");
+}
