@@ -1,6 +1,7 @@
 //! The harness of the HTTP tests: the real `latchd serve` on 127.0.0.1 port 0 with a temp redb
 //! file, and a tiny blocking HTTP/1.1 client over `TcpStream`.
 
+use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -76,18 +77,15 @@ impl TestServer {
         let mut child = cmd.spawn().expect("spawn latchd");
         let log = Arc::new(Mutex::new(Vec::new()));
         let listening = drain(child.stderr.take().expect("piped stderr"), Arc::clone(&log));
-        let addr = match listening.recv_timeout(START_DEADLINE) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                // The drain thread may still be copying the last lines.
-                thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "latchd did not print `listening on` within {START_DEADLINE:?}; log:\n{}",
-                    log.lock().expect("log lock").join("\n")
-                );
-            }
+        let Ok(addr) = listening.recv_timeout(START_DEADLINE) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            // The drain thread may still be copying the last lines.
+            thread::sleep(Duration::from_millis(100));
+            panic!(
+                "latchd did not print `listening on` within {START_DEADLINE:?}; log:\n{}",
+                log.lock().expect("log lock").join("\n")
+            );
         };
         Self {
             child: Some(child),
@@ -161,20 +159,6 @@ impl TestServer {
             "POST",
             path,
             &[("Content-Type", "application/json")],
-            body.to_string().as_bytes(),
-        )
-    }
-
-    /// `POST path` with a JSON body and a bearer token.
-    pub fn post_json_auth(&self, path: &str, bearer: &str, body: &Value) -> Reply {
-        let auth = format!("Bearer {bearer}");
-        self.request(
-            "POST",
-            path,
-            &[
-                ("Content-Type", "application/json"),
-                ("Authorization", &auth),
-            ],
             body.to_string().as_bytes(),
         )
     }
@@ -404,13 +388,13 @@ pub fn http(
 ) -> Reply {
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
+        let _ = write!(head, "{name}: {value}\r\n");
     }
     if !headers
         .iter()
         .any(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"))
     {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        let _ = write!(head, "Content-Length: {}\r\n", body.len());
     }
     head.push_str("\r\n");
     let mut request = head.into_bytes();
