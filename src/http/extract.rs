@@ -90,13 +90,17 @@ pub(crate) async fn json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<
     parse_json(&bytes)
 }
 
-/// Parses a JSON body, describing the problem without echoing the input.
+/// Parses a JSON body, describing the problem without echoing the input. The body must be a
+/// JSON object: serde's derived structs would also take a positional array.
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        let why = match e.classify() {
-            serde_json::error::Category::Data => "request body has a missing or mistyped field",
-            _ => "request body is not valid JSON",
-        };
-        ApiError::invalid_request(why)
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|_| ApiError::invalid_request("request body is not valid JSON"))?;
+    if !value.is_object() {
+        return Err(ApiError::invalid_request(
+            "request body must be a JSON object",
+        ));
+    }
+    serde_json::from_value(value).map_err(|_| {
+        ApiError::invalid_request("request body has a missing, unknown or mistyped field")
     })
 }
