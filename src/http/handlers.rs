@@ -2,6 +2,7 @@
 //! commits) runs on tokio's blocking pool; hashing additionally waits for one of the
 //! `LATCHD_HASH_CONCURRENCY` slots, so a login flood cannot take every core from verification.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
@@ -51,7 +52,8 @@ pub(super) async fn register(req: Request<Incoming>, app: Arc<App>) -> Answer {
     Ok(respond::json(StatusCode::CREATED, &respond::user(&user)))
 }
 
-pub(super) async fn login(req: Request<Incoming>, app: Arc<App>) -> Answer {
+pub(super) async fn login(req: Request<Incoming>, app: Arc<App>, peer: SocketAddr) -> Answer {
+    let _ = peer; // the rate limiter's key (with trusted proxies): not built yet
     let creds: Credentials = extract::json(req).await?;
     if creds.password.len() > crate::password::MAX_PASSWORD_BYTES {
         // Refused before hashing: a megabyte password must not cost a megabyte of PBKDF2.

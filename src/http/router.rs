@@ -1,5 +1,6 @@
 //! The router: one `match` on method and path.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
@@ -12,13 +13,17 @@ use super::App;
 use crate::store::UserId;
 
 /// Answers one request. Every error becomes its JSON answer here.
-pub(super) async fn route(req: Request<Incoming>, app: Arc<App>) -> Response<Body> {
+pub(super) async fn route(
+    req: Request<Incoming>,
+    app: Arc<App>,
+    peer: SocketAddr,
+) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let answer = match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => Ok(respond::empty(StatusCode::OK)),
         (&Method::GET, "/v1/auth/verify") => handlers::verify(&req, &app),
         (&Method::POST, "/v1/users") => handlers::register(req, app).await,
-        (&Method::POST, "/v1/auth/login") => handlers::login(req, app).await,
+        (&Method::POST, "/v1/auth/login") => handlers::login(req, app, peer).await,
         (&Method::POST, "/v1/auth/refresh") => handlers::refresh(req, app).await,
         (&Method::POST, "/v1/auth/logout") => handlers::logout(req, app).await,
         (&Method::POST, "/v1/auth/logout-all") => handlers::logout_all(req, app).await,

@@ -97,7 +97,7 @@ async fn handle(
     let method = req.method().clone();
     // The path only: a query string could carry a token a client put there by mistake.
     let path = req.uri().path().to_owned();
-    let mut response = router::route(req, app).await;
+    let mut response = router::route(req, app, peer).await;
     respond::secure(&mut response);
     tracing::info!(
         target: "latchd::access",
