@@ -23,6 +23,9 @@ pub const DEFAULT_SESSION_MAX_SECS: i64 = 2_592_000;
 pub const DEFAULT_LEEWAY_SECS: u32 = 5;
 /// Default retry grace for the just-rotated refresh token.
 pub const DEFAULT_REFRESH_GRACE_SECS: i64 = 10;
+/// Default niceness of the password-hashing threads: about a tenth of a core's share against a
+/// busy async worker, so verification keeps its latency under a login flood.
+pub const DEFAULT_HASH_NICE: u8 = 10;
 /// Default cap on concurrent connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
@@ -71,6 +74,8 @@ pub struct Config {
     pub max_connections: usize,
     /// `LATCHD_HASH_CONCURRENCY`: password hashes run at once (default: cores - 1, at least 1).
     pub hash_concurrency: usize,
+    /// `LATCHD_HASH_NICE`: niceness of the hashing threads (0-19, default 10; 0 = unchanged).
+    pub hash_nice: u8,
 }
 
 /// One configuration problem, naming its variable.
@@ -177,6 +182,12 @@ impl Config {
                     .ok_or_else(|| "expected a positive count".to_owned())
             },
         );
+        let hash_nice = r.parse("LATCHD_HASH_NICE", Some(DEFAULT_HASH_NICE), |s| {
+            s.parse::<u8>()
+                .ok()
+                .filter(|&v| v <= 19)
+                .ok_or_else(|| "expected a niceness from 0 to 19".to_owned())
+        });
         if let (Some(refresh), Some(max)) = (refresh_ttl_secs, session_max_secs) {
             if refresh > max {
                 r.fail(
@@ -212,6 +223,7 @@ impl Config {
             metrics_allow,
             max_connections: max_connections.ok_or_else(missing)?,
             hash_concurrency: hash_concurrency.ok_or_else(missing)?,
+            hash_nice: hash_nice.ok_or_else(missing)?,
         })
     }
 }
@@ -325,6 +337,7 @@ mod tests {
         assert_eq!(c.pbkdf2_iterations.get(), 600_000);
         assert!(c.cookie_secure && c.open_registration && !c.log_json);
         assert!(c.hash_concurrency >= 1);
+        assert_eq!(c.hash_nice, 10);
     }
 
     #[test]
@@ -346,6 +359,7 @@ mod tests {
             ("LATCHD_COOKIE_SECURE", "maybe"),
             ("LATCHD_TRUSTED_PROXIES", "10.0.0.1,not-an-ip"),
             ("LATCHD_ISSUER", " "),
+            ("LATCHD_HASH_NICE", "20"),
         ])
         .unwrap_err();
         let vars: Vec<&str> = errors.iter().map(|e| e.var).collect();
@@ -362,6 +376,7 @@ mod tests {
                 "LATCHD_PBKDF2_ITERATIONS",
                 "LATCHD_COOKIE_SECURE",
                 "LATCHD_TRUSTED_PROXIES",
+                "LATCHD_HASH_NICE",
             ]
         );
         let key = errors

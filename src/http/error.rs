@@ -103,17 +103,6 @@ impl ApiError {
         )
     }
 
-    pub(crate) fn unavailable() -> Self {
-        Self {
-            retry_after: Some(1),
-            ..Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server_error",
-                "the server is shutting down or overloaded",
-            )
-        }
-    }
-
     /// The response for this error.
     pub(crate) fn into_response(self) -> Response<Body> {
         let body = serde_json::json!({"error": self.code, "error_description": self.description});

@@ -1,6 +1,6 @@
-//! Route handlers: extract, call `auth`, respond. Blocking work (password hashing, durable
-//! commits) runs on tokio's blocking pool; hashing additionally waits for one of the
-//! `LATCHD_HASH_CONCURRENCY` slots, so a login flood cannot take every core from verification.
+//! Route handlers: extract, call `auth`, respond. Durable commits run on tokio's blocking pool;
+//! password hashing runs on the low-priority hashing pool, so a login flood cannot take the
+//! cores from verification.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -239,16 +239,19 @@ impl App {
             .map_err(ApiError::from)
     }
 
-    /// Runs password-hashing work on the blocking pool, at most `hash_slots` at once.
+    /// Runs password-hashing work on the low-priority hashing pool (`hashing.rs`).
     async fn hashing<T: Send + 'static>(
         self: &Arc<Self>,
         work: impl FnOnce(&Authority) -> Result<T, crate::auth::AuthError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let _permit = self
-            .hash_slots
-            .acquire()
+        let app = Arc::clone(self);
+        self.hash_pool
+            .run(move || work(&app.auth))
             .await
-            .map_err(|_| ApiError::unavailable())?;
-        self.blocking(work).await
+            .ok_or_else(|| {
+                tracing::error!("hashing job failed");
+                ApiError::server_error()
+            })?
+            .map_err(ApiError::from)
     }
 }

@@ -4,6 +4,7 @@
 mod error;
 mod extract;
 mod handlers;
+mod hashing;
 mod respond;
 mod router;
 mod server;
@@ -12,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use crate::auth::Authority;
 use crate::config::Config;
@@ -24,7 +24,7 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// What every handler shares.
 pub(crate) struct App {
     auth: Authority,
-    hash_slots: Semaphore,
+    hash_pool: hashing::HashPool,
     cookie: respond::CookiePolicy,
     open_registration: bool,
 }
@@ -42,7 +42,7 @@ pub async fn serve(config: &Config, auth: Authority) -> std::io::Result<()> {
     let local = listener.local_addr()?;
     let app = Arc::new(App {
         auth,
-        hash_slots: Semaphore::new(config.hash_concurrency),
+        hash_pool: hashing::HashPool::start(config.hash_concurrency, config.hash_nice)?,
         cookie: respond::CookiePolicy {
             secure: config.cookie_secure,
             max_age_secs: config.refresh_ttl_secs,
