@@ -35,7 +35,7 @@ pub struct AccessClaims {
 }
 
 /// The claims as read, before the rules that need the policy and the clock.
-#[derive(Default)]
+#[derive(Debug, Default, PartialEq)]
 pub(crate) struct RawClaims<'a> {
     iss: Option<Value<'a>>,
     aud: Option<Value<'a>>,
@@ -82,6 +82,55 @@ impl<'a> RawClaims<'a> {
             *slot = Some(obj.value().map_err(json_error)?);
         }
         Ok(raw)
+    }
+
+    /// Reads a payload laid out exactly as [`AccessClaims::write_json`] writes it (same member
+    /// order, no whitespace, no escapes), or `None` for anything else, which then goes through
+    /// [`RawClaims::parse`]. The result is what `parse` would return for the same bytes (the
+    /// `signed_token` fuzz target checks that), so the rules in [`RawClaims::check`] see no
+    /// difference; this path only skips the general reader's work for latchd's own tokens.
+    pub(crate) fn parse_canonical(bytes: &'a [u8], policy: &Policy) -> Option<Self> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut c = Canonical { text, pos: 0 };
+        c.literal("{\"iss\":")?;
+        let iss = c.config_string(&policy.issuer_json)?;
+        c.literal(",\"aud\":")?;
+        let aud = c.config_string(&policy.audience_json)?;
+        c.literal(",\"sub\":")?;
+        let sub = c.uuid()?;
+        c.literal(",\"exp\":")?;
+        let exp = c.int()?;
+        c.literal(",\"iat\":")?;
+        let iat = c.int()?;
+        c.literal(",\"nbf\":")?;
+        let nbf = c.int()?;
+        c.literal(",\"jti\":")?;
+        let jti = c.uuid()?;
+        c.literal(",\"sid\":")?;
+        let sid = c.uuid()?;
+        c.literal(",\"ver\":")?;
+        let ver = c.int()?;
+        c.literal(",\"roles\":")?;
+        let roles = c.roles()?;
+        c.literal(",\"client_id\":")?;
+        let client_id = c.config_string(&policy.client_id_json)?;
+        c.literal("}")?;
+        if c.pos != text.len() {
+            return None;
+        }
+        Some(Self {
+            iss: Some(iss),
+            aud: Some(aud),
+            sub: Some(sub),
+            exp: Some(exp),
+            iat: Some(iat),
+            nbf: Some(nbf),
+            jti: Some(jti),
+            sid: Some(sid),
+            ver: Some(ver),
+            roles: Some(roles),
+            client_id: Some(client_id),
+        })
     }
 
     /// Applies the claim rules of API.md at `now`, in this order: `NumericDate`s present and
@@ -162,6 +211,103 @@ impl AccessClaims {
         out.push_str("],\"client_id\":");
         out.push_str(&policy.client_id_json);
         out.push('}');
+    }
+}
+
+/// A cursor for [`RawClaims::parse_canonical`]: every step either matches latchd's own layout
+/// or gives up.
+struct Canonical<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+impl<'a> Canonical<'a> {
+    fn rest(&self) -> &'a str {
+        self.text.get(self.pos..).unwrap_or_default()
+    }
+
+    fn advance(&mut self, len: usize) {
+        self.pos = self.pos.saturating_add(len);
+    }
+
+    fn literal(&mut self, expected: &str) -> Option<()> {
+        self.rest()
+            .starts_with(expected)
+            .then(|| self.advance(expected.len()))
+    }
+
+    /// A configured string (issuer, audience, client id), written pre-escaped; its unescaped
+    /// text is borrowed from the payload only when the literal holds no escapes.
+    fn config_string(&mut self, json: &str) -> Option<Value<'a>> {
+        if json.contains('\\') {
+            return None;
+        }
+        let start = self.pos.checked_add(1)?;
+        self.literal(json)?;
+        let inner = self.text.get(start..self.pos.checked_sub(1)?)?;
+        Some(Value::Str(Cow::Borrowed(inner)))
+    }
+
+    /// A quoted 36-character string (checked as a UUID later, by `check`).
+    fn uuid(&mut self) -> Option<Value<'a>> {
+        let rest = self.rest().as_bytes();
+        if rest.first() != Some(&b'"') || rest.get(37) != Some(&b'"') {
+            return None;
+        }
+        let inner = self
+            .text
+            .get(self.pos.checked_add(1)?..self.pos.checked_add(37)?)?;
+        if inner.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+            return None;
+        }
+        self.advance(38);
+        Some(Value::Str(Cow::Borrowed(inner)))
+    }
+
+    /// `-?(0|[1-9][0-9]*)` that fits `i64`.
+    fn int(&mut self) -> Option<Value<'a>> {
+        let rest = self.rest().as_bytes();
+        let sign = usize::from(rest.first() == Some(&b'-'));
+        let digits = rest
+            .get(sign..)?
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        let first = rest.get(sign)?;
+        if digits == 0 || (*first == b'0' && digits > 1) {
+            return None;
+        }
+        let len = sign.checked_add(digits)?;
+        if matches!(rest.get(len), Some(b'.' | b'e' | b'E')) {
+            return None;
+        }
+        let value = self.rest().get(..len)?.parse::<i64>().ok()?;
+        self.advance(len);
+        Some(Value::Int(value))
+    }
+
+    /// `[` strings without escapes, separated by `,` `]`.
+    fn roles(&mut self) -> Option<Value<'a>> {
+        self.literal("[")?;
+        let mut roles = Vec::new();
+        if self.literal("]").is_some() {
+            return Some(Value::StrArray(roles));
+        }
+        loop {
+            self.literal("\"")?;
+            let rest = self.rest();
+            let end = memchr::memchr2(b'"', b'\\', rest.as_bytes())?;
+            let role = rest.get(..end)?;
+            if rest.as_bytes().get(end) != Some(&b'"') || role.bytes().any(|b| b < 0x20) {
+                return None;
+            }
+            roles.push(Cow::Borrowed(role));
+            self.advance(end.checked_add(1)?);
+            if self.literal("]").is_some() {
+                return Some(Value::StrArray(roles));
+            }
+            self.literal(",")?;
+        }
     }
 }
 

@@ -125,7 +125,20 @@ impl AccessTokens {
             signature.get(..len).unwrap_or_default(),
         )?;
         let payload = b64::decode(parts.payload)?;
-        RawClaims::parse(&payload)?.check(&self.policy, now)
+        let raw = match RawClaims::parse_canonical(&payload, &self.policy) {
+            Some(raw) => raw,
+            None => RawClaims::parse(&payload)?,
+        };
+        raw.check(&self.policy, now)
+    }
+}
+
+/// Whether the canonical fast path agrees with the general reader on `payload`: it either
+/// declines, or reads exactly what the general reader reads. For the fuzz targets.
+pub(crate) fn canonical_agrees(tokens: &AccessTokens, payload: &[u8]) -> bool {
+    match RawClaims::parse_canonical(payload, &tokens.policy) {
+        None => true,
+        Some(fast) => RawClaims::parse(payload).as_ref() == Ok(&fast),
     }
 }
 

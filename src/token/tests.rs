@@ -6,6 +6,7 @@
 use serde_json::{json, Value as Json};
 use uuid::Uuid;
 
+use super::claims::RawClaims;
 use super::*;
 
 mod fixture {
@@ -677,5 +678,111 @@ fn rotated_keys_keep_verifying_and_new_tokens_carry_the_new_kid() {
     assert_eq!(
         fixture::verifier().verify(fresh.as_bytes(), NOW).err(),
         Some(TokenError::UnknownKid)
+    );
+}
+
+#[test]
+fn latchds_own_payloads_take_the_canonical_path_and_read_the_same() {
+    let tokens = fixture::verifier();
+    let claims = AccessClaims {
+        sub: Uuid::new_v4(),
+        sid: Uuid::new_v4(),
+        jti: Uuid::new_v4(),
+        ver: 7,
+        roles: vec!["admin".into(), "ops:read".into()],
+        iat: NOW,
+        nbf: NOW,
+        exp: NOW.plus(900),
+    };
+    let token = tokens.sign(&claims);
+    let payload = b64::decode(token.split('.').nth(1).unwrap().as_bytes()).unwrap();
+    let fast = RawClaims::parse_canonical(&payload, &tokens.policy).expect("canonical");
+    assert_eq!(Ok(&fast), RawClaims::parse(&payload).as_ref());
+    // Anything else falls back: other order, whitespace, escapes, a number form, extra claims.
+    let text = String::from_utf8(payload).unwrap();
+    for other in [
+        text.replacen("{\"iss\"", "{ \"iss\"", 1),
+        text.replacen(",\"ver\":7", ",\"ver\":7.0", 1),
+        text.replacen("admin", "adm\\u0069n", 1),
+        text.replacen('}', ",\"x\":1}", 1),
+        text.replacen("\"roles\"", "\"r\":1,\"roles\"", 1),
+    ] {
+        assert!(
+            RawClaims::parse_canonical(other.as_bytes(), &tokens.policy).is_none(),
+            "{other}"
+        );
+        assert!(canonical_agrees(&tokens, other.as_bytes()));
+    }
+    // And every rejection case of the rule tables still holds through either path: those
+    // tokens come from the same fixture and run through `verify` above.
+}
+
+#[test]
+fn rules_hold_for_tokens_in_latchds_own_layout() {
+    // Signed by `sign`, so the payload is canonical and takes the fast path.
+    let tokens = fixture::verifier();
+    let valid = AccessClaims {
+        sub: Uuid::new_v4(),
+        sid: Uuid::new_v4(),
+        jti: Uuid::new_v4(),
+        ver: 0,
+        roles: vec![],
+        iat: NOW,
+        nbf: NOW,
+        exp: NOW.plus(900),
+    };
+    let lw = fixture::LEEWAY;
+    let cases = [
+        (
+            "expired",
+            AccessClaims {
+                exp: NOW.minus(lw),
+                ..valid.clone()
+            },
+            TokenError::Expired,
+        ),
+        (
+            "nbf",
+            AccessClaims {
+                nbf: NOW.plus(lw + 1),
+                ..valid.clone()
+            },
+            TokenError::NotYetValid,
+        ),
+        (
+            "iat",
+            AccessClaims {
+                iat: NOW.plus(lw + 1),
+                ..valid.clone()
+            },
+            TokenError::IssuedInFuture,
+        ),
+    ];
+    for (name, claims, want) in cases {
+        assert_eq!(
+            tokens.verify(tokens.sign(&claims).as_bytes(), NOW).err(),
+            Some(want),
+            "{name}"
+        );
+    }
+    let same_key = |iss: &str, aud: &str| {
+        AccessTokens::new(
+            Keyring::new(&fixture::secret(), &[]),
+            Policy::new(iss, aud, "web", 5),
+        )
+    };
+    let other_issuer = same_key("evil", "api").sign(&valid);
+    assert_eq!(
+        tokens.verify(other_issuer.as_bytes(), NOW).err(),
+        Some(TokenError::WrongIssuer)
+    );
+    let other_audience = same_key("latchd", "other").sign(&valid);
+    assert_eq!(
+        tokens.verify(other_audience.as_bytes(), NOW).err(),
+        Some(TokenError::WrongAudience)
+    );
+    assert_eq!(
+        tokens.verify(tokens.sign(&valid).as_bytes(), NOW),
+        Ok(valid)
     );
 }
