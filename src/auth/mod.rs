@@ -159,7 +159,8 @@ impl Authority {
     /// Checks a password and opens a new session (`POST /v1/auth/login`).
     ///
     /// An unknown email still costs one full hash, so the answer's timing does not tell
-    /// whether the account exists; a disabled account reads like a wrong password.
+    /// whether the account exists; a disabled account reads like a wrong password. Counted in
+    /// `latchd_logins_total` as `ok` or `failed`; storage and RNG failures are not counted.
     pub fn login(
         &self,
         email: &str,
@@ -209,6 +210,8 @@ impl Authority {
     }
 
     /// Rotates a refresh token (`POST /v1/auth/refresh`); see API.md "Refresh rotation".
+    /// Counted in `latchd_refreshes_total` by what the store did with the token (or `invalid`
+    /// when it is not a refresh token at all).
     pub fn refresh(&self, presented: &str, now: UnixTime) -> Result<TokenPair, AuthError> {
         let Ok(presented) = refresh::parse(&self.refresh_key, presented.as_bytes()) else {
             self.metrics.record_refresh(RefreshOutcome::Invalid);
@@ -266,6 +269,7 @@ impl Authority {
 
     /// Verifies an access token: the token rules, then its state in memory (blacklist, token
     /// version, user, family). No disk access, no write.
+    ///
     /// Every call is counted in `latchd_verifications_total`, whichever route made it.
     pub fn verify_access(&self, token: &[u8], now: UnixTime) -> Result<Principal, AuthError> {
         let claims = self.tokens.verify(token, now).inspect_err(|e| {
