@@ -11,6 +11,7 @@ pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
 mod http;
+pub mod metrics;
 pub mod password;
 pub mod store;
 pub mod telemetry;

@@ -11,6 +11,7 @@ pub use error::AuthError;
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::config::Config;
+use crate::metrics::{LoginOutcome, Metrics, RefreshOutcome};
 use crate::password::{Hasher, PasswordPolicy, Verified};
 use crate::store::{
     CreateUser, FamilyId, Jti, Presented, Rotation, SessionPolicy, Store, StoredKey, Successor,
@@ -78,6 +79,7 @@ pub struct Authority {
     session: SessionPolicy,
     access_ttl_secs: i64,
     rng: SystemRandom,
+    metrics: Metrics,
 }
 
 impl Authority {
@@ -108,6 +110,7 @@ impl Authority {
             access_ttl_secs: config.access_ttl_secs,
             store,
             rng,
+            metrics: Metrics::new(),
         };
         Ok((authority, source))
     }
@@ -117,6 +120,11 @@ impl Authority {
         &self.store
     }
 
+    /// The counters the use cases feed, for `GET /metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// The kid new access tokens are signed with.
     pub fn signer_kid(&self) -> &str {
         self.tokens.keyring().signer_kid()
@@ -124,7 +132,9 @@ impl Authority {
 
     /// Registers a user with no roles (`POST /v1/users`).
     pub fn register(&self, email: &str, password: &str, now: UnixTime) -> Result<User, AuthError> {
-        self.create_user(email, password, &[], now)
+        let user = self.create_user(email, password, &[], now)?;
+        self.metrics.record_registration();
+        Ok(user)
     }
 
     /// Creates a user with `roles` (`latchd user add`).
@@ -149,8 +159,25 @@ impl Authority {
     /// Checks a password and opens a new session (`POST /v1/auth/login`).
     ///
     /// An unknown email still costs one full hash, so the answer's timing does not tell
-    /// whether the account exists; a disabled account reads like a wrong password.
+    /// whether the account exists; a disabled account reads like a wrong password. Counted in
+    /// `latchd_logins_total` as `ok` or `failed`; storage and RNG failures are not counted.
     pub fn login(
+        &self,
+        email: &str,
+        password: &str,
+        now: UnixTime,
+    ) -> Result<TokenPair, AuthError> {
+        let result = self.open_session(email, password, now);
+        match &result {
+            Ok(_) => self.metrics.record_login(LoginOutcome::Ok),
+            Err(AuthError::BadCredentials) => self.metrics.record_login(LoginOutcome::Failed),
+            // A storage or RNG failure says nothing about the credentials.
+            Err(_) => {}
+        }
+        result
+    }
+
+    fn open_session(
         &self,
         email: &str,
         password: &str,
@@ -183,9 +210,13 @@ impl Authority {
     }
 
     /// Rotates a refresh token (`POST /v1/auth/refresh`); see API.md "Refresh rotation".
+    /// Counted in `latchd_refreshes_total` by what the store did with the token (or `invalid`
+    /// when it is not a refresh token at all).
     pub fn refresh(&self, presented: &str, now: UnixTime) -> Result<TokenPair, AuthError> {
-        let presented = refresh::parse(&self.refresh_key, presented.as_bytes())
-            .map_err(|_| AuthError::InvalidGrant)?;
+        let Ok(presented) = refresh::parse(&self.refresh_key, presented.as_bytes()) else {
+            self.metrics.record_refresh(RefreshOutcome::Invalid);
+            return Err(AuthError::InvalidGrant);
+        };
         let family = FamilyId(presented.family);
         let next_random = self.random()?;
         let next_generation = presented.generation.saturating_add(1);
@@ -203,6 +234,7 @@ impl Authority {
             now,
             &self.session,
         )?;
+        self.metrics.record_refresh(refresh_outcome(&outcome));
         let (user, token) = match outcome {
             Rotation::Rotated { user, .. } => (user, next.token),
             Rotation::Retried {
@@ -237,8 +269,12 @@ impl Authority {
 
     /// Verifies an access token: the token rules, then its state in memory (blacklist, token
     /// version, user, family). No disk access, no write.
+    ///
+    /// Every call is counted in `latchd_verifications_total`, whichever route made it.
     pub fn verify_access(&self, token: &[u8], now: UnixTime) -> Result<Principal, AuthError> {
-        let claims = self.tokens.verify(token, now)?;
+        let claims = self.tokens.verify(token, now).inspect_err(|e| {
+            self.metrics.record_token_rejected(*e);
+        })?;
         let principal = Principal {
             user: UserId(claims.sub),
             family: FamilyId(claims.sid),
@@ -246,9 +282,14 @@ impl Authority {
             roles: claims.roles,
             exp: claims.exp,
         };
-        self.store
-            .check_access(principal.user, principal.family, principal.jti, claims.ver)
-            .map_err(AuthError::Revoked)?;
+        if let Err(denied) =
+            self.store
+                .check_access(principal.user, principal.family, principal.jti, claims.ver)
+        {
+            self.metrics.record_access_denied(denied);
+            return Err(AuthError::Revoked(denied));
+        }
+        self.metrics.record_verified();
         Ok(principal)
     }
 
@@ -338,6 +379,18 @@ impl Authority {
             .fill(&mut out)
             .map_err(|_| AuthError::Password(crate::password::PasswordError::Random))?;
         Ok(out)
+    }
+}
+
+/// The label of what the store did with a presented refresh token.
+fn refresh_outcome(rotation: &Rotation) -> RefreshOutcome {
+    match rotation {
+        Rotation::Rotated { .. } => RefreshOutcome::Rotated,
+        Rotation::Retried { .. } => RefreshOutcome::Retried,
+        Rotation::Reused { .. } => RefreshOutcome::Reused,
+        Rotation::Expired => RefreshOutcome::Expired,
+        Rotation::Revoked => RefreshOutcome::Revoked,
+        Rotation::Unknown => RefreshOutcome::Unknown,
     }
 }
 

@@ -71,6 +71,16 @@ impl ApiError {
         }
     }
 
+    /// 403 for `/metrics` from an address that may not read it. No bearer challenge: no token
+    /// would help.
+    pub(crate) fn metrics_forbidden() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            "metrics are served to loopback and LATCHD_METRICS_ALLOW clients only",
+        )
+    }
+
     pub(crate) fn conflict(description: &'static str) -> Self {
         Self::new(StatusCode::CONFLICT, "conflict", description)
     }

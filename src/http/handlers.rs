@@ -14,6 +14,7 @@ use super::extract;
 use super::respond::{self, Body};
 use super::App;
 use crate::auth::{Authority, Principal};
+use crate::metrics::{metrics_allowed, LoginOutcome};
 use crate::store::UserId;
 use crate::time::UnixTime;
 
@@ -57,6 +58,7 @@ pub(super) async fn login(req: Request<Incoming>, app: Arc<App>, peer: SocketAdd
     let creds: Credentials = extract::json(req).await?;
     if creds.password.len() > crate::password::MAX_PASSWORD_BYTES {
         // Refused before hashing: a megabyte password must not cost a megabyte of PBKDF2.
+        app.auth.metrics().record_login(LoginOutcome::Failed);
         return Err(ApiError::invalid_grant("invalid email or password"));
     }
     let pair = app
@@ -112,6 +114,16 @@ pub(super) async fn me(req: Request<Incoming>, app: Arc<App>) -> Answer {
 pub(super) fn verify(req: &Request<Incoming>, app: &App) -> Answer {
     let principal = authenticate(req, app)?;
     Ok(respond::forward_auth(&principal))
+}
+
+/// `GET /metrics`, for loopback clients and `LATCHD_METRICS_ALLOW` only. The peer is the TCP
+/// peer: `X-Forwarded-For` is not consulted, as a forged one must not open the counters.
+pub(super) fn metrics(app: &App, peer: SocketAddr) -> Answer {
+    if !metrics_allowed(peer.ip(), &app.metrics_allow) {
+        return Err(ApiError::metrics_forbidden());
+    }
+    let text = app.auth.metrics().render(app.auth.store().counts());
+    Ok(respond::metrics(text))
 }
 
 pub(super) async fn change_password(req: Request<Incoming>, app: Arc<App>) -> Answer {

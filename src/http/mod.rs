@@ -9,6 +9,7 @@ mod respond;
 mod router;
 mod server;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +28,8 @@ pub(crate) struct App {
     hash_pool: hashing::HashPool,
     cookie: respond::CookiePolicy,
     open_registration: bool,
+    /// Addresses besides loopback that may read `/metrics`.
+    metrics_allow: Vec<IpAddr>,
 }
 
 /// Binds `config.listen`, prints `listening on <ip>:<port>` to stderr, and serves until
@@ -48,6 +51,7 @@ pub async fn serve(config: &Config, auth: Authority) -> std::io::Result<()> {
             max_age_secs: config.refresh_ttl_secs,
         },
         open_registration: config.open_registration,
+        metrics_allow: config.metrics_allow.clone(),
     });
     let sweeper = tokio::spawn(sweep_forever(Arc::clone(&app), config.access_ttl_secs));
     // The contract's start line: tests and scripts read the port from it.

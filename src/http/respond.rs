@@ -26,6 +26,16 @@ pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Bo
     response
 }
 
+/// 200 with the Prometheus text exposition.
+pub(crate) fn metrics(text: String) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    response
+}
+
 /// An empty response with `status`.
 pub(crate) fn empty(status: StatusCode) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::new()));

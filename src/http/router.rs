@@ -10,6 +10,7 @@ use super::error::ApiError;
 use super::handlers;
 use super::respond::{self, Body};
 use super::App;
+use crate::metrics::Route;
 use crate::store::UserId;
 
 /// Answers one request. Every error becomes its JSON answer here.
@@ -21,6 +22,7 @@ pub(super) async fn route(
     let path = req.uri().path().to_owned();
     let answer = match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => Ok(respond::empty(StatusCode::OK)),
+        (&Method::GET, "/metrics") => handlers::metrics(&app, peer),
         (&Method::GET, "/v1/auth/verify") => handlers::verify(&req, &app),
         (&Method::POST, "/v1/users") => handlers::register(req, app).await,
         (&Method::POST, "/v1/auth/login") => handlers::login(req, app, peer).await,
@@ -45,8 +47,32 @@ pub(super) async fn route(
     answer.unwrap_or_else(ApiError::into_response)
 }
 
+/// The metrics label of a request path: one of a fixed set, never the path itself, so a
+/// client cannot add series (or put a token it pasted into a URL into the output).
+pub(super) fn route_of(path: &str) -> Route {
+    match path {
+        "/healthz" => Route::Healthz,
+        "/metrics" => Route::Metrics,
+        "/v1/auth/verify" => Route::Verify,
+        "/v1/users" => Route::Users,
+        "/v1/auth/login" => Route::Login,
+        "/v1/auth/refresh" => Route::Refresh,
+        "/v1/auth/logout" => Route::Logout,
+        "/v1/auth/logout-all" => Route::LogoutAll,
+        "/v1/auth/me" => Route::Me,
+        "/v1/users/me/password" => Route::Password,
+        "/v1/admin/users" => Route::AdminUsers,
+        path => match admin_user_route(path) {
+            Some((_, "")) => Route::AdminUser,
+            Some((_, "/revoke")) => Route::AdminUserRevoke,
+            Some(_) | None => Route::Other,
+        },
+    }
+}
+
 const KNOWN_PATHS: &[&str] = &[
     "/healthz",
+    "/metrics",
     "/v1/auth/verify",
     "/v1/users",
     "/v1/auth/login",
@@ -64,4 +90,41 @@ fn admin_user_route(path: &str) -> Option<(UserId, &str)> {
     let (id, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let id = uuid::Uuid::try_parse(id).ok()?;
     Some((UserId(id), tail))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_known_path_has_its_own_metrics_route() {
+        let mut routes: Vec<Route> = KNOWN_PATHS.iter().map(|p| route_of(p)).collect();
+        routes.push(route_of(
+            "/v1/admin/users/00000000-0000-4000-8000-000000000000",
+        ));
+        routes.push(route_of(
+            "/v1/admin/users/00000000-0000-4000-8000-000000000000/revoke",
+        ));
+        assert!(!routes.contains(&Route::Other), "{routes:?}");
+        let mut labels: Vec<&str> = routes.iter().map(|r| r.label()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), routes.len(), "two paths share a label");
+        assert_eq!(routes.len() + 1, Route::ALL.len(), "only `other` is extra");
+    }
+
+    #[test]
+    fn unknown_paths_are_labelled_other() {
+        for path in [
+            "/",
+            "/v1",
+            "/metrics/",
+            "/v1/auth/verify?token=x",
+            "/v1/admin/users/not-a-uuid",
+            "/v1/admin/users/00000000-0000-4000-8000-000000000000/elsewhere",
+            "/eyJhbGciOiJIUzI1NiJ9.e30.sig",
+        ] {
+            assert_eq!(route_of(path), Route::Other, "{path}");
+        }
+    }
 }

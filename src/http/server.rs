@@ -97,8 +97,11 @@ async fn handle(
     let method = req.method().clone();
     // The path only: a query string could carry a token a client put there by mistake.
     let path = req.uri().path().to_owned();
-    let mut response = router::route(req, app, peer).await;
+    let mut response = router::route(req, Arc::clone(&app), peer).await;
     respond::secure(&mut response);
+    app.auth
+        .metrics()
+        .observe_request(router::route_of(&path), started.elapsed());
     tracing::info!(
         target: "latchd::access",
         %method,

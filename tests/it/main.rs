@@ -5,5 +5,6 @@ mod http_errors;
 mod http_flow;
 mod http_lifecycle;
 mod http_limits;
+mod metrics;
 mod store_crash;
 mod support;
