@@ -104,6 +104,21 @@ impl Config {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
+    /// Reads the process environment, with `flags` (pairs of variable name and value, from
+    /// command-line flags of the same meaning) taking precedence over it.
+    ///
+    /// # Errors
+    /// Every problem found, not just the first.
+    pub fn from_env_and_flags(flags: &[(&str, String)]) -> Result<Self, Vec<ConfigError>> {
+        Self::from_lookup(|name| {
+            flags
+                .iter()
+                .find(|(var, _)| *var == name)
+                .map(|(_, value)| value.clone())
+                .or_else(|| std::env::var(name).ok())
+        })
+    }
+
     /// Reads configuration through `lookup` (the environment, or a map in tests).
     ///
     /// # Errors
