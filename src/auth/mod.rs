@@ -5,6 +5,7 @@
 //! [`Authority::verify_access`] does neither: it is pure CPU plus the store's in-memory view.
 
 mod error;
+pub mod limiter;
 
 pub use error::AuthError;
 
