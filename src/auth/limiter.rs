@@ -277,7 +277,7 @@ struct AddressState {
 }
 
 impl AddressState {
-    fn wait_secs(&self, now: i64, policy: &LimitPolicy) -> Option<i64> {
+    fn wait_secs(self, now: i64, policy: &LimitPolicy) -> Option<i64> {
         let rate = i64::from(policy.address_failures_per_min);
         let now_units = now.saturating_mul(rate);
         // Admitted while the bucket, after this attempt, would hold no more than `rate` tokens' debt.

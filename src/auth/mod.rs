@@ -9,8 +9,11 @@ pub mod limiter;
 
 pub use error::AuthError;
 
+use std::net::IpAddr;
+
 use ring::rand::{SecureRandom, SystemRandom};
 
+use self::limiter::{LimitPolicy, LoginLimiter};
 use crate::config::Config;
 use crate::password::{Hasher, PasswordPolicy, Verified};
 use crate::store::{
@@ -78,6 +81,7 @@ pub struct Authority {
     password_policy: PasswordPolicy,
     session: SessionPolicy,
     access_ttl_secs: i64,
+    limiter: LoginLimiter,
     rng: SystemRandom,
 }
 
@@ -107,6 +111,11 @@ impl Authority {
                 grace_secs: config.refresh_grace_secs,
             },
             access_ttl_secs: config.access_ttl_secs,
+            limiter: LoginLimiter::new(LimitPolicy {
+                account_failures: config.login_account_failures,
+                address_failures_per_min: config.login_address_per_min,
+                ..LimitPolicy::default()
+            }),
             store,
             rng,
         };
@@ -147,16 +156,36 @@ impl Authority {
         }
     }
 
-    /// Checks a password and opens a new session (`POST /v1/auth/login`).
+    /// Whether a login for `email` from `client` would pass the rate limiter at `now`, changing
+    /// nothing. Cheap (no hashing, no disk): lets the HTTP layer refuse a flood before it queues
+    /// for the hashing pool. [`login`](Self::login) checks again, and counts the attempt.
     ///
-    /// An unknown email still costs one full hash, so the answer's timing does not tell
-    /// whether the account exists; a disabled account reads like a wrong password.
+    /// # Errors
+    /// [`AuthError::RateLimited`], alike for registered and unknown emails.
+    pub fn check_login_allowed(
+        &self,
+        email: &str,
+        client: IpAddr,
+        now: UnixTime,
+    ) -> Result<(), AuthError> {
+        Ok(self.limiter.check(email, client, now)?)
+    }
+
+    /// Checks a password and opens a new session (`POST /v1/auth/login`) for a request from
+    /// `client`.
+    ///
+    /// The rate limiter (see [`limiter`]) is asked first, before any hashing; the attempt then
+    /// counts as a failure unless the password matches an enabled account. An unknown email
+    /// still costs one full hash, so the answer's timing does not tell whether the account
+    /// exists; a disabled account reads like a wrong password.
     pub fn login(
         &self,
         email: &str,
         password: &str,
+        client: IpAddr,
         now: UnixTime,
     ) -> Result<TokenPair, AuthError> {
+        self.limiter.admit(email, client, now)?;
         let Some(user) = self.store.user_by_email(email)? else {
             self.hasher.verify_dummy(password);
             return Err(AuthError::BadCredentials);
@@ -164,6 +193,7 @@ impl Authority {
         if self.hasher.verify(password, &user.password_hash)? != Verified::Match || user.disabled {
             return Err(AuthError::BadCredentials);
         }
+        self.limiter.succeeded(email, client, now);
         if self.hasher.needs_rehash(&user.password_hash) {
             // The work factor was raised since this hash was made: upgrade it now that the
             // plaintext is at hand. Failing to does not fail the login.

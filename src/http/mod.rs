@@ -8,6 +8,7 @@ mod respond;
 mod router;
 mod server;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +28,8 @@ pub(crate) struct App {
     hash_slots: Semaphore,
     cookie: respond::CookiePolicy,
     open_registration: bool,
+    /// `LATCHD_TRUSTED_PROXIES`, canonical (IPv4-mapped IPv6 as IPv4).
+    trusted_proxies: Vec<IpAddr>,
 }
 
 /// Binds `config.listen`, prints `listening on <ip>:<port>` to stderr, and serves until
@@ -48,6 +51,11 @@ pub async fn serve(config: &Config, auth: Authority) -> std::io::Result<()> {
             max_age_secs: config.refresh_ttl_secs,
         },
         open_registration: config.open_registration,
+        trusted_proxies: config
+            .trusted_proxies
+            .iter()
+            .map(IpAddr::to_canonical)
+            .collect(),
     });
     let sweeper = tokio::spawn(sweep_forever(Arc::clone(&app), config.access_ttl_secs));
     // The contract's start line: tests and scripts read the port from it.

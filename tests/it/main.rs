@@ -4,5 +4,6 @@ mod fuzz_corpus;
 mod http_errors;
 mod http_flow;
 mod http_lifecycle;
+mod rate_limit;
 mod store_crash;
 mod support;
