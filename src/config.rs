@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 
+use crate::auth::limiter::{DEFAULT_ACCOUNT_FAILURES, DEFAULT_ADDRESS_FAILURES_PER_MIN};
 use crate::password::{DEFAULT_ITERATIONS, DEFAULT_MIN_CHARS, MIN_CHARS_FLOOR};
 use crate::token::KeySecret;
 
@@ -28,6 +29,11 @@ pub const DEFAULT_REFRESH_GRACE_SECS: i64 = 10;
 pub const DEFAULT_HASH_NICE: u8 = 10;
 /// Default cap on concurrent connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// Largest `LATCHD_LOGIN_ACCOUNT_FAILURES`: beyond it the account limit means nothing.
+const MAX_LOGIN_ACCOUNT_FAILURES: u32 = 1000;
+/// Largest `LATCHD_LOGIN_ADDRESS_PER_MIN`.
+const MAX_LOGIN_ADDRESS_PER_MIN: u32 = 1_000_000;
 
 /// Everything `latchd serve` and the CLI need, validated.
 #[derive(Debug)]
@@ -68,6 +74,11 @@ pub struct Config {
     pub open_registration: bool,
     /// `LATCHD_TRUSTED_PROXIES`.
     pub trusted_proxies: Vec<IpAddr>,
+    /// `LATCHD_LOGIN_ACCOUNT_FAILURES`: consecutive failed logins of one account before each
+    /// further attempt is delayed (1 s, doubling up to 15 min; a success resets it).
+    pub login_account_failures: u32,
+    /// `LATCHD_LOGIN_ADDRESS_PER_MIN`: failed logins per minute from one client address.
+    pub login_address_per_min: u32,
     /// `LATCHD_METRICS_ALLOW`.
     pub metrics_allow: Vec<IpAddr>,
     /// `LATCHD_MAX_CONNECTIONS`: concurrent connections served; more wait in the backlog.
@@ -175,6 +186,16 @@ impl Config {
         let cookie_secure = r.flag("LATCHD_COOKIE_SECURE", true);
         let open_registration = r.flag("LATCHD_OPEN_REGISTRATION", true);
         let trusted_proxies = r.addresses("LATCHD_TRUSTED_PROXIES");
+        let login_account_failures = r.count(
+            "LATCHD_LOGIN_ACCOUNT_FAILURES",
+            DEFAULT_ACCOUNT_FAILURES,
+            MAX_LOGIN_ACCOUNT_FAILURES,
+        );
+        let login_address_per_min = r.count(
+            "LATCHD_LOGIN_ADDRESS_PER_MIN",
+            DEFAULT_ADDRESS_FAILURES_PER_MIN,
+            MAX_LOGIN_ADDRESS_PER_MIN,
+        );
         let metrics_allow = r.addresses("LATCHD_METRICS_ALLOW");
         let max_connections = r.parse(
             "LATCHD_MAX_CONNECTIONS",
@@ -235,6 +256,8 @@ impl Config {
             cookie_secure: cookie_secure.ok_or_else(missing)?,
             open_registration: open_registration.ok_or_else(missing)?,
             trusted_proxies,
+            login_account_failures: login_account_failures.ok_or_else(missing)?,
+            login_address_per_min: login_address_per_min.ok_or_else(missing)?,
             metrics_allow,
             max_connections: max_connections.ok_or_else(missing)?,
             hash_concurrency: hash_concurrency.ok_or_else(missing)?,
@@ -281,6 +304,15 @@ impl Reader<'_> {
                 .ok()
                 .filter(|&v| v >= min && v <= 10 * 365 * 86_400)
                 .ok_or_else(|| format!("expected whole seconds, at least {min}"))
+        })
+    }
+
+    fn count(&mut self, var: &'static str, default: u32, max: u32) -> Option<u32> {
+        self.parse(var, Some(default), |s| {
+            s.parse::<u32>()
+                .ok()
+                .filter(|&v| (1..=max).contains(&v))
+                .ok_or_else(|| format!("expected a count from 1 to {max}"))
         })
     }
 
@@ -353,6 +385,33 @@ mod tests {
         assert!(c.cookie_secure && c.open_registration && !c.log_json);
         assert!(c.hash_concurrency >= 1);
         assert_eq!(c.hash_nice, 10);
+        assert_eq!((c.login_account_failures, c.login_address_per_min), (5, 20));
+    }
+
+    #[test]
+    fn login_limits_are_positive_counts() {
+        let c = config(&[
+            ("LATCHD_LOGIN_ACCOUNT_FAILURES", "3"),
+            ("LATCHD_LOGIN_ADDRESS_PER_MIN", "100"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.login_account_failures, c.login_address_per_min),
+            (3, 100)
+        );
+        let errors = config(&[
+            ("LATCHD_LOGIN_ACCOUNT_FAILURES", "0"),
+            ("LATCHD_LOGIN_ADDRESS_PER_MIN", "many"),
+        ])
+        .unwrap_err();
+        let vars: Vec<&str> = errors.iter().map(|e| e.var).collect();
+        assert_eq!(
+            vars,
+            [
+                "LATCHD_LOGIN_ACCOUNT_FAILURES",
+                "LATCHD_LOGIN_ADDRESS_PER_MIN"
+            ]
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use super::limiter::RateLimited;
 use crate::password::{PasswordError, WeakPassword};
 use crate::store::{AccessDenied, StoreError};
 use crate::token::TokenError;
@@ -29,6 +30,12 @@ pub enum AuthError {
     Forbidden,
     /// No such user (admin routes).
     NotFound,
+    /// Too many failed logins for the account or from the client address; refused before any
+    /// hashing, alike for registered and unknown emails.
+    RateLimited {
+        /// Whole seconds until an attempt can be admitted again.
+        retry_after_secs: u64,
+    },
     /// The storage layer failed.
     Store(StoreError),
     /// A stored password hash could not be read, or the system RNG failed.
@@ -48,6 +55,9 @@ impl fmt::Display for AuthError {
             Self::WrongPassword => f.write_str("current password is wrong"),
             Self::Forbidden => f.write_str("insufficient role"),
             Self::NotFound => f.write_str("no such user"),
+            Self::RateLimited { retry_after_secs } => {
+                write!(f, "too many login attempts; retry in {retry_after_secs} s")
+            }
             Self::Store(e) => write!(f, "storage: {e}"),
             Self::Password(e) => write!(f, "password: {e}"),
         }
@@ -71,5 +81,13 @@ impl From<TokenError> for AuthError {
 impl From<PasswordError> for AuthError {
     fn from(err: PasswordError) -> Self {
         Self::Password(err)
+    }
+}
+
+impl From<RateLimited> for AuthError {
+    fn from(err: RateLimited) -> Self {
+        Self::RateLimited {
+            retry_after_secs: err.retry_after_secs,
+        }
     }
 }

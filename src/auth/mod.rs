@@ -5,11 +5,15 @@
 //! [`Authority::verify_access`] does neither: it is pure CPU plus the store's in-memory view.
 
 mod error;
+pub mod limiter;
 
 pub use error::AuthError;
 
+use std::net::IpAddr;
+
 use ring::rand::{SecureRandom, SystemRandom};
 
+use self::limiter::{LimitPolicy, LoginLimiter};
 use crate::config::Config;
 use crate::metrics::{LoginOutcome, Metrics, RefreshOutcome};
 use crate::password::{Hasher, PasswordPolicy, Verified};
@@ -78,6 +82,7 @@ pub struct Authority {
     password_policy: PasswordPolicy,
     session: SessionPolicy,
     access_ttl_secs: i64,
+    limiter: LoginLimiter,
     rng: SystemRandom,
     metrics: Metrics,
 }
@@ -108,6 +113,11 @@ impl Authority {
                 grace_secs: config.refresh_grace_secs,
             },
             access_ttl_secs: config.access_ttl_secs,
+            limiter: LoginLimiter::new(LimitPolicy {
+                account_failures: config.login_account_failures,
+                address_failures_per_min: config.login_address_per_min,
+                ..LimitPolicy::default()
+            }),
             store,
             rng,
             metrics: Metrics::new(),
@@ -156,21 +166,48 @@ impl Authority {
         }
     }
 
-    /// Checks a password and opens a new session (`POST /v1/auth/login`).
+    /// Whether a login for `email` from `client` would pass the rate limiter at `now`, changing
+    /// nothing. Cheap (no hashing, no disk): lets the HTTP layer refuse a flood before it queues
+    /// for the hashing pool. [`login`](Self::login) checks again, and counts the attempt.
     ///
-    /// An unknown email still costs one full hash, so the answer's timing does not tell
-    /// whether the account exists; a disabled account reads like a wrong password. Counted in
-    /// `latchd_logins_total` as `ok` or `failed`; storage and RNG failures are not counted.
+    /// # Errors
+    /// [`AuthError::RateLimited`], alike for registered and unknown emails.
+    pub fn check_login_allowed(
+        &self,
+        email: &str,
+        client: IpAddr,
+        now: UnixTime,
+    ) -> Result<(), AuthError> {
+        let allowed = self.limiter.check(email, client, now);
+        if allowed.is_err() {
+            self.metrics.record_login(LoginOutcome::RateLimited);
+        }
+        Ok(allowed?)
+    }
+
+    /// Checks a password and opens a new session (`POST /v1/auth/login`) for a request from
+    /// `client`.
+    ///
+    /// The rate limiter (see [`limiter`]) is asked first, before any hashing; the attempt then
+    /// counts as a failure unless the password matches an enabled account. An unknown email
+    /// still costs one full hash, so the answer's timing does not tell whether the account
+    /// exists; a disabled account reads like a wrong password. Counted in
+    /// `latchd_logins_total` as `ok`, `failed` or `rate_limited`; storage and RNG failures are
+    /// not counted.
     pub fn login(
         &self,
         email: &str,
         password: &str,
+        client: IpAddr,
         now: UnixTime,
     ) -> Result<TokenPair, AuthError> {
-        let result = self.open_session(email, password, now);
+        let result = self.open_session(email, password, client, now);
         match &result {
             Ok(_) => self.metrics.record_login(LoginOutcome::Ok),
             Err(AuthError::BadCredentials) => self.metrics.record_login(LoginOutcome::Failed),
+            Err(AuthError::RateLimited { .. }) => {
+                self.metrics.record_login(LoginOutcome::RateLimited);
+            }
             // A storage or RNG failure says nothing about the credentials.
             Err(_) => {}
         }
@@ -181,8 +218,10 @@ impl Authority {
         &self,
         email: &str,
         password: &str,
+        client: IpAddr,
         now: UnixTime,
     ) -> Result<TokenPair, AuthError> {
+        self.limiter.admit(email, client, now)?;
         let Some(user) = self.store.user_by_email(email)? else {
             self.hasher.verify_dummy(password);
             return Err(AuthError::BadCredentials);
@@ -190,6 +229,7 @@ impl Authority {
         if self.hasher.verify(password, &user.password_hash)? != Verified::Match || user.disabled {
             return Err(AuthError::BadCredentials);
         }
+        self.limiter.succeeded(email, client, now);
         if self.hasher.needs_rehash(&user.password_hash) {
             // The work factor was raised since this hash was made: upgrade it now that the
             // plaintext is at hand. Failing to does not fail the login.

@@ -105,6 +105,18 @@ impl ApiError {
         )
     }
 
+    /// 429 with `Retry-After` (RFC 6585 §4, RFC 9110 §10.2.3): too many failed logins.
+    pub(crate) fn rate_limited(retry_after_secs: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after_secs),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many login attempts; retry later",
+            )
+        }
+    }
+
     pub(crate) fn server_error() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -149,6 +161,10 @@ impl From<AuthError> for ApiError {
             AuthError::WrongPassword => Self::invalid_request("current_password is wrong"),
             AuthError::Forbidden => Self::insufficient_scope(),
             AuthError::NotFound => Self::not_found(),
+            AuthError::RateLimited { retry_after_secs } => {
+                tracing::debug!(retry_after_secs, "login rate limited");
+                Self::rate_limited(retry_after_secs)
+            }
             AuthError::Store(e) => {
                 tracing::error!(error = %e, "storage failure");
                 Self::server_error()

@@ -54,15 +54,19 @@ pub(super) async fn register(req: Request<Incoming>, app: Arc<App>) -> Answer {
 }
 
 pub(super) async fn login(req: Request<Incoming>, app: Arc<App>, peer: SocketAddr) -> Answer {
-    let _ = peer; // the rate limiter's key (with trusted proxies): not built yet
+    let client = extract::client_ip(req.headers(), peer.ip(), &app.trusted_proxies);
     let creds: Credentials = extract::json(req).await?;
     if creds.password.len() > crate::password::MAX_PASSWORD_BYTES {
         // Refused before hashing: a megabyte password must not cost a megabyte of PBKDF2.
         app.auth.metrics().record_login(LoginOutcome::Failed);
         return Err(ApiError::invalid_grant("invalid email or password"));
     }
+    // A flood over the limit is refused here, without a blocking-pool task or a hashing slot.
+    // `login` asks again once it has its slot, and counts the attempt.
+    app.auth
+        .check_login_allowed(&creds.email, client, UnixTime::now())?;
     let pair = app
-        .hashing(move |auth| auth.login(&creds.email, &creds.password, UnixTime::now()))
+        .hashing(move |auth| auth.login(&creds.email, &creds.password, client, UnixTime::now()))
         .await?;
     Ok(respond::token_pair(&pair, app.cookie))
 }

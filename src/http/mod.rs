@@ -30,6 +30,8 @@ pub(crate) struct App {
     open_registration: bool,
     /// Addresses besides loopback that may read `/metrics`.
     metrics_allow: Vec<IpAddr>,
+    /// `LATCHD_TRUSTED_PROXIES`, canonical (IPv4-mapped IPv6 as IPv4).
+    trusted_proxies: Vec<IpAddr>,
 }
 
 /// Binds `config.listen`, prints `listening on <ip>:<port>` to stderr, and serves until
@@ -52,6 +54,11 @@ pub async fn serve(config: &Config, auth: Authority) -> std::io::Result<()> {
         },
         open_registration: config.open_registration,
         metrics_allow: config.metrics_allow.clone(),
+        trusted_proxies: config
+            .trusted_proxies
+            .iter()
+            .map(IpAddr::to_canonical)
+            .collect(),
     });
     let sweeper = tokio::spawn(sweep_forever(Arc::clone(&app), config.access_ttl_secs));
     // The contract's start line: tests and scripts read the port from it.

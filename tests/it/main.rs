@@ -6,5 +6,6 @@ mod http_flow;
 mod http_lifecycle;
 mod http_limits;
 mod metrics;
+mod rate_limit;
 mod store_crash;
 mod support;
