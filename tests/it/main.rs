@@ -1,8 +1,10 @@
 //! The one integration-test binary: one module per area.
 
+mod cli;
 mod fuzz_corpus;
 mod http_errors;
 mod http_flow;
 mod http_lifecycle;
 mod store_crash;
 mod support;
+mod sweep;
