@@ -32,7 +32,7 @@ pub enum UserCommand {
         roles: Vec<String>,
     },
     /// Print every user, one tab-separated line each: id, email, roles (comma-separated),
-    /// created_at (RFC 3339), and `disabled` or `enabled`.
+    /// creation time (RFC 3339), and `disabled` or `enabled`.
     List,
     /// Disable a user and revoke all its sessions: its tokens stop verifying, login is refused.
     Disable {
@@ -55,7 +55,7 @@ pub enum UserCommand {
 }
 
 /// `latchd key …`: manage the access-token signing keys.
-#[derive(Debug, Subcommand)]
+#[derive(Clone, Copy, Debug, Subcommand)]
 pub enum KeyCommand {
     /// Generate a new 256-bit signing key and print its kid. Older keys are retired now: they
     /// keep verifying until one access TTL has passed, then the sweeper deletes them.
