@@ -1,6 +1,6 @@
 //! The sweeper's baseline (issue 5 §4), through the store API: churning sessions and blacklist
-//! rows past expiry and sweeping brings the row counts back to their baseline, and a second
-//! churn reuses the pages the first one freed, so the file stops growing.
+//! rows past expiry and sweeping brings the row counts back to their baseline, and later churns
+//! reuse the pages earlier ones freed, so the file stops growing.
 
 use latchd::store::{Counts, Jti, SessionPolicy, Store, Sweep, UserId};
 use latchd::time::UnixTime;
@@ -16,7 +16,9 @@ const POLICY: SessionPolicy = SessionPolicy {
     grace_secs: 10,
 };
 /// Sessions (and as many blacklist rows) per churn.
-const CHURN: u64 = 200;
+const CHURN: u64 = 100;
+/// Churn-and-sweep rounds.
+const ROUNDS: i64 = 8;
 
 #[test]
 fn churn_then_sweep_returns_to_the_baseline_and_the_file_stops_growing() {
@@ -28,10 +30,11 @@ fn churn_then_sweep_returns_to_the_baseline_and_the_file_stops_growing() {
         .create_user("churn@example.com", "$not-a-real-hash", &[], t0)
         .expect("user");
     let baseline = store.counts();
+    let empty = file_len(&db);
     assert_eq!((baseline.families, baseline.blacklist), (0, 0));
 
     let mut sizes = Vec::new();
-    for round in 0..2 {
+    for round in 0..ROUNDS {
         let t = t0.plus(round * 10_000);
         churn(&store, t, CHURN);
         let busy = store.counts();
@@ -59,15 +62,23 @@ fn churn_then_sweep_returns_to_the_baseline_and_the_file_stops_growing() {
             "round {round}"
         );
         assert_eq!(store.counts(), baseline, "round {round}");
-        sizes.push(std::fs::metadata(&db).expect("metadata").len());
+        sizes.push(file_len(&db));
     }
-    // redb puts freed pages back on its allocator's free list, and the second churn fits in
-    // them: the file does not grow. (It never shrinks either; redb only compacts on request.)
+    // The file is redb's high-water mark: freed pages go back on its free list and the next
+    // churn allocates from there. Measured (redb 4.6, 4 KiB pages): 72 KiB with only the user,
+    // 140 KiB after every one of eight rounds; with the sweeps skipped, 140, 208, 312 KiB, ...
+    // up to 468-620 KiB after eight. A strict "round 2 not larger than round 1" is not what we
+    // assert: at 200 sessions a round, which pages a round gets depends on the random ids
+    // (B-tree splits) and on when redb releases the previous commit's pages, and the size
+    // wandered between 180 and 320 KiB with no trend (round 2 up to 100 KiB above or below
+    // round 1).
+    // The property is that rounds do not accumulate: every size stays under three rounds'
+    // growth, which eight unswept rounds exceed from the third on.
+    let first_growth = sizes[0] - empty;
+    let bound = empty + 3 * first_growth;
     assert!(
-        sizes[1] <= sizes[0],
-        "the file grew from {} to {} bytes over the second churn",
-        sizes[0],
-        sizes[1]
+        sizes.iter().all(|&size| size <= bound),
+        "the file grew with the rounds: {empty} bytes empty, then {sizes:?} (bound {bound})"
     );
     drop(store);
 
@@ -99,6 +110,10 @@ pub(crate) fn churn(store: &Store, t: UnixTime, n: u64) {
             .blacklist(Jti(uuid::Uuid::new_v4()), t.plus(60))
             .expect("blacklist");
     }
+}
+
+fn file_len(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).expect("metadata").len()
 }
 
 /// The store's first user, creating one if there is none.
