@@ -7,6 +7,7 @@
 #![warn(missing_docs, unreachable_pub, clippy::unwrap_used)]
 
 pub mod auth;
+pub mod cli;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -6,15 +6,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use latchd::auth::{Authority, KeySource};
+use latchd::cli;
 use latchd::config::Config;
 use latchd::store::Store;
 
 /// A single-binary auth server: HS256 access tokens, rotating refresh tokens, one redb file.
-///
-/// Configuration comes from LATCHD_* environment variables (see README.md); with none set,
-/// `latchd serve` listens on 127.0.0.1:8080 and keeps its data in ./latchd.redb.
 #[derive(Parser)]
-#[command(name = "latchd", version, about)]
+#[command(name = "latchd", version, about, long_about = LONG_ABOUT)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -24,7 +22,34 @@ struct Cli {
 enum Command {
     /// Run the HTTP server until SIGTERM or SIGINT.
     Serve,
+    /// Add, list, disable, enable or delete users (with the server stopped).
+    #[command(subcommand)]
+    User(cli::UserCommand),
+    /// Rotate the access-token signing key (with the server stopped).
+    #[command(subcommand)]
+    Key(cli::KeyCommand),
+    /// Delete expired blacklist rows, ended sessions and retired keys now, and print the counts.
+    Gc,
 }
+
+const LONG_ABOUT: &str = "\
+A single-binary auth server: HS256 access tokens, rotating refresh tokens, one redb file.
+
+Configuration comes from LATCHD_* environment variables (see README.md), for every command:
+  LATCHD_DB                 the redb file (default ./latchd.redb)
+  LATCHD_LISTEN             address `serve` listens on (default 127.0.0.1:8080)
+  LATCHD_SIGNING_KEY        base64url HS256 key that signs instead of the stored keys
+  LATCHD_ACCESS_TTL         access-token lifetime in seconds (default 900); also how long
+                            `gc` keeps ended sessions and retired keys
+  LATCHD_PASSWORD_MIN       minimum password length (default 15)
+  LATCHD_PBKDF2_ITERATIONS  password hashing work factor (default 600000)
+  LATCHD_LOG                log filter (default info)
+
+`user`, `key` and `gc` open the database file directly, so run them while the server is
+stopped; against a running server they say so and change nothing. Passwords for `user add`
+are read as one line from stdin, never from the command line or the environment:
+
+  latchd user add --email you@example.com --role admin < password.txt";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -40,6 +65,9 @@ fn main() -> ExitCode {
     latchd::telemetry::init(&config.log, config.log_json);
     match cli.command {
         Command::Serve => serve(&config),
+        Command::User(command) => cli::user(&config, command),
+        Command::Key(command) => cli::key(&config, command),
+        Command::Gc => cli::gc(&config),
     }
 }
 

@@ -1,5 +1,6 @@
 //! The one integration-test binary: one module per area.
 
+mod cli;
 mod fuzz_corpus;
 mod http_errors;
 mod http_flow;
@@ -9,3 +10,4 @@ mod metrics;
 mod rate_limit;
 mod store_crash;
 mod support;
+mod sweep;

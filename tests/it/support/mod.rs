@@ -59,6 +59,22 @@ impl TestServer {
         Self::spawn(dir, env)
     }
 
+    /// A server on the redb file in `dir` (see [`db_in`]), which a CLI run may have written.
+    pub fn start_in(dir: TempDir, extra: &[(&str, &str)]) -> Self {
+        let env = extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Self::spawn(dir, env)
+    }
+
+    /// Kills this server and hands back its directory, so the CLI can use the file before
+    /// [`TestServer::start_in`] starts the next one.
+    pub fn stop(mut self) -> TempDir {
+        self.kill();
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"))
+    }
+
     /// Stops this server and starts a new one on the same redb file and environment.
     pub fn restart(mut self) -> Self {
         self.kill();
@@ -234,6 +250,11 @@ impl Drop for TestServer {
     }
 }
 
+/// The redb file a server started in `dir` uses.
+pub fn db_in(dir: &Path) -> PathBuf {
+    db_path(dir)
+}
+
 fn db_path(dir: &Path) -> PathBuf {
     dir.join("latchd.redb")
 }
@@ -280,18 +301,29 @@ fn drain(stderr: ChildStderr, log: Arc<Mutex<Vec<String>>>) -> Receiver<SocketAd
 /// Runs `latchd serve` with the base environment on `db` plus `extra`, expecting it to exit by
 /// itself within the deadline; returns its output.
 pub fn run_to_exit(db: &Path, extra: &[(&str, &str)]) -> Output {
+    run(db, extra, &["serve"], b"")
+}
+
+/// Runs `latchd <args>` with the base environment on `db` plus `extra`, `stdin` on its standard
+/// input, expecting it to exit within the deadline; returns its output.
+pub fn run(db: &Path, extra: &[(&str, &str)], args: &[&str], stdin: &[u8]) -> Output {
     let extra: Vec<(String, String)> = extra
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
     let mut cmd = server_command(db, &extra);
     let mut child = cmd
-        .arg("serve")
-        .stdin(Stdio::null())
+        .args(args)
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn latchd");
+    {
+        let mut pipe = child.stdin.take().expect("piped stdin");
+        // A command that exits without reading closes the pipe: not an error here.
+        let _ = pipe.write_all(stdin);
+    }
     let deadline = Instant::now() + EXIT_DEADLINE;
     loop {
         if child.try_wait().expect("try_wait").is_some() {
@@ -301,7 +333,7 @@ pub fn run_to_exit(db: &Path, extra: &[(&str, &str)]) -> Output {
             let _ = child.kill();
             let out = child.wait_with_output().expect("output");
             panic!(
-                "latchd kept running for {EXIT_DEADLINE:?}; stderr:\n{}",
+                "latchd {args:?} kept running for {EXIT_DEADLINE:?}; stderr:\n{}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }

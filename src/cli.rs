@@ -1,0 +1,416 @@
+//! The operator's commands: `user add|list|disable|enable|delete`, `key rotate`, `gc`.
+//!
+//! Each opens the redb file directly (never through HTTP) and calls the auth and store layers.
+//! redb lets one process hold the file, so these run while the server is stopped; against a
+//! running server they say so in one line. Every failure is one line on stderr and exit code 1.
+
+use std::fmt;
+use std::io::{self, BufRead, IsTerminal as _, Read as _, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use ring::rand::SystemRandom;
+use uuid::Uuid;
+
+use crate::auth::{self, AuthError, Authority};
+use crate::config::Config;
+use crate::store::{Store, StoreError, StoredKey, User, UserId};
+use crate::time::UnixTime;
+
+/// `latchd user …`: manage accounts in the database file.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user and print its id. The password is read as one line from stdin (never from
+    /// the command line or the environment) and must pass the same policy as the API.
+    Add {
+        /// The new user's email (unique, compared case-insensitively).
+        #[arg(long)]
+        email: String,
+        /// A role to grant, e.g. `admin`; repeat for several. 1-64 characters of [a-z0-9_.:-].
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+    },
+    /// Print every user, one tab-separated line each: id, email, roles (comma-separated),
+    /// creation time (RFC 3339), and `disabled` or `enabled`.
+    List,
+    /// Disable a user and revoke all its sessions: its tokens stop verifying, login is refused.
+    Disable {
+        /// The user's id or email.
+        #[arg(value_name = "ID_OR_EMAIL")]
+        user: String,
+    },
+    /// Re-enable a disabled user. Sessions revoked by `disable` stay revoked.
+    Enable {
+        /// The user's id or email.
+        #[arg(value_name = "ID_OR_EMAIL")]
+        user: String,
+    },
+    /// Delete a user and all its sessions.
+    Delete {
+        /// The user's id or email.
+        #[arg(value_name = "ID_OR_EMAIL")]
+        user: String,
+    },
+}
+
+/// `latchd key …`: manage the access-token signing keys.
+#[derive(Clone, Copy, Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Generate a new 256-bit signing key and print its kid. Older keys are retired now: they
+    /// keep verifying until one access TTL has passed, then the sweeper deletes them.
+    Rotate,
+}
+
+/// Runs a `latchd user` command; returns the process exit code.
+pub fn user(config: &Config, command: UserCommand) -> ExitCode {
+    let mut out = io::stdout().lock();
+    finish(match command {
+        UserCommand::Add { email, roles } => {
+            user_add(config, &email, &roles, &mut io::stdin().lock(), &mut out)
+        }
+        UserCommand::List => user_list(config, &mut out),
+        UserCommand::Disable { user } => set_disabled(config, &user, true, &mut out),
+        UserCommand::Enable { user } => set_disabled(config, &user, false, &mut out),
+        UserCommand::Delete { user } => user_delete(config, &user, &mut out),
+    })
+}
+
+/// Runs a `latchd key` command; returns the process exit code.
+pub fn key(config: &Config, command: KeyCommand) -> ExitCode {
+    match command {
+        KeyCommand::Rotate => finish(key_rotate(config, &mut io::stdout().lock())),
+    }
+}
+
+/// Runs `latchd gc`: one sweep with the server's retention; returns the process exit code.
+pub fn gc(config: &Config) -> ExitCode {
+    finish(sweep(config, &mut io::stdout().lock()))
+}
+
+/// Why a command failed, as the one line it prints.
+#[derive(Debug)]
+pub enum CliError {
+    /// A running server (or another latchd) holds the database file.
+    Locked(PathBuf),
+    /// The database file does not exist, and this command does not create one.
+    NoDatabase(PathBuf),
+    /// The database file could not be opened.
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: StoreError,
+    },
+    /// A role name breaks the role rule.
+    BadRole(String),
+    /// No password line arrived on stdin.
+    NoPassword,
+    /// No user has this id or email.
+    NoSuchUser(String),
+    /// Reading stdin or writing stdout failed.
+    Io(io::Error),
+    /// A use case refused (weak password, taken email, …) or failed.
+    Auth(AuthError),
+    /// The storage layer failed.
+    Store(StoreError),
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Locked(path) => write!(
+                f,
+                "{} is in use by a running latchd server; stop it first \
+                 (or use the HTTP admin API)",
+                path.display()
+            ),
+            Self::NoDatabase(path) => write!(
+                f,
+                "{} does not exist (set LATCHD_DB to the server's database file)",
+                path.display()
+            ),
+            Self::Open { path, source } => write!(f, "cannot open {}: {source}", path.display()),
+            Self::BadRole(role) => write!(
+                f,
+                "invalid role {role:?}: use 1-{MAX_ROLE_CHARS} characters of [a-z0-9_.:-]"
+            ),
+            Self::NoPassword => f.write_str("no password on stdin (expected one line)"),
+            Self::NoSuchUser(who) => write!(f, "no user with id or email {who:?}"),
+            Self::Io(e) => write!(f, "i/o: {e}"),
+            Self::Auth(AuthError::WeakPassword(why)) => write!(f, "password refused: {why}"),
+            Self::Auth(e) => write!(f, "{e}"),
+            Self::Store(e) => write!(f, "storage: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for CliError {}
+
+impl From<io::Error> for CliError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+impl From<AuthError> for CliError {
+    fn from(e: AuthError) -> Self {
+        Self::Auth(e)
+    }
+}
+
+impl From<StoreError> for CliError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+/// Whether `role` is 1-`MAX_ROLE_CHARS` characters of `[a-z0-9_.:-]`: safe in a token's roles
+/// claim, in the comma-separated `X-Auth-Roles` header and in `user list` output.
+pub fn is_valid_role(role: &str) -> bool {
+    (1..=MAX_ROLE_CHARS).contains(&role.len())
+        && role
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.:-".contains(&b))
+}
+
+/// Reads the password: the first line of `input`, without its line ending (`\n` or `\r\n`).
+/// Nothing else is trimmed, since spaces may be part of a passphrase.
+pub fn read_password(input: &mut impl BufRead) -> Result<String, CliError> {
+    let mut line = String::new();
+    // The policy allows 1024 bytes; the bound keeps a runaway pipe from filling memory.
+    input
+        .take(MAX_PASSWORD_LINE_BYTES)
+        .read_line(&mut line)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::InvalidData => {
+                CliError::Io(io::Error::new(e.kind(), "password is not UTF-8"))
+            }
+            _ => CliError::Io(e),
+        })?;
+    let password = line
+        .strip_suffix('\n')
+        .map_or(line.as_str(), |l| l.strip_suffix('\r').unwrap_or(l));
+    if password.is_empty() {
+        return Err(CliError::NoPassword);
+    }
+    Ok(password.to_owned())
+}
+
+fn user_add(
+    config: &Config,
+    email: &str,
+    roles: &[String],
+    input: &mut impl BufRead,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    if let Some(bad) = roles.iter().find(|r| !is_valid_role(r)) {
+        return Err(CliError::BadRole(bad.clone()));
+    }
+    // Open first, so a locked file is reported before anyone types a password.
+    let store = open(&config.db)?;
+    if io::stdin().is_terminal() {
+        eprint!("password for {email} (echoed; one line): ");
+    }
+    let password = read_password(input)?;
+    let mut roles = roles.to_vec();
+    roles.sort_unstable();
+    roles.dedup();
+    // Through Authority, so the email check, password policy and hashing are the API's own.
+    // On a file with no key yet this also generates and stores one, as `serve` would.
+    let (authority, _) = Authority::new(config, store)?;
+    let created = authority.create_user(email, &password, &roles, UnixTime::now())?;
+    writeln!(out, "{}", created.id)?;
+    Ok(())
+}
+
+fn user_list(config: &Config, out: &mut impl Write) -> Result<(), CliError> {
+    let store = open_existing(&config.db)?;
+    let mut after = None;
+    loop {
+        let page = store.list_users(LIST_PAGE, after)?;
+        for user in &page {
+            writeln!(
+                out,
+                "{}\t{}\t{}\t{}\t{}",
+                user.id,
+                user.email,
+                user.roles.join(","),
+                user.created_at.to_rfc3339(),
+                if user.disabled { "disabled" } else { "enabled" }
+            )?;
+        }
+        match page.last() {
+            Some(last) if page.len() == LIST_PAGE => after = Some(last.id),
+            _ => return Ok(()),
+        }
+    }
+}
+
+fn set_disabled(
+    config: &Config,
+    who: &str,
+    disabled: bool,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let store = open_existing(&config.db)?;
+    let user = find_user(&store, who)?;
+    if !store.disable_user(user.id, disabled)? {
+        return Err(CliError::NoSuchUser(who.to_owned()));
+    }
+    if disabled {
+        // The flag alone already refuses the user's tokens; revoking too means re-enabling
+        // later does not bring the old sessions back.
+        store.revoke_all_for_user(user.id, UnixTime::now())?;
+        writeln!(
+            out,
+            "disabled {} ({}); its sessions are revoked",
+            user.id, user.email
+        )?;
+    } else {
+        writeln!(out, "enabled {} ({})", user.id, user.email)?;
+    }
+    Ok(())
+}
+
+fn user_delete(config: &Config, who: &str, out: &mut impl Write) -> Result<(), CliError> {
+    let store = open_existing(&config.db)?;
+    let user = find_user(&store, who)?;
+    if !store.delete_user(user.id)? {
+        return Err(CliError::NoSuchUser(who.to_owned()));
+    }
+    writeln!(out, "deleted {} ({})", user.id, user.email)?;
+    Ok(())
+}
+
+fn key_rotate(config: &Config, out: &mut impl Write) -> Result<(), CliError> {
+    let store = open_existing(&config.db)?;
+    let secret = auth::generate_key(&SystemRandom::new())?;
+    let now = UnixTime::now();
+    let retiring = store
+        .signing_keys()?
+        .iter()
+        .filter(|k| k.retired_at.is_none())
+        .count();
+    // The server signs with the newest key not retired and verifies with every stored key,
+    // so retiring the others at `now` keeps their tokens valid until the sweeper deletes
+    // them one access TTL later (store::sweep_expired).
+    store.add_signing_key(
+        &StoredKey {
+            kid: secret.kid(),
+            secret: secret.as_bytes().to_vec(),
+            created_at: now,
+            retired_at: None,
+        },
+        Some(now),
+    )?;
+    writeln!(out, "{}", secret.kid())?;
+    eprintln!(
+        "latchd: retired {retiring} older key(s); they verify until {} (one access TTL), \
+         then the sweeper deletes them",
+        now.plus(config.access_ttl_secs).to_rfc3339()
+    );
+    if config.signing_key.is_some() {
+        eprintln!(
+            "latchd: warning: LATCHD_SIGNING_KEY is set, so the configured key still signs; \
+             the new key only signs once LATCHD_SIGNING_KEY is removed"
+        );
+    }
+    Ok(())
+}
+
+fn sweep(config: &Config, out: &mut impl Write) -> Result<(), CliError> {
+    let store = open_existing(&config.db)?;
+    // The server's retention: a family or key goes only once no access token naming it can
+    // still verify.
+    let swept = store.sweep_expired(UnixTime::now(), config.access_ttl_secs)?;
+    writeln!(
+        out,
+        "swept blacklist={} families={} keys={}",
+        swept.blacklist, swept.families, swept.keys
+    )?;
+    Ok(())
+}
+
+/// Prints `err` as one line and picks the exit code.
+fn finish(result: Result<(), CliError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("latchd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Opens (or creates) the database, naming a lock by the running server as such.
+fn open(path: &Path) -> Result<Store, CliError> {
+    Store::open(path).map_err(|e| match e {
+        StoreError::Locked => CliError::Locked(path.to_owned()),
+        source => CliError::Open {
+            path: path.to_owned(),
+            source,
+        },
+    })
+}
+
+/// Opens the database, refusing to create one: a mistyped `LATCHD_DB` would otherwise list
+/// no users, or rotate keys in a file no server reads.
+fn open_existing(path: &Path) -> Result<Store, CliError> {
+    if !path.exists() {
+        return Err(CliError::NoDatabase(path.to_owned()));
+    }
+    open(path)
+}
+
+/// The user named by a UUID or, failing that, by an email.
+fn find_user(store: &Store, who: &str) -> Result<User, CliError> {
+    let by_id = match Uuid::try_parse(who.trim()) {
+        Ok(id) => store.user(UserId(id))?,
+        Err(_) => None,
+    };
+    match by_id {
+        Some(user) => Ok(user),
+        None => store
+            .user_by_email(who)?
+            .ok_or_else(|| CliError::NoSuchUser(who.to_owned())),
+    }
+}
+
+/// Longest role name, in characters (all ASCII).
+const MAX_ROLE_CHARS: usize = 64;
+/// Users read per `list_users` call.
+const LIST_PAGE: usize = 100;
+/// Most bytes read from stdin for the password line.
+const MAX_PASSWORD_LINE_BYTES: u64 = 4096;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_are_one_to_64_chars_of_the_allowed_set() {
+        for ok in [
+            "admin",
+            "a",
+            "billing:read",
+            "ops.team-1_x",
+            &"a".repeat(64),
+        ] {
+            assert!(is_valid_role(ok), "{ok}");
+        }
+        for bad in ["", "Admin", "a b", "a,b", "é", "a/b", &"a".repeat(65)] {
+            assert!(!is_valid_role(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn password_is_the_first_line_without_its_line_ending() {
+        let read = |s: &str| read_password(&mut s.as_bytes());
+        assert_eq!(read("pass word \n").unwrap(), "pass word ");
+        assert_eq!(read("secret\r\nnext\n").unwrap(), "secret");
+        assert_eq!(read("no newline").unwrap(), "no newline");
+        assert!(matches!(read(""), Err(CliError::NoPassword)));
+        assert!(matches!(read("\n"), Err(CliError::NoPassword)));
+    }
+}
