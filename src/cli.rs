@@ -9,7 +9,7 @@ use std::io::{self, BufRead, IsTerminal as _, Read as _, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use ring::rand::SystemRandom;
 use uuid::Uuid;
 
@@ -60,6 +60,120 @@ pub enum KeyCommand {
     /// Generate a new 256-bit signing key and print its kid. Older keys are retired now: they
     /// keep verifying until one access TTL has passed, then the sweeper deletes them.
     Rotate,
+}
+
+/// Flags of the same meaning as the `LATCHD_*` variables; a flag overrides its variable.
+/// `LATCHD_SIGNING_KEY` has no flag: a key on the command line would be readable by every
+/// local user through the process list.
+#[derive(Args, Debug, Default)]
+#[allow(clippy::doc_markdown)] // the field docs are --help text, where backticks would show
+pub struct Flags {
+    /// LATCHD_LISTEN: address:port to listen on.
+    #[arg(long, global = true, value_name = "ADDR")]
+    listen: Option<String>,
+    /// LATCHD_DB: path of the redb file.
+    #[arg(long, global = true, value_name = "PATH")]
+    db: Option<String>,
+    /// LATCHD_ISSUER: `iss` to put and demand.
+    #[arg(long, global = true)]
+    issuer: Option<String>,
+    /// LATCHD_AUDIENCE: `aud` to put and demand.
+    #[arg(long, global = true)]
+    audience: Option<String>,
+    /// LATCHD_CLIENT_ID: `client_id` claim of access tokens.
+    #[arg(long, global = true)]
+    client_id: Option<String>,
+    /// LATCHD_ACCESS_TTL: access-token lifetime, seconds.
+    #[arg(long, global = true, value_name = "SECS")]
+    access_ttl: Option<String>,
+    /// LATCHD_REFRESH_TTL: sliding refresh-token lifetime, seconds.
+    #[arg(long, global = true, value_name = "SECS")]
+    refresh_ttl: Option<String>,
+    /// LATCHD_SESSION_MAX: absolute session lifetime, seconds.
+    #[arg(long, global = true, value_name = "SECS")]
+    session_max: Option<String>,
+    /// LATCHD_LEEWAY: clock skew allowed on exp/nbf/iat, seconds.
+    #[arg(long, global = true, value_name = "SECS")]
+    leeway: Option<String>,
+    /// LATCHD_REFRESH_GRACE: retry grace of a just-rotated refresh token, seconds.
+    #[arg(long, global = true, value_name = "SECS")]
+    refresh_grace: Option<String>,
+    /// LATCHD_PASSWORD_MIN: minimum password length, characters.
+    #[arg(long, global = true, value_name = "CHARS")]
+    password_min: Option<String>,
+    /// LATCHD_PBKDF2_ITERATIONS: PBKDF2 work factor for new hashes.
+    #[arg(long, global = true, value_name = "N")]
+    pbkdf2_iterations: Option<String>,
+    /// LATCHD_LOG: tracing filter.
+    #[arg(long, global = true, value_name = "FILTER")]
+    log: Option<String>,
+    /// LATCHD_LOG_FORMAT: `json` or `text`.
+    #[arg(long, global = true, value_name = "FORMAT")]
+    log_format: Option<String>,
+    /// LATCHD_COOKIE_SECURE: `false` for plain-http development only.
+    #[arg(long, global = true, value_name = "BOOL")]
+    cookie_secure: Option<String>,
+    /// LATCHD_OPEN_REGISTRATION: `false` makes registration admin-only.
+    #[arg(long, global = true, value_name = "BOOL")]
+    open_registration: Option<String>,
+    /// LATCHD_TRUSTED_PROXIES: proxies whose X-Forwarded-For is believed.
+    #[arg(long, global = true, value_name = "IPS")]
+    trusted_proxies: Option<String>,
+    /// LATCHD_METRICS_ALLOW: clients besides loopback that may read /metrics.
+    #[arg(long, global = true, value_name = "IPS")]
+    metrics_allow: Option<String>,
+    /// LATCHD_MAX_CONNECTIONS: concurrent connections served.
+    #[arg(long, global = true, value_name = "N")]
+    max_connections: Option<String>,
+    /// LATCHD_HASH_CONCURRENCY: password hashes computed at once.
+    #[arg(long, global = true, value_name = "N")]
+    hash_concurrency: Option<String>,
+    /// LATCHD_HASH_NICE: niceness of the hashing threads (0-19).
+    #[arg(long, global = true, value_name = "N")]
+    hash_nice: Option<String>,
+    /// LATCHD_LOGIN_ACCOUNT_FAILURES: failed logins of one account before delays start.
+    #[arg(long, global = true, value_name = "N")]
+    login_account_failures: Option<String>,
+    /// LATCHD_LOGIN_ADDRESS_PER_MIN: failed logins per minute from one address.
+    #[arg(long, global = true, value_name = "N")]
+    login_address_per_min: Option<String>,
+}
+
+impl Flags {
+    /// The flags that were given, as (variable, value) pairs for `Config::from_env_and_flags`.
+    pub fn pairs(&self) -> Vec<(&'static str, String)> {
+        [
+            ("LATCHD_LISTEN", &self.listen),
+            ("LATCHD_DB", &self.db),
+            ("LATCHD_ISSUER", &self.issuer),
+            ("LATCHD_AUDIENCE", &self.audience),
+            ("LATCHD_CLIENT_ID", &self.client_id),
+            ("LATCHD_ACCESS_TTL", &self.access_ttl),
+            ("LATCHD_REFRESH_TTL", &self.refresh_ttl),
+            ("LATCHD_SESSION_MAX", &self.session_max),
+            ("LATCHD_LEEWAY", &self.leeway),
+            ("LATCHD_REFRESH_GRACE", &self.refresh_grace),
+            ("LATCHD_PASSWORD_MIN", &self.password_min),
+            ("LATCHD_PBKDF2_ITERATIONS", &self.pbkdf2_iterations),
+            ("LATCHD_LOG", &self.log),
+            ("LATCHD_LOG_FORMAT", &self.log_format),
+            ("LATCHD_COOKIE_SECURE", &self.cookie_secure),
+            ("LATCHD_OPEN_REGISTRATION", &self.open_registration),
+            ("LATCHD_TRUSTED_PROXIES", &self.trusted_proxies),
+            ("LATCHD_METRICS_ALLOW", &self.metrics_allow),
+            ("LATCHD_MAX_CONNECTIONS", &self.max_connections),
+            ("LATCHD_HASH_CONCURRENCY", &self.hash_concurrency),
+            ("LATCHD_HASH_NICE", &self.hash_nice),
+            (
+                "LATCHD_LOGIN_ACCOUNT_FAILURES",
+                &self.login_account_failures,
+            ),
+            ("LATCHD_LOGIN_ADDRESS_PER_MIN", &self.login_address_per_min),
+        ]
+        .into_iter()
+        .filter_map(|(var, value)| value.clone().map(|v| (var, v)))
+        .collect()
+    }
 }
 
 /// Runs a `latchd user` command; returns the process exit code.

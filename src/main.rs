@@ -16,6 +16,8 @@ use latchd::store::Store;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    flags: cli::Flags,
 }
 
 #[derive(Subcommand)]
@@ -35,7 +37,9 @@ enum Command {
 const LONG_ABOUT: &str = "\
 A single-binary auth server: HS256 access tokens, rotating refresh tokens, one redb file.
 
-Configuration comes from LATCHD_* environment variables (see README.md), for every command:
+Configuration comes from LATCHD_* environment variables (see README.md), for every command;
+each but LATCHD_SIGNING_KEY also has a flag of the same meaning (--db, --listen, ...) that
+overrides it:
   LATCHD_DB                 the redb file (default ./latchd.redb)
   LATCHD_LISTEN             address `serve` listens on (default 127.0.0.1:8080)
   LATCHD_SIGNING_KEY        base64url HS256 key that signs instead of the stored keys
@@ -53,7 +57,7 @@ are read as one line from stdin, never from the command line or the environment:
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::from_env() {
+    let config = match Config::from_env_and_flags(&cli.flags.pairs()) {
         Ok(config) => config,
         Err(errors) => {
             for error in errors {

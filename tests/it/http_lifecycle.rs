@@ -221,3 +221,39 @@ fn a_second_server_on_the_same_file_is_refused() {
     // The first one is unharmed.
     first.login("sam@example.com");
 }
+
+#[test]
+fn a_flag_overrides_its_variable_and_is_checked_like_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = crate::support::db_in(dir.path());
+    // A bad value by flag is refused like the variable, naming the variable.
+    let out = crate::support::run(&db, &[], &["serve", "--access-ttl", "0"], b"");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("LATCHD_ACCESS_TTL"),
+        "{}",
+        stderr(&out)
+    );
+    // A good flag wins over a bad variable: `user list` (which needs a valid config) runs.
+    let out = crate::support::run(
+        &db,
+        &[("LATCHD_PASSWORD_MIN", "3")],
+        &[
+            "--password-min",
+            "12",
+            "user",
+            "add",
+            "--email",
+            "f@example.com",
+        ],
+        b"correct horse battery staple\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed = crate::support::run(
+        &db,
+        &[],
+        &["user", "list", "--db", db.to_str().unwrap()],
+        b"",
+    );
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("f@example.com"));
+}
