@@ -50,7 +50,13 @@ fn durable_rotate(c: &mut Criterion) {
     let owner = user(&store, 0);
     let family = Store::new_family_id();
     assert!(store
-        .create_family(family, owner, &hash(0), NOW, &POLICY)
+        .create_family(
+            family,
+            &store.user(owner).expect("read").expect("user"),
+            &hash(0),
+            NOW,
+            &POLICY,
+        )
         .expect("create_family"));
     let mut generation = 0u64;
     c.bench_function("store/rotate_durable", |b| {

@@ -234,16 +234,17 @@ impl Authority {
             // The work factor was raised since this hash was made: upgrade it now that the
             // plaintext is at hand. Failing to does not fail the login.
             if let Ok(hash) = self.hasher.hash(password) {
-                self.store.set_password(user.id, hash.as_str())?;
+                self.store
+                    .upgrade_password_hash(user.id, &user.password_hash, hash.as_str())?;
             }
         }
         let family = Store::new_family_id();
         let first = refresh::mint(&self.refresh_key, family.0, 0, &self.random()?);
         if !self
             .store
-            .create_family(family, user.id, &first.hash, now, &self.session)?
+            .create_family(family, &user, &first.hash, now, &self.session)?
         {
-            // Deleted or disabled between the read and the write.
+            // Disabled, deleted, revoked or given a new password while the hash ran.
             return Err(AuthError::BadCredentials);
         }
         self.pair(&user, family, first.token, now)
@@ -365,17 +366,23 @@ impl Authority {
 
     /// Changes the caller's password and revokes every other session in the same write
     /// (`PUT /v1/users/me/password`). The caller's own session keeps working.
+    ///
+    /// Guesses of `current` count against the same rate limits as logins (the account's
+    /// email and `client`), so a stolen access token cannot be used to guess the password.
     pub fn change_password(
         &self,
         principal: &Principal,
         current: &str,
         new: &str,
+        client: IpAddr,
         now: UnixTime,
     ) -> Result<(), AuthError> {
         let user = self.me(principal)?;
+        self.limiter.admit(&user.email, client, now)?;
         if self.hasher.verify(current, &user.password_hash)? != Verified::Match {
             return Err(AuthError::WrongPassword);
         }
+        self.limiter.succeeded(&user.email, client, now);
         self.password_policy
             .check(new, &user.email)
             .map_err(AuthError::WeakPassword)?;
@@ -467,6 +474,9 @@ fn keyring(
         .filter_map(|k| KeySecret::from_bytes(k.secret.clone()).ok())
         .collect::<Vec<_>>();
     if let Some(configured) = &config.signing_key {
+        // The configured key takes over: stored keys keep verifying for one access TTL, then
+        // the sweeper deletes them (an operator switching away from a leaked key wants that).
+        store.retire_signing_keys(UnixTime::now())?;
         return Ok((Keyring::new(configured, &secrets), KeySource::Configured));
     }
     let signer = stored

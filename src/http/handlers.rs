@@ -130,8 +130,13 @@ pub(super) fn metrics(app: &App, peer: SocketAddr) -> Answer {
     Ok(respond::metrics(text))
 }
 
-pub(super) async fn change_password(req: Request<Incoming>, app: Arc<App>) -> Answer {
+pub(super) async fn change_password(
+    req: Request<Incoming>,
+    app: Arc<App>,
+    peer: SocketAddr,
+) -> Answer {
     let principal = authenticate(&req, &app)?;
+    let client = extract::client_ip(req.headers(), peer.ip(), &app.trusted_proxies);
     let change: PasswordChange = extract::json(req).await?;
     check_password_size(&change.new_password)?;
     if change.current_password.len() > crate::password::MAX_PASSWORD_BYTES {
@@ -142,6 +147,7 @@ pub(super) async fn change_password(req: Request<Incoming>, app: Arc<App>) -> An
             &principal,
             &change.current_password,
             &change.new_password,
+            client,
             UnixTime::now(),
         )
     })

@@ -30,7 +30,7 @@ pub(super) async fn route(
         (&Method::POST, "/v1/auth/logout") => handlers::logout(req, app).await,
         (&Method::POST, "/v1/auth/logout-all") => handlers::logout_all(req, app).await,
         (&Method::GET, "/v1/auth/me") => handlers::me(req, app).await,
-        (&Method::PUT, "/v1/users/me/password") => handlers::change_password(req, app).await,
+        (&Method::PUT, "/v1/users/me/password") => handlers::change_password(req, app, peer).await,
         (&Method::GET, "/v1/admin/users") => handlers::admin_list_users(req, app).await,
         (method, path) => match admin_user_route(path) {
             Some((id, "")) if method == Method::DELETE => {

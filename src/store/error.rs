@@ -28,6 +28,8 @@ pub enum StoreError {
     FamilyExists,
     /// The operating system's random number generator failed.
     Random,
+    /// The database file's permissions could not be set to owner-only.
+    Permissions(std::io::Error),
     /// redb could not open or create the database file.
     Database(redb::DatabaseError),
     /// redb could not begin a transaction.
@@ -53,6 +55,7 @@ impl fmt::Display for StoreError {
             Self::KidTaken(kid) => write!(f, "signing key id {kid:?} is already stored"),
             Self::FamilyExists => f.write_str("refresh family id already exists"),
             Self::Random => f.write_str("system random number generator failed"),
+            Self::Permissions(e) => write!(f, "restricting the file to its owner: {e}"),
             Self::Database(e) => write!(f, "opening database: {e}"),
             Self::Transaction(e) => write!(f, "beginning transaction: {e}"),
             Self::Table(e) => write!(f, "opening table: {e}"),
@@ -70,6 +73,7 @@ impl std::error::Error for StoreError {
             Self::Table(e) => Some(e),
             Self::Storage(e) => Some(e),
             Self::Commit(e) => Some(e),
+            Self::Permissions(e) => Some(e),
             Self::Locked
             | Self::SchemaTooNew { .. }
             | Self::Corrupt { .. }

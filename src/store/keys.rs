@@ -58,6 +58,32 @@ impl Store {
         })
     }
 
+    /// Retires every stored signing key not yet retired, at `at`; they keep verifying until the
+    /// sweeper deletes them. Used when a configured key takes over signing, so that keys the
+    /// file generated earlier stop being trusted after one access TTL. Returns how many.
+    pub fn retire_signing_keys(&self, at: UnixTime) -> Result<u64, StoreError> {
+        self.write(|txn| {
+            let mut keys = txn.open_table(SIGNING_KEYS)?;
+            let mut live = Vec::new();
+            for row in keys.iter()? {
+                let (seq, bytes) = row?;
+                let rec = decode::<KeyRecord>("signing_keys", bytes.value())?;
+                if rec.retired_at.is_none() {
+                    live.push((seq.value(), rec));
+                }
+            }
+            if live.is_empty() {
+                return Ok(Written::nothing(0));
+            }
+            let count = u64::try_from(live.len()).unwrap_or(u64::MAX);
+            for (seq, mut rec) in live {
+                rec.retired_at = Some(at.secs());
+                keys.insert(seq, encode(&rec).as_slice())?;
+            }
+            Ok(Written::commit(count))
+        })
+    }
+
     /// The 32-byte key under which the auth layer MACs refresh tokens: generated from
     /// `ring::rand::SystemRandom` when the file is created, the same value on every open.
     pub fn refresh_mac_key(&self) -> Result<[u8; 32], StoreError> {

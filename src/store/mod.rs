@@ -255,6 +255,7 @@ impl Store {
     /// `Locked` if another process has the file open; `SchemaTooNew` if a newer latchd wrote
     /// it; `Corrupt` if it holds tables but no schema version, or a row fails to decode.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        owner_only(path)?;
         let db = Database::create(path)?;
         let refresh_mac_key = init_schema(&db)?;
         let store = Store {
@@ -427,4 +428,41 @@ fn load_view(db: &Database) -> Result<Vec<Change>, StoreError> {
         });
     }
     Ok(changes)
+}
+
+/// Creates the file owner-only (0600) if it does not exist, and takes group and other access
+/// away from one that does: it holds the signing keys and the refresh MAC key, so a reader of
+/// the file could mint access tokens for anyone. redb initialises an empty file.
+fn owner_only(path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::fs;
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        let created = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+        // Any other error (a missing directory, an unwritable path) is left for redb to
+        // report in its own words.
+        if let Err(e) = created {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                let mode = fs::metadata(path)
+                    .map_err(StoreError::Permissions)?
+                    .permissions()
+                    .mode();
+                if mode & 0o077 != 0 {
+                    fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o700))
+                        .map_err(StoreError::Permissions)?;
+                    tracing::warn!(
+                        path = %path.display(),
+                        "database file was readable by others; restricted it to its owner"
+                    );
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }

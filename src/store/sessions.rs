@@ -13,8 +13,8 @@ use super::records::{decode, encode, Current, FamilyRecord, Previous, UserRecord
 use super::tables::{FAMILIES, FAMILIES_BY_USER, USERS};
 use super::users::{families_of, read_user, user_change};
 use super::{
-    Change, FamilyId, Presented, Rotation, SessionPolicy, Store, StoreError, Successor, UserId,
-    Written,
+    Change, FamilyId, Presented, Rotation, SessionPolicy, Store, StoreError, Successor, User,
+    UserId, Written,
 };
 use crate::time::UnixTime;
 
@@ -25,22 +25,32 @@ impl Store {
         FamilyId(Uuid::new_v4())
     }
 
-    /// Starts a refresh family for `user` whose generation-0 token hashes to `first_hash`.
-    /// Returns false (writing nothing) if the user is missing or disabled.
+    /// Starts a refresh family for `seen` whose generation-0 token hashes to `first_hash`.
+    ///
+    /// `seen` is the user as read when the credentials were checked. A login verifies its
+    /// password for hundreds of milliseconds; if in that time the user was disabled, deleted,
+    /// revoked (token version bumped) or given a new password, the session is not created and
+    /// this returns false, writing nothing: a login that started before a password change or
+    /// logout-all cannot outlive it.
     ///
     /// # Errors
     /// `FamilyExists` if `family` is already stored.
     pub fn create_family(
         &self,
         family: FamilyId,
-        user: UserId,
+        seen: &User,
         first_hash: &[u8; 32],
         now: UnixTime,
         policy: &SessionPolicy,
     ) -> Result<bool, StoreError> {
+        let user = seen.id;
         self.write(|txn| {
-            let live_user = read_user(&txn.open_table(USERS)?, user)?.is_some_and(|u| !u.disabled);
-            if !live_user {
+            let unchanged = read_user(&txn.open_table(USERS)?, user)?.is_some_and(|now_user| {
+                !now_user.disabled
+                    && now_user.token_version == seen.token_version
+                    && now_user.password_hash == seen.password_hash
+            });
+            if !unchanged {
                 return Ok(Written::nothing(false));
             }
             let mut families = txn.open_table(FAMILIES)?;

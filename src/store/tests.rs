@@ -63,7 +63,13 @@ fn session(store: &Store) -> (UserId, FamilyId) {
     let user = new_user(store, &format!("{}@example.com", Uuid::new_v4())).id;
     let family = Store::new_family_id();
     assert!(store
-        .create_family(family, user, &[0; 32], NOW, &POLICY)
+        .create_family(
+            family,
+            &store.user(user).unwrap().unwrap(),
+            &[0; 32],
+            NOW,
+            &POLICY
+        )
         .unwrap());
     (user, family)
 }
@@ -127,20 +133,29 @@ fn set_password_roles_and_disable() {
     let user = new_user(&store, "a@example.com");
     let missing = UserId(Uuid::new_v4());
 
-    assert!(store.set_password(user.id, "new-hash").unwrap());
-    assert!(!store.set_password(missing, "x").unwrap());
+    let old = store.user(user.id).unwrap().unwrap().password_hash;
+    assert!(store
+        .upgrade_password_hash(user.id, &old, "new-hash")
+        .unwrap());
+    assert!(
+        !store
+            .upgrade_password_hash(user.id, &old, "stale-upgrade")
+            .unwrap(),
+        "an upgrade of a hash that changed meanwhile writes nothing"
+    );
+    assert!(!store.upgrade_password_hash(missing, "x", "y").unwrap());
     let roles = vec!["admin".to_owned(), "user".to_owned()];
     assert!(store.set_roles(user.id, &roles).unwrap());
     assert!(!store.set_roles(missing, &roles).unwrap());
     let got = store.user(user.id).unwrap().unwrap();
     assert_eq!(got.password_hash, "new-hash");
     assert_eq!(got.roles, roles);
-    // A password change alone revokes nothing: the auth layer decides.
-    assert_eq!(got.token_version, 0);
+    // The hash upgrade revokes nothing; the role change retires tokens with the old roles.
+    assert_eq!(got.token_version, 1);
 
     let family = Store::new_family_id();
     assert!(store
-        .create_family(family, user.id, &[0; 32], NOW, &POLICY)
+        .create_family(family, &got, &[0; 32], NOW, &POLICY)
         .unwrap());
     assert!(store.disable_user(user.id, true).unwrap());
     assert!(!store.disable_user(missing, true).unwrap());
@@ -150,11 +165,15 @@ fn set_password_roles_and_disable() {
         Err(AccessDenied::UserDisabled)
     );
     // No new session for a disabled user.
+    let disabled = store.user(user.id).unwrap().unwrap();
     assert!(!store
-        .create_family(Store::new_family_id(), user.id, &[1; 32], NOW, &POLICY)
+        .create_family(Store::new_family_id(), &disabled, &[1; 32], NOW, &POLICY)
         .unwrap());
     assert!(store.disable_user(user.id, false).unwrap());
-    assert_eq!(store.check_access(user.id, family, jti(), 0), Ok(()));
+    assert_eq!(
+        store.check_access(user.id, family, jti(), got.token_version),
+        Ok(())
+    );
 }
 
 #[test]
@@ -436,10 +455,22 @@ fn revoke_family_and_revoke_all() {
     let (user, family) = session(&store);
     let other = Store::new_family_id();
     assert!(store
-        .create_family(other, user, &[5; 32], NOW, &POLICY)
+        .create_family(
+            other,
+            &store.user(user).unwrap().unwrap(),
+            &[5; 32],
+            NOW,
+            &POLICY
+        )
         .unwrap());
     assert!(store
-        .create_family(other, user, &[5; 32], NOW, &POLICY)
+        .create_family(
+            other,
+            &store.user(user).unwrap().unwrap(),
+            &[5; 32],
+            NOW,
+            &POLICY
+        )
         .is_err());
     assert_eq!(store.counts().families, 2);
 
@@ -559,7 +590,13 @@ fn sweep_deletes_ended_families_after_retention_and_counts_return_to_zero() {
     let (user, revoked) = session(&store);
     let live = Store::new_family_id();
     store
-        .create_family(live, user, &[3; 32], NOW, &POLICY)
+        .create_family(
+            live,
+            &store.user(user).unwrap().unwrap(),
+            &[3; 32],
+            NOW,
+            &POLICY,
+        )
         .unwrap();
     store.revoke_family(revoked, NOW.plus(50)).unwrap();
     store.blacklist(jti(), NOW.plus(30)).unwrap();
@@ -674,7 +711,13 @@ fn view_survives_reopen() {
     let (user, revoked) = session(&store);
     let live = Store::new_family_id();
     store
-        .create_family(live, user, &[4; 32], NOW, &POLICY)
+        .create_family(
+            live,
+            &store.user(user).unwrap().unwrap(),
+            &[4; 32],
+            NOW,
+            &POLICY,
+        )
         .unwrap();
     store.revoke_family(revoked, NOW).unwrap();
     let (bumped, _) = session(&store);
@@ -905,7 +948,13 @@ fn change_password_keeps_only_the_named_session_and_survives_reopen() {
     let (user, keep) = session(&store);
     let other = Store::new_family_id();
     assert!(store
-        .create_family(other, user, &[6; 32], NOW, &POLICY)
+        .create_family(
+            other,
+            &store.user(user).unwrap().unwrap(),
+            &[6; 32],
+            NOW,
+            &POLICY
+        )
         .unwrap());
     assert!(store
         .change_password(user, "$new-hash", Some(keep), NOW)
@@ -929,4 +978,115 @@ fn change_password_keeps_only_the_named_session_and_survives_reopen() {
     assert!(!store
         .change_password(UserId(Uuid::new_v4()), "$x", None, NOW)
         .unwrap());
+}
+
+/// A named change to a user, committed by a test between a read and a write.
+type ChangeCase<'a> = (&'a str, Box<dyn Fn(&Store) + 'a>);
+
+#[test]
+fn a_session_is_not_created_for_credentials_that_changed_while_they_were_checked() {
+    let (_dir, store) = temp_store();
+    let seen = new_user(&store, "race@example.com");
+    // Each change below commits between the credential check and create_family.
+    let changes: [ChangeCase; 4] = [
+        (
+            "password changed",
+            Box::new(|s: &Store| assert!(s.change_password(seen.id, "$other", None, NOW).unwrap())),
+        ),
+        (
+            "logout-all",
+            Box::new(|s: &Store| assert!(s.revoke_all_for_user(seen.id, NOW).unwrap())),
+        ),
+        (
+            "roles changed",
+            Box::new(|s: &Store| assert!(s.set_roles(seen.id, &[]).unwrap())),
+        ),
+        (
+            "disabled",
+            Box::new(|s: &Store| assert!(s.disable_user(seen.id, true).unwrap())),
+        ),
+    ];
+    for (name, change) in changes {
+        let seen = store.user(seen.id).unwrap().unwrap();
+        change(&store);
+        let family = Store::new_family_id();
+        assert!(
+            !store
+                .create_family(family, &seen, &[9; 32], NOW, &POLICY)
+                .unwrap(),
+            "{name}"
+        );
+        store.disable_user(seen.id, false).unwrap();
+        assert_eq!(
+            store.check_access(
+                seen.id,
+                family,
+                jti(),
+                store.token_version(seen.id).unwrap()
+            ),
+            Err(AccessDenied::FamilyRevoked),
+            "{name}: no family was stored"
+        );
+    }
+    let fresh = store.user(seen.id).unwrap().unwrap();
+    assert!(store
+        .create_family(Store::new_family_id(), &fresh, &[9; 32], NOW, &POLICY)
+        .unwrap());
+}
+
+#[test]
+fn a_role_change_stops_tokens_that_carry_the_old_roles() {
+    let (_dir, store) = temp_store();
+    let (user, family) = session(&store);
+    assert_eq!(store.check_access(user, family, jti(), 0), Ok(()));
+    assert!(store.set_roles(user, &["admin".to_owned()]).unwrap());
+    assert_eq!(
+        store.check_access(user, family, jti(), 0),
+        Err(AccessDenied::StaleVersion)
+    );
+    assert_eq!(store.check_access(user, family, jti(), 1), Ok(()));
+}
+
+#[test]
+fn retiring_signing_keys_marks_only_the_live_ones() {
+    let (_dir, store) = temp_store();
+    let key = |kid: &str| StoredKey {
+        kid: kid.to_owned(),
+        secret: vec![1; 32],
+        created_at: NOW,
+        retired_at: None,
+    };
+    store.add_signing_key(&key("a"), None).unwrap();
+    store.add_signing_key(&key("b"), Some(NOW)).unwrap();
+    assert_eq!(
+        store.retire_signing_keys(NOW.plus(5)).unwrap(),
+        1,
+        "only b was live"
+    );
+    let keys = store.signing_keys().unwrap();
+    assert_eq!(
+        keys[0].retired_at,
+        Some(NOW),
+        "a keeps its first retirement"
+    );
+    assert_eq!(keys[1].retired_at, Some(NOW.plus(5)));
+    assert_eq!(store.retire_signing_keys(NOW.plus(9)).unwrap(), 0);
+}
+
+#[cfg(unix)]
+#[test]
+fn the_database_file_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fresh.redb");
+    drop(Store::open(&path).unwrap());
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600, "a new file");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    drop(Store::open(&path).unwrap());
+    assert_eq!(
+        mode(&path),
+        0o600,
+        "an existing file opened to others is tightened"
+    );
 }

@@ -77,21 +77,43 @@ impl Store {
         self.user(id)
     }
 
-    /// Replaces the user's password hash. Does not revoke anything: the auth layer decides.
-    /// Returns false if there is no such user.
-    pub fn set_password(&self, id: UserId, password_hash: &str) -> Result<bool, StoreError> {
-        self.update_user(id, |user| password_hash.clone_into(&mut user.password_hash))
+    /// Replaces the user's password hash with `new_hash` only if it is still `expected` (the
+    /// hash a login just verified): the rehash that upgrades a work factor must not undo a
+    /// password change that committed while it ran. Does not revoke anything. Returns false if
+    /// there is no such user or the hash has changed.
+    pub fn upgrade_password_hash(
+        &self,
+        id: UserId,
+        expected: &str,
+        new_hash: &str,
+    ) -> Result<bool, StoreError> {
+        self.update_user(id, |user| {
+            if user.password_hash != expected {
+                return false;
+            }
+            new_hash.clone_into(&mut user.password_hash);
+            true
+        })
     }
 
-    /// Replaces the user's roles. Returns false if there is no such user.
+    /// Replaces the user's roles and bumps the token version, so access tokens carrying the old
+    /// roles stop working at once (a refresh issues tokens with the new ones). Returns false
+    /// if there is no such user.
     pub fn set_roles(&self, id: UserId, roles: &[String]) -> Result<bool, StoreError> {
-        self.update_user(id, |user| user.roles = roles.to_vec())
+        self.update_user(id, |user| {
+            user.roles = roles.to_vec();
+            user.token_version = user.token_version.saturating_add(1);
+            true
+        })
     }
 
     /// Disables (or re-enables) the user; a disabled user's tokens are refused at once.
     /// Returns false if there is no such user.
     pub fn disable_user(&self, id: UserId, disabled: bool) -> Result<bool, StoreError> {
-        self.update_user(id, |user| user.disabled = disabled)
+        self.update_user(id, |user| {
+            user.disabled = disabled;
+            true
+        })
     }
 
     /// Deletes the user, its email index row, and all its families. Returns false if there was
@@ -135,14 +157,20 @@ impl Store {
         self.view.counts().users
     }
 
-    /// Reads, changes and writes back one user row.
-    fn update_user(&self, id: UserId, change: impl FnOnce(&mut User)) -> Result<bool, StoreError> {
+    /// Reads, changes and writes back one user row; `change` returns false to write nothing.
+    fn update_user(
+        &self,
+        id: UserId,
+        change: impl FnOnce(&mut User) -> bool,
+    ) -> Result<bool, StoreError> {
         self.write(|txn| {
             let mut users = txn.open_table(USERS)?;
             let Some(mut user) = read_user(&users, id)? else {
                 return Ok(Written::nothing(false));
             };
-            change(&mut user);
+            if !change(&mut user) {
+                return Ok(Written::nothing(false));
+            }
             users.insert(
                 id.0.as_u128(),
                 encode(&UserRecord::from_user(&user)).as_slice(),

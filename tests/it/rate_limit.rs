@@ -122,3 +122,29 @@ fn x_forwarded_for_is_honoured_from_a_trusted_proxy() {
     // The proxy's own requests (no header) are keyed by the proxy.
     login(&server, "guess9@example.com", WRONG, None).assert_error(401, "invalid_grant");
 }
+
+#[test]
+fn guessing_the_current_password_with_a_stolen_token_is_limited_like_logins() {
+    let server = TestServer::start();
+    server.register("gina@example.com");
+    let (access, _) = server.login("gina@example.com");
+    let guess = |n: usize| {
+        server.put_json_auth(
+            "/v1/users/me/password",
+            &access,
+            &serde_json::json!({
+                "current_password": format!("wrong guess number {n}"),
+                "new_password": "a brand new long passphrase",
+            }),
+        )
+    };
+    for n in 0..5 {
+        guess(n).assert_error(400, "invalid_request");
+    }
+    let limited = guess(5);
+    limited.assert_error(429, "rate_limited");
+    assert!(limited
+        .header("retry-after")
+        .and_then(|s| s.parse::<u64>().ok())
+        .is_some_and(|secs| secs > 0));
+}

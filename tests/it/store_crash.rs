@@ -59,7 +59,7 @@ fn crash_child() {
 
         let family = Store::new_family_id();
         assert!(store
-            .create_family(family, user.id, &[0; 32], NOW, &POLICY)
+            .create_family(family, &user, &[0; 32], NOW, &POLICY)
             .expect("create_family"));
         ack(format!("family {family} {}", user.id));
 

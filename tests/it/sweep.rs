@@ -97,13 +97,13 @@ fn churn_then_sweep_returns_to_the_baseline_and_the_file_stops_growing() {
 /// Starts `n` sessions of the store's first user at `t` and blacklists `n` access-token ids
 /// expiring a minute later, one write each (as logins and logouts would).
 pub(crate) fn churn(store: &Store, t: UnixTime, n: u64) {
-    let user = first_user(store);
+    let user = store.user(first_user(store)).expect("read").expect("user");
     for i in 0..n {
         let mut hash = [0u8; 32];
         hash[..8].copy_from_slice(&i.to_le_bytes());
         hash[8..16].copy_from_slice(&t.secs().to_le_bytes());
         let created = store
-            .create_family(Store::new_family_id(), user, &hash, t, &POLICY)
+            .create_family(Store::new_family_id(), &user, &hash, t, &POLICY)
             .expect("create family");
         assert!(created);
         store
