@@ -128,9 +128,9 @@ pub struct Flags {
     /// LATCHD_HASH_CONCURRENCY: password hashes computed at once.
     #[arg(long, global = true, value_name = "N")]
     hash_concurrency: Option<String>,
-    /// LATCHD_HASH_NICE: niceness of the hashing threads (0-19).
-    #[arg(long, global = true, value_name = "N")]
-    hash_nice: Option<String>,
+    /// LATCHD_HASH_PRIORITY: hashing threads' priority: idle, normal or a niceness 1-19.
+    #[arg(long, global = true, value_name = "PRIORITY")]
+    hash_priority: Option<String>,
     /// LATCHD_LOGIN_ACCOUNT_FAILURES: failed logins of one account before delays start.
     #[arg(long, global = true, value_name = "N")]
     login_account_failures: Option<String>,
@@ -163,7 +163,7 @@ impl Flags {
             ("LATCHD_METRICS_ALLOW", &self.metrics_allow),
             ("LATCHD_MAX_CONNECTIONS", &self.max_connections),
             ("LATCHD_HASH_CONCURRENCY", &self.hash_concurrency),
-            ("LATCHD_HASH_NICE", &self.hash_nice),
+            ("LATCHD_HASH_PRIORITY", &self.hash_priority),
             (
                 "LATCHD_LOGIN_ACCOUNT_FAILURES",
                 &self.login_account_failures,

@@ -24,9 +24,16 @@ pub const DEFAULT_SESSION_MAX_SECS: i64 = 2_592_000;
 pub const DEFAULT_LEEWAY_SECS: u32 = 5;
 /// Default retry grace for the just-rotated refresh token.
 pub const DEFAULT_REFRESH_GRACE_SECS: i64 = 10;
-/// Default niceness of the password-hashing threads: about a tenth of a core's share against a
-/// busy async worker, so verification keeps its latency under a login flood.
-pub const DEFAULT_HASH_NICE: u8 = 10;
+/// How the password-hashing threads are scheduled against the async workers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HashPriority {
+    /// Linux `SCHED_IDLE`: hashes use only CPU time nothing else wants (the default).
+    Idle,
+    /// A niceness from 1 to 19.
+    Nice(u8),
+    /// Unchanged: hashes compete with the workers as equals.
+    Normal,
+}
 /// Default cap on concurrent connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
@@ -85,8 +92,8 @@ pub struct Config {
     pub max_connections: usize,
     /// `LATCHD_HASH_CONCURRENCY`: password hashes run at once (default: cores - 1, at least 1).
     pub hash_concurrency: usize,
-    /// `LATCHD_HASH_NICE`: niceness of the hashing threads (0-19, default 10; 0 = unchanged).
-    pub hash_nice: u8,
+    /// `LATCHD_HASH_PRIORITY`: scheduling priority of the hashing threads.
+    pub hash_priority: HashPriority,
 }
 
 /// One configuration problem, naming its variable.
@@ -218,12 +225,20 @@ impl Config {
                     .ok_or_else(|| "expected a positive count".to_owned())
             },
         );
-        let hash_nice = r.parse("LATCHD_HASH_NICE", Some(DEFAULT_HASH_NICE), |s| {
-            s.parse::<u8>()
-                .ok()
-                .filter(|&v| v <= 19)
-                .ok_or_else(|| "expected a niceness from 0 to 19".to_owned())
-        });
+        let hash_priority = r.parse(
+            "LATCHD_HASH_PRIORITY",
+            Some(HashPriority::Idle),
+            |s| match s {
+                "idle" => Ok(HashPriority::Idle),
+                "normal" => Ok(HashPriority::Normal),
+                _ => s
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|v| (1..=19).contains(v))
+                    .map(HashPriority::Nice)
+                    .ok_or_else(|| "expected idle, normal or a niceness from 1 to 19".to_owned()),
+            },
+        );
         if let (Some(refresh), Some(max)) = (refresh_ttl_secs, session_max_secs) {
             if refresh > max {
                 r.fail(
@@ -261,7 +276,7 @@ impl Config {
             metrics_allow,
             max_connections: max_connections.ok_or_else(missing)?,
             hash_concurrency: hash_concurrency.ok_or_else(missing)?,
-            hash_nice: hash_nice.ok_or_else(missing)?,
+            hash_priority: hash_priority.ok_or_else(missing)?,
         })
     }
 }
@@ -384,7 +399,7 @@ mod tests {
         assert_eq!(c.pbkdf2_iterations.get(), 600_000);
         assert!(c.cookie_secure && c.open_registration && !c.log_json);
         assert!(c.hash_concurrency >= 1);
-        assert_eq!(c.hash_nice, 10);
+        assert_eq!(c.hash_priority, HashPriority::Idle);
         assert_eq!((c.login_account_failures, c.login_address_per_min), (5, 20));
     }
 
@@ -433,7 +448,7 @@ mod tests {
             ("LATCHD_COOKIE_SECURE", "maybe"),
             ("LATCHD_TRUSTED_PROXIES", "10.0.0.1,not-an-ip"),
             ("LATCHD_ISSUER", " "),
-            ("LATCHD_HASH_NICE", "20"),
+            ("LATCHD_HASH_PRIORITY", "20"),
         ])
         .unwrap_err();
         let vars: Vec<&str> = errors.iter().map(|e| e.var).collect();
@@ -450,7 +465,7 @@ mod tests {
                 "LATCHD_PBKDF2_ITERATIONS",
                 "LATCHD_COOKIE_SECURE",
                 "LATCHD_TRUSTED_PROXIES",
-                "LATCHD_HASH_NICE",
+                "LATCHD_HASH_PRIORITY",
             ]
         );
         let key = errors

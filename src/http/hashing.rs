@@ -4,16 +4,20 @@
 //! A PBKDF2 hash at the default work factor costs ~150 ms of one core. On tokio's blocking
 //! pool it competes with the async workers as an equal, and under a login flood the
 //! verification p99 rose 4-5x on a 2-core machine. Here each thread lowers its own priority
-//! once (Linux: `setpriority` on the thread, nice `LATCHD_HASH_NICE`, default 10, i.e. about a
-//! tenth of a core's share against a busy worker), and the pool has `LATCHD_HASH_CONCURRENCY`
-//! threads, so at most that many hashes run at once. Queued jobs wait; the rate limiter and the
-//! connection cap bound how many can queue.
+//! once, as `LATCHD_HASH_PRIORITY` says: `idle` (the default; Linux `SCHED_IDLE`: a hash runs
+//! only on CPU time nothing else wants, and a waking async worker preempts it at once), a
+//! niceness 1-19, or `normal`. Measured on 2 cores (benches/load/verify.sh), verify p99 under a
+//! login flood was 1.0-1.06x the quiet p99 with `idle`, 1.8x with nice 19 and 2.7-3.9x with
+//! nice 10. The pool has `LATCHD_HASH_CONCURRENCY` threads, so at most that many hashes run at
+//! once; queued jobs wait, and the rate limiter and the connection cap bound how many queue.
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 
 use tokio::sync::oneshot;
+
+pub(crate) use crate::config::HashPriority;
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
@@ -23,8 +27,8 @@ pub(crate) struct HashPool {
 }
 
 impl HashPool {
-    /// Starts `threads` threads (at least one) at niceness `nice` (0 leaves it unchanged).
-    pub(crate) fn start(threads: usize, nice: u8) -> std::io::Result<Self> {
+    /// Starts `threads` threads (at least one) at `priority`.
+    pub(crate) fn start(threads: usize, priority: HashPriority) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         for n in 0..threads.max(1) {
@@ -32,7 +36,7 @@ impl HashPool {
             thread::Builder::new()
                 .name(format!("latchd-hash-{n}"))
                 .spawn(move || {
-                    lower_priority(nice);
+                    lower_priority(priority);
                     loop {
                         // The lock is held only while waiting for the next job, never while
                         // running one.
@@ -72,20 +76,28 @@ impl HashPool {
     }
 }
 
-/// Lowers the calling thread's scheduling priority to niceness `nice`. Failing to (an OS that
-/// refuses) only costs the isolation, so it is logged, not fatal.
-fn lower_priority(nice: u8) {
-    if nice == 0 {
-        return;
-    }
-    let result = thread_priority::ThreadPriorityValue::try_from(nice_to_crossplatform(nice))
-        .map_err(|e| format!("{e:?}"))
-        .and_then(|value| {
-            thread_priority::set_current_thread_priority(
-                thread_priority::ThreadPriority::Crossplatform(value),
-            )
+/// Lowers the calling thread's scheduling priority. Failing to (an OS that refuses) only
+/// costs the isolation, so it is logged, not fatal.
+fn lower_priority(priority: HashPriority) {
+    use thread_priority::{
+        set_current_thread_priority, set_thread_priority_and_policy, thread_native_id,
+        NormalThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy,
+    };
+    let result = match priority {
+        HashPriority::Normal => return,
+        HashPriority::Idle => set_thread_priority_and_policy(
+            thread_native_id(),
+            ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+        )
+        .map_err(|e| format!("{e:?}")),
+        HashPriority::Nice(nice) => ThreadPriorityValue::try_from(nice_to_crossplatform(nice))
             .map_err(|e| format!("{e:?}"))
-        });
+            .and_then(|value| {
+                set_current_thread_priority(ThreadPriority::Crossplatform(value))
+                    .map_err(|e| format!("{e:?}"))
+            }),
+    };
     if let Err(e) = result {
         tracing::warn!(error = %e, "could not lower the hashing threads' priority");
     }
@@ -111,7 +123,7 @@ mod tests {
 
     #[tokio::test]
     async fn jobs_run_and_return_their_results() {
-        let pool = HashPool::start(2, 0).unwrap();
+        let pool = HashPool::start(2, HashPriority::Normal).unwrap();
         let results: Vec<u64> = futures_join(&pool).await;
         assert_eq!(results, [1, 4, 9, 16]);
     }
@@ -126,27 +138,41 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_job_answers_none_and_the_pool_keeps_working() {
-        let pool = HashPool::start(1, 0).unwrap();
+        let pool = HashPool::start(1, HashPriority::Normal).unwrap();
         assert_eq!(pool.run(|| -> u8 { panic!("boom") }).await, None);
         assert_eq!(pool.run(|| 7).await, Some(7));
     }
 
     #[cfg(target_os = "linux")]
     #[tokio::test]
-    async fn pool_threads_run_at_the_configured_niceness() {
+    async fn pool_threads_run_at_the_configured_priority() {
         for nice in [10u8, 19] {
-            let pool = HashPool::start(1, nice).unwrap();
-            let seen = pool.run(current_nice).await.unwrap();
-            assert_eq!(seen, i64::from(nice), "nice {nice}");
+            let pool = HashPool::start(1, HashPriority::Nice(nice)).unwrap();
+            let (seen_nice, policy) = pool.run(current_scheduling).await.unwrap();
+            assert_eq!(
+                (seen_nice, policy),
+                (i64::from(nice), SCHED_OTHER),
+                "nice {nice}"
+            );
         }
+        let pool = HashPool::start(1, HashPriority::Idle).unwrap();
+        let (_, policy) = pool.run(current_scheduling).await.unwrap();
+        assert_eq!(policy, SCHED_IDLE);
+        // The caller's own thread is untouched.
+        assert_eq!(current_scheduling().1, SCHED_OTHER);
     }
 
-    /// Field 19 of /proc/thread-self/stat: the calling thread's nice value.
     #[cfg(target_os = "linux")]
-    fn current_nice() -> i64 {
+    const SCHED_OTHER: i64 = 0;
+    #[cfg(target_os = "linux")]
+    const SCHED_IDLE: i64 = 5;
+
+    /// Fields 19 (nice) and 41 (policy) of /proc/thread-self/stat for the calling thread.
+    #[cfg(target_os = "linux")]
+    fn current_scheduling() -> (i64, i64) {
         let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
         // The command name (field 2) may contain spaces; fields restart after its ')'.
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        rest.split(' ').nth(16).unwrap().parse().unwrap()
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        (fields[16].parse().unwrap(), fields[38].parse().unwrap())
     }
 }

@@ -47,7 +47,7 @@ pub async fn serve(config: &Config, auth: Authority) -> std::io::Result<()> {
     let local = listener.local_addr()?;
     let app = Arc::new(App {
         auth,
-        hash_pool: hashing::HashPool::start(config.hash_concurrency, config.hash_nice)?,
+        hash_pool: hashing::HashPool::start(config.hash_concurrency, config.hash_priority)?,
         cookie: respond::CookiePolicy {
             secure: config.cookie_secure,
             max_age_secs: config.refresh_ttl_secs,
