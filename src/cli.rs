@@ -222,6 +222,8 @@ pub enum CliError {
     NoPassword,
     /// No user has this id or email.
     NoSuchUser(String),
+    /// `key rotate` while `LATCHD_SIGNING_KEY` is set: the stored key would never sign.
+    KeyConfigured,
     /// Reading stdin or writing stdout failed.
     Io(io::Error),
     /// A use case refused (weak password, taken email, …) or failed.
@@ -251,6 +253,11 @@ impl fmt::Display for CliError {
             ),
             Self::NoPassword => f.write_str("no password on stdin (expected one line)"),
             Self::NoSuchUser(who) => write!(f, "no user with id or email {who:?}"),
+            Self::KeyConfigured => f.write_str(
+                "LATCHD_SIGNING_KEY is set: the configured key signs, and stored keys are \
+                 retired at every start, so a rotated key would never sign; rotate by changing \
+                 LATCHD_SIGNING_KEY, or unset it first",
+            ),
             Self::Io(e) => write!(f, "i/o: {e}"),
             Self::Auth(AuthError::WeakPassword(why)) => write!(f, "password refused: {why}"),
             Self::Auth(e) => write!(f, "{e}"),
@@ -398,6 +405,9 @@ fn user_delete(config: &Config, who: &str, out: &mut impl Write) -> Result<(), C
 }
 
 fn key_rotate(config: &Config, out: &mut impl Write) -> Result<(), CliError> {
+    if config.signing_key.is_some() {
+        return Err(CliError::KeyConfigured);
+    }
     let store = open_existing(&config.db)?;
     let secret = auth::generate_key(&SystemRandom::new())?;
     let now = UnixTime::now();
@@ -424,12 +434,6 @@ fn key_rotate(config: &Config, out: &mut impl Write) -> Result<(), CliError> {
          then the sweeper deletes them",
         now.plus(config.access_ttl_secs).to_rfc3339()
     );
-    if config.signing_key.is_some() {
-        eprintln!(
-            "latchd: warning: LATCHD_SIGNING_KEY is set, so the configured key still signs; \
-             the new key only signs once LATCHD_SIGNING_KEY is removed"
-        );
-    }
     Ok(())
 }
 

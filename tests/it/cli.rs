@@ -174,7 +174,7 @@ fn key_rotate_keeps_old_tokens_verifying_and_new_tokens_carry_the_new_kid() {
 }
 
 #[test]
-fn key_rotate_warns_when_a_configured_key_still_signs() {
+fn key_rotate_refuses_while_a_configured_key_signs() {
     let dir = tempfile::tempdir().expect("temp dir");
     let key = URL_SAFE_NO_PAD.encode([7u8; 32]);
     add_user(dir.path(), "cfg@example.com", &[]);
@@ -184,12 +184,13 @@ fn key_rotate_warns_when_a_configured_key_still_signs() {
         &["key", "rotate"],
         b"",
     );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(
-        text(&out.stderr).contains("LATCHD_SIGNING_KEY is set, so the configured key still signs"),
+        text(&out.stderr).contains("LATCHD_SIGNING_KEY is set: the configured key signs"),
         "{}",
         text(&out.stderr)
     );
+    assert_eq!(text(&out.stderr).lines().count(), 1, "one line");
 }
 
 #[test]
