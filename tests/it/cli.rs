@@ -1,7 +1,6 @@
 //! The operator CLI, run as the built binary against a temp redb file, with a real server on the
 //! same file before and after (never at the same time: redb lets one process hold it).
 
-use std::path::Path;
 use std::process::Output;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -11,7 +10,7 @@ use serde_json::Value;
 use latchd::store::{Store, StoredKey};
 use latchd::time::UnixTime;
 
-use crate::support::{db_in, run, TestServer, PASSWORD};
+use crate::support::{add_user, db_in, run, TestServer, PASSWORD};
 use crate::sweep::churn;
 
 #[test]
@@ -278,14 +277,6 @@ fn gc_deletes_expired_rows_and_prints_the_counts() {
 }
 
 /// Runs `latchd user add --email <email> <extra>` with [`PASSWORD`] on stdin; returns the id.
-fn add_user(dir: &Path, email: &str, extra: &[&str]) -> String {
-    let mut args = vec!["user", "add", "--email", email];
-    args.extend_from_slice(extra);
-    let out = run(&db_in(dir), &[], &args, format!("{PASSWORD}\n").as_bytes());
-    assert!(out.status.success(), "user add: {}", text(&out.stderr));
-    text(&out.stdout).trim().to_owned()
-}
-
 fn assert_failed_with(out: &Output, prefix: &str) {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");

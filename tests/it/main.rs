@@ -1,5 +1,6 @@
 //! The one integration-test binary: one module per area.
 
+mod admin;
 mod cli;
 mod fuzz_corpus;
 mod http_errors;

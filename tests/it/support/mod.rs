@@ -503,3 +503,17 @@ fn dechunk(mut rest: &[u8]) -> Vec<u8> {
         rest = &rest[start + size + 2..];
     }
 }
+
+/// Adds a user with [`PASSWORD`] through `latchd user add` on the file in `dir` (no server may
+/// hold it); `extra` are further arguments such as `["--role", "admin"]`. Returns the new id.
+pub fn add_user(dir: &Path, email: &str, extra: &[&str]) -> String {
+    let mut args = vec!["user", "add", "--email", email];
+    args.extend_from_slice(extra);
+    let out = run(&db_in(dir), &[], &args, format!("{PASSWORD}\n").as_bytes());
+    assert!(
+        out.status.success(),
+        "user add: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
