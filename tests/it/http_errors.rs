@@ -367,3 +367,45 @@ fn every_answer_has_nosniff_and_no_server_header() {
     }
     assert_eq!(replies[0].status, 200);
 }
+
+#[test]
+fn register_and_password_change_refuse_the_passwords_nist_calls_out() {
+    let server = TestServer::start_with(&[("LATCHD_PASSWORD_MIN", "8")]);
+    let cases = [
+        ("on the common-password list", "Password123", "too common"),
+        ("listed, in other case", "POLNIYPIZDEC0211", "too common"),
+        (
+            "contains the email's local part",
+            "margarethe-secret-2026",
+            "email",
+        ),
+        (
+            "contains the service name",
+            "my latchd password!",
+            "service name",
+        ),
+        ("one repeated character", "aaaaaaaaaaaaaaaa", "repeated"),
+        ("a repeated sequence", "abcabcabcabcabcabc", "repeated"),
+        ("digits in a row", "123456789012345", "consecutive"),
+        ("letters in a row", "abcdefghijklmnop", "consecutive"),
+    ];
+    for (name, password, reason) in cases {
+        let reply = server.post_json(
+            "/v1/users",
+            &json!({"email": "margarethe@example.com", "password": password}),
+        );
+        reply.assert_error(400, "invalid_request");
+        let why = reply.json()["error_description"].to_string();
+        assert!(why.contains(reason), "{name}: {why}");
+    }
+    // The same rules apply to a new password.
+    server.register("margarethe@example.com");
+    let (access, _) = server.login("margarethe@example.com");
+    server
+        .put_json_auth(
+            "/v1/users/me/password",
+            &access,
+            &json!({"current_password": PASSWORD, "new_password": "Password123"}),
+        )
+        .assert_error(400, "invalid_request");
+}
