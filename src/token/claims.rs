@@ -84,18 +84,65 @@ impl<'a> RawClaims<'a> {
         Ok(raw)
     }
 
-    /// Reads a payload laid out exactly as [`AccessClaims::write_json`] writes it (same member
-    /// order, no whitespace, no escapes), or `None` for anything else, which then goes through
-    /// [`RawClaims::parse`]. The result is what `parse` would return for the same bytes (the
-    /// `signed_token` fuzz target checks that), so the rules in [`RawClaims::check`] see no
-    /// difference; this path only skips the general reader's work for latchd's own tokens.
-    pub(crate) fn parse_canonical(bytes: &'a [u8], policy: &Policy) -> Option<Self> {
+    /// Gives the claims their types, in this order: `exp`, `iat`, `nbf` present integers;
+    /// `sub`, `jti`, `sid` present lowercase hyphenated UUIDs; `ver` a non-negative integer;
+    /// `roles` an array of strings. Whether `iss` and `aud` match the policy is recorded for
+    /// [`Typed::check`].
+    pub(crate) fn typed(self, policy: &Policy) -> Result<Typed, TokenError> {
+        Ok(Typed {
+            exp: numeric_date(self.exp.as_ref(), "exp")?,
+            iat: numeric_date(self.iat.as_ref(), "iat")?,
+            nbf: numeric_date(self.nbf.as_ref(), "nbf")?,
+            iss_matches: matches!(&self.iss, Some(Value::Str(iss)) if *iss == policy.issuer),
+            aud_matches: matches!(&self.aud, Some(Value::Str(aud)) if *aud == policy.audience),
+            sub: uuid_claim(self.sub, "sub")?,
+            jti: uuid_claim(self.jti, "jti")?,
+            sid: uuid_claim(self.sid, "sid")?,
+            ver: match self.ver {
+                None => return Err(TokenError::MissingClaim("ver")),
+                Some(Value::Int(v)) => {
+                    u64::try_from(v).map_err(|_| TokenError::NotInteger("ver"))?
+                }
+                Some(_) => return Err(TokenError::NotInteger("ver")),
+            },
+            roles: match self.roles {
+                None => return Err(TokenError::MissingClaim("roles")),
+                Some(Value::StrArray(list)) => list.into_iter().map(Cow::into_owned).collect(),
+                Some(_) => return Err(TokenError::BadClaim("roles")),
+            },
+        })
+    }
+}
+
+/// Claims with their types checked, before the rules that need the policy and the clock.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Typed {
+    exp: UnixTime,
+    iat: UnixTime,
+    nbf: UnixTime,
+    iss_matches: bool,
+    aud_matches: bool,
+    sub: Uuid,
+    jti: Uuid,
+    sid: Uuid,
+    ver: u64,
+    roles: Vec<String>,
+}
+
+impl Typed {
+    /// Reads a payload laid out exactly as [`AccessClaims::write_json`] writes it under
+    /// `policy` (same member order, no whitespace, no escapes, our own `iss`, `aud` and
+    /// `client_id`), or `None` for anything else, which then goes through [`RawClaims::parse`]
+    /// and [`RawClaims::typed`]. When it answers, it answers what that path would (the
+    /// `signed_token` fuzz target checks it on every input), so [`Typed::check`] sees no
+    /// difference; it only skips the general reader's work for latchd's own tokens.
+    pub(crate) fn parse_canonical(bytes: &[u8], policy: &Policy) -> Option<Self> {
         let text = std::str::from_utf8(bytes).ok()?;
         let mut c = Canonical { text, pos: 0 };
         c.literal("{\"iss\":")?;
-        let iss = c.config_string(&policy.issuer_json)?;
+        c.literal(&policy.issuer_json)?;
         c.literal(",\"aud\":")?;
-        let aud = c.config_string(&policy.audience_json)?;
+        c.literal(&policy.audience_json)?;
         c.literal(",\"sub\":")?;
         let sub = c.uuid()?;
         c.literal(",\"exp\":")?;
@@ -109,75 +156,57 @@ impl<'a> RawClaims<'a> {
         c.literal(",\"sid\":")?;
         let sid = c.uuid()?;
         c.literal(",\"ver\":")?;
-        let ver = c.int()?;
+        let ver = u64::try_from(c.int()?).ok()?;
         c.literal(",\"roles\":")?;
         let roles = c.roles()?;
         c.literal(",\"client_id\":")?;
-        let client_id = c.config_string(&policy.client_id_json)?;
+        c.literal(&policy.client_id_json)?;
         c.literal("}")?;
         if c.pos != text.len() {
             return None;
         }
         Some(Self {
-            iss: Some(iss),
-            aud: Some(aud),
-            sub: Some(sub),
-            exp: Some(exp),
-            iat: Some(iat),
-            nbf: Some(nbf),
-            jti: Some(jti),
-            sid: Some(sid),
-            ver: Some(ver),
-            roles: Some(roles),
-            client_id: Some(client_id),
+            exp: UnixTime(exp),
+            iat: UnixTime(iat),
+            nbf: UnixTime(nbf),
+            iss_matches: true,
+            aud_matches: true,
+            sub,
+            jti,
+            sid,
+            ver,
+            roles,
         })
     }
 
-    /// Applies the claim rules of API.md at `now`, in this order: `NumericDate`s present and
-    /// integral, `exp`, `nbf`, `iat` against the leeway, `iss`, `aud`, `sub`/`jti`/`sid`
-    /// present UUIDs, `ver`, `roles`.
+    /// Applies the rules that need the policy and the clock, in this order: `exp`, `nbf`,
+    /// `iat` against the leeway, then `iss`, `aud`.
     pub(crate) fn check(self, policy: &Policy, now: UnixTime) -> Result<AccessClaims, TokenError> {
-        let exp = numeric_date(self.exp.as_ref(), "exp")?;
-        let iat = numeric_date(self.iat.as_ref(), "iat")?;
-        let nbf = numeric_date(self.nbf.as_ref(), "nbf")?;
         // Saturating: `now` is ours, but the leeway is configuration and exp may be i64::MAX.
-        if exp <= now.minus(policy.leeway_secs) {
+        if self.exp <= now.minus(policy.leeway_secs) {
             return Err(TokenError::Expired);
         }
-        if nbf > now.plus(policy.leeway_secs) {
+        if self.nbf > now.plus(policy.leeway_secs) {
             return Err(TokenError::NotYetValid);
         }
-        if iat > now.plus(policy.leeway_secs) {
+        if self.iat > now.plus(policy.leeway_secs) {
             return Err(TokenError::IssuedInFuture);
         }
-        if !matches!(&self.iss, Some(Value::Str(iss)) if *iss == policy.issuer) {
+        if !self.iss_matches {
             return Err(TokenError::WrongIssuer);
         }
-        if !matches!(&self.aud, Some(Value::Str(aud)) if *aud == policy.audience) {
+        if !self.aud_matches {
             return Err(TokenError::WrongAudience);
         }
-        let sub = uuid_claim(self.sub, "sub")?;
-        let jti = uuid_claim(self.jti, "jti")?;
-        let sid = uuid_claim(self.sid, "sid")?;
-        let ver = match self.ver {
-            None => return Err(TokenError::MissingClaim("ver")),
-            Some(Value::Int(v)) => u64::try_from(v).map_err(|_| TokenError::NotInteger("ver"))?,
-            Some(_) => return Err(TokenError::NotInteger("ver")),
-        };
-        let roles = match self.roles {
-            None => return Err(TokenError::MissingClaim("roles")),
-            Some(Value::StrArray(list)) => list.into_iter().map(Cow::into_owned).collect(),
-            Some(_) => return Err(TokenError::BadClaim("roles")),
-        };
         Ok(AccessClaims {
-            sub,
-            sid,
-            jti,
-            ver,
-            roles,
-            iat,
-            nbf,
-            exp,
+            sub: self.sub,
+            sid: self.sid,
+            jti: self.jti,
+            ver: self.ver,
+            roles: self.roles,
+            iat: self.iat,
+            nbf: self.nbf,
+            exp: self.exp,
         })
     }
 }
@@ -236,20 +265,8 @@ impl<'a> Canonical<'a> {
             .then(|| self.advance(expected.len()))
     }
 
-    /// A configured string (issuer, audience, client id), written pre-escaped; its unescaped
-    /// text is borrowed from the payload only when the literal holds no escapes.
-    fn config_string(&mut self, json: &str) -> Option<Value<'a>> {
-        if json.contains('\\') {
-            return None;
-        }
-        let start = self.pos.checked_add(1)?;
-        self.literal(json)?;
-        let inner = self.text.get(start..self.pos.checked_sub(1)?)?;
-        Some(Value::Str(Cow::Borrowed(inner)))
-    }
-
-    /// A quoted 36-character string (checked as a UUID later, by `check`).
-    fn uuid(&mut self) -> Option<Value<'a>> {
+    /// A quoted UUID in the one form `uuid_claim` accepts, parsed.
+    fn uuid(&mut self) -> Option<Uuid> {
         let rest = self.rest().as_bytes();
         if rest.first() != Some(&b'"') || rest.get(37) != Some(&b'"') {
             return None;
@@ -257,15 +274,13 @@ impl<'a> Canonical<'a> {
         let inner = self
             .text
             .get(self.pos.checked_add(1)?..self.pos.checked_add(37)?)?;
-        if inner.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
-            return None;
-        }
+        let id = parse_uuid(inner)?;
         self.advance(38);
-        Some(Value::Str(Cow::Borrowed(inner)))
+        Some(id)
     }
 
     /// `-?(0|[1-9][0-9]*)` that fits `i64`.
-    fn int(&mut self) -> Option<Value<'a>> {
+    fn int(&mut self) -> Option<i64> {
         let rest = self.rest().as_bytes();
         let sign = usize::from(rest.first() == Some(&b'-'));
         let digits = rest
@@ -283,15 +298,15 @@ impl<'a> Canonical<'a> {
         }
         let value = self.rest().get(..len)?.parse::<i64>().ok()?;
         self.advance(len);
-        Some(Value::Int(value))
+        Some(value)
     }
 
     /// `[` strings without escapes, separated by `,` `]`.
-    fn roles(&mut self) -> Option<Value<'a>> {
+    fn roles(&mut self) -> Option<Vec<String>> {
         self.literal("[")?;
         let mut roles = Vec::new();
         if self.literal("]").is_some() {
-            return Some(Value::StrArray(roles));
+            return Some(roles);
         }
         loop {
             self.literal("\"")?;
@@ -301,10 +316,10 @@ impl<'a> Canonical<'a> {
             if rest.as_bytes().get(end) != Some(&b'"') || role.bytes().any(|b| b < 0x20) {
                 return None;
             }
-            roles.push(Cow::Borrowed(role));
+            roles.push(role.to_owned());
             self.advance(end.checked_add(1)?);
             if self.literal("]").is_some() {
-                return Some(Value::StrArray(roles));
+                return Some(roles);
             }
             self.literal(",")?;
         }
@@ -338,13 +353,17 @@ fn numeric_date(value: Option<&Value<'_>>, name: &'static str) -> Result<UnixTim
 fn uuid_claim(value: Option<Value<'_>>, name: &'static str) -> Result<Uuid, TokenError> {
     match value {
         None => Err(TokenError::MissingClaim(name)),
-        // Only the lowercase hyphenated form latchd writes; `Uuid::try_parse` alone would also
-        // take braces, URNs, upper case and the simple form, i.e. several spellings of one id.
-        Some(Value::Str(text))
-            if text.len() == 36 && !text.bytes().any(|b| b.is_ascii_uppercase()) =>
-        {
-            Uuid::try_parse(&text).map_err(|_| TokenError::BadClaim(name))
-        }
+        Some(Value::Str(text)) => parse_uuid(&text).ok_or(TokenError::BadClaim(name)),
         Some(_) => Err(TokenError::BadClaim(name)),
     }
+}
+
+/// A UUID in the only form latchd writes: lowercase, hyphenated, 36 characters.
+/// `Uuid::try_parse` alone would also take braces, URNs, upper case and the simple form,
+/// i.e. several spellings of one id.
+fn parse_uuid(text: &str) -> Option<Uuid> {
+    if text.len() != 36 || text.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    Uuid::try_parse(text).ok()
 }

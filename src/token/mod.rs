@@ -19,7 +19,7 @@ pub use error::{KeyError, TokenError};
 pub use keyring::{kid_for, KeySecret, Keyring, RefreshKey};
 
 use crate::time::UnixTime;
-use claims::{push_json_string, RawClaims};
+use claims::{push_json_string, RawClaims, Typed};
 use header::Header;
 
 /// Longest access token accepted, in bytes; checked before any decoding.
@@ -125,20 +125,22 @@ impl AccessTokens {
             signature.get(..len).unwrap_or_default(),
         )?;
         let payload = b64::decode(parts.payload)?;
-        let raw = match RawClaims::parse_canonical(&payload, &self.policy) {
-            Some(raw) => raw,
-            None => RawClaims::parse(&payload)?,
+        let typed = match Typed::parse_canonical(&payload, &self.policy) {
+            Some(typed) => typed,
+            None => RawClaims::parse(&payload)?.typed(&self.policy)?,
         };
-        raw.check(&self.policy, now)
+        typed.check(&self.policy, now)
     }
 }
 
 /// Whether the canonical fast path agrees with the general reader on `payload`: it either
 /// declines, or reads exactly what the general reader reads. For the fuzz targets.
 pub(crate) fn canonical_agrees(tokens: &AccessTokens, payload: &[u8]) -> bool {
-    match RawClaims::parse_canonical(payload, &tokens.policy) {
+    match Typed::parse_canonical(payload, &tokens.policy) {
         None => true,
-        Some(fast) => RawClaims::parse(payload).as_ref() == Ok(&fast),
+        Some(fast) => {
+            RawClaims::parse(payload).and_then(|raw| raw.typed(&tokens.policy)) == Ok(fast)
+        }
     }
 }
 
