@@ -268,3 +268,37 @@ fn password_change_refuses_a_wrong_current_or_a_weak_new_password() {
 fn uuid_like(s: &str) -> bool {
     s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
 }
+
+#[test]
+fn no_token_cookie_or_password_reaches_the_log_and_json_logs_are_json() {
+    let server = TestServer::start_with(&[("LATCHD_LOG", "debug"), ("LATCHD_LOG_FORMAT", "json")]);
+    server.register("logan@example.com");
+    let (access, refresh) = server.login("logan@example.com");
+    assert_eq!(server.get("/v1/auth/verify", Some(&access)).status, 200);
+    let rotated = server.refresh(&refresh);
+    assert_eq!(rotated.status, 200);
+    server.get("/v1/auth/verify?access_token=in-the-query", Some("garbage"));
+    let (new_access, _) = rotated.pair();
+    server.post_auth("/v1/auth/logout", &new_access);
+    let log = server.log();
+    for secret in [
+        access.as_str(),
+        refresh.as_str(),
+        new_access.as_str(),
+        PASSWORD,
+        "in-the-query",
+    ] {
+        assert!(!log.contains(secret), "the log holds a secret: {secret}");
+    }
+    for line in log.lines().filter(|l| !l.starts_with("listening on ")) {
+        let parsed: Result<serde_json::Value, _> = serde_json::from_str(line);
+        assert!(
+            parsed.is_ok_and(|v| v.is_object()),
+            "not a JSON object: {line}"
+        );
+    }
+    assert!(
+        log.contains("/v1/auth/verify"),
+        "the access log has the path"
+    );
+}

@@ -70,3 +70,39 @@ fn an_idle_keep_alive_connection_is_closed() {
         "idle connection still open after {HANG_UP_DEADLINE:?}"
     );
 }
+
+#[test]
+fn connections_past_the_cap_wait_until_a_slot_frees() {
+    let server = TestServer::start_with(&[("LATCHD_MAX_CONNECTIONS", "2")]);
+    // Two connections hold both slots (their headers never finish).
+    let mut held: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = TcpStream::connect(server.addr()).unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: latchd\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    // Let the accept loop take both before the third arrives.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut third = TcpStream::connect(server.addr()).unwrap();
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: latchd\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let early = third.read(&mut buf);
+    assert!(
+        matches!(&early, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        "served past the cap: {early:?}"
+    );
+    // Closing one held connection frees a slot, and the third is answered.
+    held.pop();
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let n = third.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+}
