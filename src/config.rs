@@ -24,12 +24,18 @@ pub const DEFAULT_SESSION_MAX_SECS: i64 = 2_592_000;
 pub const DEFAULT_LEEWAY_SECS: u32 = 5;
 /// Default retry grace for the just-rotated refresh token.
 pub const DEFAULT_REFRESH_GRACE_SECS: i64 = 10;
+/// Default scheduling of the password-hashing threads: nice 10, about a tenth of a core's
+/// share against one busy thread. `Idle` protects verification latency better under a login
+/// flood but lets hashes starve (logins hang) while anything else keeps the CPUs busy, which
+/// a shared host or an edge device does; see `src/http/hashing.rs` for the measurements.
+pub const DEFAULT_HASH_PRIORITY: HashPriority = HashPriority::Nice(10);
+
 /// How the password-hashing threads are scheduled against the async workers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HashPriority {
-    /// Linux `SCHED_IDLE`: hashes use only CPU time nothing else wants (the default).
+    /// Linux `SCHED_IDLE`: hashes use only CPU time nothing else wants.
     Idle,
-    /// A niceness from 1 to 19.
+    /// A niceness from 1 to 19 (the default is 10).
     Nice(u8),
     /// Unchanged: hashes compete with the workers as equals.
     Normal,
@@ -227,7 +233,7 @@ impl Config {
         );
         let hash_priority = r.parse(
             "LATCHD_HASH_PRIORITY",
-            Some(HashPriority::Idle),
+            Some(DEFAULT_HASH_PRIORITY),
             |s| match s {
                 "idle" => Ok(HashPriority::Idle),
                 "normal" => Ok(HashPriority::Normal),
@@ -399,7 +405,7 @@ mod tests {
         assert_eq!(c.pbkdf2_iterations.get(), 600_000);
         assert!(c.cookie_secure && c.open_registration && !c.log_json);
         assert!(c.hash_concurrency >= 1);
-        assert_eq!(c.hash_priority, HashPriority::Idle);
+        assert_eq!(c.hash_priority, HashPriority::Nice(10));
         assert_eq!((c.login_account_failures, c.login_address_per_min), (5, 20));
     }
 

@@ -222,7 +222,7 @@ impl Authority {
         now: UnixTime,
     ) -> Result<TokenPair, AuthError> {
         self.limiter.admit(email, client, now)?;
-        let Some(user) = self.store.user_by_email(email)? else {
+        let Some(mut user) = self.store.user_by_email(email)? else {
             self.hasher.verify_dummy(password);
             return Err(AuthError::BadCredentials);
         };
@@ -234,8 +234,14 @@ impl Authority {
             // The work factor was raised since this hash was made: upgrade it now that the
             // plaintext is at hand. Failing to does not fail the login.
             if let Ok(hash) = self.hasher.hash(password) {
-                self.store
-                    .upgrade_password_hash(user.id, &user.password_hash, hash.as_str())?;
+                if self
+                    .store
+                    .upgrade_password_hash(user.id, &user.password_hash, hash.as_str())?
+                {
+                    // Our own upgrade is not a credential change: the session below checks
+                    // against the hash now stored.
+                    user.password_hash = hash.into_string();
+                }
             }
         }
         let family = Store::new_family_id();

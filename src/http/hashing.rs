@@ -4,11 +4,13 @@
 //! A PBKDF2 hash at the default work factor costs ~150 ms of one core. On tokio's blocking
 //! pool it competes with the async workers as an equal, and under a login flood the
 //! verification p99 rose 4-5x on a 2-core machine. Here each thread lowers its own priority
-//! once, as `LATCHD_HASH_PRIORITY` says: `idle` (the default; Linux `SCHED_IDLE`: a hash runs
-//! only on CPU time nothing else wants, and a waking async worker preempts it at once), a
-//! niceness 1-19, or `normal`. Measured on 2 cores (benches/load/verify.sh), verify p99 under a
-//! login flood was 1.0-1.06x the quiet p99 with `idle`, 1.8x with nice 19 and 2.7-3.9x with
-//! nice 10. The pool has `LATCHD_HASH_CONCURRENCY` threads, so at most that many hashes run at
+//! once, as `LATCHD_HASH_PRIORITY` says: a niceness 1-19 (default 10), `idle` (Linux
+//! `SCHED_IDLE`: a hash runs only on CPU time nothing else wants, and a waking async worker
+//! preempts it at once), or `normal`. Measured on 2 cores (benches/load/verify.sh, kernel
+//! 6.18), verify p99 under a login flood over the quiet p99 was 0.92-4.2x, median 1.06x, with
+//! `idle`; 2.5-3.7x with nice 19; 2.7-3.9x with nice 10; 4.2x at normal priority. `idle` is not
+//! the default because its hashes starve while anything else keeps the CPUs busy: with three
+//! busy loops beside the test suite, logins at `idle` did not finish within 10 s. The pool has `LATCHD_HASH_CONCURRENCY` threads, so at most that many hashes run at
 //! once; queued jobs wait, and the rate limiter and the connection cap bound how many queue.
 
 use std::sync::mpsc;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{http, run_to_exit, TestServer, PASSWORD};
+use crate::support::{add_user, http, run_to_exit, TestServer, PASSWORD};
 
 #[test]
 fn users_sessions_and_revocations_survive_a_restart() {
@@ -79,15 +79,24 @@ fn logout_all_and_rotation_survive_a_restart() {
 
 #[test]
 fn sigterm_lets_an_in_flight_login_finish_and_exits_0() {
-    // About two seconds per hash, so the login is still hashing when SIGTERM arrives. The
-    // binary is built with the test's profile, and unoptimised ring is far slower.
+    // The user is added by the CLI with the harness's cheap work factor; the server's is about
+    // a second per hash, so its login upgrades the hash and is still hashing when SIGTERM
+    // arrives. The binary is built with the test's profile, and unoptimised ring is far
+    // slower. Normal priority: this test is about draining, not about sharing the CPU.
     let iterations = if cfg!(debug_assertions) {
-        "400000"
+        "200000"
     } else {
-        "3000000"
+        "1500000"
     };
-    let mut server = TestServer::start_with(&[("LATCHD_PBKDF2_ITERATIONS", iterations)]);
-    server.register("quinn@example.com");
+    let dir = tempfile::tempdir().unwrap();
+    add_user(dir.path(), "quinn@example.com", &[]);
+    let mut server = TestServer::start_in(
+        dir,
+        &[
+            ("LATCHD_PBKDF2_ITERATIONS", iterations),
+            ("LATCHD_HASH_PRIORITY", "normal"),
+        ],
+    );
     let addr = server.addr();
     let body = json!({"email": "quinn@example.com", "password": PASSWORD}).to_string();
     let login = thread::spawn(move || {
@@ -118,6 +127,15 @@ fn sigterm_lets_an_in_flight_login_finish_and_exits_0() {
         .find("path=/v1/auth/login status=200")
         .expect("login logged");
     assert!(draining < answered, "SIGTERM came after the answer:\n{log}");
+    // The login also upgraded the CLI's cheap hash to the server's work factor, durably.
+    let store = latchd::store::Store::open(&server.db_path()).unwrap();
+    let user = store.user_by_email("quinn@example.com").unwrap().unwrap();
+    assert!(
+        user.password_hash
+            .starts_with(&format!("$pbkdf2-sha256$i={iterations}$")),
+        "{}",
+        user.password_hash
+    );
 }
 
 #[test]
