@@ -474,36 +474,49 @@ fn keyring(
     store: &Store,
     rng: &SystemRandom,
 ) -> Result<(Keyring, KeySource), AuthError> {
-    let stored = store.signing_keys()?;
-    let secrets = stored
-        .iter()
-        .filter_map(|k| KeySecret::from_bytes(k.secret.clone()).ok())
-        .collect::<Vec<_>>();
-    if let Some(configured) = &config.signing_key {
+    let now = UnixTime::now();
+    if config.signing_key.is_some() {
         // The configured key takes over: stored keys keep verifying for one access TTL, then
-        // the sweeper deletes them (an operator switching away from a leaked key wants that).
-        store.retire_signing_keys(UnixTime::now())?;
-        return Ok((Keyring::new(configured, &secrets), KeySource::Configured));
+        // stop (an operator switching away from a leaked key wants that).
+        store.retire_signing_keys(now)?;
     }
-    let signer = stored
+    let stored = store.signing_keys()?;
+    let secret_of = |k: &StoredKey| KeySecret::from_bytes(k.secret.clone()).ok();
+    let live: Vec<KeySecret> = stored
         .iter()
-        .rev()
-        .find(|k| k.retired_at.is_none())
-        .and_then(|k| KeySecret::from_bytes(k.secret.clone()).ok());
-    if let Some(signer) = signer {
-        return Ok((Keyring::new(&signer, &secrets), KeySource::Stored));
+        .filter(|k| k.retired_at.is_none())
+        .filter_map(secret_of)
+        .collect();
+    let (signer, source) = if let Some(configured) = &config.signing_key {
+        (configured.clone(), KeySource::Configured)
+    } else if let Some(newest) = live.last() {
+        (newest.clone(), KeySource::Stored)
+    } else {
+        let secret = generate_key(rng)?;
+        store.add_signing_key(
+            &StoredKey {
+                kid: secret.kid(),
+                secret: secret.as_bytes().to_vec(),
+                created_at: now,
+                retired_at: None,
+            },
+            Some(now),
+        )?;
+        (secret, KeySource::Generated)
+    };
+    // Retired keys verify until one access TTL after their retirement, in this process too:
+    // the sweeper deleting the row would not take them out of a running keyring.
+    let mut keys = Keyring::new(&signer, &live);
+    for key in &stored {
+        let Some(retired_at) = key.retired_at else {
+            continue;
+        };
+        let not_after = retired_at.plus(config.access_ttl_secs);
+        if let (true, Some(secret)) = (now <= not_after, secret_of(key)) {
+            keys = keys.with_retiring(&secret, not_after);
+        }
     }
-    let secret = generate_key(rng)?;
-    store.add_signing_key(
-        &StoredKey {
-            kid: secret.kid(),
-            secret: secret.as_bytes().to_vec(),
-            created_at: UnixTime::now(),
-            retired_at: None,
-        },
-        Some(UnixTime::now()),
-    )?;
-    Ok((Keyring::new(&secret, &secrets), KeySource::Generated))
+    Ok((keys, source))
 }
 
 /// A fresh 256-bit signing key from the system RNG.

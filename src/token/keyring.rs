@@ -6,6 +6,7 @@ use std::fmt;
 use ring::{digest, hmac};
 
 use super::{b64, KeyError, TokenError, MIN_KEY_BYTES};
+use crate::time::UnixTime;
 
 /// A secret HMAC key of at least `MIN_KEY_BYTES` bytes. Its `Debug` shows only its key id.
 #[derive(Clone)]
@@ -64,6 +65,8 @@ pub(crate) struct RingKey {
     /// base64url of `{"alg":"HS256","typ":"at+jwt","kid":"<kid>"}`: the exact header segment
     /// this key signs with, so a token carrying it needs no header parsing at all.
     header_b64: String,
+    /// For a retired key: the last second its signatures are accepted.
+    not_after: Option<UnixTime>,
 }
 
 impl RingKey {
@@ -74,7 +77,14 @@ impl RingKey {
             header_b64: b64::encode(header.as_bytes()),
             key: hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()),
             kid,
+            not_after: None,
         }
+    }
+
+    /// Whether this key still verifies at `now`: always, unless it was retired and its window
+    /// has passed.
+    pub(crate) fn verifies_at(&self, now: UnixTime) -> bool {
+        self.not_after.is_none_or(|last| now <= last)
     }
 
     /// The canonical header segment of this key.
@@ -110,6 +120,19 @@ impl Keyring {
             }
         }
         Self { keys }
+    }
+
+    /// Adds a retired key that verifies only until `not_after` (its retirement plus the longest
+    /// access-token lifetime), so a rotated-out or leaked key stops being trusted in a running
+    /// server, not only at the next start. A key already in the ring is left as it is.
+    #[must_use]
+    pub fn with_retiring(mut self, secret: &KeySecret, not_after: UnixTime) -> Self {
+        let mut key = RingKey::new(secret);
+        if !self.keys.iter().any(|k| k.kid == key.kid) {
+            key.not_after = Some(not_after);
+            self.keys.push(key);
+        }
+        self
     }
 
     /// The kid new tokens are signed with.

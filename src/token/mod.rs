@@ -117,6 +117,9 @@ impl AccessTokens {
                 .by_kid(&header.kid)
                 .ok_or(TokenError::UnknownKid)?
         };
+        if !key.verifies_at(now) {
+            return Err(TokenError::UnknownKid); // retired, and its window has passed
+        }
         let mut signature = [0u8; SIGNATURE_BYTES];
         let len = decode_signature(parts.signature, &mut signature)?;
         // ring compares in constant time; a wrong length fails there too.

@@ -789,3 +789,27 @@ fn rules_hold_for_tokens_in_latchds_own_layout() {
         Ok(valid)
     );
 }
+
+#[test]
+fn a_retired_key_verifies_only_until_its_window_ends() {
+    let old = fixture::secret();
+    let new = KeySecret::from_bytes(vec![0x44; 32]).unwrap();
+    let token = with_claims(|c| {
+        c.insert("exp".into(), json!(NOW.0 + 10_000));
+    });
+    let ring = Keyring::new(&new, &[]).with_retiring(&old, NOW.plus(60));
+    let tokens = AccessTokens::new(ring, Policy::new("latchd", "api", "web", 5));
+    assert!(
+        tokens.verify(token.as_bytes(), NOW.plus(60)).is_ok(),
+        "inside the window"
+    );
+    assert_eq!(
+        tokens.verify(token.as_bytes(), NOW.plus(61)).err(),
+        Some(TokenError::UnknownKid),
+        "after it, although the token itself has not expired"
+    );
+    // A key that is live in the ring is not demoted by a retiring entry for it.
+    let ring = Keyring::new(&new, std::slice::from_ref(&old)).with_retiring(&old, NOW);
+    let tokens = AccessTokens::new(ring, Policy::new("latchd", "api", "web", 5));
+    assert!(tokens.verify(token.as_bytes(), NOW.plus(1000)).is_ok());
+}
