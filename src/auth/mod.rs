@@ -241,6 +241,13 @@ impl Authority {
                     // Our own upgrade is not a credential change: the session below checks
                     // against the hash now stored.
                     user.password_hash = hash.into_string();
+                } else {
+                    // The hash changed meanwhile: another login's upgrade (the same password,
+                    // so still fine) or a password change (then this password is wrong now).
+                    user = self.store.user(user.id)?.ok_or(AuthError::BadCredentials)?;
+                    if self.hasher.verify(password, &user.password_hash)? != Verified::Match {
+                        return Err(AuthError::BadCredentials);
+                    }
                 }
             }
         }
@@ -393,9 +400,20 @@ impl Authority {
             .check(new, &user.email)
             .map_err(AuthError::WeakPassword)?;
         let hash = self.hasher.hash(new)?;
-        self.store
-            .change_password(user.id, hash.as_str(), Some(principal.family), now)?;
-        Ok(())
+        if self.store.change_password(
+            user.id,
+            &user.password_hash,
+            hash.as_str(),
+            Some(principal.family),
+            now,
+        )? {
+            Ok(())
+        } else {
+            // Changed, revoked or disabled since the check: the caller must sign in again.
+            Err(AuthError::Revoked(
+                crate::store::AccessDenied::FamilyRevoked,
+            ))
+        }
     }
 
     fn pair(

@@ -207,11 +207,16 @@ impl Store {
     /// Replaces the user's password hash and revokes every family of the user except `keep`
     /// (the session that changed the password), in one transaction: a crash cannot leave the
     /// new password in place with the old sessions still alive. Access tokens of the revoked
-    /// families stop working at once through their family. Returns false if there is no such
-    /// user.
+    /// families stop working at once through their family.
+    ///
+    /// A compare-and-swap: it writes nothing and returns false unless the stored hash is still
+    /// `expected` (the one the current password was checked against), the user is enabled, and
+    /// `keep` is still live. So a change checked before a concurrent password change, logout-
+    /// all, revocation or disable commits cannot land after it.
     pub fn change_password(
         &self,
         user: UserId,
+        expected: &str,
         password_hash: &str,
         keep: Option<FamilyId>,
         now: UnixTime,
@@ -221,6 +226,15 @@ impl Store {
             let Some(mut row) = read_user(&users, user)? else {
                 return Ok(Written::nothing(false));
             };
+            if row.disabled || row.password_hash != expected {
+                return Ok(Written::nothing(false));
+            }
+            if let Some(keep) = keep {
+                let kept = read_family(&txn.open_table(FAMILIES)?, keep)?;
+                if !kept.is_some_and(|f| f.revoked_at.is_none() && f.user == user.0) {
+                    return Ok(Written::nothing(false));
+                }
+            }
             password_hash.clone_into(&mut row.password_hash);
             users.insert(
                 user.0.as_u128(),

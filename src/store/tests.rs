@@ -957,7 +957,13 @@ fn change_password_keeps_only_the_named_session_and_survives_reopen() {
         )
         .unwrap());
     assert!(store
-        .change_password(user, "$new-hash", Some(keep), NOW)
+        .change_password(
+            user,
+            &store.user(user).unwrap().unwrap().password_hash,
+            "$new-hash",
+            Some(keep),
+            NOW,
+        )
         .unwrap());
     assert_eq!(
         store.user(user).unwrap().unwrap().password_hash,
@@ -976,7 +982,7 @@ fn change_password_keeps_only_the_named_session_and_survives_reopen() {
         Err(AccessDenied::FamilyRevoked)
     );
     assert!(!store
-        .change_password(UserId(Uuid::new_v4()), "$x", None, NOW)
+        .change_password(UserId(Uuid::new_v4()), "$x", "$y", None, NOW)
         .unwrap());
 }
 
@@ -991,7 +997,12 @@ fn a_session_is_not_created_for_credentials_that_changed_while_they_were_checked
     let changes: [ChangeCase; 4] = [
         (
             "password changed",
-            Box::new(|s: &Store| assert!(s.change_password(seen.id, "$other", None, NOW).unwrap())),
+            Box::new(|s: &Store| {
+                let hash = s.user(seen.id).unwrap().unwrap().password_hash;
+                assert!(s
+                    .change_password(seen.id, &hash, "$other", None, NOW)
+                    .unwrap());
+            }),
         ),
         (
             "logout-all",
@@ -1089,4 +1100,33 @@ fn the_database_file_is_readable_by_its_owner_only() {
         0o600,
         "an existing file opened to others is tightened"
     );
+}
+
+#[test]
+fn a_password_change_checked_before_a_concurrent_change_does_not_land() {
+    let (_dir, store) = temp_store();
+    let (user, keep) = session(&store);
+    let checked = store.user(user).unwrap().unwrap().password_hash;
+    // Another change commits first (the victim's, say) ...
+    assert!(store
+        .change_password(user, &checked, "$victims-new", Some(keep), NOW)
+        .unwrap());
+    // ... so the one checked against the old hash writes nothing.
+    assert!(!store
+        .change_password(user, &checked, "$attackers", Some(keep), NOW)
+        .unwrap());
+    assert_eq!(
+        store.user(user).unwrap().unwrap().password_hash,
+        "$victims-new"
+    );
+    // A session revoked meanwhile cannot change the password either.
+    assert!(store.revoke_family(keep, NOW).unwrap());
+    assert!(!store
+        .change_password(user, "$victims-new", "$x", Some(keep), NOW)
+        .unwrap());
+    // Nor can a disabled user.
+    assert!(store.disable_user(user, true).unwrap());
+    assert!(!store
+        .change_password(user, "$victims-new", "$x", None, NOW)
+        .unwrap());
 }
