@@ -125,6 +125,19 @@ impl ApiError {
         )
     }
 
+    /// 503 when password hashing is saturated: retry shortly (RFC 6749 §4.1.2.1 names the
+    /// code `temporarily_unavailable`).
+    pub(crate) fn temporarily_unavailable() -> Self {
+        Self {
+            retry_after: Some(1),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the server is busy; retry shortly",
+            )
+        }
+    }
+
     /// The response for this error.
     pub(crate) fn into_response(self) -> Response<Body> {
         let body = serde_json::json!({"error": self.code, "error_description": self.description});

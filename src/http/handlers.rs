@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::error::ApiError;
 use super::extract;
 use super::respond::{self, Body};
-use super::App;
+use super::{hashing, App};
 use crate::auth::{Authority, Principal};
 use crate::metrics::{metrics_allowed, LoginOutcome};
 use crate::store::UserId;
@@ -267,13 +267,13 @@ impl App {
         work: impl FnOnce(&Authority) -> Result<T, crate::auth::AuthError> + Send + 'static,
     ) -> Result<T, ApiError> {
         let app = Arc::clone(self);
-        self.hash_pool
-            .run(move || work(&app.auth))
-            .await
-            .ok_or_else(|| {
+        match self.hash_pool.run(move || work(&app.auth)).await {
+            Ok(answer) => answer.map_err(ApiError::from),
+            Err(hashing::PoolError::Busy) => Err(ApiError::temporarily_unavailable()),
+            Err(hashing::PoolError::Failed) => {
                 tracing::error!("hashing job failed");
-                ApiError::server_error()
-            })?
-            .map_err(ApiError::from)
+                Err(ApiError::server_error())
+            }
+        }
     }
 }

@@ -10,22 +10,40 @@
 //! 6.18), verify p99 under a login flood over the quiet p99 was 0.92-4.2x, median 1.06x, with
 //! `idle`; 2.5-3.7x with nice 19; 2.7-3.9x with nice 10; 4.2x at normal priority. `idle` is not
 //! the default because its hashes starve while anything else keeps the CPUs busy: with three
-//! busy loops beside the test suite, logins at `idle` did not finish within 10 s. The pool has `LATCHD_HASH_CONCURRENCY` threads, so at most that many hashes run at
-//! once; queued jobs wait, and the rate limiter and the connection cap bound how many queue.
+//! busy loops beside the test suite, logins at `idle` did not finish within 10 s.
+//!
+//! The pool has `LATCHD_HASH_CONCURRENCY` threads, so at most that many hashes run at once.
+//! At most `QUEUED_PER_THREAD` jobs per thread wait; past that a request is refused at once
+//! (503 with Retry-After) instead of queueing behind minutes of hashing. A job whose caller
+//! has gone (the client hung up) is skipped, so abandoned requests cost nothing.
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Semaphore};
 
 pub(crate) use crate::config::HashPriority;
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
+/// Jobs that may wait per hashing thread; at ~150 ms a hash, 32 is about 5 s of queue.
+pub(crate) const QUEUED_PER_THREAD: usize = 32;
+
 /// A fixed set of low-priority threads running password-hashing jobs.
 pub(crate) struct HashPool {
     jobs: Mutex<mpsc::Sender<Job>>,
+    /// One permit per job queued or running.
+    slots: Arc<Semaphore>,
+}
+
+/// Why a job did not produce a result.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum PoolError {
+    /// The queue is full: the server is overloaded with hashing right now.
+    Busy,
+    /// The pool is gone, or the job panicked.
+    Failed,
 }
 
 impl HashPool {
@@ -54,27 +72,37 @@ impl HashPool {
                     }
                 })?;
         }
+        let threads = threads.max(1);
         Ok(Self {
             jobs: Mutex::new(tx),
+            slots: Arc::new(Semaphore::new(
+                threads.saturating_mul(QUEUED_PER_THREAD.saturating_add(1)),
+            )),
         })
     }
 
-    /// Runs `work` on the pool and waits for its result; `None` if the job could not run
-    /// (pool gone, or the job panicked).
+    /// Runs `work` on the pool and waits for its result.
     pub(crate) async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
-    ) -> Option<T> {
+    ) -> Result<T, PoolError> {
+        let permit = Arc::clone(&self.slots)
+            .try_acquire_owned()
+            .map_err(|_| PoolError::Busy)?;
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move || {
-            let _ = reply.send(work());
+            let _permit = permit;
+            // The caller dropped its end (the client went away): do not spend a hash on it.
+            if !reply.is_closed() {
+                let _ = reply.send(work());
+            }
         });
         self.jobs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .send(job)
-            .ok()?;
-        answer.await.ok()
+            .map_err(|_| PoolError::Failed)?;
+        answer.await.map_err(|_| PoolError::Failed)
     }
 }
 
@@ -141,8 +169,48 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_job_answers_none_and_the_pool_keeps_working() {
         let pool = HashPool::start(1, HashPriority::Normal).unwrap();
-        assert_eq!(pool.run(|| -> u8 { panic!("boom") }).await, None);
-        assert_eq!(pool.run(|| 7).await, Some(7));
+        assert_eq!(
+            pool.run(|| -> u8 { panic!("boom") }).await,
+            Err(PoolError::Failed)
+        );
+        assert_eq!(pool.run(|| 7).await, Ok(7));
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_refused_at_once_and_abandoned_jobs_are_skipped() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::mpsc::channel;
+
+        let pool = Arc::new(HashPool::start(1, HashPriority::Normal).unwrap());
+        // Block the one thread until `release` is sent.
+        let (release, blocked) = channel::<()>();
+        let first = {
+            let pool = Arc::clone(&pool);
+            tokio::spawn(async move { pool.run(move || blocked.recv().is_ok()).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // Fill the queue with jobs whose callers then go away.
+        let ran = Arc::new(AtomicUsize::new(0));
+        let mut waiting = Vec::new();
+        for _ in 0..QUEUED_PER_THREAD {
+            let (pool, ran) = (Arc::clone(&pool), Arc::clone(&ran));
+            waiting.push(tokio::spawn(async move {
+                pool.run(move || ran.fetch_add(1, Ordering::SeqCst)).await
+            }));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(pool.run(|| ()).await, Err(PoolError::Busy), "queue full");
+        for task in &waiting {
+            task.abort();
+        }
+        for task in waiting {
+            let _ = task.await;
+        }
+        release.send(()).unwrap();
+        assert_eq!(first.await.unwrap(), Ok(true));
+        // The abandoned jobs freed their places without running.
+        assert_eq!(pool.run(|| 7).await, Ok(7));
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
     }
 
     #[cfg(target_os = "linux")]

@@ -64,8 +64,22 @@ pub async fn serve(config: &Config, auth: Authority) -> std::io::Result<()> {
     // The contract's start line: tests and scripts read the port from it.
     eprintln!("listening on {local}");
     tracing::info!(%local, "listening");
-    server::run(listener, app, config.max_connections, shutdown_signal()).await;
+    server::run(
+        listener,
+        Arc::clone(&app),
+        config.max_connections,
+        shutdown_signal(),
+    )
+    .await;
     sweeper.abort();
+    // Hashing jobs still queued hold the app (and with it the database). They finish or skip
+    // quickly once their connections are gone; wait for them, bounded, so the database is
+    // dropped and closed before the process exits.
+    let deadline = tokio::time::Instant::now() + server::SHUTDOWN_GRACE;
+    while Arc::strong_count(&app) > 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(app);
     Ok(())
 }
 
