@@ -32,16 +32,23 @@ pub(crate) fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[IpAddr]) -
     if !trusted.contains(&peer) {
         return peer;
     }
-    let mut lines = Vec::new();
-    for value in headers.get_all(X_FORWARDED_FOR) {
-        let Ok(text) = value.to_str() else {
-            return peer;
-        };
-        lines.push(text);
-    }
+    // Entries are split on raw bytes and only those walked are decoded: a client's garbage at
+    // the left of a line must not spoil the entry its proxy appended at the right.
+    let lines: Vec<&[u8]> = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .map(hyper::header::HeaderValue::as_bytes)
+        .collect();
     let mut client = peer;
-    for entry in lines.iter().rev().flat_map(|line| line.rsplit(',')) {
-        let Ok(hop) = entry.trim().parse::<IpAddr>() else {
+    for entry in lines
+        .iter()
+        .rev()
+        .flat_map(|line| line.rsplit(|&b| b == b','))
+    {
+        let Some(hop) = std::str::from_utf8(entry)
+            .ok()
+            .and_then(|e| e.trim().parse::<IpAddr>().ok())
+        else {
             return peer;
         };
         client = hop.to_canonical();
@@ -244,6 +251,21 @@ mod tests {
     fn a_garbage_entry_left_of_the_client_does_not_matter() {
         let trusted = [ip("10.0.0.1")];
         let headers = xff(&["garbage, 198.51.100.9"]);
+        assert_eq!(
+            client_ip(&headers, ip("10.0.0.1"), &trusted),
+            ip("198.51.100.9")
+        );
+    }
+
+    #[test]
+    fn non_utf8_bytes_left_of_the_client_do_not_spoil_the_line() {
+        // nginx appends the real address to the client's own (here non-UTF-8) header line.
+        let mut headers = HeaderMap::new();
+        headers.append(
+            X_FORWARDED_FOR,
+            HeaderValue::from_bytes(b"\xff\xfe, 198.51.100.9").unwrap(),
+        );
+        let trusted = [ip("10.0.0.1")];
         assert_eq!(
             client_ip(&headers, ip("10.0.0.1"), &trusted),
             ip("198.51.100.9")

@@ -122,8 +122,23 @@ pub(super) fn verify(req: &Request<Incoming>, app: &App) -> Answer {
 
 /// `GET /metrics`, for loopback clients and `LATCHD_METRICS_ALLOW` only. The peer is the TCP
 /// peer: `X-Forwarded-For` is not consulted, as a forged one must not open the counters.
-pub(super) fn metrics(app: &App, peer: SocketAddr) -> Answer {
-    if !metrics_allowed(peer.ip(), &app.metrics_allow) {
+pub(super) fn metrics(req: &Request<Incoming>, app: &App, peer: SocketAddr) -> Answer {
+    // A request that came through a reverse proxy is from whoever the proxy serves, not from
+    // the loopback peer: judge the forwarded client (through trusted proxies only), and refuse
+    // when it cannot be told.
+    let forwarded = ["x-forwarded-for", "forwarded", "x-real-ip"]
+        .iter()
+        .any(|name| req.headers().contains_key(*name));
+    let client = if forwarded {
+        let client = extract::client_ip(req.headers(), peer.ip(), &app.trusted_proxies);
+        if client == peer.ip().to_canonical() {
+            return Err(ApiError::metrics_forbidden());
+        }
+        client
+    } else {
+        peer.ip()
+    };
+    if !metrics_allowed(client, &app.metrics_allow) {
         return Err(ApiError::metrics_forbidden());
     }
     let text = app.auth.metrics().render(app.auth.store().counts());

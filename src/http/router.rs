@@ -22,7 +22,7 @@ pub(super) async fn route(
     let path = req.uri().path().to_owned();
     let answer = match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => Ok(respond::empty(StatusCode::OK)),
-        (&Method::GET, "/metrics") => handlers::metrics(&app, peer),
+        (&Method::GET, "/metrics") => handlers::metrics(&req, &app, peer),
         (&Method::GET, "/v1/auth/verify") => handlers::verify(&req, &app),
         (&Method::POST, "/v1/users") => handlers::register(req, app).await,
         (&Method::POST, "/v1/auth/login") => handlers::login(req, app, peer).await,

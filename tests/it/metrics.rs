@@ -211,3 +211,34 @@ fn promtool_check(text: &str) {
     );
     assert!(report.trim().is_empty(), "promtool findings:\n{report}");
 }
+
+#[test]
+fn a_scrape_forwarded_by_a_local_proxy_is_judged_by_its_real_client() {
+    let server = TestServer::start();
+    // A reverse proxy on this host forwarding /metrics for someone on the internet.
+    for header in ["X-Forwarded-For", "Forwarded", "X-Real-IP"] {
+        server
+            .request("GET", "/metrics", &[(header, "203.0.113.7")], b"")
+            .assert_error(403, "insufficient_scope");
+    }
+    // With the proxy trusted and the real client allowed, it may scrape.
+    let server = TestServer::start_with(&[
+        ("LATCHD_TRUSTED_PROXIES", "127.0.0.1"),
+        ("LATCHD_METRICS_ALLOW", "203.0.113.7"),
+    ]);
+    let scrape = server.request(
+        "GET",
+        "/metrics",
+        &[("X-Forwarded-For", "203.0.113.7")],
+        b"",
+    );
+    assert_eq!(scrape.status, 200, "{}", scrape.body);
+    server
+        .request(
+            "GET",
+            "/metrics",
+            &[("X-Forwarded-For", "198.51.100.1")],
+            b"",
+        )
+        .assert_error(403, "insufficient_scope");
+}
