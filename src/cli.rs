@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::auth::{self, AuthError, Authority};
 use crate::config::Config;
-use crate::store::{Store, StoreError, StoredKey, User, UserId};
+use crate::store::{Store, StoreError, User, UserId};
 use crate::time::UnixTime;
 
 /// `latchd user …`: manage accounts in the database file.
@@ -409,7 +409,6 @@ fn key_rotate(config: &Config, out: &mut impl Write) -> Result<(), CliError> {
         return Err(CliError::KeyConfigured);
     }
     let store = open_existing(&config.db)?;
-    let secret = auth::generate_key(&SystemRandom::new())?;
     let now = UnixTime::now();
     let retiring = store
         .signing_keys()?
@@ -417,17 +416,8 @@ fn key_rotate(config: &Config, out: &mut impl Write) -> Result<(), CliError> {
         .filter(|k| k.retired_at.is_none())
         .count();
     // The server signs with the newest key not retired and verifies with every stored key,
-    // so retiring the others at `now` keeps their tokens valid until the sweeper deletes
-    // them one access TTL later (store::sweep_expired).
-    store.add_signing_key(
-        &StoredKey {
-            kid: secret.kid(),
-            secret: secret.as_bytes().to_vec(),
-            created_at: now,
-            retired_at: None,
-        },
-        Some(now),
-    )?;
+    // so retiring the others at `now` keeps their tokens valid until one access TTL later.
+    let secret = auth::add_new_signing_key(&store, &SystemRandom::new(), now)?;
     writeln!(out, "{}", secret.kid())?;
     eprintln!(
         "latchd: retired {retiring} older key(s); they verify until {} (one access TTL), \

@@ -510,17 +510,7 @@ fn keyring(
     } else if let Some(newest) = live.last() {
         (newest.clone(), KeySource::Stored)
     } else {
-        let secret = generate_key(rng)?;
-        store.add_signing_key(
-            &StoredKey {
-                kid: secret.kid(),
-                secret: secret.as_bytes().to_vec(),
-                created_at: now,
-                retired_at: None,
-            },
-            Some(now),
-        )?;
-        (secret, KeySource::Generated)
+        (add_new_signing_key(store, rng, now)?, KeySource::Generated)
     };
     // Retired keys verify until one access TTL after their retirement, in this process too:
     // the sweeper deleting the row would not take them out of a running keyring.
@@ -535,6 +525,26 @@ fn keyring(
         }
     }
     Ok((keys, source))
+}
+
+/// Generates a 256-bit signing key and stores it as the newest, retiring every other stored
+/// key at `now` (they keep verifying for one access TTL): first start and `latchd key rotate`.
+pub fn add_new_signing_key(
+    store: &Store,
+    rng: &SystemRandom,
+    now: UnixTime,
+) -> Result<KeySecret, AuthError> {
+    let secret = generate_key(rng)?;
+    store.add_signing_key(
+        &StoredKey {
+            kid: secret.kid(),
+            secret: secret.as_bytes().to_vec(),
+            created_at: now,
+            retired_at: None,
+        },
+        Some(now),
+    )?;
+    Ok(secret)
 }
 
 /// A fresh 256-bit signing key from the system RNG.

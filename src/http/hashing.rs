@@ -188,7 +188,6 @@ mod tests {
             let pool = Arc::clone(&pool);
             tokio::spawn(async move { pool.run(move || blocked.recv().is_ok()).await })
         };
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         // Fill the queue with jobs whose callers then go away.
         let ran = Arc::new(AtomicUsize::new(0));
         let mut waiting = Vec::new();
@@ -198,7 +197,13 @@ mod tests {
                 pool.run(move || ran.fetch_add(1, Ordering::SeqCst)).await
             }));
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // Wait (bounded) until every task holds its place.
+        for _ in 0..500 {
+            if pool.slots.available_permits() == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         assert_eq!(pool.run(|| ()).await, Err(PoolError::Busy), "queue full");
         for task in &waiting {
             task.abort();
@@ -208,8 +213,16 @@ mod tests {
         }
         release.send(()).unwrap();
         assert_eq!(first.await.unwrap(), Ok(true));
-        // The abandoned jobs freed their places without running.
-        assert_eq!(pool.run(|| 7).await, Ok(7));
+        // The abandoned jobs free their places as the thread skips them, without running.
+        let mut answer = pool.run(|| 7).await;
+        for _ in 0..200 {
+            if answer != Err(PoolError::Busy) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            answer = pool.run(|| 7).await;
+        }
+        assert_eq!(answer, Ok(7));
         assert_eq!(ran.load(Ordering::SeqCst), 0);
     }
 
