@@ -493,6 +493,22 @@ mod tests {
     }
 
     #[test]
+    fn hash_priority_takes_idle_normal_or_a_niceness() {
+        for (text, want) in [
+            ("idle", HashPriority::Idle),
+            ("normal", HashPriority::Normal),
+            ("1", HashPriority::Nice(1)),
+            ("19", HashPriority::Nice(19)),
+        ] {
+            let c = config(&[("LATCHD_HASH_PRIORITY", text)]).unwrap();
+            assert_eq!(c.hash_priority, want, "{text}");
+        }
+        for bad in ["0", "20", "-1", "low"] {
+            assert!(config(&[("LATCHD_HASH_PRIORITY", bad)]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn refresh_ttl_cannot_exceed_the_session_maximum() {
         let errors =
             config(&[("LATCHD_REFRESH_TTL", "100"), ("LATCHD_SESSION_MAX", "50")]).unwrap_err();

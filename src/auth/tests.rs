@@ -123,3 +123,28 @@ fn a_login_after_the_work_factor_rose_upgrades_the_hash_and_signs_in() {
         .login("rosa@example.com", PASSWORD, CLIENT, UnixTime::now())
         .is_ok());
 }
+
+#[test]
+fn a_disabled_user_can_neither_refresh_nor_use_its_access_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (auth, _) = authority(&config(&dir, &[]));
+    let user = auth
+        .register("sam@example.com", PASSWORD, UnixTime::now())
+        .unwrap();
+    let pair = auth
+        .login("sam@example.com", PASSWORD, CLIENT, UnixTime::now())
+        .unwrap();
+    assert!(auth.store().disable_user(user.id, true).unwrap());
+    assert!(matches!(
+        auth.refresh(pair.refresh_token.as_str(), UnixTime::now()),
+        Err(AuthError::InvalidGrant)
+    ));
+    assert!(matches!(
+        auth.verify_access(pair.access_token.as_bytes(), UnixTime::now()),
+        Err(AuthError::Revoked(AccessDenied::UserDisabled))
+    ));
+    assert!(matches!(
+        auth.login("sam@example.com", PASSWORD, CLIENT, UnixTime::now()),
+        Err(AuthError::BadCredentials)
+    ));
+}
