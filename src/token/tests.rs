@@ -813,3 +813,30 @@ fn a_retired_key_verifies_only_until_its_window_ends() {
     let tokens = AccessTokens::new(ring, Policy::new("latchd", "api", "web", 5));
     assert!(tokens.verify(token.as_bytes(), NOW.plus(1000)).is_ok());
 }
+
+#[test]
+fn uuid_claims_take_only_the_lowercase_hyphenated_form() {
+    let id = "6f1c1f4e-3b9f-4c47-9d87-0c8a7b1f2e10";
+    let good = with_claims(|c| drop(c.insert("sub".into(), json!(id))));
+    assert_eq!(
+        verify(&good).unwrap().sub,
+        Uuid::try_parse(id).unwrap(),
+        "the same id a general parser reads"
+    );
+    for bad in [
+        "6f1c1f4e-3b9f-4c47-9d87-0c8a7b1f2e1",   // 35 characters
+        "6f1c1f4e-3b9f-4c47-9d87-0c8a7b1f2e100", // 37
+        "6f1c1f4e3b9f-4c47-9d87-0c8a7b1f2e10-",  // hyphen moved
+        "6f1c1f4e-3b9f-4c47-9d87-0c8a7b1f2e1g",  // not hex
+        "6f1c1f4e-3b9f-4c47-9d87-0c8a7b1f2E10",  // upper case
+        "6f1c1f4e-3b9f-4c47-9d87+0c8a7b1f2e10",  // not a hyphen
+        "{6f1c1f4e-3b9f-4c47-9d87-0c8a7b1f2e1}", // braced
+    ] {
+        let token = with_claims(|c| drop(c.insert("sub".into(), json!(bad))));
+        assert_eq!(
+            verify(&token).err(),
+            Some(TokenError::BadClaim("sub")),
+            "{bad}"
+        );
+    }
+}
