@@ -62,16 +62,14 @@ fn presented(family: FamilyId, generation: u64, hash: [u8; 32]) -> Presented {
 fn session(store: &Store) -> (UserId, FamilyId) {
     let user = new_user(store, &format!("{}@example.com", Uuid::new_v4())).id;
     let family = Store::new_family_id();
-    assert!(store
-        .create_family(
-            family,
-            &store.user(user).unwrap().unwrap(),
-            &[0; 32],
-            NOW,
-            &POLICY
-        )
-        .unwrap());
+    assert!(add_family(store, user, family, 0).unwrap());
     (user, family)
+}
+
+/// Starts a family for `user` as a login would, with the user as stored now.
+fn add_family(store: &Store, user: UserId, family: FamilyId, hash: u8) -> Result<bool, StoreError> {
+    let seen = store.user(user).unwrap().unwrap();
+    store.create_family(family, &seen, &[hash; 32], NOW, &POLICY)
 }
 
 fn jti() -> Jti {
@@ -454,24 +452,8 @@ fn revoke_family_and_revoke_all() {
     let (_dir, store) = temp_store();
     let (user, family) = session(&store);
     let other = Store::new_family_id();
-    assert!(store
-        .create_family(
-            other,
-            &store.user(user).unwrap().unwrap(),
-            &[5; 32],
-            NOW,
-            &POLICY
-        )
-        .unwrap());
-    assert!(store
-        .create_family(
-            other,
-            &store.user(user).unwrap().unwrap(),
-            &[5; 32],
-            NOW,
-            &POLICY
-        )
-        .is_err());
+    assert!(add_family(&store, user, other, 5).unwrap());
+    assert!(add_family(&store, user, other, 5).is_err());
     assert_eq!(store.counts().families, 2);
 
     assert!(store.revoke_family(family, NOW).unwrap());
@@ -589,15 +571,7 @@ fn sweep_deletes_ended_families_after_retention_and_counts_return_to_zero() {
     let (dir, store) = temp_store();
     let (user, revoked) = session(&store);
     let live = Store::new_family_id();
-    store
-        .create_family(
-            live,
-            &store.user(user).unwrap().unwrap(),
-            &[3; 32],
-            NOW,
-            &POLICY,
-        )
-        .unwrap();
+    add_family(&store, user, live, 3).unwrap();
     store.revoke_family(revoked, NOW.plus(50)).unwrap();
     store.blacklist(jti(), NOW.plus(30)).unwrap();
     store.add_signing_key(&key("k1", NOW), None).unwrap();
@@ -710,15 +684,7 @@ fn view_survives_reopen() {
     let (dir, store) = temp_store();
     let (user, revoked) = session(&store);
     let live = Store::new_family_id();
-    store
-        .create_family(
-            live,
-            &store.user(user).unwrap().unwrap(),
-            &[4; 32],
-            NOW,
-            &POLICY,
-        )
-        .unwrap();
+    add_family(&store, user, live, 4).unwrap();
     store.revoke_family(revoked, NOW).unwrap();
     let (bumped, _) = session(&store);
     store.revoke_all_for_user(bumped, NOW).unwrap();
@@ -947,15 +913,7 @@ fn change_password_keeps_only_the_named_session_and_survives_reopen() {
     let (dir, store) = temp_store();
     let (user, keep) = session(&store);
     let other = Store::new_family_id();
-    assert!(store
-        .create_family(
-            other,
-            &store.user(user).unwrap().unwrap(),
-            &[6; 32],
-            NOW,
-            &POLICY
-        )
-        .unwrap());
+    assert!(add_family(&store, user, other, 6).unwrap());
     assert!(store
         .change_password(
             user,
