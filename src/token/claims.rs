@@ -35,7 +35,7 @@ pub struct AccessClaims {
 }
 
 /// The claims as read, before the rules that need the policy and the clock.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default)]
 pub(crate) struct RawClaims<'a> {
     iss: Option<Value<'a>>,
     aud: Option<Value<'a>>,
