@@ -19,6 +19,7 @@ const POLICY: SessionPolicy = SessionPolicy {
     refresh_ttl_secs: 1 << 40,
     session_max_secs: 1 << 40,
     grace_secs: 10,
+    max_per_user: 100,
 };
 const PREFILL: usize = 1_000;
 

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::auth::{self, AuthError, Authority};
 use crate::config::Config;
-use crate::store::{Store, StoreError, User, UserId};
+use crate::store::{Store, StoreError, User, UserId, UserUpdate};
 use crate::time::UnixTime;
 
 /// `latchd user …`: manage accounts in the database file.
@@ -125,6 +125,21 @@ pub struct Flags {
     /// LATCHD_MAX_CONNECTIONS: concurrent connections served.
     #[arg(long, global = true, value_name = "N")]
     max_connections: Option<String>,
+    /// LATCHD_MAX_CONNECTIONS_PER_ADDRESS: concurrent connections of one client address.
+    #[arg(long, global = true, value_name = "N")]
+    max_connections_per_address: Option<String>,
+    /// LATCHD_HEADER_TIMEOUT: seconds a connection may go without a request.
+    #[arg(long, global = true, value_name = "SECS")]
+    header_timeout: Option<String>,
+    /// LATCHD_BODY_TIMEOUT: seconds a request body may take to arrive.
+    #[arg(long, global = true, value_name = "SECS")]
+    body_timeout: Option<String>,
+    /// LATCHD_HASH_ADDRESS_PER_MIN: password hashes one address may cause per minute.
+    #[arg(long, global = true, value_name = "N")]
+    hash_address_per_min: Option<String>,
+    /// LATCHD_MAX_SESSIONS_PER_USER: live sessions one user may have.
+    #[arg(long, global = true, value_name = "N")]
+    max_sessions_per_user: Option<String>,
     /// LATCHD_HASH_CONCURRENCY: password hashes computed at once.
     #[arg(long, global = true, value_name = "N")]
     hash_concurrency: Option<String>,
@@ -162,6 +177,14 @@ impl Flags {
             ("LATCHD_TRUSTED_PROXIES", &self.trusted_proxies),
             ("LATCHD_METRICS_ALLOW", &self.metrics_allow),
             ("LATCHD_MAX_CONNECTIONS", &self.max_connections),
+            (
+                "LATCHD_MAX_CONNECTIONS_PER_ADDRESS",
+                &self.max_connections_per_address,
+            ),
+            ("LATCHD_HEADER_TIMEOUT", &self.header_timeout),
+            ("LATCHD_BODY_TIMEOUT", &self.body_timeout),
+            ("LATCHD_HASH_ADDRESS_PER_MIN", &self.hash_address_per_min),
+            ("LATCHD_MAX_SESSIONS_PER_USER", &self.max_sessions_per_user),
             ("LATCHD_HASH_CONCURRENCY", &self.hash_concurrency),
             ("LATCHD_HASH_PRIORITY", &self.hash_priority),
             (
@@ -376,9 +399,7 @@ fn set_disabled(
 ) -> Result<(), CliError> {
     let store = open_existing(&config.db)?;
     let user = find_user(&store, who)?;
-    if !store.disable_user(user.id, disabled)? {
-        return Err(CliError::NoSuchUser(who.to_owned()));
-    }
+    checked(store.disable_user(user.id, disabled)?, who)?;
     if disabled {
         // The flag alone already refuses the user's tokens; revoking too means re-enabling
         // later does not bring the old sessions back.
@@ -397,9 +418,7 @@ fn set_disabled(
 fn user_delete(config: &Config, who: &str, out: &mut impl Write) -> Result<(), CliError> {
     let store = open_existing(&config.db)?;
     let user = find_user(&store, who)?;
-    if !store.delete_user(user.id)? {
-        return Err(CliError::NoSuchUser(who.to_owned()));
-    }
+    checked(store.delete_user(user.id)?, who)?;
     writeln!(out, "deleted {} ({})", user.id, user.email)?;
     Ok(())
 }
@@ -438,6 +457,15 @@ fn sweep(config: &Config, out: &mut impl Write) -> Result<(), CliError> {
         swept.blacklist, swept.families, swept.keys
     )?;
     Ok(())
+}
+
+/// An operator change's outcome as a command result.
+fn checked(update: UserUpdate, who: &str) -> Result<(), CliError> {
+    match update {
+        UserUpdate::Done => Ok(()),
+        UserUpdate::NoSuchUser => Err(CliError::NoSuchUser(who.to_owned())),
+        UserUpdate::LastAdmin => Err(CliError::Auth(AuthError::LastAdmin)),
+    }
 }
 
 /// Prints `err` as one line and picks the exit code.

@@ -6,7 +6,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 
-use crate::auth::limiter::{DEFAULT_ACCOUNT_FAILURES, DEFAULT_ADDRESS_FAILURES_PER_MIN};
+use crate::auth::limiter::{
+    DEFAULT_ACCOUNT_FAILURES, DEFAULT_ADDRESS_FAILURES_PER_MIN, DEFAULT_ADDRESS_HASHES_PER_MIN,
+};
 use crate::password::{DEFAULT_ITERATIONS, DEFAULT_MIN_CHARS, MIN_CHARS_FLOOR};
 use crate::token::KeySecret;
 
@@ -42,6 +44,14 @@ pub enum HashPriority {
 }
 /// Default cap on concurrent connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default cap on concurrent connections from one client address (IPv6: one /64).
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 128;
+/// Default time a connection may go without a request in flight (and a request head may take).
+pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
+/// Default time a request body may take to arrive.
+pub const DEFAULT_BODY_TIMEOUT_SECS: u64 = 10;
+/// Default cap on one user's live sessions; a new one past it revokes the oldest.
+pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 100;
 
 /// Largest `LATCHD_LOGIN_ACCOUNT_FAILURES`: beyond it the account limit means nothing.
 const MAX_LOGIN_ACCOUNT_FAILURES: u32 = 1000;
@@ -96,6 +106,19 @@ pub struct Config {
     pub metrics_allow: Vec<IpAddr>,
     /// `LATCHD_MAX_CONNECTIONS`: concurrent connections served; more wait in the backlog.
     pub max_connections: usize,
+    /// `LATCHD_MAX_CONNECTIONS_PER_ADDRESS`: concurrent connections of one client address
+    /// (IPv6: one /64); trusted proxies are exempt.
+    pub max_connections_per_address: usize,
+    /// `LATCHD_HEADER_TIMEOUT`, seconds: a connection with no request in flight for this
+    /// long is closed, whatever its protocol.
+    pub header_timeout_secs: u64,
+    /// `LATCHD_BODY_TIMEOUT`, seconds: a request body must arrive whole within this long.
+    pub body_timeout_secs: u64,
+    /// `LATCHD_HASH_ADDRESS_PER_MIN`: password hashes one client address may cause a minute
+    /// (registrations, logins, password changes; successes included).
+    pub hash_address_per_min: u32,
+    /// `LATCHD_MAX_SESSIONS_PER_USER`: live sessions one user may have.
+    pub max_sessions_per_user: usize,
     /// `LATCHD_HASH_CONCURRENCY`: password hashes run at once (default: cores - 1, at least 1).
     pub hash_concurrency: usize,
     /// `LATCHD_HASH_PRIORITY`: scheduling priority of the hashing threads.
@@ -220,6 +243,33 @@ impl Config {
                     .ok_or_else(|| "expected a positive count".to_owned())
             },
         );
+        let max_connections_per_address = r.parse(
+            "LATCHD_MAX_CONNECTIONS_PER_ADDRESS",
+            Some(DEFAULT_MAX_CONNECTIONS_PER_ADDRESS),
+            |s| {
+                s.parse::<usize>()
+                    .ok()
+                    .filter(|&v| v > 0)
+                    .ok_or_else(|| "expected a positive count".to_owned())
+            },
+        );
+        let header_timeout_secs = r.timeout("LATCHD_HEADER_TIMEOUT", DEFAULT_HEADER_TIMEOUT_SECS);
+        let body_timeout_secs = r.timeout("LATCHD_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT_SECS);
+        let hash_address_per_min = r.count(
+            "LATCHD_HASH_ADDRESS_PER_MIN",
+            DEFAULT_ADDRESS_HASHES_PER_MIN,
+            MAX_LOGIN_ADDRESS_PER_MIN,
+        );
+        let max_sessions_per_user = r.parse(
+            "LATCHD_MAX_SESSIONS_PER_USER",
+            Some(DEFAULT_MAX_SESSIONS_PER_USER),
+            |s| {
+                s.parse::<usize>()
+                    .ok()
+                    .filter(|&v| (1..=100_000).contains(&v))
+                    .ok_or_else(|| "expected a count from 1 to 100000".to_owned())
+            },
+        );
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
         let hash_concurrency = r.parse(
             "LATCHD_HASH_CONCURRENCY",
@@ -281,6 +331,11 @@ impl Config {
             login_address_per_min: login_address_per_min.ok_or_else(missing)?,
             metrics_allow,
             max_connections: max_connections.ok_or_else(missing)?,
+            max_connections_per_address: max_connections_per_address.ok_or_else(missing)?,
+            header_timeout_secs: header_timeout_secs.ok_or_else(missing)?,
+            body_timeout_secs: body_timeout_secs.ok_or_else(missing)?,
+            hash_address_per_min: hash_address_per_min.ok_or_else(missing)?,
+            max_sessions_per_user: max_sessions_per_user.ok_or_else(missing)?,
             hash_concurrency: hash_concurrency.ok_or_else(missing)?,
             hash_priority: hash_priority.ok_or_else(missing)?,
         })
@@ -325,6 +380,15 @@ impl Reader<'_> {
                 .ok()
                 .filter(|&v| v >= min && v <= 10 * 365 * 86_400)
                 .ok_or_else(|| format!("expected whole seconds, at least {min}"))
+        })
+    }
+
+    fn timeout(&mut self, var: &'static str, default: u64) -> Option<u64> {
+        self.parse(var, Some(default), |s| {
+            s.parse::<u64>()
+                .ok()
+                .filter(|v| (1..=300).contains(v))
+                .ok_or_else(|| "expected whole seconds from 1 to 300".to_owned())
         })
     }
 

@@ -30,6 +30,8 @@ pub enum AuthError {
     Forbidden,
     /// No such user (admin routes).
     NotFound,
+    /// The change would leave no enabled user with the admin role.
+    LastAdmin,
     /// Too many failed logins for the account or from the client address; refused before any
     /// hashing, alike for registered and unknown emails.
     RateLimited {
@@ -55,6 +57,9 @@ impl fmt::Display for AuthError {
             Self::WrongPassword => f.write_str("current password is wrong"),
             Self::Forbidden => f.write_str("insufficient role"),
             Self::NotFound => f.write_str("no such user"),
+            Self::LastAdmin => f.write_str(
+                "this is the last enabled admin: it cannot be deleted, disabled or demoted",
+            ),
             Self::RateLimited { retry_after_secs } => {
                 write!(f, "too many login attempts; retry in {retry_after_secs} s")
             }

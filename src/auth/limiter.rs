@@ -15,6 +15,12 @@
 //!   /64): a token bucket of [`LimitPolicy::address_failures_per_min`] failures, refilled at that
 //!   many per minute. A success gives its token back.
 //!
+//! Beside those, every password hash a client address makes the server compute (logins, right
+//! or wrong, registrations, password changes) is charged to a third rule, **per address**: a
+//! token bucket of [`LimitPolicy::address_hashes_per_min`] hashes a minute with a burst of
+//! twice that ([`LoginLimiter::admit_hashing`]). It is what keeps one address from filling the
+//! hashing queue with registrations or with successful logins of its own account.
+//!
 //! An attempt counts as a failure from the moment it is admitted ([`LoginLimiter::admit`]) until
 //! the password is found to match ([`LoginLimiter::succeeded`]), so concurrent guesses cannot
 //! slip past the limit while their hashes are still running.
@@ -23,7 +29,7 @@
 //! [`LimitPolicy::max_entries`] entries; when a shard is full, entries that no longer limit
 //! anything go first, then the least recently updated eighth of the shard. Emails are not kept:
 //! an account is a 64-bit hash of its normalized email under a per-process random key. At the
-//! default cap the tables take at most [`TABLE_BOUND_BYTES`] (about 14.5 MiB).
+//! default cap the tables take at most [`TABLE_BOUND_BYTES`] (about 16.5 MiB).
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -39,6 +45,9 @@ use crate::time::UnixTime;
 pub const DEFAULT_ACCOUNT_FAILURES: u32 = 5;
 /// Default failed logins one client address may make per minute (sustained; also the burst).
 pub const DEFAULT_ADDRESS_FAILURES_PER_MIN: u32 = 20;
+/// Default password hashes one client address may cause per minute (sustained; the burst is
+/// twice this).
+pub const DEFAULT_ADDRESS_HASHES_PER_MIN: u32 = 30;
 /// Delay after the last failure once an account reaches its failure threshold.
 pub const FIRST_DELAY_SECS: i64 = 1;
 /// Longest delay between attempts on one account (15 minutes).
@@ -62,6 +71,9 @@ pub struct LimitPolicy {
     pub account_failures: u32,
     /// Failed attempts per minute from one client address (at least 1).
     pub address_failures_per_min: u32,
+    /// Password hashes per minute one client address may cause, successes included (at
+    /// least 1); the bucket holds twice this.
+    pub address_hashes_per_min: u32,
     /// Cap on the entries of each map.
     pub max_entries: usize,
 }
@@ -71,6 +83,7 @@ impl Default for LimitPolicy {
         Self {
             account_failures: DEFAULT_ACCOUNT_FAILURES,
             address_failures_per_min: DEFAULT_ADDRESS_FAILURES_PER_MIN,
+            address_hashes_per_min: DEFAULT_ADDRESS_HASHES_PER_MIN,
             max_entries: DEFAULT_MAX_ENTRIES,
         }
     }
@@ -105,6 +118,7 @@ impl LoginLimiter {
         let policy = LimitPolicy {
             account_failures: policy.account_failures.max(1),
             address_failures_per_min: policy.address_failures_per_min.max(1),
+            address_hashes_per_min: policy.address_hashes_per_min.max(1),
             max_entries: policy.max_entries.max(1),
         };
         Self {
@@ -154,7 +168,36 @@ impl LoginLimiter {
             now,
             policy,
         );
-        state.charge(now, policy);
+        state.failures.charge(now, self.failure_bucket());
+        Ok(())
+    }
+
+    /// Charges one password hash to `client` at `now`, before it is queued: registrations,
+    /// logins and password changes, whatever their outcome.
+    ///
+    /// # Errors
+    /// [`RateLimited`] when the address has used its hashing budget; nothing is charged then.
+    pub fn admit_hashing(&self, client: IpAddr, now: UnixTime) -> Result<(), RateLimited> {
+        let now = now.secs();
+        let address = address_key(client);
+        let mut addresses = self.addresses.shard(self.keys.hash_one(address));
+        if let Some(secs) = addresses
+            .get(&address)
+            .and_then(|s| s.hashes.wait_secs(now, self.hash_bucket()))
+        {
+            return Err(RateLimited {
+                retry_after_secs: u64::try_from(secs).unwrap_or(1).max(1),
+            });
+        }
+        let policy = &self.policy;
+        let state = upsert(
+            &mut addresses,
+            address,
+            self.addresses.shard_cap,
+            now,
+            policy,
+        );
+        state.hashes.charge(now, self.hash_bucket());
         Ok(())
     }
 
@@ -165,8 +208,16 @@ impl LoginLimiter {
         self.accounts.shard(account).remove(&account);
         let mut addresses = self.addresses.shard(self.keys.hash_one(address));
         if let Some(state) = addresses.get_mut(&address) {
-            state.refund(now.secs(), &self.policy);
+            state.failures.refund(now.secs(), self.failure_bucket());
         }
+    }
+
+    fn failure_bucket(&self) -> Bucket {
+        Bucket::new(self.policy.address_failures_per_min, 1)
+    }
+
+    fn hash_bucket(&self) -> Bucket {
+        Bucket::new(self.policy.address_hashes_per_min, 2)
     }
 
     fn account_key(&self, email: &str) -> u64 {
@@ -181,7 +232,7 @@ impl LoginLimiter {
         now: i64,
     ) -> Result<(), RateLimited> {
         let account = account.and_then(|s| s.wait_secs(now, &self.policy));
-        let address = address.and_then(|s| s.wait_secs(now, &self.policy));
+        let address = address.and_then(|s| s.failures.wait_secs(now, self.failure_bucket()));
         match account.max(address) {
             None => Ok(()),
             Some(secs) => Err(RateLimited {
@@ -268,55 +319,85 @@ fn delay_secs(extra: u32) -> i64 {
     (FIRST_DELAY_SECS << extra.min(10)).min(MAX_DELAY_SECS)
 }
 
-/// One address's token bucket, as the time at which it is full again (GCRA). Time is counted
-/// in units of 1/`address_failures_per_min` s, so one failure's share of a minute is exactly
-/// `MINUTE_SECS` units and everything stays in integers.
+/// One address's two token buckets: failed logins, and password hashes of any outcome.
 #[derive(Clone, Copy, Debug, Default)]
 struct AddressState {
+    failures: Gcra,
+    hashes: Gcra,
+}
+
+/// The shape of one token bucket: `rate` tokens a minute, holding at most `burst_factor` times
+/// that.
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    rate: i64,
+    burst: i64,
+}
+
+impl Bucket {
+    fn new(per_min: u32, burst_factor: i64) -> Self {
+        let rate = i64::from(per_min.max(1));
+        Self {
+            rate,
+            burst: rate.saturating_mul(burst_factor),
+        }
+    }
+}
+
+/// A token bucket, as the time at which it is full again (GCRA). Time is counted in units of
+/// 1/`rate` s, so one token's share of a minute is exactly `MINUTE_SECS` units and everything
+/// stays in integers.
+#[derive(Clone, Copy, Debug, Default)]
+struct Gcra {
     full_at_units: i64,
 }
 
-impl AddressState {
-    fn wait_secs(self, now: i64, policy: &LimitPolicy) -> Option<i64> {
-        let rate = i64::from(policy.address_failures_per_min);
-        let now_units = now.saturating_mul(rate);
-        // Admitted while the bucket, after this attempt, would hold no more than `rate` tokens' debt.
+impl Gcra {
+    fn wait_secs(self, now: i64, bucket: Bucket) -> Option<i64> {
+        let now_units = now.saturating_mul(bucket.rate);
+        // Admitted while the bucket, after this attempt, would hold no more than `burst`
+        // tokens' debt.
         let allowed_from = self
             .full_at_units
-            .saturating_sub((rate - 1).saturating_mul(MINUTE_SECS));
+            .saturating_sub((bucket.burst - 1).saturating_mul(MINUTE_SECS));
         (now_units < allowed_from).then(|| {
             let units = allowed_from.saturating_sub(now_units);
-            units.saturating_add(rate - 1) / rate // rounded up to whole seconds
+            units.saturating_add(bucket.rate - 1) / bucket.rate // rounded up to whole seconds
         })
     }
 
-    fn charge(&mut self, now: i64, policy: &LimitPolicy) {
-        let now_units = now.saturating_mul(i64::from(policy.address_failures_per_min));
+    fn charge(&mut self, now: i64, bucket: Bucket) {
+        let now_units = now.saturating_mul(bucket.rate);
         self.full_at_units = self
             .full_at_units
             .max(now_units)
             .saturating_add(MINUTE_SECS);
     }
 
-    fn refund(&mut self, now: i64, policy: &LimitPolicy) {
-        let now_units = now.saturating_mul(i64::from(policy.address_failures_per_min));
+    fn refund(&mut self, now: i64, bucket: Bucket) {
+        let now_units = now.saturating_mul(bucket.rate);
         self.full_at_units = self
             .full_at_units
             .saturating_sub(MINUTE_SECS)
             .max(now_units);
+    }
+
+    /// Whether the bucket is full at `now`, so forgetting it changes no answer.
+    fn full(self, now: i64, bucket: Bucket) -> bool {
+        self.full_at_units <= now.saturating_mul(bucket.rate)
     }
 }
 
 /// What eviction needs to know of an entry.
 trait Entry: Default {
     /// When the entry last changed, comparable between entries of one map.
-    fn stamp(&self) -> i64;
+    fn stamp(&self, policy: &LimitPolicy) -> i64;
     /// Whether the entry no longer limits anything, so dropping it changes no answer.
     fn idle(&self, now: i64, policy: &LimitPolicy) -> bool;
 }
 
 impl Entry for AccountState {
-    fn stamp(&self) -> i64 {
+    fn stamp(&self, _policy: &LimitPolicy) -> i64 {
         self.last_failure
     }
 
@@ -326,12 +407,19 @@ impl Entry for AccountState {
 }
 
 impl Entry for AddressState {
-    fn stamp(&self) -> i64 {
-        self.full_at_units
+    fn stamp(&self, policy: &LimitPolicy) -> i64 {
+        // The buckets count in different units; in seconds, the later of their full times.
+        let secs = |g: Gcra, per_min: u32| g.full_at_units / i64::from(per_min.max(1));
+        secs(self.failures, policy.address_failures_per_min)
+            .max(secs(self.hashes, policy.address_hashes_per_min))
     }
 
     fn idle(&self, now: i64, policy: &LimitPolicy) -> bool {
-        self.full_at_units <= now.saturating_mul(i64::from(policy.address_failures_per_min))
+        self.failures
+            .full(now, Bucket::new(policy.address_failures_per_min, 1))
+            && self
+                .hashes
+                .full(now, Bucket::new(policy.address_hashes_per_min, 2))
     }
 }
 
@@ -396,7 +484,7 @@ fn evict<K: Copy + Eq + Hash, V: Entry>(
         return;
     }
     let count = (cap / 8).max(map.len() + 1 - cap).max(1);
-    let mut stamps: Vec<(i64, K)> = map.iter().map(|(k, v)| (v.stamp(), *k)).collect();
+    let mut stamps: Vec<(i64, K)> = map.iter().map(|(k, v)| (v.stamp(policy), *k)).collect();
     stamps.select_nth_unstable_by_key(count - 1, |(stamp, _)| *stamp);
     for (_, key) in stamps.iter().take(count) {
         map.remove(key);

@@ -19,7 +19,7 @@ use crate::metrics::{LoginOutcome, Metrics, RefreshOutcome};
 use crate::password::{Hasher, PasswordPolicy, Verified};
 use crate::store::{
     CreateUser, FamilyId, Jti, Presented, Rotation, SessionPolicy, Store, StoredKey, Successor,
-    User, UserId,
+    User, UserId, UserUpdate,
 };
 use crate::time::UnixTime;
 use crate::token::refresh::{self, RefreshToken};
@@ -111,11 +111,13 @@ impl Authority {
                 refresh_ttl_secs: config.refresh_ttl_secs,
                 session_max_secs: config.session_max_secs,
                 grace_secs: config.refresh_grace_secs,
+                max_per_user: config.max_sessions_per_user,
             },
             access_ttl_secs: config.access_ttl_secs,
             limiter: LoginLimiter::new(LimitPolicy {
                 account_failures: config.login_account_failures,
                 address_failures_per_min: config.login_address_per_min,
+                address_hashes_per_min: config.hash_address_per_min,
                 ..LimitPolicy::default()
             }),
             store,
@@ -183,6 +185,15 @@ impl Authority {
             self.metrics.record_login(LoginOutcome::RateLimited);
         }
         Ok(allowed?)
+    }
+
+    /// Charges one password hash to `client` (registration, login, password change), before
+    /// the work is queued for the hashing pool; successes count like failures.
+    ///
+    /// # Errors
+    /// [`AuthError::RateLimited`] when the address has used its hashing budget.
+    pub fn admit_hashing(&self, client: IpAddr, now: UnixTime) -> Result<(), AuthError> {
+        Ok(self.limiter.admit_hashing(client, now)?)
     }
 
     /// Checks a password and opens a new session (`POST /v1/auth/login`) for a request from
@@ -370,6 +381,14 @@ impl Authority {
         }
     }
 
+    /// Deletes `user` and all its sessions (`DELETE /v1/admin/users/{id}`, `latchd user delete`).
+    ///
+    /// # Errors
+    /// [`AuthError::NotFound`]; [`AuthError::LastAdmin`] for the last enabled admin.
+    pub fn delete_user(&self, user: UserId) -> Result<(), AuthError> {
+        update_result(self.store.delete_user(user)?)
+    }
+
     /// The caller's account (`GET /v1/auth/me`).
     pub fn me(&self, principal: &Principal) -> Result<User, AuthError> {
         self.store
@@ -450,6 +469,15 @@ impl Authority {
             .fill(&mut out)
             .map_err(|_| AuthError::Password(crate::password::PasswordError::Random))?;
         Ok(out)
+    }
+}
+
+/// An operator change's outcome as a use-case result.
+fn update_result(update: UserUpdate) -> Result<(), AuthError> {
+    match update {
+        UserUpdate::Done => Ok(()),
+        UserUpdate::NoSuchUser => Err(AuthError::NotFound),
+        UserUpdate::LastAdmin => Err(AuthError::LastAdmin),
     }
 }
 

@@ -134,7 +134,10 @@ fn a_disabled_user_can_neither_refresh_nor_use_its_access_token() {
     let pair = auth
         .login("sam@example.com", PASSWORD, CLIENT, UnixTime::now())
         .unwrap();
-    assert!(auth.store().disable_user(user.id, true).unwrap());
+    assert_eq!(
+        auth.store().disable_user(user.id, true).unwrap(),
+        UserUpdate::Done
+    );
     assert!(matches!(
         auth.refresh(pair.refresh_token.as_str(), UnixTime::now()),
         Err(AuthError::InvalidGrant)

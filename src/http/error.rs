@@ -1,6 +1,6 @@
 //! `ApiError`: the one place an error becomes a status code and an OAuth-style JSON body.
 
-use hyper::header::{HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use hyper::header::{HeaderValue, CONNECTION, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 
 use super::respond::{self, Body};
@@ -14,6 +14,8 @@ pub(crate) struct ApiError {
     description: String,
     challenge: Option<&'static str>,
     retry_after: Option<u64>,
+    /// Close the connection after this answer.
+    close: bool,
 }
 
 impl ApiError {
@@ -24,6 +26,7 @@ impl ApiError {
             description: description.into(),
             challenge: None,
             retry_after: None,
+            close: false,
         }
     }
 
@@ -117,6 +120,19 @@ impl ApiError {
         }
     }
 
+    /// 408 for a request body that did not arrive whole within the body deadline; the
+    /// connection is closed after the answer, since the rest of the body may still come.
+    pub(crate) fn body_timeout() -> Self {
+        Self {
+            close: true,
+            ..Self::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request",
+                "the request body did not arrive in time",
+            )
+        }
+    }
+
     pub(crate) fn server_error() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -149,6 +165,9 @@ impl ApiError {
         if let Some(secs) = self.retry_after {
             headers.insert(RETRY_AFTER, HeaderValue::from(secs));
         }
+        if self.close {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }
@@ -174,6 +193,9 @@ impl From<AuthError> for ApiError {
             AuthError::WrongPassword => Self::invalid_request("current_password is wrong"),
             AuthError::Forbidden => Self::insufficient_scope(),
             AuthError::NotFound => Self::not_found(),
+            AuthError::LastAdmin => Self::conflict(
+                "the last enabled admin cannot be deleted, disabled or lose the admin role",
+            ),
             AuthError::RateLimited { retry_after_secs } => {
                 tracing::debug!(retry_after_secs, "login rate limited");
                 Self::rate_limited(retry_after_secs)

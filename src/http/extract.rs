@@ -3,14 +3,19 @@
 
 use std::net::IpAddr;
 
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
-use hyper::header::{HeaderName, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE};
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{
+    HeaderName, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, ORIGIN,
+};
 use hyper::{HeaderMap, Request};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use super::respond::REFRESH_COOKIE;
+use super::server::ConnInfo;
 
 /// The de-facto proxy header (RFC 7239's `Forwarded` is not read).
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -24,13 +29,21 @@ pub(crate) const BODY_LIMIT_BYTES: usize = 16 * 1024;
 /// Only entries appended by trusted proxies can be believed, and each proxy appends the
 /// address it received from, so the walk goes right to left and stops at the first untrusted
 /// one; everything left of it may be forged by the client. Several header lines read as one
-/// list, in order. An entry that is not a bare IP address (a port, `unknown`, garbage) makes
-/// the chain unreadable, and the peer is used: it fails towards one shared limit, never
-/// towards an address the client chose. If every entry is trusted, the left-most is used.
-pub(crate) fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[IpAddr]) -> IpAddr {
+/// list, in order. An entry may carry a port (`192.0.2.1:4711`, `[2001:db8::1]:4711`, as some
+/// load balancers write it) or brackets. If every entry is trusted, the left-most is used.
+///
+/// # Errors
+/// 400 when the walk reaches an entry that is no address at all (`unknown`, garbage): a trusted
+/// proxy wrote it, and charging it to the proxy's own address would let one client make every
+/// login behind that proxy 429.
+pub(crate) fn client_ip(
+    headers: &HeaderMap,
+    peer: IpAddr,
+    trusted: &[IpAddr],
+) -> Result<IpAddr, ApiError> {
     let peer = peer.to_canonical();
     if !trusted.contains(&peer) {
-        return peer;
+        return Ok(peer);
     }
     // Entries are split on raw bytes and only those walked are decoded: a client's garbage at
     // the left of a line must not spoil the entry its proxy appended at the right.
@@ -45,18 +58,43 @@ pub(crate) fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[IpAddr]) -
         .rev()
         .flat_map(|line| line.rsplit(|&b| b == b','))
     {
-        let Some(hop) = std::str::from_utf8(entry)
+        let hop = std::str::from_utf8(entry)
             .ok()
-            .and_then(|e| e.trim().parse::<IpAddr>().ok())
-        else {
-            return peer;
-        };
+            .and_then(forwarded_address)
+            .ok_or_else(|| {
+                ApiError::invalid_request(
+                    "a trusted proxy forwarded a client address latchd cannot read",
+                )
+            })?;
         client = hop.to_canonical();
         if !trusted.contains(&client) {
-            return client;
+            return Ok(client);
         }
     }
-    client
+    Ok(client)
+}
+
+/// One `X-Forwarded-For` entry: an IP address, optionally with a port, IPv6 optionally in
+/// brackets (`[2001:db8::1]`, `[2001:db8::1]:4711`, `192.0.2.1:4711`).
+fn forwarded_address(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Some(rest) = entry.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        let ip = inside.parse::<std::net::Ipv6Addr>().ok()?;
+        return (after.is_empty() || is_port(after.strip_prefix(':')?)).then_some(IpAddr::V6(ip));
+    }
+    let (host, port) = entry.rsplit_once(':')?;
+    let ip = host.parse::<std::net::Ipv4Addr>().ok()?;
+    is_port(port).then_some(IpAddr::V4(ip))
+}
+
+fn is_port(text: &str) -> bool {
+    (1..=5).contains(&text.len())
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && text.parse::<u16>().is_ok()
 }
 
 /// The bearer token of the `Authorization` header (RFC 6750 §2.1; the scheme name is
@@ -83,20 +121,81 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
 }
 
 /// The refresh token from the `refresh_token` cookie, if any.
-pub(crate) fn refresh_cookie(headers: &HeaderMap) -> Option<String> {
-    headers
+///
+/// # Errors
+/// 400 when the request carries the cookie twice: a sibling subdomain can set a second one
+/// ("cookie tossing"), and which of the two a browser sends first is not the server's choice.
+pub(crate) fn refresh_cookie(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let mut found = headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == REFRESH_COOKIE)
-        .map(|(_, value)| value.to_owned())
-        .filter(|v| !v.is_empty())
+        .filter(|(name, _)| *name == REFRESH_COOKIE)
+        .map(|(_, value)| value);
+    let first = found.next();
+    if found.next().is_some() {
+        return Err(ApiError::invalid_request(
+            "the request carries two refresh_token cookies",
+        ));
+    }
+    Ok(first.filter(|v| !v.is_empty()).map(str::to_owned))
 }
 
-/// The raw body, refused with 413 past `BODY_LIMIT_BYTES` without reading the rest.
-pub(crate) async fn body(req: Request<Incoming>) -> Result<hyper::body::Bytes, ApiError> {
+/// Refuses a request authenticated by the refresh cookie alone that a browser could have been
+/// made to send cross-site: it must say it is JSON (a form, `text/plain` or multipart cannot,
+/// without a CORS preflight), and an `Origin`, when present, must be this server's own.
+///
+/// # Errors
+/// 400 `invalid_request` naming the rule.
+pub(crate) fn cookie_request_allowed(headers: &HeaderMap) -> Result<(), ApiError> {
+    if !is_json(headers) {
+        return Err(ApiError::invalid_request(
+            "a request authenticated by the refresh cookie must be application/json",
+        ));
+    }
+    if !same_origin(headers) {
+        return Err(ApiError::invalid_request(
+            "cross-origin request refused: Origin is not this server",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the `Origin` header is absent or names the host the request was sent to (the
+/// `Host` header, or the `:authority` of HTTP/2). Scheme is not compared: behind a proxy that
+/// ends TLS, the page is https while latchd is reached over http.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(ORIGIN) else {
+        return true;
+    };
+    let Some(host) = headers.get(HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false; // "null" (a sandboxed or file page), or garbage
+    };
+    let default_port = match scheme {
+        "https" => ":443",
+        "http" => ":80",
+        _ => return false,
+    };
+    let strip = |a: &str| {
+        a.strip_suffix(default_port)
+            .unwrap_or(a)
+            .to_ascii_lowercase()
+    };
+    strip(authority) == strip(host)
+}
+
+/// The raw body, refused with 413 past `BODY_LIMIT_BYTES` without reading the rest, and with
+/// 408 when it does not arrive whole within the connection's body deadline. What it buffers
+/// counts against the connection's share of body memory (503 when that is spent).
+pub(crate) async fn body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -105,13 +204,68 @@ pub(crate) async fn body(req: Request<Incoming>) -> Result<hyper::body::Bytes, A
     if declared.is_some_and(|len| len > BODY_LIMIT_BYTES as u64) {
         return Err(ApiError::payload_too_large());
     }
-    let limited = Limited::new(req.into_body(), BODY_LIMIT_BYTES);
-    match limited.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.is::<http_body_util::LengthLimitError>() => {
-            Err(ApiError::payload_too_large())
+    let info = req.extensions().get::<ConnInfo>().cloned();
+    let deadline = info
+        .as_ref()
+        .map_or(DEFAULT_BODY_TIMEOUT, |i| i.body_timeout);
+    let mut reserved = Reservation {
+        info: info.as_ref(),
+        bytes: 0,
+    };
+    let mut body = req.into_body();
+    let mut buf = Vec::new();
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame =
+                frame.map_err(|_| ApiError::invalid_request("could not read the request body"))?;
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers
+            };
+            if buf.len() + data.len() > BODY_LIMIT_BYTES {
+                return Err(ApiError::payload_too_large());
+            }
+            if !reserved.grow(data.len()) {
+                return Err(ApiError::temporarily_unavailable());
+            }
+            buf.extend_from_slice(&data);
         }
-        Err(_) => Err(ApiError::invalid_request("could not read the request body")),
+        Ok(())
+    };
+    match tokio::time::timeout(deadline, read).await {
+        Ok(Ok(())) => Ok(Bytes::from(buf)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(ApiError::body_timeout()),
+    }
+}
+
+/// Used when a request carries no [`ConnInfo`] (unit tests).
+const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Body memory held while a body is read; given back when the read ends, since the bytes are
+/// parsed and dropped right after.
+struct Reservation<'a> {
+    info: Option<&'a ConnInfo>,
+    bytes: usize,
+}
+
+impl Reservation<'_> {
+    fn grow(&mut self, more: usize) -> bool {
+        let Some(info) = self.info else {
+            return true;
+        };
+        if !info.slot.reserve_body(more) {
+            return false;
+        }
+        self.bytes += more;
+        true
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Some(info) = self.info {
+            info.slot.release_body(self.bytes);
+        }
     }
 }
 
@@ -169,17 +323,27 @@ mod tests {
         headers
     }
 
+    /// `client_ip`, with a refusal as `None`.
+    fn client(headers: &HeaderMap, peer: &str, trusted: &[IpAddr]) -> Option<IpAddr> {
+        client_ip(headers, ip(peer), trusted).ok()
+    }
+
     #[test]
     fn an_untrusted_peer_is_the_client_whatever_it_forwards() {
         let headers = xff(&["198.51.100.9"]);
         assert_eq!(
-            client_ip(&headers, ip("203.0.113.5"), &[]),
-            ip("203.0.113.5")
+            client(&headers, "203.0.113.5", &[]),
+            Some(ip("203.0.113.5"))
         );
         let trusted = [ip("10.0.0.1")];
         assert_eq!(
-            client_ip(&headers, ip("203.0.113.5"), &trusted),
-            ip("203.0.113.5")
+            client(&headers, "203.0.113.5", &trusted),
+            Some(ip("203.0.113.5"))
+        );
+        // Even garbage from an untrusted peer is simply not read.
+        assert_eq!(
+            client(&xff(&["garbage"]), "203.0.113.5", &trusted),
+            Some(ip("203.0.113.5"))
         );
     }
 
@@ -188,8 +352,8 @@ mod tests {
         let trusted = [ip("10.0.0.1")];
         let headers = xff(&["1.1.1.1, 198.51.100.9"]); // the left one may be forged
         assert_eq!(
-            client_ip(&headers, ip("10.0.0.1"), &trusted),
-            ip("198.51.100.9")
+            client(&headers, "10.0.0.1", &trusted),
+            Some(ip("198.51.100.9"))
         );
     }
 
@@ -198,41 +362,59 @@ mod tests {
         let trusted = [ip("10.0.0.1"), ip("10.0.0.2"), ip("10.0.0.3")];
         let headers = xff(&["6.6.6.6, 198.51.100.9, 10.0.0.3", "10.0.0.2"]);
         assert_eq!(
-            client_ip(&headers, ip("10.0.0.1"), &trusted),
-            ip("198.51.100.9")
+            client(&headers, "10.0.0.1", &trusted),
+            Some(ip("198.51.100.9"))
         );
         // Every hop trusted: the left-most one.
         let headers = xff(&["10.0.0.3,10.0.0.2"]);
-        assert_eq!(
-            client_ip(&headers, ip("10.0.0.1"), &trusted),
-            ip("10.0.0.3")
-        );
+        assert_eq!(client(&headers, "10.0.0.1", &trusted), Some(ip("10.0.0.3")));
     }
 
     #[test]
     fn a_trusted_peer_without_the_header_is_the_client() {
         let trusted = [ip("10.0.0.1")];
         assert_eq!(
-            client_ip(&HeaderMap::new(), ip("10.0.0.1"), &trusted),
-            ip("10.0.0.1")
+            client(&HeaderMap::new(), "10.0.0.1", &trusted),
+            Some(ip("10.0.0.1"))
         );
     }
 
     #[test]
-    fn garbage_entries_fall_back_to_the_peer() {
+    fn entries_with_ports_and_brackets_are_read() {
+        let trusted = [ip("10.0.0.1")];
+        for (entry, want) in [
+            ("198.51.100.9:4711", "198.51.100.9"),
+            ("[2001:db8::1]:4711", "2001:db8::1"),
+            ("[2001:db8::1]", "2001:db8::1"),
+            (" 2001:db8::1 ", "2001:db8::1"),
+            ("[::ffff:198.51.100.9]:80", "198.51.100.9"),
+        ] {
+            assert_eq!(
+                client(&xff(&[entry]), "10.0.0.1", &trusted),
+                Some(ip(want)),
+                "{entry:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unreadable_entry_is_refused_and_never_charged_to_the_proxy() {
         let trusted = [ip("10.0.0.1")];
         for value in [
             "not-an-ip",
-            "198.51.100.9:4711",
             "unknown",
             "198.51.100.9,",
             "",
             "198.51.100.9, 10.0.0.2 junk",
+            "198.51.100.9:+80",
+            "198.51.100.9:99999",
+            "[2001:db8::1]4711",
+            "[198.51.100.9]",
+            "2001:db8::1:4711:",
         ] {
             let headers = xff(&[value]);
-            assert_eq!(
-                client_ip(&headers, ip("10.0.0.1"), &trusted),
-                ip("10.0.0.1"),
+            assert!(
+                client_ip(&headers, ip("10.0.0.1"), &trusted).is_err(),
                 "{value:?}"
             );
         }
@@ -241,10 +423,7 @@ mod tests {
             X_FORWARDED_FOR,
             HeaderValue::from_bytes(b"198.51.100.9\xff").unwrap(),
         );
-        assert_eq!(
-            client_ip(&headers, ip("10.0.0.1"), &trusted),
-            ip("10.0.0.1")
-        );
+        assert!(client_ip(&headers, ip("10.0.0.1"), &trusted).is_err());
     }
 
     #[test]
@@ -252,8 +431,8 @@ mod tests {
         let trusted = [ip("10.0.0.1")];
         let headers = xff(&["garbage, 198.51.100.9"]);
         assert_eq!(
-            client_ip(&headers, ip("10.0.0.1"), &trusted),
-            ip("198.51.100.9")
+            client(&headers, "10.0.0.1", &trusted),
+            Some(ip("198.51.100.9"))
         );
     }
 
@@ -267,8 +446,8 @@ mod tests {
         );
         let trusted = [ip("10.0.0.1")];
         assert_eq!(
-            client_ip(&headers, ip("10.0.0.1"), &trusted),
-            ip("198.51.100.9")
+            client(&headers, "10.0.0.1", &trusted),
+            Some(ip("198.51.100.9"))
         );
     }
 
@@ -277,9 +456,110 @@ mod tests {
         let trusted = [ip("127.0.0.1")];
         let headers = xff(&["::ffff:198.51.100.9"]);
         assert_eq!(
-            client_ip(&headers, ip("::ffff:127.0.0.1"), &trusted),
-            ip("198.51.100.9")
+            client(&headers, "::ffff:127.0.0.1", &trusted),
+            Some(ip("198.51.100.9"))
         );
-        assert_eq!(client_ip(&headers, ip("::1"), &trusted), ip("::1"));
+        assert_eq!(client(&headers, "::1", &trusted), Some(ip("::1")));
+    }
+
+    fn cookies(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(COOKIE, HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn one_refresh_cookie_is_read_and_two_are_refused() {
+        let one = cookies(&["theme=dark; refresh_token=abc"]);
+        assert_eq!(refresh_cookie(&one).unwrap().as_deref(), Some("abc"));
+        assert_eq!(refresh_cookie(&cookies(&["theme=dark"])).unwrap(), None);
+        assert_eq!(refresh_cookie(&cookies(&["refresh_token="])).unwrap(), None);
+        for two in [
+            cookies(&["refresh_token=abc; refresh_token=def"]),
+            cookies(&["refresh_token=abc", "refresh_token=abc"]),
+            cookies(&["refresh_token=; refresh_token=def"]),
+        ] {
+            assert!(refresh_cookie(&two).is_err(), "{two:?}");
+        }
+    }
+
+    fn request_headers(pairs: &[(HeaderName, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(name.clone(), HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn a_cookie_request_must_be_json_and_same_origin() {
+        let json = (CONTENT_TYPE, "application/json");
+        let host = (HOST, "auth.example.test");
+        let ok = [
+            vec![json.clone(), host.clone()],
+            vec![
+                (CONTENT_TYPE, "application/json; charset=utf-8"),
+                host.clone(),
+            ],
+            vec![
+                json.clone(),
+                host.clone(),
+                (ORIGIN, "https://auth.example.test"),
+            ],
+            vec![
+                json.clone(),
+                host.clone(),
+                (ORIGIN, "http://AUTH.example.test:80"),
+            ],
+            vec![
+                json.clone(),
+                (HOST, "auth.example.test:8443"),
+                (ORIGIN, "https://auth.example.test:8443"),
+            ],
+        ];
+        for headers in ok {
+            assert!(
+                cookie_request_allowed(&request_headers(&headers)).is_ok(),
+                "{headers:?}"
+            );
+        }
+        let refused = [
+            vec![host.clone()],
+            vec![
+                (CONTENT_TYPE, "application/x-www-form-urlencoded"),
+                host.clone(),
+            ],
+            vec![(CONTENT_TYPE, "text/plain"), host.clone()],
+            vec![
+                (CONTENT_TYPE, "multipart/form-data; boundary=x"),
+                host.clone(),
+            ],
+            vec![json.clone(), host.clone(), (ORIGIN, "https://evil.test")],
+            vec![
+                json.clone(),
+                host.clone(),
+                (ORIGIN, "https://auth.example.test.evil.test"),
+            ],
+            vec![
+                json.clone(),
+                host.clone(),
+                (ORIGIN, "https://auth.example.test:444"),
+            ],
+            vec![json.clone(), host.clone(), (ORIGIN, "null")],
+            vec![
+                json.clone(),
+                host.clone(),
+                (ORIGIN, "ftp://auth.example.test"),
+            ],
+            vec![json.clone(), (ORIGIN, "https://auth.example.test")],
+        ];
+        for headers in refused {
+            assert!(
+                cookie_request_allowed(&request_headers(&headers)).is_err(),
+                "{headers:?}"
+            );
+        }
     }
 }

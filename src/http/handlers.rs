@@ -40,13 +40,15 @@ struct PasswordChange {
     new_password: String,
 }
 
-pub(super) async fn register(req: Request<Incoming>, app: Arc<App>) -> Answer {
+pub(super) async fn register(req: Request<Incoming>, app: Arc<App>, peer: SocketAddr) -> Answer {
     if !app.open_registration {
         let principal = authenticate(&req, &app)?;
         require_admin(&principal)?;
     }
+    let client = extract::client_ip(req.headers(), peer.ip(), &app.trusted_proxies)?;
     let creds: Credentials = extract::json(req).await?;
     check_password_size(&creds.password)?;
+    app.auth.admit_hashing(client, UnixTime::now())?;
     let user = app
         .hashing(move |auth| auth.register(&creds.email, &creds.password, UnixTime::now()))
         .await?;
@@ -54,7 +56,7 @@ pub(super) async fn register(req: Request<Incoming>, app: Arc<App>) -> Answer {
 }
 
 pub(super) async fn login(req: Request<Incoming>, app: Arc<App>, peer: SocketAddr) -> Answer {
-    let client = extract::client_ip(req.headers(), peer.ip(), &app.trusted_proxies);
+    let client = extract::client_ip(req.headers(), peer.ip(), &app.trusted_proxies)?;
     let creds: Credentials = extract::json(req).await?;
     if creds.password.len() > crate::password::MAX_PASSWORD_BYTES {
         // Refused before hashing: a megabyte password must not cost a megabyte of PBKDF2.
@@ -65,6 +67,10 @@ pub(super) async fn login(req: Request<Incoming>, app: Arc<App>, peer: SocketAdd
     // `login` asks again once it has its slot, and counts the attempt.
     app.auth
         .check_login_allowed(&creds.email, client, UnixTime::now())?;
+    if let Err(e) = app.auth.admit_hashing(client, UnixTime::now()) {
+        app.auth.metrics().record_login(LoginOutcome::RateLimited);
+        return Err(e.into());
+    }
     let pair = app
         .hashing(move |auth| auth.login(&creds.email, &creds.password, client, UnixTime::now()))
         .await?;
@@ -72,22 +78,35 @@ pub(super) async fn login(req: Request<Incoming>, app: Arc<App>, peer: SocketAdd
 }
 
 pub(super) async fn refresh(req: Request<Incoming>, app: Arc<App>) -> Answer {
-    let cookie = extract::refresh_cookie(req.headers());
+    let cookie = extract::refresh_cookie(req.headers())?;
     let has_json = extract::is_json(req.headers());
+    let headers = req.headers().clone();
     let bytes = extract::body(req).await?;
     let from_body = if bytes.is_empty() && !has_json {
         None
     } else if has_json {
-        extract::parse_json::<RefreshBody>(&bytes)?.refresh_token
+        if bytes.is_empty() {
+            None
+        } else {
+            extract::parse_json::<RefreshBody>(&bytes)?.refresh_token
+        }
     } else {
         return Err(ApiError::invalid_request(
             "content-type must be application/json",
         ));
     };
-    let Some(token) = from_body.or(cookie) else {
-        return Err(ApiError::invalid_request(
-            "refresh_token is required, in the body or the cookie",
-        ));
+    let token = match (from_body, cookie) {
+        (Some(token), _) => token,
+        (None, Some(token)) => {
+            // Ambient authority: a browser attaches the cookie to whatever a page makes it send.
+            extract::cookie_request_allowed(&headers)?;
+            token
+        }
+        (None, None) => {
+            return Err(ApiError::invalid_request(
+                "refresh_token is required, in the body or the cookie",
+            ))
+        }
     };
     let pair = app
         .blocking(move |auth| auth.refresh(&token, UnixTime::now()))
@@ -130,7 +149,8 @@ pub(super) fn metrics(req: &Request<Incoming>, app: &App, peer: SocketAddr) -> A
         .iter()
         .any(|name| req.headers().contains_key(*name));
     let client = if forwarded {
-        let client = extract::client_ip(req.headers(), peer.ip(), &app.trusted_proxies);
+        let client = extract::client_ip(req.headers(), peer.ip(), &app.trusted_proxies)
+            .map_err(|_| ApiError::metrics_forbidden())?;
         if client == peer.ip().to_canonical() {
             return Err(ApiError::metrics_forbidden());
         }
@@ -151,12 +171,13 @@ pub(super) async fn change_password(
     peer: SocketAddr,
 ) -> Answer {
     let principal = authenticate(&req, &app)?;
-    let client = extract::client_ip(req.headers(), peer.ip(), &app.trusted_proxies);
+    let client = extract::client_ip(req.headers(), peer.ip(), &app.trusted_proxies)?;
     let change: PasswordChange = extract::json(req).await?;
     check_password_size(&change.new_password)?;
     if change.current_password.len() > crate::password::MAX_PASSWORD_BYTES {
         return Err(ApiError::invalid_request("current_password is wrong"));
     }
+    app.auth.admit_hashing(client, UnixTime::now())?;
     app.hashing(move |auth| {
         auth.change_password(
             &principal,
@@ -195,14 +216,8 @@ pub(super) async fn admin_revoke(req: Request<Incoming>, app: Arc<App>, id: User
 pub(super) async fn admin_delete(req: Request<Incoming>, app: Arc<App>, id: UserId) -> Answer {
     let principal = authenticate(&req, &app)?;
     require_admin(&principal)?;
-    let deleted = app
-        .blocking(move |auth| Ok(auth.store().delete_user(id)?))
-        .await?;
-    if deleted {
-        Ok(respond::empty(StatusCode::NO_CONTENT))
-    } else {
-        Err(ApiError::not_found())
-    }
+    app.blocking(move |auth| auth.delete_user(id)).await?;
+    Ok(respond::empty(StatusCode::NO_CONTENT))
 }
 
 fn authenticate(req: &Request<Incoming>, app: &App) -> Result<Principal, ApiError> {

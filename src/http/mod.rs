@@ -1,6 +1,7 @@
 //! The HTTP server: hyper 1 + hyper-util, a hand-written router, no framework. The only
 //! module that names hyper or `http` types; [`serve`] is its one public item.
 
+mod conn;
 mod error;
 mod extract;
 mod handlers;
@@ -64,13 +65,13 @@ pub async fn serve(config: &Config, auth: Authority) -> std::io::Result<()> {
     // The contract's start line: tests and scripts read the port from it.
     eprintln!("listening on {local}");
     tracing::info!(%local, "listening");
-    server::run(
-        listener,
-        Arc::clone(&app),
-        config.max_connections,
-        shutdown_signal(),
-    )
-    .await;
+    let limits = server::Limits {
+        max_connections: config.max_connections,
+        max_per_address: config.max_connections_per_address,
+        header_timeout: Duration::from_secs(config.header_timeout_secs),
+        body_timeout: Duration::from_secs(config.body_timeout_secs),
+    };
+    server::run(listener, Arc::clone(&app), limits, shutdown_signal()).await;
     sweeper.abort();
     // Hashing jobs still queued hold the app (and with it the database). They finish or skip
     // quickly once their connections are gone; wait for them, bounded, so the database is

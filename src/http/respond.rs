@@ -55,6 +55,30 @@ pub(crate) fn secure(response: &mut Response<Body>) {
         .or_insert(HeaderValue::from_static("no-store"));
 }
 
+/// `text` as it may appear in a log line: printable ASCII passes, every other byte (control
+/// characters, and all of non-ASCII, where U+0085, U+2028/2029 and bidi overrides could forge
+/// or disguise a line in a Unicode-aware viewer) is written as `\xHH`, and a backslash as `\\`.
+pub(crate) fn log_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    if text
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'\\')
+    {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for b in text.bytes() {
+        match b {
+            b'\\' => out.push_str("\\\\"),
+            0x20..=0x7e => out.push(char::from(b)),
+            _ => {
+                use std::fmt::Write as _;
+                let _ = write!(out, "\\x{b:02x}");
+            }
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Cookie settings.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CookiePolicy {

@@ -23,8 +23,9 @@ pub(super) async fn route(
     let answer = match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => Ok(respond::empty(StatusCode::OK)),
         (&Method::GET, "/metrics") => handlers::metrics(&req, &app, peer),
-        (&Method::GET, "/v1/auth/verify") => handlers::verify(&req, &app),
-        (&Method::POST, "/v1/users") => handlers::register(req, app).await,
+        // Forward-auth proxies send HEAD, or the original request's method: all are the same.
+        (_, "/v1/auth/verify") => handlers::verify(&req, &app),
+        (&Method::POST, "/v1/users") => handlers::register(req, app, peer).await,
         (&Method::POST, "/v1/auth/login") => handlers::login(req, app, peer).await,
         (&Method::POST, "/v1/auth/refresh") => handlers::refresh(req, app).await,
         (&Method::POST, "/v1/auth/logout") => handlers::logout(req, app).await,
@@ -84,11 +85,12 @@ const KNOWN_PATHS: &[&str] = &[
     "/v1/admin/users",
 ];
 
-/// `/v1/admin/users/{id}{rest}` -> (id, rest). An id that is not a UUID matches no user.
+/// `/v1/admin/users/{id}{rest}` -> (id, rest). An id that is not a UUID in its one canonical
+/// spelling (lowercase, hyphenated) matches no user, as the token verifier would refuse it.
 fn admin_user_route(path: &str) -> Option<(UserId, &str)> {
     let rest = path.strip_prefix("/v1/admin/users/")?;
     let (id, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let id = uuid::Uuid::try_parse(id).ok()?;
+    let id = crate::token::parse_uuid(id)?;
     Some((UserId(id), tail))
 }
 
@@ -121,6 +123,9 @@ mod tests {
             "/metrics/",
             "/v1/auth/verify?token=x",
             "/v1/admin/users/not-a-uuid",
+            "/v1/admin/users/00000000-0000-4000-8000-00000000000A",
+            "/v1/admin/users/urn:uuid:00000000-0000-4000-8000-000000000000",
+            "/v1/admin/users/00000000000040008000000000000000/revoke",
             "/v1/admin/users/00000000-0000-4000-8000-000000000000/elsewhere",
             "/eyJhbGciOiJIUzI1NiJ9.e30.sig",
         ] {

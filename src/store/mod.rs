@@ -17,6 +17,7 @@ use crate::time::UnixTime;
 
 mod error;
 mod keys;
+mod migrate;
 mod records;
 mod revocation;
 mod sessions;
@@ -32,8 +33,8 @@ pub use users::normalize_email;
 
 use records::{decode, FamilyRecord, UserRecord};
 use tables::{
-    BLACKLIST, FAMILIES, FAMILIES_BY_USER, META, SCHEMA_VERSION, SCHEMA_VERSION_KEY, SECRETS,
-    SIGNING_KEYS, USERS, USER_BY_EMAIL,
+    BLACKLIST, FAMILIES, FAMILIES_BY_USER, META, ROLE_MEMBERS, SCHEMA_VERSION, SCHEMA_VERSION_KEY,
+    SECRETS, SIGNING_KEYS, USERS, USER_BY_EMAIL,
 };
 use view::{Change, View};
 
@@ -86,6 +87,20 @@ pub struct User {
     pub token_version: u64,
 }
 
+/// What became of an operator's change to one user (disable, delete, new roles).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserUpdate {
+    /// The change is on disk.
+    Done,
+    /// There is no such user.
+    NoSuchUser,
+    /// The change would leave no enabled user with the `admin` role; nothing was written.
+    LastAdmin,
+}
+
+/// The role whose last enabled holder cannot be deleted, disabled or demoted.
+pub const ADMIN_ROLE: &str = "admin";
+
 /// What became of a registration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CreateUser {
@@ -127,6 +142,8 @@ pub struct SessionPolicy {
     pub session_max_secs: i64,
     /// How long the token just superseded counts as a retry rather than reuse (0 = never).
     pub grace_secs: i64,
+    /// Live sessions one user may have; opening one more revokes the oldest.
+    pub max_per_user: usize,
 }
 
 /// What became of a presented refresh token.
@@ -351,10 +368,17 @@ fn init_schema(db: &Database) -> Result<[u8; 32], StoreError> {
     let txn = db.begin_write()?;
     let has_meta = txn.list_tables()?.any(|t| t.name() == META.name());
     if has_meta {
-        let meta = txn.open_table(META)?;
-        let found = meta.get(SCHEMA_VERSION_KEY)?.map(|v| v.value());
+        let found = txn
+            .open_table(META)?
+            .get(SCHEMA_VERSION_KEY)?
+            .map(|v| v.value());
         match found {
             Some(SCHEMA_VERSION) => {}
+            Some(1) => {
+                migrate::from_1(&txn)?;
+                txn.open_table(META)?
+                    .insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION)?;
+            }
             Some(found) if found > SCHEMA_VERSION => {
                 return Err(StoreError::SchemaTooNew {
                     found,
@@ -388,6 +412,7 @@ fn init_schema(db: &Database) -> Result<[u8; 32], StoreError> {
     }
     txn.open_table(USERS)?;
     txn.open_table(USER_BY_EMAIL)?;
+    txn.open_multimap_table(ROLE_MEMBERS)?;
     txn.open_table(FAMILIES)?;
     txn.open_multimap_table(FAMILIES_BY_USER)?;
     txn.open_table(BLACKLIST)?;

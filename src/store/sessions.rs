@@ -6,7 +6,7 @@
 //! the grace). Older tokens are recognized as superseded from the generation number inside the
 //! token, which the auth layer has already authenticated with its MAC.
 
-use redb::{ReadableTable, Table};
+use redb::{ReadableTable, Table, WriteTransaction};
 use uuid::Uuid;
 
 use super::records::{decode, encode, Current, FamilyRecord, Previous, UserRecord};
@@ -19,10 +19,13 @@ use super::{
 use crate::time::UnixTime;
 
 impl Store {
-    /// A fresh random family id, for the caller to mint the first token with before calling
-    /// [`Store::create_family`].
+    /// A fresh family id, for the caller to mint the first token with before calling
+    /// [`Store::create_family`]: a version 7 UUID, so ids sort in the order sessions were
+    /// opened (in one process), which is what "revoke the oldest" and "newest first" go by
+    /// within one second. It says when the session began, which the access token's `iat`
+    /// says anyway; nothing relies on it being unguessable.
     pub fn new_family_id() -> FamilyId {
-        FamilyId(Uuid::new_v4())
+        FamilyId(Uuid::now_v7())
     }
 
     /// Starts a refresh family for `seen` whose generation-0 token hashes to `first_hash`.
@@ -57,6 +60,12 @@ impl Store {
             if families.get(family.0.as_u128())?.is_some() {
                 return Err(StoreError::FamilyExists);
             }
+            let mut changes = vec![Change::Family { id: family, user }];
+            for oldest in over_the_cap(txn, &families, user, now, policy.max_per_user)? {
+                if revoke_in(&mut families, oldest, now)? {
+                    changes.push(Change::FamilyGone(oldest));
+                }
+            }
             let max = now.plus(policy.session_max_secs);
             let rec = FamilyRecord {
                 user: user.0,
@@ -73,10 +82,7 @@ impl Store {
             families.insert(family.0.as_u128(), encode(&rec).as_slice())?;
             txn.open_multimap_table(FAMILIES_BY_USER)?
                 .insert(user.0.as_u128(), family.0.as_u128())?;
-            Ok(Written::commit_with(
-                true,
-                vec![Change::Family { id: family, user }],
-            ))
+            Ok(Written::commit_with(true, changes))
         })
     }
 
@@ -251,6 +257,28 @@ impl Store {
             Ok(Written::commit_with(true, changes))
         })
     }
+}
+
+/// The live sessions of `user` to revoke so that one more fits under `max`: the oldest first.
+fn over_the_cap(
+    txn: &WriteTransaction,
+    families: &Table<'_, u128, &'static [u8]>,
+    user: UserId,
+    now: UnixTime,
+    max: usize,
+) -> Result<Vec<FamilyId>, StoreError> {
+    let mut live = Vec::new();
+    for id in families_of(txn, user)? {
+        if let Some(rec) = read_family(families, id)? {
+            let ended = now.secs() >= rec.current.expires_at || now.secs() >= rec.expires_at_max;
+            if rec.revoked_at.is_none() && !ended {
+                live.push((rec.created_at, id));
+            }
+        }
+    }
+    let excess = (live.len() + 1).saturating_sub(max.max(1));
+    live.sort_unstable();
+    Ok(live.into_iter().take(excess).map(|(_, id)| id).collect())
 }
 
 /// Marks a family revoked inside `families`; false if it was missing or already revoked.

@@ -8,7 +8,7 @@ use redb::{MultimapTableDefinition, TableDefinition};
 
 /// The schema this build writes and reads. Bump it (and add a migration) when a table or record
 /// changes shape.
-pub(super) const SCHEMA_VERSION: u64 = 1;
+pub(super) const SCHEMA_VERSION: u64 = 2;
 
 /// The `META` key holding [`SCHEMA_VERSION`].
 pub(super) const SCHEMA_VERSION_KEY: &str = "schema_version";
@@ -30,6 +30,10 @@ pub(super) const USER_BY_EMAIL: TableDefinition<&str, u128> = TableDefinition::n
 
 /// Family id -> JSON `FamilyRecord` (constant size however often the family rotates).
 pub(super) const FAMILIES: TableDefinition<u128, &[u8]> = TableDefinition::new("families");
+
+/// Role name -> the ids of the users holding it; for the last-admin rule (schema 2).
+pub(super) const ROLE_MEMBERS: MultimapTableDefinition<&str, u128> =
+    MultimapTableDefinition::new("role_members");
 
 /// User id -> its family ids, for revoke-all and delete.
 pub(super) const FAMILIES_BY_USER: MultimapTableDefinition<u128, u128> =

@@ -7,7 +7,7 @@ use redb::{Database, TableDefinition};
 use tempfile::TempDir;
 use uuid::Uuid;
 
-use super::tables::{META, USERS};
+use super::tables::{self, META, SCHEMA_VERSION, USERS};
 use super::*;
 
 const NOW: UnixTime = UnixTime(1_800_000_000);
@@ -15,6 +15,7 @@ const POLICY: SessionPolicy = SessionPolicy {
     refresh_ttl_secs: 100,
     session_max_secs: 1_000,
     grace_secs: 10,
+    max_per_user: 100,
 };
 const NO_GRACE: SessionPolicy = SessionPolicy {
     grace_secs: 0,
@@ -142,9 +143,12 @@ fn set_password_roles_and_disable() {
         "an upgrade of a hash that changed meanwhile writes nothing"
     );
     assert!(!store.upgrade_password_hash(missing, "x", "y").unwrap());
-    let roles = vec!["admin".to_owned(), "user".to_owned()];
-    assert!(store.set_roles(user.id, &roles).unwrap());
-    assert!(!store.set_roles(missing, &roles).unwrap());
+    let roles = vec!["ops".to_owned(), "user".to_owned()];
+    assert_eq!(store.set_roles(user.id, &roles).unwrap(), UserUpdate::Done);
+    assert_eq!(
+        store.set_roles(missing, &roles).unwrap(),
+        UserUpdate::NoSuchUser
+    );
     let got = store.user(user.id).unwrap().unwrap();
     assert_eq!(got.password_hash, "new-hash");
     assert_eq!(got.roles, roles);
@@ -155,8 +159,11 @@ fn set_password_roles_and_disable() {
     assert!(store
         .create_family(family, &got, &[0; 32], NOW, &POLICY)
         .unwrap());
-    assert!(store.disable_user(user.id, true).unwrap());
-    assert!(!store.disable_user(missing, true).unwrap());
+    assert_eq!(store.disable_user(user.id, true).unwrap(), UserUpdate::Done);
+    assert_eq!(
+        store.disable_user(missing, true).unwrap(),
+        UserUpdate::NoSuchUser
+    );
     assert!(store.user(user.id).unwrap().unwrap().disabled);
     assert_eq!(
         store.check_access(user.id, family, jti(), 0),
@@ -167,7 +174,10 @@ fn set_password_roles_and_disable() {
     assert!(!store
         .create_family(Store::new_family_id(), &disabled, &[1; 32], NOW, &POLICY)
         .unwrap());
-    assert!(store.disable_user(user.id, false).unwrap());
+    assert_eq!(
+        store.disable_user(user.id, false).unwrap(),
+        UserUpdate::Done
+    );
     assert_eq!(
         store.check_access(user.id, family, jti(), got.token_version),
         Ok(())
@@ -179,8 +189,8 @@ fn delete_user_removes_email_index_and_families() {
     let (dir, store) = temp_store();
     let (user, family) = session(&store);
     let email = store.user(user).unwrap().unwrap().email;
-    assert!(store.delete_user(user).unwrap());
-    assert!(!store.delete_user(user).unwrap());
+    assert_eq!(store.delete_user(user).unwrap(), UserUpdate::Done);
+    assert_eq!(store.delete_user(user).unwrap(), UserUpdate::NoSuchUser);
     assert_eq!(store.user(user).unwrap(), None);
     assert_eq!(store.user_by_email(&email).unwrap(), None);
     assert_eq!(store.counts(), Counts::default());
@@ -631,7 +641,7 @@ fn sweep_deletes_ended_families_after_retention_and_counts_return_to_zero() {
     assert_eq!(store.signing_keys().unwrap().len(), 1);
     // The swept families are gone from the user index too: revoke-all finds nothing to revoke.
     assert!(store.revoke_all_for_user(user, NOW.plus(200)).unwrap());
-    assert!(store.delete_user(user).unwrap());
+    assert_eq!(store.delete_user(user).unwrap(), UserUpdate::Done);
     assert_eq!(store.counts(), Counts::default());
 }
 
@@ -728,7 +738,7 @@ fn newer_schema_is_refused() {
         let txn = db.begin_write().unwrap();
         txn.open_table(META)
             .unwrap()
-            .insert("schema_version", 2)
+            .insert("schema_version", SCHEMA_VERSION + 1)
             .unwrap();
         txn.commit().unwrap();
     }
@@ -736,17 +746,129 @@ fn newer_schema_is_refused() {
     assert!(
         matches!(
             err,
-            StoreError::SchemaTooNew {
-                found: 2,
-                supported: 1
-            }
+            StoreError::SchemaTooNew { found, supported }
+                if found == SCHEMA_VERSION + 1 && supported == SCHEMA_VERSION
         ),
         "{err:?}"
     );
     let text = err.to_string();
     assert!(
-        text.contains("version 2") && text.contains("newer"),
+        text.contains(&format!("version {}", SCHEMA_VERSION + 1)) && text.contains("newer"),
         "{text}"
+    );
+}
+
+#[test]
+fn a_schema_1_file_is_migrated_and_keeps_its_users() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("latchd.redb");
+    let (admin, other) = {
+        let store = Store::open(&path).unwrap();
+        let admin = new_user(&store, "root@example.com");
+        assert_eq!(
+            store.set_roles(admin.id, &["admin".to_owned()]).unwrap(),
+            UserUpdate::Done
+        );
+        (admin.id, new_user(&store, "b@example.com").id)
+    };
+    // Turn the file back into what latchd 0.1 wrote: schema 1, no role index.
+    {
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("schema_version", 1)
+            .unwrap();
+        assert!(txn.delete_multimap_table(tables::ROLE_MEMBERS).unwrap());
+        txn.commit().unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.user(other).unwrap().unwrap().email, "b@example.com");
+    // The index was rebuilt: the only admin is known to be the last one.
+    assert_eq!(store.delete_user(admin).unwrap(), UserUpdate::LastAdmin);
+    drop(store);
+    let db = Database::create(&path).unwrap();
+    let version = db
+        .begin_read()
+        .unwrap()
+        .open_table(META)
+        .unwrap()
+        .get("schema_version")
+        .unwrap()
+        .map(|v| v.value());
+    assert_eq!(version, Some(SCHEMA_VERSION));
+}
+
+#[test]
+fn the_last_enabled_admin_cannot_be_deleted_disabled_or_demoted() {
+    let (_dir, store) = temp_store();
+    let admin = new_user(&store, "root@example.com").id;
+    let admin_role = ["admin".to_owned()];
+    assert_eq!(
+        store.set_roles(admin, &admin_role).unwrap(),
+        UserUpdate::Done
+    );
+    assert_eq!(store.delete_user(admin).unwrap(), UserUpdate::LastAdmin);
+    assert_eq!(
+        store.disable_user(admin, true).unwrap(),
+        UserUpdate::LastAdmin
+    );
+    assert_eq!(store.set_roles(admin, &[]).unwrap(), UserUpdate::LastAdmin);
+    assert!(store
+        .user(admin)
+        .unwrap()
+        .is_some_and(|u| !u.disabled && u.roles == admin_role));
+    // A disabled second admin does not count; an enabled one does.
+    let second = new_user(&store, "second@example.com").id;
+    assert_eq!(
+        store.set_roles(second, &admin_role).unwrap(),
+        UserUpdate::Done
+    );
+    assert_eq!(store.disable_user(second, true).unwrap(), UserUpdate::Done);
+    assert_eq!(store.delete_user(admin).unwrap(), UserUpdate::LastAdmin);
+    assert_eq!(store.disable_user(second, false).unwrap(), UserUpdate::Done);
+    assert_eq!(store.delete_user(admin).unwrap(), UserUpdate::Done);
+    // Now `second` is the last one; a non-admin is never refused.
+    assert_eq!(store.delete_user(second).unwrap(), UserUpdate::LastAdmin);
+    let plain = new_user(&store, "plain@example.com").id;
+    assert_eq!(store.disable_user(plain, true).unwrap(), UserUpdate::Done);
+    assert_eq!(store.delete_user(plain).unwrap(), UserUpdate::Done);
+}
+
+#[test]
+fn a_new_session_past_the_cap_revokes_the_oldest() {
+    let (_dir, store) = temp_store();
+    let user = new_user(&store, "many@example.com");
+    let policy = SessionPolicy {
+        max_per_user: 3,
+        ..POLICY
+    };
+    let families: Vec<FamilyId> = (0..5u8)
+        .map(|n| {
+            let family = Store::new_family_id();
+            let at = NOW.plus(i64::from(n));
+            assert!(store
+                .create_family(family, &user, &[n; 32], at, &policy)
+                .unwrap());
+            family
+        })
+        .collect();
+    let live: Vec<bool> = families
+        .iter()
+        .map(|f| store.check_access(user.id, *f, jti(), 0).is_ok())
+        .collect();
+    assert_eq!(live, [false, false, true, true, true]);
+    assert_eq!(store.counts().families, 3);
+    assert_eq!(
+        store
+            .rotate(
+                &presented(families[0], 0, [0; 32]),
+                &successor(9),
+                NOW.plus(9),
+                &policy
+            )
+            .unwrap(),
+        Rotation::Revoked
     );
 }
 
@@ -968,11 +1090,13 @@ fn a_session_is_not_created_for_credentials_that_changed_while_they_were_checked
         ),
         (
             "roles changed",
-            Box::new(|s: &Store| assert!(s.set_roles(seen.id, &[]).unwrap())),
+            Box::new(|s: &Store| assert_eq!(s.set_roles(seen.id, &[]).unwrap(), UserUpdate::Done)),
         ),
         (
             "disabled",
-            Box::new(|s: &Store| assert!(s.disable_user(seen.id, true).unwrap())),
+            Box::new(|s: &Store| {
+                assert_eq!(s.disable_user(seen.id, true).unwrap(), UserUpdate::Done);
+            }),
         ),
     ];
     for (name, change) in changes {
@@ -1008,7 +1132,10 @@ fn a_role_change_stops_tokens_that_carry_the_old_roles() {
     let (_dir, store) = temp_store();
     let (user, family) = session(&store);
     assert_eq!(store.check_access(user, family, jti(), 0), Ok(()));
-    assert!(store.set_roles(user, &["admin".to_owned()]).unwrap());
+    assert_eq!(
+        store.set_roles(user, &["admin".to_owned()]).unwrap(),
+        UserUpdate::Done
+    );
     assert_eq!(
         store.check_access(user, family, jti(), 0),
         Err(AccessDenied::StaleVersion)
@@ -1083,7 +1210,7 @@ fn a_password_change_checked_before_a_concurrent_change_does_not_land() {
         .change_password(user, "$victims-new", "$x", Some(keep), NOW)
         .unwrap());
     // Nor can a disabled user.
-    assert!(store.disable_user(user, true).unwrap());
+    assert_eq!(store.disable_user(user, true).unwrap(), UserUpdate::Done);
     assert!(!store
         .change_password(user, "$victims-new", "$x", None, NOW)
         .unwrap());

@@ -2,12 +2,14 @@
 
 use std::ops::Bound;
 
-use redb::{ReadableDatabase, ReadableMultimapTable, ReadableTable, WriteTransaction};
+use redb::{ReadableDatabase, ReadableMultimapTable, ReadableTable, Table, WriteTransaction};
 use uuid::Uuid;
 
 use super::records::{decode, encode, UserRecord};
-use super::tables::{FAMILIES, FAMILIES_BY_USER, USERS, USER_BY_EMAIL};
-use super::{Change, CreateUser, FamilyId, Store, StoreError, User, UserId, Written};
+use super::tables::{FAMILIES, FAMILIES_BY_USER, ROLE_MEMBERS, USERS, USER_BY_EMAIL};
+use super::{
+    Change, CreateUser, FamilyId, Store, StoreError, User, UserId, UserUpdate, Written, ADMIN_ROLE,
+};
 use crate::time::UnixTime;
 
 /// The key under which an email is unique: surrounding whitespace trimmed, then lowercased with
@@ -42,6 +44,7 @@ impl Store {
                 token_version: 0,
             };
             by_email.insert(key.as_str(), user.id.0.as_u128())?;
+            index_roles(txn, user.id, &[], &user.roles)?;
             txn.open_table(USERS)?.insert(
                 user.id.0.as_u128(),
                 encode(&UserRecord::from_user(&user)).as_slice(),
@@ -87,46 +90,58 @@ impl Store {
         expected: &str,
         new_hash: &str,
     ) -> Result<bool, StoreError> {
-        self.update_user(id, |user| {
+        self.update_user(id, false, |_, _, user| {
             if user.password_hash != expected {
-                return false;
+                return Ok(Err(false));
             }
             new_hash.clone_into(&mut user.password_hash);
-            true
+            Ok(Ok(true))
         })
     }
 
     /// Replaces the user's roles and bumps the token version, so access tokens carrying the old
-    /// roles stop working at once (a refresh issues tokens with the new ones). Returns false
-    /// if there is no such user.
-    pub fn set_roles(&self, id: UserId, roles: &[String]) -> Result<bool, StoreError> {
-        self.update_user(id, |user| {
+    /// roles stop working at once (a refresh issues tokens with the new ones). Refused when it
+    /// would take `admin` from the last enabled admin.
+    pub fn set_roles(&self, id: UserId, roles: &[String]) -> Result<UserUpdate, StoreError> {
+        self.update_user(id, UserUpdate::NoSuchUser, |txn, users, user| {
+            let demoted = !roles.iter().any(|r| r == ADMIN_ROLE);
+            if demoted && is_last_admin(txn, users, user)? {
+                return Ok(Err(UserUpdate::LastAdmin));
+            }
+            index_roles(txn, id, &user.roles, roles)?;
             user.roles = roles.to_vec();
             user.token_version = user.token_version.saturating_add(1);
-            true
+            Ok(Ok(UserUpdate::Done))
         })
     }
 
     /// Disables (or re-enables) the user; a disabled user's tokens are refused at once.
-    /// Returns false if there is no such user.
-    pub fn disable_user(&self, id: UserId, disabled: bool) -> Result<bool, StoreError> {
-        self.update_user(id, |user| {
+    /// Disabling the last enabled admin is refused.
+    pub fn disable_user(&self, id: UserId, disabled: bool) -> Result<UserUpdate, StoreError> {
+        self.update_user(id, UserUpdate::NoSuchUser, |txn, users, user| {
+            if disabled && is_last_admin(txn, users, user)? {
+                return Ok(Err(UserUpdate::LastAdmin));
+            }
             user.disabled = disabled;
-            true
+            Ok(Ok(UserUpdate::Done))
         })
     }
 
-    /// Deletes the user, its email index row, and all its families. Returns false if there was
-    /// no such user.
-    pub fn delete_user(&self, id: UserId) -> Result<bool, StoreError> {
+    /// Deletes the user, its email and role index rows, and all its families. Deleting the
+    /// last enabled admin is refused.
+    pub fn delete_user(&self, id: UserId) -> Result<UserUpdate, StoreError> {
         self.write(|txn| {
             let mut users = txn.open_table(USERS)?;
             let Some(user) = read_user(&users, id)? else {
-                return Ok(Written::nothing(false));
+                return Ok(Written::nothing(UserUpdate::NoSuchUser));
             };
+            if is_last_admin(txn, &users, &user)? {
+                return Ok(Written::nothing(UserUpdate::LastAdmin));
+            }
             users.remove(id.0.as_u128())?;
             txn.open_table(USER_BY_EMAIL)?
                 .remove(normalize_email(&user.email).as_str())?;
+            index_roles(txn, id, &user.roles, &[])?;
             let mut changes = vec![Change::UserGone(id)];
             for family in families_of(txn, id)? {
                 txn.open_table(FAMILIES)?.remove(family.0.as_u128())?;
@@ -134,7 +149,7 @@ impl Store {
             }
             txn.open_multimap_table(FAMILIES_BY_USER)?
                 .remove_all(id.0.as_u128())?;
-            Ok(Written::commit_with(true, changes))
+            Ok(Written::commit_with(UserUpdate::Done, changes))
         })
     }
 
@@ -157,25 +172,33 @@ impl Store {
         self.view.counts().users
     }
 
-    /// Reads, changes and writes back one user row; `change` returns false to write nothing.
-    fn update_user(
+    /// Reads, changes and writes back one user row. `change` edits the user and answers
+    /// `Ok(value)` to write it, or `Err(value)` to write nothing; `missing` is the answer when
+    /// there is no such user.
+    fn update_user<T>(
         &self,
         id: UserId,
-        change: impl FnOnce(&mut User) -> bool,
-    ) -> Result<bool, StoreError> {
+        missing: T,
+        change: impl FnOnce(
+            &WriteTransaction,
+            &Table<'_, u128, &'static [u8]>,
+            &mut User,
+        ) -> Result<Result<T, T>, StoreError>,
+    ) -> Result<T, StoreError> {
         self.write(|txn| {
             let mut users = txn.open_table(USERS)?;
             let Some(mut user) = read_user(&users, id)? else {
-                return Ok(Written::nothing(false));
+                return Ok(Written::nothing(missing));
             };
-            if !change(&mut user) {
-                return Ok(Written::nothing(false));
-            }
+            let value = match change(txn, &users, &mut user)? {
+                Ok(value) => value,
+                Err(refused) => return Ok(Written::nothing(refused)),
+            };
             users.insert(
                 id.0.as_u128(),
                 encode(&UserRecord::from_user(&user)).as_slice(),
             )?;
-            Ok(Written::commit_with(true, vec![user_change(&user)]))
+            Ok(Written::commit_with(value, vec![user_change(&user)]))
         })
     }
 }
@@ -188,6 +211,42 @@ pub(super) fn read_user(
     let row = users.get(id.0.as_u128())?;
     row.map(|bytes| decode::<UserRecord>("users", bytes.value()).map(|r| r.into_user(id)))
         .transpose()
+}
+
+/// Whether `user` is an enabled admin and no other enabled user holds the admin role.
+pub(super) fn is_last_admin(
+    txn: &WriteTransaction,
+    users: &impl ReadableTable<u128, &'static [u8]>,
+    user: &User,
+) -> Result<bool, StoreError> {
+    if user.disabled || !user.roles.iter().any(|r| r == ADMIN_ROLE) {
+        return Ok(false);
+    }
+    let members = txn.open_multimap_table(ROLE_MEMBERS)?;
+    for member in members.get(ADMIN_ROLE)? {
+        let other = UserId(Uuid::from_u128(member?.value()));
+        if other != user.id && read_user(users, other)?.is_some_and(|u| !u.disabled) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Moves `user` in the role index from the roles `old` to the roles `new`.
+fn index_roles(
+    txn: &WriteTransaction,
+    user: UserId,
+    old: &[String],
+    new: &[String],
+) -> Result<(), StoreError> {
+    let mut members = txn.open_multimap_table(ROLE_MEMBERS)?;
+    for role in old.iter().filter(|r| !new.contains(r)) {
+        members.remove(role.as_str(), user.0.as_u128())?;
+    }
+    for role in new.iter().filter(|r| !old.contains(r)) {
+        members.insert(role.as_str(), user.0.as_u128())?;
+    }
+    Ok(())
 }
 
 /// The ids of every family of `user`, from the index.

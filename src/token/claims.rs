@@ -361,7 +361,7 @@ fn uuid_claim(value: Option<Value<'_>>, name: &'static str) -> Result<Uuid, Toke
 /// A UUID in the only form latchd writes: lowercase, hyphenated, 36 characters.
 /// `Uuid::try_parse` alone would also take braces, URNs, upper case and the simple form,
 /// i.e. several spellings of one id.
-fn parse_uuid(text: &str) -> Option<Uuid> {
+pub fn parse_uuid(text: &str) -> Option<Uuid> {
     if text.len() != 36 || text.bytes().any(|b| b.is_ascii_uppercase()) {
         return None;
     }

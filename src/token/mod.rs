@@ -14,7 +14,7 @@ mod json;
 mod keyring;
 pub mod refresh;
 
-pub use claims::AccessClaims;
+pub use claims::{parse_uuid, AccessClaims};
 pub use error::{KeyError, TokenError};
 pub use keyring::{kid_for, KeySecret, Keyring, RefreshKey};
 

@@ -228,7 +228,6 @@ fn unknown_paths_get_404_and_wrong_methods_405() {
         ("GET", "/v1/auth/login"),
         ("GET", "/v1/users"),
         ("DELETE", "/v1/auth/refresh"),
-        ("POST", "/v1/auth/verify"),
         ("POST", "/v1/auth/me"),
         ("GET", "/v1/users/me/password"),
         ("POST", "/healthz"),
@@ -257,7 +256,12 @@ fn refresh_errors_and_the_cookie_path() {
     server.register("kim@example.com");
     let (_, refresh) = server.login("kim@example.com");
     let cookie = format!("theme=dark; refresh_token={refresh}");
-    let reply = server.request("POST", "/v1/auth/refresh", &[("Cookie", &cookie)], b"");
+    let reply = server.request(
+        "POST",
+        "/v1/auth/refresh",
+        &[("Cookie", &cookie), ("Content-Type", "application/json")],
+        b"",
+    );
     assert_eq!(reply.status, 200, "{}", reply.body);
     let (access, next) = reply.pair();
     assert_ne!(next, refresh);
@@ -269,8 +273,11 @@ fn refresh_errors_and_the_cookie_path() {
     let garbage_cookie = server.request(
         "POST",
         "/v1/auth/refresh",
-        &[("Cookie", "refresh_token=garbage")],
-        b"",
+        &[
+            ("Cookie", "refresh_token=garbage"),
+            ("Content-Type", "application/json"),
+        ],
+        b"{}",
     );
     garbage_cookie.assert_error(401, "invalid_grant");
 }

@@ -3,6 +3,7 @@
 mod admin;
 mod cli;
 mod fuzz_corpus;
+mod hardening;
 mod http_errors;
 mod http_flow;
 mod http_lifecycle;

@@ -24,6 +24,7 @@ const POLICY: SessionPolicy = SessionPolicy {
     refresh_ttl_secs: 1_000,
     session_max_secs: 10_000,
     grace_secs: 0,
+    max_per_user: 100_000,
 };
 const ROUNDS: u32 = 3;
 const CHILD_ITERATIONS: u32 = 2_000;

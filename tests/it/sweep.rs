@@ -14,6 +14,7 @@ const POLICY: SessionPolicy = SessionPolicy {
     refresh_ttl_secs: 60,
     session_max_secs: 120,
     grace_secs: 10,
+    max_per_user: 100,
 };
 /// Sessions (and as many blacklist rows) per churn.
 const CHURN: u64 = 100;

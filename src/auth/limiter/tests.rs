@@ -265,6 +265,31 @@ fn ipv6_clients_are_keyed_by_their_64_and_mapped_ipv4_as_ipv4() {
 }
 
 #[test]
+fn every_hash_counts_against_the_address_budget_successes_included() {
+    let limiter = LoginLimiter::new(LimitPolicy {
+        address_hashes_per_min: 3,
+        ..LimitPolicy::default()
+    });
+    let client = ip("203.0.113.7");
+    // A burst of twice the rate, then one per 20 s.
+    for _ in 0..6 {
+        assert_eq!(limiter.admit_hashing(client, at(T0)), Ok(()));
+    }
+    assert_eq!(limiter.admit_hashing(client, at(T0)), limited(20));
+    assert_eq!(limiter.admit_hashing(client, at(T0 + 19)), limited(1));
+    assert_eq!(limiter.admit_hashing(client, at(T0 + 20)), Ok(()));
+    // The failure rule is a separate bucket: logins are still admitted.
+    assert_eq!(limiter.check("a@example.com", client, at(T0 + 20)), Ok(()));
+    // Other addresses (and other /64s) have their own budget.
+    assert_eq!(limiter.admit_hashing(ip("203.0.113.8"), at(T0)), Ok(()));
+    for _ in 0..6 {
+        limiter.admit_hashing(ip("2001:db8::1"), at(T0)).unwrap();
+    }
+    assert!(limiter.admit_hashing(ip("2001:db8::2"), at(T0)).is_err());
+    assert_eq!(limiter.admit_hashing(ip("2001:db8:0:1::1"), at(T0)), Ok(()));
+}
+
+#[test]
 fn a_full_shard_drops_idle_entries_then_the_least_recently_updated() {
     let policy = LimitPolicy::default();
     let mut map: HashMap<u64, AccountState> = HashMap::new();
@@ -330,7 +355,7 @@ fn memory_stays_bounded_under_100000_distinct_fake_emails() {
 #[test]
 fn the_table_bound_is_the_documented_one() {
     assert_eq!(std::mem::size_of::<(u64, AccountState)>(), 24);
-    assert_eq!(std::mem::size_of::<(IpAddr, AddressState)>(), 32);
-    // 16 shards x 16,384 buckets x (25 + 33) bytes: README.md states this figure.
-    assert_eq!(TABLE_BOUND_BYTES, 15_204_352);
+    assert_eq!(std::mem::size_of::<(IpAddr, AddressState)>(), 40);
+    // 16 shards x 16,384 buckets x (25 + 41) bytes: README.md states this figure.
+    assert_eq!(TABLE_BOUND_BYTES, 17_301_504);
 }

@@ -1,0 +1,22 @@
+//! Schema migrations: each brings a file one version forward inside the transaction that
+//! records the new version, so a crash leaves the file at the old version, untouched.
+
+use redb::{ReadableTable, WriteTransaction};
+
+use super::records::{decode, UserRecord};
+use super::tables::{ROLE_MEMBERS, USERS};
+use super::StoreError;
+
+/// Schema 1 -> 2: index users by role (`role_members`), for the last-admin rule.
+pub(super) fn from_1(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let users = txn.open_table(USERS)?;
+    let mut members = txn.open_multimap_table(ROLE_MEMBERS)?;
+    for row in users.iter()? {
+        let (id, bytes) = row?;
+        let rec: UserRecord = decode("users", bytes.value())?;
+        for role in &rec.roles {
+            members.insert(role.as_str(), id.value())?;
+        }
+    }
+    Ok(())
+}
