@@ -10,7 +10,11 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use latchd::store::{CreateUser, Jti, Presented, SessionPolicy, Store, Successor, UserId};
+use latchd::auth::storage::{Pending, Storage};
+use latchd::model::{
+    CreateUser, FamilyId, Jti, NewUser, Presented, SessionPolicy, Successor, UserId,
+};
+use latchd::store::Store;
 use latchd::time::UnixTime;
 use uuid::Uuid;
 
@@ -30,35 +34,40 @@ fn hash(generation: u64) -> [u8; 32] {
     h
 }
 
-fn user(store: &Store, i: usize) -> UserId {
-    match store
-        .create_user(
-            &format!("u{i}@bench.test"),
-            "$pbkdf2-sha256$i=1$x$y",
-            &[],
-            NOW,
-        )
-        .expect("create_user")
-    {
+/// Waits for one storage operation (the bench drives one at a time).
+fn wait<T>(runtime: &tokio::runtime::Runtime, pending: Pending<'_, T>) -> T {
+    runtime.block_on(pending).expect("storage operation")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime")
+}
+
+fn user(rt: &tokio::runtime::Runtime, store: &Store, i: usize) -> UserId {
+    let new = NewUser {
+        email: format!("u{i}@bench.test"),
+        password_hash: "$pbkdf2-sha256$i=1$x$y".to_owned(),
+        roles: Vec::new(),
+    };
+    match wait(rt, store.create_user(new, NOW)) {
         CreateUser::Created(u) => u.id,
         CreateUser::EmailTaken => panic!("taken"),
     }
 }
 
 fn durable_rotate(c: &mut Criterion) {
+    let rt = runtime();
     let dir = tempfile::TempDir::new().expect("temp dir");
     let store = Store::open(&dir.path().join("bench.redb")).expect("open");
-    let owner = user(&store, 0);
-    let family = Store::new_family_id();
-    assert!(store
-        .create_family(
-            family,
-            &store.user(owner).expect("read").expect("user"),
-            &hash(0),
-            NOW,
-            &POLICY,
-        )
-        .expect("create_family"));
+    let owner = user(&rt, &store, 0);
+    let family = FamilyId::new();
+    let seen = wait(&rt, store.user(owner)).expect("user");
+    assert!(wait(
+        &rt,
+        store.open_session(family, &seen, hash(0), NOW, POLICY)
+    ));
     let mut generation = 0u64;
     c.bench_function("store/rotate_durable", |b| {
         b.iter(|| {
@@ -71,9 +80,7 @@ fn durable_rotate(c: &mut Criterion) {
                 hash: hash(generation + 1),
                 sealed: [7; 32],
             };
-            let got = store
-                .rotate(&presented, &next, NOW, &POLICY)
-                .expect("rotate");
+            let got = wait(&rt, store.rotate(presented, next, NOW, POLICY));
             generation += 1;
             black_box(got)
         });
@@ -81,13 +88,14 @@ fn durable_rotate(c: &mut Criterion) {
 }
 
 fn lookups(c: &mut Criterion) {
+    let rt = runtime();
     let dir = tempfile::TempDir::new().expect("temp dir");
     let store = Store::open(&dir.path().join("bench.redb")).expect("open");
-    let users: Vec<UserId> = (0..PREFILL).map(|i| user(&store, i)).collect();
+    let users: Vec<UserId> = (0..PREFILL).map(|i| user(&rt, &store, i)).collect();
     let jtis: Vec<Jti> = (0..PREFILL)
         .map(|_| {
             let jti = Jti(Uuid::new_v4());
-            store.blacklist(jti, NOW.plus(900)).expect("blacklist");
+            wait(&rt, store.blacklist(jti, NOW.plus(900)));
             jti
         })
         .collect();

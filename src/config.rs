@@ -1,128 +1,255 @@
-//! Configuration: the `LATCHD_*` environment variables of API.md, validated all at once so
-//! that a bad start reports every problem, one line each. Knows std and the key format only.
+//! Configuration: the `LATCHD_*` variables (and the flags of the same meaning) turned into one
+//! settings value per layer, validated all at once so that a bad start reports every problem,
+//! one line each.
+//!
+//! [`VARS`] is the one list of variables: the flags and `--help` are built from it, the
+//! parser reads exactly these names, and a test holds README's configuration table to it.
+//! Only `main` and the CLI import this module; the layers below get their `Settings`.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use crate::auth::limiter::{
-    DEFAULT_ACCOUNT_FAILURES, DEFAULT_ADDRESS_FAILURES_PER_MIN, DEFAULT_ADDRESS_HASHES_PER_MIN,
-};
-use crate::password::{DEFAULT_ITERATIONS, DEFAULT_MIN_CHARS, MIN_CHARS_FLOOR};
+use crate::auth::hashing::HashPriority;
+use crate::auth::limiter::LimitPolicy;
+use crate::model::SessionPolicy;
+use crate::password::{MAX_ITERATIONS, MIN_CHARS_FLOOR};
 use crate::token::KeySecret;
 
-/// Default listen address.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-/// Default database path.
-pub const DEFAULT_DB: &str = "./latchd.redb";
-/// Default access-token lifetime.
-pub const DEFAULT_ACCESS_TTL_SECS: i64 = 900;
-/// Default sliding lifetime of one refresh token (14 days).
-pub const DEFAULT_REFRESH_TTL_SECS: i64 = 1_209_600;
-/// Default absolute lifetime of a refresh family (30 days).
-pub const DEFAULT_SESSION_MAX_SECS: i64 = 2_592_000;
-/// Default clock-skew allowance.
-pub const DEFAULT_LEEWAY_SECS: u32 = 5;
-/// Default retry grace for the just-rotated refresh token.
-pub const DEFAULT_REFRESH_GRACE_SECS: i64 = 10;
-/// Default scheduling of the password-hashing threads: nice 10, about a tenth of a core's
-/// share against one busy thread. `Idle` protects verification latency better under a login
-/// flood but lets hashes starve (logins hang) while anything else keeps the CPUs busy, which
-/// a shared host or an edge device does; see `src/http/hashing.rs` for the measurements.
-pub const DEFAULT_HASH_PRIORITY: HashPriority = HashPriority::Nice(10);
-
-/// How the password-hashing threads are scheduled against the async workers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HashPriority {
-    /// Linux `SCHED_IDLE`: hashes use only CPU time nothing else wants.
-    Idle,
-    /// A niceness from 1 to 19 (the default is 10).
-    Nice(u8),
-    /// Unchanged: hashes compete with the workers as equals.
-    Normal,
+/// One configuration variable.
+#[derive(Clone, Copy, Debug)]
+pub struct Var {
+    /// The environment variable, e.g. `LATCHD_ACCESS_TTL`.
+    pub name: &'static str,
+    /// The flag of the same meaning, without dashes (`access-ttl`), if it has one.
+    pub flag: Option<&'static str>,
+    /// The default, as `--help` and README show it: a value the parser takes
+    /// ([`Shown::Value`]), or a description of a computed one.
+    pub default: Shown,
+    /// What it means, in one line.
+    pub help: &'static str,
 }
-/// Default cap on concurrent connections.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
-/// Default cap on concurrent connections from one client address (IPv6: one /64).
-pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 128;
-/// Default time a connection may go without a request in flight (and a request head may take).
-pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
-/// Default time a request body may take to arrive.
-pub const DEFAULT_BODY_TIMEOUT_SECS: u64 = 10;
-/// Default cap on one user's live sessions; a new one past it revokes the oldest.
-pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 100;
 
-/// Largest `LATCHD_LOGIN_ACCOUNT_FAILURES`: beyond it the account limit means nothing.
-const MAX_LOGIN_ACCOUNT_FAILURES: u32 = 1000;
-/// Largest `LATCHD_LOGIN_ADDRESS_PER_MIN`.
-const MAX_LOGIN_ADDRESS_PER_MIN: u32 = 1_000_000;
+/// A variable's default, as shown.
+#[derive(Clone, Copy, Debug)]
+pub enum Shown {
+    /// This text, parsed like a given value (a test checks that it gives the default).
+    Value(&'static str),
+    /// Computed or absent; the text says what it is.
+    Described(&'static str),
+}
 
-/// Everything `latchd serve` and the CLI need, validated.
+impl Shown {
+    /// The text shown for the default.
+    pub fn text(self) -> &'static str {
+        match self {
+            Self::Value(text) | Self::Described(text) => text,
+        }
+    }
+}
+
+const fn var(name: &'static str, flag: &'static str, default: Shown, help: &'static str) -> Var {
+    Var {
+        name,
+        flag: Some(flag),
+        default,
+        help,
+    }
+}
+
+use self::Shown::{Described, Value};
+
+/// Every variable latchd reads, in the order README lists them.
+pub const VARS: &[Var] = &[
+    var(
+        "LATCHD_LISTEN",
+        "listen",
+        Value("127.0.0.1:8080"),
+        "address:port `serve` listens on",
+    ),
+    var(
+        "LATCHD_DB",
+        "db",
+        Value("./latchd.redb"),
+        "path of the redb file",
+    ),
+    Var {
+        name: "LATCHD_SIGNING_KEY",
+        // No flag: a key on the command line would be readable by every local user.
+        flag: None,
+        default: Described("generated"),
+        help: "base64url HS256 key (>= 32 bytes) that signs instead of the stored keys",
+    },
+    var(
+        "LATCHD_ISSUER",
+        "issuer",
+        Value("latchd"),
+        "`iss` to put and demand",
+    ),
+    var(
+        "LATCHD_AUDIENCE",
+        "audience",
+        Value("latchd"),
+        "`aud` to put and demand",
+    ),
+    var(
+        "LATCHD_CLIENT_ID",
+        "client-id",
+        Described("the issuer"),
+        "`client_id` claim of access tokens",
+    ),
+    var(
+        "LATCHD_ACCESS_TTL",
+        "access-ttl",
+        Value("900"),
+        "access-token lifetime, seconds",
+    ),
+    var(
+        "LATCHD_REFRESH_TTL",
+        "refresh-ttl",
+        Value("1209600"),
+        "sliding lifetime of one refresh token, seconds",
+    ),
+    var(
+        "LATCHD_SESSION_MAX",
+        "session-max",
+        Value("2592000"),
+        "absolute lifetime of a session, seconds",
+    ),
+    var(
+        "LATCHD_LEEWAY",
+        "leeway",
+        Value("5"),
+        "clock skew allowed on exp/nbf/iat, seconds",
+    ),
+    var(
+        "LATCHD_REFRESH_GRACE",
+        "refresh-grace",
+        Value("10"),
+        "seconds a just-rotated refresh token counts as a retry",
+    ),
+    var(
+        "LATCHD_PASSWORD_MIN",
+        "password-min",
+        Value("15"),
+        "minimum password length, characters",
+    ),
+    var(
+        "LATCHD_PBKDF2_ITERATIONS",
+        "pbkdf2-iterations",
+        Value("600000"),
+        "PBKDF2 work factor for new hashes",
+    ),
+    var("LATCHD_LOG", "log", Value("info"), "tracing filter"),
+    var(
+        "LATCHD_LOG_FORMAT",
+        "log-format",
+        Value("text"),
+        "`json` or `text`",
+    ),
+    var(
+        "LATCHD_COOKIE_SECURE",
+        "cookie-secure",
+        Value("true"),
+        "`false` drops Secure from cookies (plain-http development only)",
+    ),
+    var(
+        "LATCHD_OPEN_REGISTRATION",
+        "open-registration",
+        Value("true"),
+        "`false` makes registration admin-only",
+    ),
+    var(
+        "LATCHD_TRUSTED_PROXIES",
+        "trusted-proxies",
+        Described("none"),
+        "proxies whose X-Forwarded-For is believed",
+    ),
+    var(
+        "LATCHD_LOGIN_ACCOUNT_FAILURES",
+        "login-account-failures",
+        Value("5"),
+        "failed logins of one account before delays start",
+    ),
+    var(
+        "LATCHD_LOGIN_ADDRESS_PER_MIN",
+        "login-address-per-min",
+        Value("20"),
+        "failed logins per minute from one address",
+    ),
+    var(
+        "LATCHD_HASH_ADDRESS_PER_MIN",
+        "hash-address-per-min",
+        Value("30"),
+        "password hashes one address may cause per minute",
+    ),
+    var(
+        "LATCHD_MAX_SESSIONS_PER_USER",
+        "max-sessions-per-user",
+        Value("100"),
+        "live sessions one user may have",
+    ),
+    var(
+        "LATCHD_METRICS_ALLOW",
+        "metrics-allow",
+        Described("none"),
+        "clients besides loopback that may read /metrics",
+    ),
+    var(
+        "LATCHD_MAX_CONNECTIONS",
+        "max-connections",
+        Value("4096"),
+        "concurrent connections served",
+    ),
+    var(
+        "LATCHD_MAX_CONNECTIONS_PER_ADDRESS",
+        "max-connections-per-address",
+        Value("128"),
+        "concurrent connections of one client address",
+    ),
+    var(
+        "LATCHD_HEADER_TIMEOUT",
+        "header-timeout",
+        Value("10"),
+        "seconds a connection may go without a request",
+    ),
+    var(
+        "LATCHD_BODY_TIMEOUT",
+        "body-timeout",
+        Value("10"),
+        "seconds a request body may take to arrive",
+    ),
+    var(
+        "LATCHD_HASH_CONCURRENCY",
+        "hash-concurrency",
+        Described("cores − 1 (≥ 1)"),
+        "password hashes computed at once",
+    ),
+    var(
+        "LATCHD_HASH_PRIORITY",
+        "hash-priority",
+        Value("10"),
+        "hashing threads' priority: idle, normal or a niceness 1-19",
+    ),
+];
+
+/// Everything `latchd serve` and the CLI need, validated and split by layer.
 #[derive(Debug)]
 pub struct Config {
     /// `LATCHD_LISTEN`.
     pub listen: SocketAddr,
     /// `LATCHD_DB`.
     pub db: PathBuf,
-    /// `LATCHD_SIGNING_KEY`, if set.
-    pub signing_key: Option<KeySecret>,
-    /// `LATCHD_ISSUER`.
-    pub issuer: String,
-    /// `LATCHD_AUDIENCE`.
-    pub audience: String,
-    /// `LATCHD_CLIENT_ID` (default: the issuer).
-    pub client_id: String,
-    /// `LATCHD_ACCESS_TTL`, seconds.
-    pub access_ttl_secs: i64,
-    /// `LATCHD_REFRESH_TTL`, seconds.
-    pub refresh_ttl_secs: i64,
-    /// `LATCHD_SESSION_MAX`, seconds.
-    pub session_max_secs: i64,
-    /// `LATCHD_LEEWAY`, seconds.
-    pub leeway_secs: u32,
-    /// `LATCHD_REFRESH_GRACE`, seconds (0 = off).
-    pub refresh_grace_secs: i64,
-    /// `LATCHD_PASSWORD_MIN`, characters.
-    pub password_min: usize,
-    /// `LATCHD_PBKDF2_ITERATIONS`.
-    pub pbkdf2_iterations: NonZeroU32,
     /// `LATCHD_LOG`: a tracing filter.
     pub log: String,
     /// `LATCHD_LOG_FORMAT=json`.
     pub log_json: bool,
-    /// `LATCHD_COOKIE_SECURE`.
-    pub cookie_secure: bool,
-    /// `LATCHD_OPEN_REGISTRATION`.
-    pub open_registration: bool,
-    /// `LATCHD_TRUSTED_PROXIES`.
-    pub trusted_proxies: Vec<IpAddr>,
-    /// `LATCHD_LOGIN_ACCOUNT_FAILURES`: consecutive failed logins of one account before each
-    /// further attempt is delayed (1 s, doubling up to 15 min; a success resets it).
-    pub login_account_failures: u32,
-    /// `LATCHD_LOGIN_ADDRESS_PER_MIN`: failed logins per minute from one client address.
-    pub login_address_per_min: u32,
-    /// `LATCHD_METRICS_ALLOW`.
-    pub metrics_allow: Vec<IpAddr>,
-    /// `LATCHD_MAX_CONNECTIONS`: concurrent connections served; more wait in the backlog.
-    pub max_connections: usize,
-    /// `LATCHD_MAX_CONNECTIONS_PER_ADDRESS`: concurrent connections of one client address
-    /// (IPv6: one /64); trusted proxies are exempt.
-    pub max_connections_per_address: usize,
-    /// `LATCHD_HEADER_TIMEOUT`, seconds: a connection with no request in flight for this
-    /// long is closed, whatever its protocol.
-    pub header_timeout_secs: u64,
-    /// `LATCHD_BODY_TIMEOUT`, seconds: a request body must arrive whole within this long.
-    pub body_timeout_secs: u64,
-    /// `LATCHD_HASH_ADDRESS_PER_MIN`: password hashes one client address may cause a minute
-    /// (registrations, logins, password changes; successes included).
-    pub hash_address_per_min: u32,
-    /// `LATCHD_MAX_SESSIONS_PER_USER`: live sessions one user may have.
-    pub max_sessions_per_user: usize,
-    /// `LATCHD_HASH_CONCURRENCY`: password hashes run at once (default: cores - 1, at least 1).
-    pub hash_concurrency: usize,
-    /// `LATCHD_HASH_PRIORITY`: scheduling priority of the hashing threads.
-    pub hash_priority: HashPriority,
+    /// The use cases' settings.
+    pub auth: crate::auth::Settings,
+    /// The HTTP server's settings.
+    pub http: crate::http::Settings,
 }
 
 /// One configuration problem, naming its variable.
@@ -170,131 +297,83 @@ impl Config {
     ///
     /// # Errors
     /// Every problem found, not just the first.
-    #[allow(clippy::too_many_lines)] // one statement per variable of API.md, in its order
+    #[allow(clippy::too_many_lines)] // one statement per variable of VARS, in its order
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Vec<ConfigError>> {
         let mut r = Reader {
             lookup: &lookup,
             errors: Vec::new(),
         };
-        let listen = r.parse("LATCHD_LISTEN", DEFAULT_LISTEN.parse().ok(), |s| {
+        let listen = r.parse("LATCHD_LISTEN", |s| {
             s.parse::<SocketAddr>()
                 .map_err(|_| "expected address:port, e.g. 127.0.0.1:8080".to_owned())
         });
-        let db = PathBuf::from(r.text("LATCHD_DB").unwrap_or_else(|| DEFAULT_DB.to_owned()));
+        let db = r.parse("LATCHD_DB", |s| Ok(PathBuf::from(s)));
         let signing_key = r.text("LATCHD_SIGNING_KEY").and_then(|text| {
             KeySecret::from_base64url(text.trim())
                 .map_err(|e| r.fail("LATCHD_SIGNING_KEY", e.to_string()))
                 .ok()
         });
-        let issuer = r.nonempty("LATCHD_ISSUER", "latchd");
-        let audience = r.nonempty("LATCHD_AUDIENCE", "latchd");
-        let client_id = r.nonempty("LATCHD_CLIENT_ID", &issuer);
-        let access_ttl_secs = r.secs("LATCHD_ACCESS_TTL", DEFAULT_ACCESS_TTL_SECS, 1);
-        let refresh_ttl_secs = r.secs("LATCHD_REFRESH_TTL", DEFAULT_REFRESH_TTL_SECS, 1);
-        let session_max_secs = r.secs("LATCHD_SESSION_MAX", DEFAULT_SESSION_MAX_SECS, 1);
-        let leeway_secs = r.parse("LATCHD_LEEWAY", Some(DEFAULT_LEEWAY_SECS), |s| {
+        let issuer = r.nonempty("LATCHD_ISSUER");
+        let audience = r.nonempty("LATCHD_AUDIENCE");
+        let client_id = match r.text("LATCHD_CLIENT_ID") {
+            None => issuer.clone(),
+            Some(_) => r.nonempty("LATCHD_CLIENT_ID"),
+        };
+        let access_ttl_secs = r.secs("LATCHD_ACCESS_TTL", 1);
+        let refresh_ttl_secs = r.secs("LATCHD_REFRESH_TTL", 1);
+        let session_max_secs = r.secs("LATCHD_SESSION_MAX", 1);
+        let leeway_secs = r.parse("LATCHD_LEEWAY", |s| {
             s.parse::<u32>()
                 .ok()
                 .filter(|&v| v <= 300)
                 .ok_or_else(|| "expected whole seconds from 0 to 300".to_owned())
         });
-        let refresh_grace_secs = r.secs("LATCHD_REFRESH_GRACE", DEFAULT_REFRESH_GRACE_SECS, 0);
-        let password_min = r.parse("LATCHD_PASSWORD_MIN", Some(DEFAULT_MIN_CHARS), |s| {
+        let refresh_grace_secs = r.secs("LATCHD_REFRESH_GRACE", 0);
+        let password_min = r.parse("LATCHD_PASSWORD_MIN", |s| {
             s.parse::<usize>()
                 .ok()
                 .filter(|&v| (MIN_CHARS_FLOOR..=1024).contains(&v))
                 .ok_or_else(|| format!("expected a length from {MIN_CHARS_FLOOR} to 1024"))
         });
-        let pbkdf2_iterations =
-            r.parse("LATCHD_PBKDF2_ITERATIONS", Some(DEFAULT_ITERATIONS), |s| {
-                s.parse::<u32>()
-                    .ok()
-                    .and_then(NonZeroU32::new)
-                    .filter(|n| n.get() <= crate::password::MAX_ITERATIONS)
-                    .ok_or_else(|| "expected an iteration count from 1 to 10000000".to_owned())
-            });
-        let log = r.text("LATCHD_LOG").unwrap_or_else(|| "info".to_owned());
-        let log_json = r.parse("LATCHD_LOG_FORMAT", Some(false), |s| match s {
+        let pbkdf2_iterations = r.parse("LATCHD_PBKDF2_ITERATIONS", |s| {
+            s.parse::<u32>()
+                .ok()
+                .and_then(NonZeroU32::new)
+                .filter(|n| n.get() <= MAX_ITERATIONS)
+                .ok_or_else(|| "expected an iteration count from 1 to 10000000".to_owned())
+        });
+        let log = r.parse("LATCHD_LOG", |s| Ok(s.to_owned()));
+        let log_json = r.parse("LATCHD_LOG_FORMAT", |s| match s {
             "json" => Ok(true),
             "text" | "" => Ok(false),
             _ => Err("expected json or text".to_owned()),
         });
-        let cookie_secure = r.flag("LATCHD_COOKIE_SECURE", true);
-        let open_registration = r.flag("LATCHD_OPEN_REGISTRATION", true);
+        let cookie_secure = r.flag("LATCHD_COOKIE_SECURE");
+        let open_registration = r.flag("LATCHD_OPEN_REGISTRATION");
         let trusted_proxies = r.addresses("LATCHD_TRUSTED_PROXIES");
-        let login_account_failures = r.count(
-            "LATCHD_LOGIN_ACCOUNT_FAILURES",
-            DEFAULT_ACCOUNT_FAILURES,
-            MAX_LOGIN_ACCOUNT_FAILURES,
-        );
-        let login_address_per_min = r.count(
-            "LATCHD_LOGIN_ADDRESS_PER_MIN",
-            DEFAULT_ADDRESS_FAILURES_PER_MIN,
-            MAX_LOGIN_ADDRESS_PER_MIN,
-        );
+        let account_failures = r.count("LATCHD_LOGIN_ACCOUNT_FAILURES", 1000);
+        let address_failures_per_min = r.count("LATCHD_LOGIN_ADDRESS_PER_MIN", 1_000_000);
+        let address_hashes_per_min = r.count("LATCHD_HASH_ADDRESS_PER_MIN", 1_000_000);
+        let max_sessions_per_user = r.positive("LATCHD_MAX_SESSIONS_PER_USER", 100_000);
         let metrics_allow = r.addresses("LATCHD_METRICS_ALLOW");
-        let max_connections = r.parse(
-            "LATCHD_MAX_CONNECTIONS",
-            Some(DEFAULT_MAX_CONNECTIONS),
-            |s| {
-                s.parse::<usize>()
-                    .ok()
-                    .filter(|&v| v > 0)
-                    .ok_or_else(|| "expected a positive count".to_owned())
-            },
-        );
-        let max_connections_per_address = r.parse(
-            "LATCHD_MAX_CONNECTIONS_PER_ADDRESS",
-            Some(DEFAULT_MAX_CONNECTIONS_PER_ADDRESS),
-            |s| {
-                s.parse::<usize>()
-                    .ok()
-                    .filter(|&v| v > 0)
-                    .ok_or_else(|| "expected a positive count".to_owned())
-            },
-        );
-        let header_timeout_secs = r.timeout("LATCHD_HEADER_TIMEOUT", DEFAULT_HEADER_TIMEOUT_SECS);
-        let body_timeout_secs = r.timeout("LATCHD_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT_SECS);
-        let hash_address_per_min = r.count(
-            "LATCHD_HASH_ADDRESS_PER_MIN",
-            DEFAULT_ADDRESS_HASHES_PER_MIN,
-            MAX_LOGIN_ADDRESS_PER_MIN,
-        );
-        let max_sessions_per_user = r.parse(
-            "LATCHD_MAX_SESSIONS_PER_USER",
-            Some(DEFAULT_MAX_SESSIONS_PER_USER),
-            |s| {
-                s.parse::<usize>()
-                    .ok()
-                    .filter(|&v| (1..=100_000).contains(&v))
-                    .ok_or_else(|| "expected a count from 1 to 100000".to_owned())
-            },
-        );
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-        let hash_concurrency = r.parse(
-            "LATCHD_HASH_CONCURRENCY",
-            Some(cores.saturating_sub(1).max(1)),
-            |s| {
-                s.parse::<usize>()
-                    .ok()
-                    .filter(|&v| v > 0)
-                    .ok_or_else(|| "expected a positive count".to_owned())
-            },
-        );
-        let hash_priority = r.parse(
-            "LATCHD_HASH_PRIORITY",
-            Some(DEFAULT_HASH_PRIORITY),
-            |s| match s {
-                "idle" => Ok(HashPriority::Idle),
-                "normal" => Ok(HashPriority::Normal),
-                _ => s
-                    .parse::<u8>()
-                    .ok()
-                    .filter(|v| (1..=19).contains(v))
-                    .map(HashPriority::Nice)
-                    .ok_or_else(|| "expected idle, normal or a niceness from 1 to 19".to_owned()),
-            },
-        );
+        let max_connections = r.positive("LATCHD_MAX_CONNECTIONS", usize::MAX);
+        let max_per_address = r.positive("LATCHD_MAX_CONNECTIONS_PER_ADDRESS", usize::MAX);
+        let header_timeout = r.timeout("LATCHD_HEADER_TIMEOUT");
+        let body_timeout = r.timeout("LATCHD_BODY_TIMEOUT");
+        let hash_threads = match r.text("LATCHD_HASH_CONCURRENCY") {
+            None => Some(crate::auth::hashing::default_threads()),
+            Some(_) => r.positive("LATCHD_HASH_CONCURRENCY", 1024),
+        };
+        let hash_priority = r.parse("LATCHD_HASH_PRIORITY", |s| match s {
+            "idle" => Ok(HashPriority::Idle),
+            "normal" => Ok(HashPriority::Normal),
+            _ => s
+                .parse::<u8>()
+                .ok()
+                .filter(|v| (1..=19).contains(v))
+                .map(HashPriority::Nice)
+                .ok_or_else(|| "expected idle, normal or a niceness from 1 to 19".to_owned()),
+        });
         if let (Some(refresh), Some(max)) = (refresh_ttl_secs, session_max_secs) {
             if refresh > max {
                 r.fail(
@@ -307,39 +386,62 @@ impl Config {
             return Err(r.errors);
         }
         // Every `None` below would have pushed an error above.
-        let missing = || vec![];
-        Ok(Self {
-            listen: listen.ok_or_else(missing)?,
-            db,
-            signing_key,
+        let missing = Vec::new;
+        let refresh_ttl_secs = refresh_ttl_secs.ok_or_else(missing)?;
+        let auth = crate::auth::Settings {
             issuer,
             audience,
             client_id,
-            access_ttl_secs: access_ttl_secs.ok_or_else(missing)?,
-            refresh_ttl_secs: refresh_ttl_secs.ok_or_else(missing)?,
-            session_max_secs: session_max_secs.ok_or_else(missing)?,
             leeway_secs: leeway_secs.ok_or_else(missing)?,
-            refresh_grace_secs: refresh_grace_secs.ok_or_else(missing)?,
+            access_ttl_secs: access_ttl_secs.ok_or_else(missing)?,
+            session: SessionPolicy {
+                refresh_ttl_secs,
+                session_max_secs: session_max_secs.ok_or_else(missing)?,
+                grace_secs: refresh_grace_secs.ok_or_else(missing)?,
+                max_per_user: max_sessions_per_user.ok_or_else(missing)?,
+            },
             password_min: password_min.ok_or_else(missing)?,
             pbkdf2_iterations: pbkdf2_iterations.ok_or_else(missing)?,
-            log,
-            log_json: log_json.ok_or_else(missing)?,
-            cookie_secure: cookie_secure.ok_or_else(missing)?,
-            open_registration: open_registration.ok_or_else(missing)?,
-            trusted_proxies,
-            login_account_failures: login_account_failures.ok_or_else(missing)?,
-            login_address_per_min: login_address_per_min.ok_or_else(missing)?,
-            metrics_allow,
-            max_connections: max_connections.ok_or_else(missing)?,
-            max_connections_per_address: max_connections_per_address.ok_or_else(missing)?,
-            header_timeout_secs: header_timeout_secs.ok_or_else(missing)?,
-            body_timeout_secs: body_timeout_secs.ok_or_else(missing)?,
-            hash_address_per_min: hash_address_per_min.ok_or_else(missing)?,
-            max_sessions_per_user: max_sessions_per_user.ok_or_else(missing)?,
-            hash_concurrency: hash_concurrency.ok_or_else(missing)?,
+            limits: LimitPolicy {
+                account_failures: account_failures.ok_or_else(missing)?,
+                address_failures_per_min: address_failures_per_min.ok_or_else(missing)?,
+                address_hashes_per_min: address_hashes_per_min.ok_or_else(missing)?,
+                ..LimitPolicy::default()
+            },
+            hash_threads: hash_threads.ok_or_else(missing)?,
             hash_priority: hash_priority.ok_or_else(missing)?,
+            open_registration: open_registration.ok_or_else(missing)?,
+            signing_key,
+        };
+        let http = crate::http::Settings {
+            max_connections: max_connections.ok_or_else(missing)?,
+            max_per_address: max_per_address.ok_or_else(missing)?,
+            header_timeout: header_timeout.ok_or_else(missing)?,
+            body_timeout: body_timeout.ok_or_else(missing)?,
+            cookie_secure: cookie_secure.ok_or_else(missing)?,
+            refresh_cookie_max_age_secs: refresh_ttl_secs,
+            trusted_proxies,
+            metrics_allow,
+        };
+        Ok(Self {
+            listen: listen.ok_or_else(missing)?,
+            db: db.ok_or_else(missing)?,
+            log: log.ok_or_else(missing)?,
+            log_json: log_json.ok_or_else(missing)?,
+            auth,
+            http,
         })
     }
+}
+
+/// The variable named `name` in [`VARS`].
+///
+/// # Panics
+/// If `name` is not in the list: a typo in this file, caught by every test that parses.
+fn var_named(name: &str) -> &'static Var {
+    VARS.iter()
+        .find(|v| v.name == name)
+        .unwrap_or_else(|| panic!("{name} is not in config::VARS"))
 }
 
 struct Reader<'a> {
@@ -353,29 +455,31 @@ impl Reader<'_> {
     }
 
     fn text(&self, var: &str) -> Option<String> {
-        (self.lookup)(var)
+        (self.lookup)(var_named(var).name)
     }
 
+    /// The value of `var`, or its listed default when unset, through `parse`.
     fn parse<T>(
         &mut self,
         var: &'static str,
-        default: Option<T>,
         parse: impl FnOnce(&str) -> Result<T, String>,
     ) -> Option<T> {
-        match self.text(var) {
-            None => default,
-            Some(text) => match parse(text.trim()) {
-                Ok(value) => Some(value),
-                Err(problem) => {
-                    self.fail(var, format!("{problem} (got {text:?})"));
-                    None
-                }
-            },
+        let text = match (self.text(var), var_named(var).default) {
+            (Some(text), _) => text,
+            (None, Shown::Value(text)) => text.to_owned(),
+            (None, Shown::Described(_)) => String::new(),
+        };
+        match parse(text.trim()) {
+            Ok(value) => Some(value),
+            Err(problem) => {
+                self.fail(var, format!("{problem} (got {text:?})"));
+                None
+            }
         }
     }
 
-    fn secs(&mut self, var: &'static str, default: i64, min: i64) -> Option<i64> {
-        self.parse(var, Some(default), |s| {
+    fn secs(&mut self, var: &'static str, min: i64) -> Option<i64> {
+        self.parse(var, |s| {
             s.parse::<i64>()
                 .ok()
                 .filter(|&v| v >= min && v <= 10 * 365 * 86_400)
@@ -383,17 +487,18 @@ impl Reader<'_> {
         })
     }
 
-    fn timeout(&mut self, var: &'static str, default: u64) -> Option<u64> {
-        self.parse(var, Some(default), |s| {
+    fn timeout(&mut self, var: &'static str) -> Option<Duration> {
+        self.parse(var, |s| {
             s.parse::<u64>()
                 .ok()
                 .filter(|v| (1..=300).contains(v))
+                .map(Duration::from_secs)
                 .ok_or_else(|| "expected whole seconds from 1 to 300".to_owned())
         })
     }
 
-    fn count(&mut self, var: &'static str, default: u32, max: u32) -> Option<u32> {
-        self.parse(var, Some(default), |s| {
+    fn count(&mut self, var: &'static str, max: u32) -> Option<u32> {
+        self.parse(var, |s| {
             s.parse::<u32>()
                 .ok()
                 .filter(|&v| (1..=max).contains(&v))
@@ -401,32 +506,42 @@ impl Reader<'_> {
         })
     }
 
-    fn flag(&mut self, var: &'static str, default: bool) -> Option<bool> {
-        self.parse(var, Some(default), |s| match s {
+    fn positive(&mut self, var: &'static str, max: usize) -> Option<usize> {
+        self.parse(var, |s| {
+            s.parse::<usize>()
+                .ok()
+                .filter(|&v| (1..=max).contains(&v))
+                .ok_or_else(|| "expected a positive count".to_owned())
+        })
+    }
+
+    fn flag(&mut self, var: &'static str) -> Option<bool> {
+        self.parse(var, |s| match s {
             "true" | "1" | "yes" => Ok(true),
             "false" | "0" | "no" => Ok(false),
             _ => Err("expected true or false".to_owned()),
         })
     }
 
-    fn nonempty(&mut self, var: &'static str, default: &str) -> String {
-        match self.text(var) {
-            Some(text) if text.trim().is_empty() => {
-                self.fail(var, "must not be empty".to_owned());
-                String::new()
+    fn nonempty(&mut self, var: &'static str) -> String {
+        self.parse(var, |s| {
+            if s.is_empty() {
+                Err("must not be empty".to_owned())
+            } else {
+                Ok(s.to_owned())
             }
-            Some(text) => text.trim().to_owned(),
-            None => default.to_owned(),
-        }
+        })
+        .unwrap_or_default()
     }
 
     fn addresses(&mut self, var: &'static str) -> Vec<IpAddr> {
-        self.parse(var, Some(Vec::new()), |s| {
+        self.parse(var, |s| {
             s.split(',')
                 .map(str::trim)
                 .filter(|a| !a.is_empty())
                 .map(|a| {
                     a.parse::<IpAddr>()
+                        .map(|ip| ip.to_canonical())
                         .map_err(|_| format!("{a:?} is not an IP address"))
                 })
                 .collect()
@@ -436,146 +551,4 @@ impl Reader<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::HashMap;
-
-    use super::*;
-
-    fn config(vars: &[(&str, &str)]) -> Result<Config, Vec<ConfigError>> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        Config::from_lookup(|name| map.get(name).cloned())
-    }
-
-    #[test]
-    fn defaults_match_the_contract() {
-        let c = config(&[]).unwrap();
-        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
-        assert_eq!(c.db, PathBuf::from("./latchd.redb"));
-        assert!(c.signing_key.is_none());
-        assert_eq!(
-            (c.issuer.as_str(), c.audience.as_str()),
-            ("latchd", "latchd")
-        );
-        assert_eq!(c.client_id, "latchd");
-        assert_eq!(c.access_ttl_secs, 900);
-        assert_eq!(c.refresh_ttl_secs, 1_209_600);
-        assert_eq!(c.session_max_secs, 2_592_000);
-        assert_eq!(c.leeway_secs, 5);
-        assert_eq!(c.refresh_grace_secs, 10);
-        assert_eq!(c.password_min, 15);
-        assert_eq!(c.pbkdf2_iterations.get(), 600_000);
-        assert!(c.cookie_secure && c.open_registration && !c.log_json);
-        assert!(c.hash_concurrency >= 1);
-        assert_eq!(c.hash_priority, HashPriority::Nice(10));
-        assert_eq!((c.login_account_failures, c.login_address_per_min), (5, 20));
-    }
-
-    #[test]
-    fn login_limits_are_positive_counts() {
-        let c = config(&[
-            ("LATCHD_LOGIN_ACCOUNT_FAILURES", "3"),
-            ("LATCHD_LOGIN_ADDRESS_PER_MIN", "100"),
-        ])
-        .unwrap();
-        assert_eq!(
-            (c.login_account_failures, c.login_address_per_min),
-            (3, 100)
-        );
-        let errors = config(&[
-            ("LATCHD_LOGIN_ACCOUNT_FAILURES", "0"),
-            ("LATCHD_LOGIN_ADDRESS_PER_MIN", "many"),
-        ])
-        .unwrap_err();
-        let vars: Vec<&str> = errors.iter().map(|e| e.var).collect();
-        assert_eq!(
-            vars,
-            [
-                "LATCHD_LOGIN_ACCOUNT_FAILURES",
-                "LATCHD_LOGIN_ADDRESS_PER_MIN"
-            ]
-        );
-    }
-
-    #[test]
-    fn client_id_defaults_to_the_configured_issuer() {
-        let c = config(&[("LATCHD_ISSUER", "https://auth.example")]).unwrap();
-        assert_eq!(c.client_id, "https://auth.example");
-    }
-
-    #[test]
-    fn every_problem_is_reported_at_once() {
-        let errors = config(&[
-            ("LATCHD_LISTEN", "nowhere"),
-            ("LATCHD_SIGNING_KEY", "c2hvcnQ"),
-            ("LATCHD_ACCESS_TTL", "0"),
-            ("LATCHD_REFRESH_TTL", "0"),
-            ("LATCHD_SESSION_MAX", "-5"),
-            ("LATCHD_PASSWORD_MIN", "7"),
-            ("LATCHD_PBKDF2_ITERATIONS", "0"),
-            ("LATCHD_COOKIE_SECURE", "maybe"),
-            ("LATCHD_TRUSTED_PROXIES", "10.0.0.1,not-an-ip"),
-            ("LATCHD_ISSUER", " "),
-            ("LATCHD_HASH_PRIORITY", "20"),
-        ])
-        .unwrap_err();
-        let vars: Vec<&str> = errors.iter().map(|e| e.var).collect();
-        assert_eq!(
-            vars,
-            [
-                "LATCHD_LISTEN",
-                "LATCHD_SIGNING_KEY",
-                "LATCHD_ISSUER",
-                "LATCHD_ACCESS_TTL",
-                "LATCHD_REFRESH_TTL",
-                "LATCHD_SESSION_MAX",
-                "LATCHD_PASSWORD_MIN",
-                "LATCHD_PBKDF2_ITERATIONS",
-                "LATCHD_COOKIE_SECURE",
-                "LATCHD_TRUSTED_PROXIES",
-                "LATCHD_HASH_PRIORITY",
-            ]
-        );
-        let key = errors
-            .iter()
-            .find(|e| e.var == "LATCHD_SIGNING_KEY")
-            .unwrap();
-        assert!(key.to_string().contains("5 bytes"), "{key}");
-    }
-
-    #[test]
-    fn a_good_key_is_taken_and_a_padded_one_refused() {
-        let key = "QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkI";
-        assert!(config(&[("LATCHD_SIGNING_KEY", key)])
-            .unwrap()
-            .signing_key
-            .is_some());
-        let errors = config(&[("LATCHD_SIGNING_KEY", &format!("{key}="))]).unwrap_err();
-        assert!(errors[0].problem.contains("base64url"), "{}", errors[0]);
-    }
-
-    #[test]
-    fn hash_priority_takes_idle_normal_or_a_niceness() {
-        for (text, want) in [
-            ("idle", HashPriority::Idle),
-            ("normal", HashPriority::Normal),
-            ("1", HashPriority::Nice(1)),
-            ("19", HashPriority::Nice(19)),
-        ] {
-            let c = config(&[("LATCHD_HASH_PRIORITY", text)]).unwrap();
-            assert_eq!(c.hash_priority, want, "{text}");
-        }
-        for bad in ["0", "20", "-1", "low"] {
-            assert!(config(&[("LATCHD_HASH_PRIORITY", bad)]).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn refresh_ttl_cannot_exceed_the_session_maximum() {
-        let errors =
-            config(&[("LATCHD_REFRESH_TTL", "100"), ("LATCHD_SESSION_MAX", "50")]).unwrap_err();
-        assert_eq!(errors[0].var, "LATCHD_REFRESH_TTL");
-    }
-}
+mod tests;

@@ -1,14 +1,18 @@
-//! The `latchd` binary: wiring only. CLI -> Config -> telemetry -> Store -> Authority -> serve.
+//! The `latchd` binary: wiring only. Cli -> Config -> telemetry -> storage -> Authority ->
+//! `http::serve` (or a CLI command).
 #![warn(clippy::unwrap_used)]
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use latchd::auth::{Authority, KeySource};
+use latchd::auth::event::Subscriber;
+use latchd::auth::Authority;
 use latchd::cli;
 use latchd::config::Config;
-use latchd::store::Store;
+use latchd::metrics::Metrics;
+use latchd::runtime;
 
 /// A single-binary auth server: HS256 access tokens, rotating refresh tokens, one redb file.
 #[derive(Parser)]
@@ -37,17 +41,9 @@ enum Command {
 const LONG_ABOUT: &str = "\
 A single-binary auth server: HS256 access tokens, rotating refresh tokens, one redb file.
 
-Configuration comes from LATCHD_* environment variables (see README.md), for every command;
-each but LATCHD_SIGNING_KEY also has a flag of the same meaning (--db, --listen, ...) that
-overrides it:
-  LATCHD_DB                 the redb file (default ./latchd.redb)
-  LATCHD_LISTEN             address `serve` listens on (default 127.0.0.1:8080)
-  LATCHD_SIGNING_KEY        base64url HS256 key that signs instead of the stored keys
-  LATCHD_ACCESS_TTL         access-token lifetime in seconds (default 900); also how long
-                            `gc` keeps ended sessions and retired keys
-  LATCHD_PASSWORD_MIN       minimum password length (default 15)
-  LATCHD_PBKDF2_ITERATIONS  password hashing work factor (default 600000)
-  LATCHD_LOG                log filter (default info)
+Configuration comes from LATCHD_* environment variables, for every command; each but
+LATCHD_SIGNING_KEY also has a flag of the same meaning (listed below with its variable and
+default) that overrides it. LATCHD_DB names the redb file (default ./latchd.redb).
 
 `user`, `key` and `gc` open the database file directly, so run them while the server is
 stopped; against a running server they say so and change nothing. Passwords for `user add`
@@ -57,7 +53,7 @@ are read as one line from stdin, never from the command line or the environment:
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::from_env_and_flags(&cli.flags.pairs()) {
+    let config = match Config::from_env_and_flags(cli.flags.pairs()) {
         Ok(config) => config,
         Err(errors) => {
             for error in errors {
@@ -68,67 +64,47 @@ fn main() -> ExitCode {
     };
     latchd::telemetry::init(&config.log, config.log_json);
     match cli.command {
-        Command::Serve => serve(&config),
+        Command::Serve => match serve(config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("latchd: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::User(command) => cli::user(&config, command),
         Command::Key(command) => cli::key(&config, command),
         Command::Gc => cli::gc(&config),
     }
 }
 
-fn serve(config: &Config) -> ExitCode {
-    let store = match Store::open(&config.db) {
-        Ok(store) => store,
-        Err(e) => {
-            eprintln!("latchd: cannot open {}: {e}", config.db.display());
-            return ExitCode::FAILURE;
-        }
-    };
-    let (authority, source) = match Authority::new(config, store) {
-        Ok(pair) => pair,
-        Err(e) => {
-            eprintln!("latchd: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    log_start(config, &authority, &source);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+fn serve(config: Config) -> Result<(), String> {
+    let storage = runtime::open_storage(&config.db, true).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("latchd: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(latchd::serve(config, authority)) {
-        Ok(()) => {
-            tracing::info!("stopped");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("latchd: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn log_start(config: &Config, authority: &Authority, source: &KeySource) {
-    let kid = authority.signer_kid();
-    match source {
-        KeySource::Generated => {
-            tracing::info!(kid, db = %config.db.display(), "generated a new signing key and stored it");
-        }
-        KeySource::Configured => tracing::info!(kid, "signing with LATCHD_SIGNING_KEY"),
-        KeySource::Stored => tracing::info!(kid, "signing with the stored key"),
-    }
-    if config.pbkdf2_iterations < latchd::password::DEFAULT_ITERATIONS {
-        tracing::warn!(
-            iterations = config.pbkdf2_iterations.get(),
-            "LATCHD_PBKDF2_ITERATIONS is below 600000: for tests only"
-        );
-    }
-    if !config.cookie_secure {
-        tracing::warn!("LATCHD_COOKIE_SECURE=false: refresh cookies work over plain http");
-    }
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let metrics: Arc<dyn Subscriber> = Arc::new(Metrics::new());
+    let (auth, source) = runtime
+        .block_on(Authority::open(config.auth.clone(), storage, vec![metrics]))
+        .map_err(|e| e.to_string())?;
+    let auth = Arc::new(auth);
+    runtime::log_start(&auth, &source, &config);
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(config.listen))
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let sweeper = runtime.spawn(runtime::sweep_forever(Arc::clone(&auth)));
+    let served = runtime.block_on(latchd::http::serve(
+        listener,
+        Arc::clone(&auth),
+        config.http,
+        runtime::shutdown_signal(),
+    ));
+    sweeper.abort();
+    // Dropping the runtime ends every task still holding the authority; dropping the last
+    // handle then closes the database before the process exits.
+    drop(runtime);
+    drop(auth);
+    served.map_err(|e| e.to_string())?;
+    tracing::info!("stopped");
+    Ok(())
 }

@@ -1,128 +1,22 @@
-//! Counters and a latency histogram, rendered in the Prometheus text exposition format 0.0.4.
+//! Counters and latency histograms, rendered in the Prometheus text exposition format 0.0.4.
 //!
-//! Lock-free (`AtomicU64`, relaxed), allocated once at start. Every label value comes from a
-//! fixed list in this file, never from a request, so the number of series is bounded and a
-//! client cannot make a path, an email or a token appear in the output. No HTTP types here:
-//! the HTTP layer maps its routes to [`Route`] and asks [`metrics_allowed`] who may scrape.
+//! [`Metrics`] is a subscriber of auth's events: the use cases never call it, they emit
+//! events and it counts them. Its label lists are derived from the event types
+//! ([`LoginOutcome::ALL`], [`RefreshOutcome::ALL`], [`Rejection::labels`]), so a new outcome
+//! cannot be counted under a label nobody listed. Lock-free (`AtomicU64`, relaxed), allocated
+//! once at start; every series exists from the start. [`Histogram`] and [`write_family`] are
+//! also what the HTTP layer renders its per-route latencies with, from its route table.
 
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::store::{AccessDenied, Counts};
-use crate::token::TokenError;
+use crate::auth::event::{Event, LoginOutcome, RefreshOutcome, Rejection, Subscriber};
+use crate::model::Counts;
 
-/// The `Content-Type` of [`Metrics::render`]'s output.
+/// The `Content-Type` of the exposition.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// How a login attempt ended (`latchd_logins_total{outcome}`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LoginOutcome {
-    /// A session was opened.
-    Ok,
-    /// Unknown email, wrong password or disabled user.
-    Failed,
-    /// Refused by the login rate limiter before the password was checked.
-    RateLimited,
-}
-
-/// What became of a presented refresh token (`latchd_refreshes_total{outcome}`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RefreshOutcome {
-    /// Rotated: the successor is now the family's current token.
-    Rotated,
-    /// The just-superseded token inside the grace: the same successor was handed out again.
-    Retried,
-    /// A superseded token outside the grace: the whole family was revoked (RFC 9700 §4.14.2).
-    Reused,
-    /// The token or its family's absolute lifetime had expired.
-    Expired,
-    /// The family had been revoked earlier.
-    Revoked,
-    /// No such family, or not one of its generations.
-    Unknown,
-    /// Not a refresh token at all (bad format or MAC): never reached the store.
-    Invalid,
-}
-
-/// The route a request was for (`latchd_request_duration_seconds{route}`): the router's
-/// fixed paths, with ids replaced by `{id}`; anything else is [`Route::Other`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Route {
-    /// `/healthz`.
-    Healthz,
-    /// `/metrics`.
-    Metrics,
-    /// `/v1/admin/users`.
-    AdminUsers,
-    /// `/v1/admin/users/{id}`.
-    AdminUser,
-    /// `/v1/admin/users/{id}/revoke`.
-    AdminUserRevoke,
-    /// `/v1/auth/login`.
-    Login,
-    /// `/v1/auth/logout`.
-    Logout,
-    /// `/v1/auth/logout-all`.
-    LogoutAll,
-    /// `/v1/auth/me`.
-    Me,
-    /// `/v1/auth/refresh`.
-    Refresh,
-    /// `/v1/auth/verify`.
-    Verify,
-    /// `/v1/users`.
-    Users,
-    /// `/v1/users/me/password`.
-    Password,
-    /// Any path the router does not know; its raw text is never a label.
-    Other,
-}
-
-impl Route {
-    /// Every route, in the order of their labels.
-    pub const ALL: [Route; 14] = [
-        Route::Healthz,
-        Route::Metrics,
-        Route::AdminUsers,
-        Route::AdminUser,
-        Route::AdminUserRevoke,
-        Route::Login,
-        Route::Logout,
-        Route::LogoutAll,
-        Route::Me,
-        Route::Refresh,
-        Route::Verify,
-        Route::Users,
-        Route::Password,
-        Route::Other,
-    ];
-
-    /// The `route` label value.
-    pub fn label(self) -> &'static str {
-        match self {
-            Route::Healthz => "/healthz",
-            Route::Metrics => "/metrics",
-            Route::AdminUsers => "/v1/admin/users",
-            Route::AdminUser => "/v1/admin/users/{id}",
-            Route::AdminUserRevoke => "/v1/admin/users/{id}/revoke",
-            Route::Login => "/v1/auth/login",
-            Route::Logout => "/v1/auth/logout",
-            Route::LogoutAll => "/v1/auth/logout-all",
-            Route::Me => "/v1/auth/me",
-            Route::Refresh => "/v1/auth/refresh",
-            Route::Verify => "/v1/auth/verify",
-            Route::Users => "/v1/users",
-            Route::Password => "/v1/users/me/password",
-            Route::Other => "other",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
 
 /// Whether `peer` may read `/metrics`: loopback (an IPv4-mapped IPv6 loopback too), or an
 /// address listed in `LATCHD_METRICS_ALLOW`.
@@ -132,14 +26,13 @@ pub fn metrics_allowed(peer: IpAddr, allow: &[IpAddr]) -> bool {
     peer.is_loopback() || allow.iter().any(|a| a.to_canonical() == peer)
 }
 
-/// The server's counters and latency histogram.
+/// The counters of what the use cases reported.
 pub struct Metrics {
-    logins: [AtomicU64; LOGIN_OUTCOMES.len()],
-    refreshes: [AtomicU64; REFRESH_OUTCOMES.len()],
+    logins: [AtomicU64; LoginOutcome::ALL.len()],
+    refreshes: [AtomicU64; RefreshOutcome::ALL.len()],
     verified: AtomicU64,
-    rejected: [AtomicU64; REJECT_REASONS.len()],
+    rejected: Vec<(&'static str, AtomicU64)>,
     registrations: AtomicU64,
-    requests: [Histogram; Route::ALL.len()],
 }
 
 impl Metrics {
@@ -149,80 +42,25 @@ impl Metrics {
             logins: std::array::from_fn(|_| AtomicU64::new(0)),
             refreshes: std::array::from_fn(|_| AtomicU64::new(0)),
             verified: AtomicU64::new(0),
-            rejected: std::array::from_fn(|_| AtomicU64::new(0)),
+            rejected: Rejection::labels()
+                .map(|label| (label, AtomicU64::new(0)))
+                .collect(),
             registrations: AtomicU64::new(0),
-            requests: std::array::from_fn(|_| Histogram::new()),
         }
     }
 
-    /// Counts one login attempt.
-    pub fn record_login(&self, outcome: LoginOutcome) {
-        let i = match outcome {
-            LoginOutcome::Ok => 0,
-            LoginOutcome::Failed => 1,
-            LoginOutcome::RateLimited => 2,
-        };
-        bump(&self.logins[i]);
-    }
-
-    /// Counts one presented refresh token.
-    pub fn record_refresh(&self, outcome: RefreshOutcome) {
-        let i = match outcome {
-            RefreshOutcome::Rotated => 0,
-            RefreshOutcome::Retried => 1,
-            RefreshOutcome::Reused => 2,
-            RefreshOutcome::Expired => 3,
-            RefreshOutcome::Revoked => 4,
-            RefreshOutcome::Unknown => 5,
-            RefreshOutcome::Invalid => 6,
-        };
-        bump(&self.refreshes[i]);
-    }
-
-    /// Counts one access token that verified.
-    pub fn record_verified(&self) {
-        bump(&self.verified);
-    }
-
-    /// Counts one access token refused by a token rule.
-    pub fn record_token_rejected(&self, err: TokenError) {
-        self.record_rejected(err.reason());
-    }
-
-    /// Counts one genuine access token refused by its state (logout, revocation, user gone).
-    pub fn record_access_denied(&self, denied: AccessDenied) {
-        self.record_rejected(denied_reason(denied));
-    }
-
-    /// Counts one registered user.
-    pub fn record_registration(&self) {
-        bump(&self.registrations);
-    }
-
-    /// Records how long a request for `route` took.
-    pub fn observe_request(&self, route: Route, elapsed: Duration) {
-        self.requests[route.index()].observe(elapsed);
-    }
-
-    /// The text exposition format 0.0.4: each family with `# HELP` and `# TYPE`, families in
-    /// name order, samples in a fixed order, ending with a newline. `counts` feeds the gauges.
+    /// The counters' families in the text format 0.0.4, with `# HELP` and `# TYPE`, in name
+    /// order, samples in a fixed order, each line ending with a newline; `counts` feeds the
+    /// gauges.
     pub fn render(&self, counts: Counts) -> String {
-        let mut out = String::with_capacity(8 * 1024);
+        let mut out = String::with_capacity(4 * 1024);
         // Writing to a String cannot fail; the Result is only fmt::Write's signature.
         let _ = self.write_to(&mut out, counts);
         out
     }
 
-    fn record_rejected(&self, reason: &str) {
-        let i = REJECT_REASONS
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(REJECT_REASONS.len() - 1);
-        bump(&self.rejected[i]);
-    }
-
     fn write_to(&self, out: &mut String, counts: Counts) -> fmt::Result {
-        family(
+        write_family(
             out,
             "latchd_blacklist_rows",
             "gauge",
@@ -230,7 +68,7 @@ impl Metrics {
         )?;
         writeln!(out, "latchd_blacklist_rows {}", counts.blacklist)?;
 
-        family(
+        write_family(
             out,
             "latchd_families_live",
             "gauge",
@@ -238,35 +76,37 @@ impl Metrics {
         )?;
         writeln!(out, "latchd_families_live {}", counts.families)?;
 
-        family(
+        write_family(
             out,
             "latchd_logins_total",
             "counter",
             "Login attempts by outcome.",
         )?;
-        for (outcome, n) in LOGIN_OUTCOMES.iter().zip(&self.logins) {
+        for (outcome, n) in LoginOutcome::ALL.iter().zip(&self.logins) {
             writeln!(
                 out,
-                "latchd_logins_total{{outcome=\"{outcome}\"}} {}",
+                "latchd_logins_total{{outcome=\"{}\"}} {}",
+                outcome.label(),
                 load(n)
             )?;
         }
 
-        family(
+        write_family(
             out,
             "latchd_refreshes_total",
             "counter",
             "Presented refresh tokens by outcome.",
         )?;
-        for (outcome, n) in REFRESH_OUTCOMES.iter().zip(&self.refreshes) {
+        for (outcome, n) in RefreshOutcome::ALL.iter().zip(&self.refreshes) {
             writeln!(
                 out,
-                "latchd_refreshes_total{{outcome=\"{outcome}\"}} {}",
+                "latchd_refreshes_total{{outcome=\"{}\"}} {}",
+                outcome.label(),
                 load(n)
             )?;
         }
 
-        family(
+        write_family(
             out,
             "latchd_registrations_total",
             "counter",
@@ -278,20 +118,10 @@ impl Metrics {
             load(&self.registrations)
         )?;
 
-        family(
-            out,
-            "latchd_request_duration_seconds",
-            "histogram",
-            "Time from request head to response, by route.",
-        )?;
-        for route in Route::ALL {
-            self.requests[route.index()].write_to(out, route.label())?;
-        }
-
-        family(out, "latchd_users", "gauge", "Registered users.")?;
+        write_family(out, "latchd_users", "gauge", "Registered users.")?;
         writeln!(out, "latchd_users {}", counts.users)?;
 
-        family(
+        write_family(
             out,
             "latchd_verifications_total",
             "counter",
@@ -302,7 +132,7 @@ impl Metrics {
             "latchd_verifications_total{{result=\"ok\"}} {}",
             load(&self.verified)
         )?;
-        for (reason, n) in REJECT_REASONS.iter().zip(&self.rejected) {
+        for (reason, n) in &self.rejected {
             writeln!(
                 out,
                 "latchd_verifications_total{{result=\"rejected\",reason=\"{reason}\"}} {}",
@@ -310,6 +140,27 @@ impl Metrics {
             )?;
         }
         Ok(())
+    }
+}
+
+impl Subscriber for Metrics {
+    fn on(&self, event: &Event) {
+        match event {
+            Event::Login { outcome, .. } => bump(&self.logins[*outcome as usize]),
+            Event::Refresh(outcome) => bump(&self.refreshes[*outcome as usize]),
+            Event::Verified => bump(&self.verified),
+            Event::Rejected(why) => {
+                let label = why.label();
+                if let Some((_, n)) = self.rejected.iter().find(|(l, _)| *l == label) {
+                    bump(n);
+                }
+            }
+            Event::Registered { .. } => bump(&self.registrations),
+        }
+    }
+
+    fn expose(&self, counts: Counts, out: &mut String) {
+        let _ = self.write_to(out, counts);
     }
 }
 
@@ -325,23 +176,31 @@ impl fmt::Debug for Metrics {
     }
 }
 
-/// One route's latency histogram. Buckets are stored non-cumulative (one increment per
+/// A latency histogram of one series. Buckets are stored non-cumulative (one increment per
 /// observation) and summed at render, so `+Inf` always equals `_count` in one scrape.
-struct Histogram {
+pub struct Histogram {
     /// One per bound of `BUCKETS`, then the overflow above the largest bound.
     buckets: [AtomicU64; BUCKETS.len() + 1],
     sum_nanos: AtomicU64,
 }
 
+impl Default for Histogram {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Histogram {
-    fn new() -> Self {
+    /// An empty histogram with the [`BUCKETS`] bounds.
+    pub fn new() -> Self {
         Self {
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             sum_nanos: AtomicU64::new(0),
         }
     }
 
-    fn observe(&self, elapsed: Duration) {
+    /// Counts one observation.
+    pub fn observe(&self, elapsed: Duration) {
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         let i = BUCKETS
             .iter()
@@ -351,8 +210,12 @@ impl Histogram {
         self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
-    fn write_to(&self, out: &mut String, route: &str) -> fmt::Result {
-        let name = "latchd_request_duration_seconds";
+    /// Writes the series' `_bucket`, `_sum` and `_count` lines for family `name`, labelled
+    /// `route="<route>"`.
+    ///
+    /// # Errors
+    /// Only `fmt::Write`'s signature: writing to a `String` does not fail.
+    pub fn write_to(&self, out: &mut String, name: &str, route: &str) -> fmt::Result {
         let mut cumulative = 0u64;
         for ((le, _), n) in BUCKETS.iter().zip(&self.buckets) {
             cumulative = cumulative.saturating_add(load(n));
@@ -378,7 +241,11 @@ impl Histogram {
     }
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) -> fmt::Result {
+/// Writes the `# HELP` and `# TYPE` lines of a family.
+///
+/// # Errors
+/// Only `fmt::Write`'s signature: writing to a `String` does not fail.
+pub fn write_family(out: &mut String, name: &str, kind: &str, help: &str) -> fmt::Result {
     writeln!(out, "# HELP {name} {help}")?;
     writeln!(out, "# TYPE {name} {kind}")
 }
@@ -392,60 +259,10 @@ fn load(counter: &AtomicU64) -> u64 {
     counter.load(Ordering::Relaxed)
 }
 
-/// The label of a state refusal, beside [`TokenError::reason`]'s labels.
-fn denied_reason(denied: AccessDenied) -> &'static str {
-    match denied {
-        AccessDenied::Blacklisted => "blacklisted",
-        AccessDenied::StaleVersion => "stale_version",
-        AccessDenied::UnknownUser => "unknown_user",
-        AccessDenied::UserDisabled => "user_disabled",
-        AccessDenied::FamilyRevoked => "family_revoked",
-    }
-}
-
 const NANOS_PER_SEC: u64 = 1_000_000_000;
 
-/// Labels of `latchd_logins_total`, in the index order of `Metrics::record_login`.
-const LOGIN_OUTCOMES: [&str; 3] = ["ok", "failed", "rate_limited"];
-
-/// Labels of `latchd_refreshes_total`, in the index order of `Metrics::record_refresh`.
-const REFRESH_OUTCOMES: [&str; 7] = [
-    "rotated", "retried", "reused", "expired", "revoked", "unknown", "invalid",
-];
-
-/// Every `reason` of a rejected verification: [`TokenError::reason`]'s labels, then the
-/// [`AccessDenied`] states, then `other` for a reason this list does not know yet (a new
-/// `TokenError` variant; the unit tests make that a test failure).
-const REJECT_REASONS: [&str; 25] = [
-    "too_long",
-    "segments",
-    "base64",
-    "not_json_object",
-    "duplicate_member",
-    "alg",
-    "typ",
-    "kid",
-    "crit",
-    "embedded_key",
-    "signature",
-    "missing_claim",
-    "not_integer",
-    "bad_claim",
-    "expired",
-    "not_yet_valid",
-    "issued_in_future",
-    "issuer",
-    "audience",
-    "blacklisted",
-    "stale_version",
-    "unknown_user",
-    "user_disabled",
-    "family_revoked",
-    "other",
-];
-
 /// Upper bounds of the latency buckets: the `le` label, and the same bound in nanoseconds.
-const BUCKETS: [(&str, u64); 14] = [
+pub const BUCKETS: [(&str, u64); 14] = [
     ("0.0005", 500_000),
     ("0.001", 1_000_000),
     ("0.0025", 2_500_000),

@@ -3,8 +3,9 @@
 use std::fmt;
 
 use super::limiter::RateLimited;
+use super::storage::StoreError;
+use crate::model::AccessDenied;
 use crate::password::{PasswordError, WeakPassword};
-use crate::store::{AccessDenied, StoreError};
 use crate::token::TokenError;
 
 /// Why an auth use case did not succeed.
@@ -26,8 +27,14 @@ pub enum AuthError {
     WeakPassword(WeakPassword),
     /// The current password given for a password change is wrong.
     WrongPassword,
-    /// The caller lacks a role the route requires.
+    /// The use case needs an authenticated caller and there is none.
+    Unauthenticated,
+    /// The caller lacks a role the use case requires.
     Forbidden,
+    /// A role name breaks the role rule.
+    InvalidRole(String),
+    /// `key rotate` while a configured key signs: a stored key would never sign.
+    KeyConfigured,
     /// No such user (admin routes).
     NotFound,
     /// The change would leave no enabled user with the admin role.
@@ -38,8 +45,13 @@ pub enum AuthError {
         /// Whole seconds until an attempt can be admitted again.
         retry_after_secs: u64,
     },
+    /// Password hashing is saturated: the request was refused at once rather than queued.
+    Busy,
     /// The storage layer failed.
     Store(StoreError),
+    /// Something inside latchd failed that no caller can fix (a hashing job panicked, a
+    /// thread could not start); the text is for the log.
+    Internal(String),
     /// A stored password hash could not be read, or the system RNG failed.
     Password(PasswordError),
 }
@@ -55,7 +67,18 @@ impl fmt::Display for AuthError {
             Self::InvalidEmail(why) => f.write_str(why),
             Self::WeakPassword(why) => write!(f, "{why}"),
             Self::WrongPassword => f.write_str("current password is wrong"),
+            Self::Unauthenticated => f.write_str("authentication required"),
             Self::Forbidden => f.write_str("insufficient role"),
+            Self::InvalidRole(role) => write!(
+                f,
+                "invalid role {role:?}: use 1-{} characters of [a-z0-9_.:-]",
+                super::MAX_ROLE_CHARS
+            ),
+            Self::KeyConfigured => f.write_str(
+                "LATCHD_SIGNING_KEY is set: the configured key signs, and stored keys are \
+                 retired at every start, so a rotated key would never sign; rotate by changing \
+                 LATCHD_SIGNING_KEY, or unset it first",
+            ),
             Self::NotFound => f.write_str("no such user"),
             Self::LastAdmin => f.write_str(
                 "this is the last enabled admin: it cannot be deleted, disabled or demoted",
@@ -63,7 +86,9 @@ impl fmt::Display for AuthError {
             Self::RateLimited { retry_after_secs } => {
                 write!(f, "too many login attempts; retry in {retry_after_secs} s")
             }
+            Self::Busy => f.write_str("password hashing is saturated; retry shortly"),
             Self::Store(e) => write!(f, "storage: {e}"),
+            Self::Internal(what) => write!(f, "internal error: {what}"),
             Self::Password(e) => write!(f, "password: {e}"),
         }
     }

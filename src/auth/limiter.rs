@@ -38,7 +38,7 @@ use std::hash::{BuildHasher, Hash};
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use crate::store::normalize_email;
+use crate::model::normalize_email;
 use crate::time::UnixTime;
 
 /// Default consecutive failed logins of one account before attempts are delayed.

@@ -1,32 +1,117 @@
-//! Use cases: where tokens, storage and passwords meet. No HTTP, no async.
+//! The one door: every use case of latchd, the operator ones included, and the decision who
+//! may perform it. HTTP handlers and CLI commands call [`Authority`] and nothing below it.
 //!
-//! Every method is synchronous. Those that hash a password or commit to disk block for
-//! milliseconds to hundreds of milliseconds; the HTTP layer runs them off its async workers.
-//! [`Authority::verify_access`] does neither: it is pure CPU plus the store's in-memory view.
+//! What it owns: the token keyring and policy, the password hasher and its thread pool, the
+//! login limiter, and the [`Storage`] port that backends implement. What it reports: an
+//! [`Event`] per thing that happened, to its subscribers (metrics counts them). What it must
+//! not know: HTTP, redb, configuration sources, or any subscriber's own API.
+//!
+//! Use cases that hash or write are `async`: hashing runs on the [`hashing`] pool and a write
+//! resolves when the storage backend has committed it, so no async worker ever blocks on
+//! either. [`Authority::verify_access`] is synchronous: pure CPU plus storage's in-memory view.
 
 mod error;
+pub mod event;
+pub mod hashing;
 pub mod limiter;
+pub mod storage;
 
 pub use error::AuthError;
 
+use std::fmt;
 use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
 
 use ring::rand::{SecureRandom, SystemRandom};
 
+use self::event::{Event, LoginOutcome, RefreshOutcome, Rejection, Subscriber};
+use self::hashing::{HashPool, HashPriority, PoolError};
 use self::limiter::{LimitPolicy, LoginLimiter};
-use crate::config::Config;
-use crate::metrics::{LoginOutcome, Metrics, RefreshOutcome};
-use crate::password::{Hasher, PasswordPolicy, Verified};
-use crate::store::{
-    CreateUser, FamilyId, Jti, Presented, Rotation, SessionPolicy, Store, StoredKey, Successor,
-    User, UserId, UserUpdate,
+use self::storage::Storage;
+use crate::model::{
+    AccessDenied, Counts, CreateUser, FamilyId, Jti, NewUser, Presented, Rotation, SessionPolicy,
+    StoredKey, Successor, Sweep, User, UserId, UserUpdate, ADMIN_ROLE,
 };
+use crate::password::{Hasher, PasswordPolicy, Verified, WeakPassword, MAX_PASSWORD_BYTES};
 use crate::time::UnixTime;
 use crate::token::refresh::{self, RefreshToken};
 use crate::token::{AccessClaims, AccessTokens, KeySecret, Keyring, Policy, RefreshKey};
 
 /// Longest email accepted, in bytes (RFC 5321 §4.5.3.1.3 path limit, less the brackets).
 pub const MAX_EMAIL_BYTES: usize = 254;
+/// Longest role name, in characters (all ASCII).
+pub const MAX_ROLE_CHARS: usize = 64;
+
+/// What the use cases are configured with. `Default` holds the contract's defaults (the
+/// configuration layer checks that its own defaults agree).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `iss` to put and demand.
+    pub issuer: String,
+    /// `aud` to put and demand.
+    pub audience: String,
+    /// `client_id` claim of access tokens.
+    pub client_id: String,
+    /// Clock skew allowed on `exp`, `nbf`, `iat`.
+    pub leeway_secs: u32,
+    /// Access-token lifetime; also how long ended sessions and retired keys are kept.
+    pub access_ttl_secs: i64,
+    /// Session lifetimes and the per-user cap.
+    pub session: SessionPolicy,
+    /// Minimum password length in characters.
+    pub password_min: usize,
+    /// PBKDF2 work factor for new hashes.
+    pub pbkdf2_iterations: NonZeroU32,
+    /// The login and hashing rate limits.
+    pub limits: LimitPolicy,
+    /// Threads of the hashing pool (password hashes computed at once).
+    pub hash_threads: usize,
+    /// Scheduling of the hashing threads.
+    pub hash_priority: HashPriority,
+    /// Whether anyone may register (else only admins).
+    pub open_registration: bool,
+    /// A configured signing key, which signs instead of the stored ones.
+    pub signing_key: Option<KeySecret>,
+}
+
+/// Default access-token lifetime.
+pub const DEFAULT_ACCESS_TTL_SECS: i64 = 900;
+/// Default sliding lifetime of one refresh token (14 days).
+pub const DEFAULT_REFRESH_TTL_SECS: i64 = 1_209_600;
+/// Default absolute lifetime of a session (30 days).
+pub const DEFAULT_SESSION_MAX_SECS: i64 = 2_592_000;
+/// Default clock-skew allowance.
+pub const DEFAULT_LEEWAY_SECS: u32 = 5;
+/// Default retry grace for the just-rotated refresh token.
+pub const DEFAULT_REFRESH_GRACE_SECS: i64 = 10;
+/// Default cap on one user's live sessions; a new one past it revokes the oldest.
+pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 100;
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            issuer: "latchd".to_owned(),
+            audience: "latchd".to_owned(),
+            client_id: "latchd".to_owned(),
+            leeway_secs: DEFAULT_LEEWAY_SECS,
+            access_ttl_secs: DEFAULT_ACCESS_TTL_SECS,
+            session: SessionPolicy {
+                refresh_ttl_secs: DEFAULT_REFRESH_TTL_SECS,
+                session_max_secs: DEFAULT_SESSION_MAX_SECS,
+                grace_secs: DEFAULT_REFRESH_GRACE_SECS,
+                max_per_user: DEFAULT_MAX_SESSIONS_PER_USER,
+            },
+            password_min: crate::password::DEFAULT_MIN_CHARS,
+            pbkdf2_iterations: crate::password::DEFAULT_ITERATIONS,
+            limits: LimitPolicy::default(),
+            hash_threads: hashing::default_threads(),
+            hash_priority: hashing::DEFAULT_PRIORITY,
+            open_registration: true,
+            signing_key: None,
+        }
+    }
+}
 
 /// Who presented a valid access token.
 #[derive(Clone, Debug)]
@@ -50,6 +135,15 @@ impl Principal {
     }
 }
 
+/// On whose authority an operator use case runs.
+#[derive(Clone, Copy, Debug)]
+pub enum Actor<'a> {
+    /// A caller of the HTTP API, with the access token it presented.
+    Caller(&'a Principal),
+    /// The operator at the machine: the CLI, with access to the database itself.
+    Operator,
+}
+
 /// A new access token and refresh token, as login and refresh hand them out.
 #[derive(Debug)]
 pub struct TokenPair {
@@ -64,77 +158,77 @@ pub struct TokenPair {
 /// What the signing-key setup did at start, for one log line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeySource {
-    /// `LATCHD_SIGNING_KEY` signs.
+    /// The configured key signs.
     Configured,
-    /// A key stored in the database signs.
+    /// A stored key signs.
     Stored,
     /// No key existed: one was generated and stored.
     Generated,
 }
 
-/// The auth use cases over one store.
-#[derive(Debug)]
+/// The auth use cases over one storage backend.
 pub struct Authority {
-    store: Store,
+    storage: Arc<dyn Storage>,
     tokens: AccessTokens,
     refresh_key: RefreshKey,
-    hasher: Hasher,
+    hasher: Arc<Hasher>,
+    pool: HashPool,
     password_policy: PasswordPolicy,
     session: SessionPolicy,
     access_ttl_secs: i64,
     limiter: LoginLimiter,
+    open_registration: bool,
+    key_configured: bool,
     rng: SystemRandom,
-    metrics: Metrics,
+    subscribers: Vec<Arc<dyn Subscriber>>,
+}
+
+impl fmt::Debug for Authority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authority")
+            .field("storage", &self.storage)
+            .field("signer", &self.signer_kid())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Authority {
-    /// Builds the authority: sets up the keyring (configured key, else the stored ones, else a
-    /// freshly generated and persisted key) and the password hasher.
-    pub fn new(config: &Config, store: Store) -> Result<(Self, KeySource), AuthError> {
+    /// Sets up the use cases over `storage`: the keyring (the configured key, else the newest
+    /// stored one, else a freshly generated and stored key), the hasher and its pool.
+    /// `subscribers` hear of every event.
+    pub async fn open(
+        settings: Settings,
+        storage: Arc<dyn Storage>,
+        subscribers: Vec<Arc<dyn Subscriber>>,
+    ) -> Result<(Self, KeySource), AuthError> {
         let rng = SystemRandom::new();
-        let (keyring, source) = keyring(config, &store, &rng)?;
-        let refresh_key = RefreshKey::new(&store.refresh_mac_key()?);
+        let now = UnixTime::now();
+        let (keyring, source) = keyring(&settings, storage.as_ref(), &rng, now).await?;
         let authority = Self {
             tokens: AccessTokens::new(
                 keyring,
                 Policy::new(
-                    &config.issuer,
-                    &config.audience,
-                    &config.client_id,
-                    config.leeway_secs,
+                    &settings.issuer,
+                    &settings.audience,
+                    &settings.client_id,
+                    settings.leeway_secs,
                 ),
             ),
-            refresh_key,
-            hasher: Hasher::new(config.pbkdf2_iterations)?,
-            password_policy: PasswordPolicy::new(config.password_min)?,
-            session: SessionPolicy {
-                refresh_ttl_secs: config.refresh_ttl_secs,
-                session_max_secs: config.session_max_secs,
-                grace_secs: config.refresh_grace_secs,
-                max_per_user: config.max_sessions_per_user,
-            },
-            access_ttl_secs: config.access_ttl_secs,
-            limiter: LoginLimiter::new(LimitPolicy {
-                account_failures: config.login_account_failures,
-                address_failures_per_min: config.login_address_per_min,
-                address_hashes_per_min: config.hash_address_per_min,
-                ..LimitPolicy::default()
-            }),
-            store,
+            refresh_key: RefreshKey::new(&storage.refresh_mac_key()),
+            hasher: Arc::new(Hasher::new(settings.pbkdf2_iterations)?),
+            pool: HashPool::start(settings.hash_threads, settings.hash_priority)
+                .map_err(|e| AuthError::Internal(format!("starting the hashing pool: {e}")))?,
+            password_policy: PasswordPolicy::new(settings.password_min)?,
+            session: settings.session,
+            access_ttl_secs: settings.access_ttl_secs,
+            limiter: LoginLimiter::new(settings.limits),
+            open_registration: settings.open_registration,
+            key_configured: settings.signing_key.is_some(),
+            storage,
             rng,
-            metrics: Metrics::new(),
+            subscribers,
         };
         Ok((authority, source))
-    }
-
-    /// The store, for counts and the sweeper.
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
-    /// The counters the use cases feed, for `GET /metrics`.
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
     }
 
     /// The kid new access tokens are signed with.
@@ -142,164 +236,210 @@ impl Authority {
         self.tokens.keyring().signer_kid()
     }
 
-    /// Registers a user with no roles (`POST /v1/users`).
-    pub fn register(&self, email: &str, password: &str, now: UnixTime) -> Result<User, AuthError> {
-        let user = self.create_user(email, password, &[], now)?;
-        self.metrics.record_registration();
+    /// Sizes of the stored state, from memory.
+    pub fn counts(&self) -> Counts {
+        self.storage.counts()
+    }
+
+    /// What the subscribers show at `GET /metrics`, in the Prometheus text format.
+    pub fn exposition(&self) -> String {
+        let counts = self.storage.counts();
+        let mut out = String::with_capacity(4 * 1024);
+        for subscriber in &self.subscribers {
+            subscriber.expose(counts, &mut out);
+        }
+        out
+    }
+
+    /// Registers a user with no roles (`POST /v1/users`) for a request from `client`. When
+    /// registration is closed, `caller` must be an admin.
+    ///
+    /// # Errors
+    /// `Unauthenticated`/`Forbidden` when closed; `InvalidEmail`, `WeakPassword`,
+    /// `RateLimited` (hashing budget), `EmailTaken`, `Busy`.
+    pub async fn register(
+        &self,
+        caller: Option<&Principal>,
+        email: &str,
+        password: &str,
+        client: IpAddr,
+        now: UnixTime,
+    ) -> Result<User, AuthError> {
+        self.check_registration(caller)?;
+        let user = self
+            .new_user(email, password, Vec::new(), Some(client), now)
+            .await?;
+        self.emit(&Event::Registered { user: user.id });
         Ok(user)
     }
 
-    /// Creates a user with `roles` (`latchd user add`).
-    pub fn create_user(
+    /// Whether `caller` may register users: anyone while registration is open, else admins.
+    /// [`register`](Self::register) checks it too; the HTTP layer asks first, before it reads
+    /// a body.
+    ///
+    /// # Errors
+    /// `Unauthenticated` without a caller, `Forbidden` for a caller without the admin role.
+    pub fn check_registration(&self, caller: Option<&Principal>) -> Result<(), AuthError> {
+        if self.open_registration {
+            return Ok(());
+        }
+        authorize(Actor::Caller(caller.ok_or(AuthError::Unauthenticated)?))
+    }
+
+    /// Creates a user with `roles` on the operator's authority (`latchd user add`).
+    ///
+    /// # Errors
+    /// As [`register`](Self::register), plus `InvalidRole`.
+    pub async fn create_user(
         &self,
+        actor: Actor<'_>,
         email: &str,
         password: &str,
         roles: &[String],
         now: UnixTime,
     ) -> Result<User, AuthError> {
-        let email = check_email(email)?;
-        self.password_policy
-            .check(password, email)
-            .map_err(AuthError::WeakPassword)?;
-        let hash = self.hasher.hash(password)?;
-        match self.store.create_user(email, hash.as_str(), roles, now)? {
-            CreateUser::Created(user) => Ok(user),
-            CreateUser::EmailTaken => Err(AuthError::EmailTaken),
-        }
-    }
-
-    /// Whether a login for `email` from `client` would pass the rate limiter at `now`, changing
-    /// nothing. Cheap (no hashing, no disk): lets the HTTP layer refuse a flood before it queues
-    /// for the hashing pool. [`login`](Self::login) checks again, and counts the attempt.
-    ///
-    /// # Errors
-    /// [`AuthError::RateLimited`], alike for registered and unknown emails.
-    pub fn check_login_allowed(
-        &self,
-        email: &str,
-        client: IpAddr,
-        now: UnixTime,
-    ) -> Result<(), AuthError> {
-        let allowed = self.limiter.check(email, client, now);
-        if allowed.is_err() {
-            self.metrics.record_login(LoginOutcome::RateLimited);
-        }
-        Ok(allowed?)
-    }
-
-    /// Charges one password hash to `client` (registration, login, password change), before
-    /// the work is queued for the hashing pool; successes count like failures.
-    ///
-    /// # Errors
-    /// [`AuthError::RateLimited`] when the address has used its hashing budget.
-    pub fn admit_hashing(&self, client: IpAddr, now: UnixTime) -> Result<(), AuthError> {
-        Ok(self.limiter.admit_hashing(client, now)?)
+        authorize(actor)?;
+        let roles = valid_roles(roles)?;
+        self.new_user(email, password, roles, None, now).await
     }
 
     /// Checks a password and opens a new session (`POST /v1/auth/login`) for a request from
     /// `client`.
     ///
-    /// The rate limiter (see [`limiter`]) is asked first, before any hashing; the attempt then
-    /// counts as a failure unless the password matches an enabled account. An unknown email
-    /// still costs one full hash, so the answer's timing does not tell whether the account
-    /// exists; a disabled account reads like a wrong password. Counted in
-    /// `latchd_logins_total` as `ok`, `failed` or `rate_limited`; storage and RNG failures are
-    /// not counted.
-    pub fn login(
+    /// Before any hashing: the password's size, the login limiter (see [`limiter`]), and the
+    /// address's hashing budget. The attempt then counts as a failure unless the password
+    /// matches an enabled account. An unknown email still costs one full hash, so the answer's
+    /// timing does not tell whether the account exists; a disabled account reads like a wrong
+    /// password. Reported as [`Event::Login`]; storage and RNG failures are not.
+    pub async fn login(
         &self,
         email: &str,
         password: &str,
         client: IpAddr,
         now: UnixTime,
     ) -> Result<TokenPair, AuthError> {
-        let result = self.open_session(email, password, client, now);
-        match &result {
-            Ok(_) => self.metrics.record_login(LoginOutcome::Ok),
-            Err(AuthError::BadCredentials) => self.metrics.record_login(LoginOutcome::Failed),
-            Err(AuthError::RateLimited { .. }) => {
-                self.metrics.record_login(LoginOutcome::RateLimited);
-            }
-            // A storage or RNG failure says nothing about the credentials.
-            Err(_) => {}
+        let result = self.open_session(email, password, client, now).await;
+        let outcome = match &result {
+            Ok((_, user)) => Some((LoginOutcome::Ok, Some(*user))),
+            Err(AuthError::BadCredentials) => Some((LoginOutcome::Failed, None)),
+            Err(AuthError::RateLimited { .. }) => Some((LoginOutcome::RateLimited, None)),
+            // A storage, pool or RNG failure says nothing about the credentials.
+            Err(_) => None,
+        };
+        if let Some((outcome, user)) = outcome {
+            self.emit(&Event::Login { outcome, user });
         }
-        result
+        result.map(|(pair, _)| pair)
     }
 
-    fn open_session(
+    async fn open_session(
         &self,
         email: &str,
         password: &str,
         client: IpAddr,
         now: UnixTime,
-    ) -> Result<TokenPair, AuthError> {
+    ) -> Result<(TokenPair, UserId), AuthError> {
+        if password.len() > MAX_PASSWORD_BYTES {
+            // Refused before hashing: a megabyte password must not cost a megabyte of PBKDF2.
+            return Err(AuthError::BadCredentials);
+        }
+        self.limiter.check(email, client, now)?;
+        self.limiter.admit_hashing(client, now)?;
         self.limiter.admit(email, client, now)?;
-        let Some(mut user) = self.store.user_by_email(email)? else {
-            self.hasher.verify_dummy(password);
+        let found = self.storage.user_by_email(email).await?;
+        let Some(mut user) = found else {
+            let (hasher, password) = (Arc::clone(&self.hasher), password.to_owned());
+            self.hashing(move || hasher.verify_dummy(&password)).await?;
             return Err(AuthError::BadCredentials);
         };
-        if self.hasher.verify(password, &user.password_hash)? != Verified::Match || user.disabled {
+        if self.verify_password(password, &user.password_hash).await? != Verified::Match
+            || user.disabled
+        {
             return Err(AuthError::BadCredentials);
         }
         self.limiter.succeeded(email, client, now);
         if self.hasher.needs_rehash(&user.password_hash) {
-            // The work factor was raised since this hash was made: upgrade it now that the
-            // plaintext is at hand. Failing to does not fail the login.
-            if let Ok(hash) = self.hasher.hash(password) {
-                if self
-                    .store
-                    .upgrade_password_hash(user.id, &user.password_hash, hash.as_str())?
-                {
-                    // Our own upgrade is not a credential change: the session below checks
-                    // against the hash now stored.
-                    user.password_hash = hash.into_string();
-                } else {
-                    // The hash changed meanwhile: another login's upgrade (the same password,
-                    // so still fine) or a password change (then this password is wrong now).
-                    user = self.store.user(user.id)?.ok_or(AuthError::BadCredentials)?;
-                    if self.hasher.verify(password, &user.password_hash)? != Verified::Match {
-                        return Err(AuthError::BadCredentials);
-                    }
-                }
-            }
+            user = self.upgrade_hash(user, password).await?;
         }
-        let family = Store::new_family_id();
+        let family = FamilyId::new();
         let first = refresh::mint(&self.refresh_key, family.0, 0, &self.random()?);
-        if !self
-            .store
-            .create_family(family, &user, &first.hash, now, &self.session)?
-        {
+        let opened = self
+            .storage
+            .open_session(family, &user, first.hash, now, self.session)
+            .await?;
+        if !opened {
             // Disabled, deleted, revoked or given a new password while the hash ran.
             return Err(AuthError::BadCredentials);
         }
-        self.pair(&user, family, first.token, now)
+        Ok((self.pair(&user, family, first.token, now)?, user.id))
+    }
+
+    /// The work factor was raised since `user`'s hash was made: upgrade it now that the
+    /// plaintext is at hand. Failing to hash does not fail the login. Returns the user as the
+    /// session must see it.
+    async fn upgrade_hash(&self, user: User, password: &str) -> Result<User, AuthError> {
+        let (hasher, plain) = (Arc::clone(&self.hasher), password.to_owned());
+        let Ok(Ok(hash)) = self.hashing(move || hasher.hash(&plain)).await else {
+            return Ok(user);
+        };
+        let upgraded = self
+            .storage
+            .upgrade_password_hash(user.id, &user.password_hash, hash.as_str())
+            .await?;
+        if upgraded {
+            // Our own upgrade is not a credential change: the session checks against the
+            // hash now stored.
+            return Ok(User {
+                password_hash: hash.into_string(),
+                ..user
+            });
+        }
+        // The hash changed meanwhile: another login's upgrade (the same password, so still
+        // fine) or a password change (then this password is wrong now).
+        let now_stored = self
+            .storage
+            .user(user.id)
+            .await?
+            .ok_or(AuthError::BadCredentials)?;
+        if self
+            .verify_password(password, &now_stored.password_hash)
+            .await?
+            != Verified::Match
+        {
+            return Err(AuthError::BadCredentials);
+        }
+        Ok(now_stored)
     }
 
     /// Rotates a refresh token (`POST /v1/auth/refresh`); see API.md "Refresh rotation".
-    /// Counted in `latchd_refreshes_total` by what the store did with the token (or `invalid`
-    /// when it is not a refresh token at all).
-    pub fn refresh(&self, presented: &str, now: UnixTime) -> Result<TokenPair, AuthError> {
+    /// Reported as [`Event::Refresh`] by what storage did with the token (or `Invalid` when it
+    /// is not a refresh token at all).
+    pub async fn refresh(&self, presented: &str, now: UnixTime) -> Result<TokenPair, AuthError> {
         let Ok(presented) = refresh::parse(&self.refresh_key, presented.as_bytes()) else {
-            self.metrics.record_refresh(RefreshOutcome::Invalid);
+            self.emit(&Event::Refresh(RefreshOutcome::Invalid));
             return Err(AuthError::InvalidGrant);
         };
         let family = FamilyId(presented.family);
         let next_random = self.random()?;
         let next_generation = presented.generation.saturating_add(1);
         let next = refresh::mint(&self.refresh_key, family.0, next_generation, &next_random);
-        let outcome = self.store.rotate(
-            &Presented {
-                family,
-                generation: presented.generation,
-                hash: presented.hash,
-            },
-            &Successor {
-                hash: next.hash,
-                sealed: presented.seal(&next_random),
-            },
-            now,
-            &self.session,
-        )?;
-        self.metrics.record_refresh(refresh_outcome(&outcome));
+        let outcome = self
+            .storage
+            .rotate(
+                Presented {
+                    family,
+                    generation: presented.generation,
+                    hash: presented.hash,
+                },
+                Successor {
+                    hash: next.hash,
+                    sealed: presented.seal(&next_random),
+                },
+                now,
+                self.session,
+            )
+            .await?;
+        self.emit(&Event::Refresh(refresh_outcome(&outcome)));
         let (user, token) = match outcome {
             Rotation::Rotated { user, .. } => (user, next.token),
             Rotation::Retried {
@@ -325,20 +465,15 @@ impl Authority {
                 return Err(AuthError::InvalidGrant)
             }
         };
-        let user = self.store.user(user)?.ok_or(AuthError::InvalidGrant)?;
-        if user.disabled {
-            return Err(AuthError::InvalidGrant);
-        }
         self.pair(&user, family, token, now)
     }
 
     /// Verifies an access token: the token rules, then its state in memory (blacklist, token
-    /// version, user, family). No disk access, no write.
-    ///
-    /// Every call is counted in `latchd_verifications_total`, whichever route made it.
+    /// version, user, family). No I/O, no write. Reported as [`Event::Verified`] or
+    /// [`Event::Rejected`], whichever route asked.
     pub fn verify_access(&self, token: &[u8], now: UnixTime) -> Result<Principal, AuthError> {
         let claims = self.tokens.verify(token, now).inspect_err(|e| {
-            self.metrics.record_token_rejected(*e);
+            self.emit(&Event::Rejected(Rejection::Token(*e)));
         })?;
         let principal = Principal {
             user: UserId(claims.sub),
@@ -348,60 +483,45 @@ impl Authority {
             exp: claims.exp,
         };
         if let Err(denied) =
-            self.store
+            self.storage
                 .check_access(principal.user, principal.family, principal.jti, claims.ver)
         {
-            self.metrics.record_access_denied(denied);
+            self.emit(&Event::Rejected(Rejection::State(denied)));
             return Err(AuthError::Revoked(denied));
         }
-        self.metrics.record_verified();
+        self.emit(&Event::Verified);
         Ok(principal)
     }
 
-    /// Ends the caller's session: its access token's jti is blacklisted until it expires, and
-    /// its refresh family is revoked (`POST /v1/auth/logout`).
-    pub fn logout(&self, principal: &Principal, now: UnixTime) -> Result<(), AuthError> {
-        self.store.blacklist(principal.jti, principal.exp)?;
-        self.store.revoke_family(principal.family, now)?;
+    /// Ends the caller's session (`POST /v1/auth/logout`): its access token's jti is
+    /// blacklisted until it expires and its refresh family revoked, in one transaction.
+    pub async fn logout(&self, principal: &Principal, now: UnixTime) -> Result<(), AuthError> {
+        self.storage
+            .end_session(principal.family, principal.jti, principal.exp, now)
+            .await?;
         Ok(())
     }
 
     /// Ends every session of the caller (`POST /v1/auth/logout-all`).
-    pub fn logout_all(&self, principal: &Principal, now: UnixTime) -> Result<(), AuthError> {
-        self.revoke_user(principal.user, now)
-    }
-
-    /// Ends every session of `user`: its token version is bumped, so all its access tokens
-    /// stop verifying, and all its families are revoked.
-    pub fn revoke_user(&self, user: UserId, now: UnixTime) -> Result<(), AuthError> {
-        if self.store.revoke_all_for_user(user, now)? {
-            Ok(())
-        } else {
-            Err(AuthError::NotFound)
-        }
-    }
-
-    /// Deletes `user` and all its sessions (`DELETE /v1/admin/users/{id}`, `latchd user delete`).
-    ///
-    /// # Errors
-    /// [`AuthError::NotFound`]; [`AuthError::LastAdmin`] for the last enabled admin.
-    pub fn delete_user(&self, user: UserId) -> Result<(), AuthError> {
-        update_result(self.store.delete_user(user)?)
+    pub async fn logout_all(&self, principal: &Principal, now: UnixTime) -> Result<(), AuthError> {
+        self.revoke_sessions(principal.user, now).await
     }
 
     /// The caller's account (`GET /v1/auth/me`).
-    pub fn me(&self, principal: &Principal) -> Result<User, AuthError> {
-        self.store
-            .user(principal.user)?
-            .ok_or(AuthError::Revoked(crate::store::AccessDenied::UnknownUser))
+    pub async fn me(&self, principal: &Principal) -> Result<User, AuthError> {
+        self.storage
+            .user(principal.user)
+            .await?
+            .ok_or(AuthError::Revoked(AccessDenied::UnknownUser))
     }
 
     /// Changes the caller's password and revokes every other session in the same write
     /// (`PUT /v1/users/me/password`). The caller's own session keeps working.
     ///
     /// Guesses of `current` count against the same rate limits as logins (the account's
-    /// email and `client`), so a stolen access token cannot be used to guess the password.
-    pub fn change_password(
+    /// email and `client`), so a stolen access token cannot be used to guess the password; the
+    /// hashes count against the address's hashing budget.
+    pub async fn change_password(
         &self,
         principal: &Principal,
         current: &str,
@@ -409,29 +529,226 @@ impl Authority {
         client: IpAddr,
         now: UnixTime,
     ) -> Result<(), AuthError> {
-        let user = self.me(principal)?;
+        if new.len() > MAX_PASSWORD_BYTES {
+            return Err(AuthError::WeakPassword(WeakPassword::TooLong));
+        }
+        if current.len() > MAX_PASSWORD_BYTES {
+            return Err(AuthError::WrongPassword);
+        }
+        self.limiter.admit_hashing(client, now)?;
+        let user = self.me(principal).await?;
         self.limiter.admit(&user.email, client, now)?;
-        if self.hasher.verify(current, &user.password_hash)? != Verified::Match {
+        if self.verify_password(current, &user.password_hash).await? != Verified::Match {
             return Err(AuthError::WrongPassword);
         }
         self.limiter.succeeded(&user.email, client, now);
         self.password_policy
             .check(new, &user.email)
             .map_err(AuthError::WeakPassword)?;
-        let hash = self.hasher.hash(new)?;
-        if self.store.change_password(
-            user.id,
-            &user.password_hash,
-            hash.as_str(),
-            Some(principal.family),
-            now,
-        )? {
+        let hash = self.hash_password(new).await?;
+        let changed = self
+            .storage
+            .change_password(
+                user.id,
+                &user.password_hash,
+                hash.as_str(),
+                Some(principal.family),
+                now,
+            )
+            .await?;
+        if changed {
             Ok(())
         } else {
             // Changed, revoked or disabled since the check: the caller must sign in again.
-            Err(AuthError::Revoked(
-                crate::store::AccessDenied::FamilyRevoked,
-            ))
+            Err(AuthError::Revoked(AccessDenied::FamilyRevoked))
+        }
+    }
+
+    /// Up to `limit` users ordered by id, after `after` (`GET /v1/admin/users`,
+    /// `latchd user list`).
+    pub async fn list_users(
+        &self,
+        actor: Actor<'_>,
+        limit: usize,
+        after: Option<UserId>,
+    ) -> Result<Vec<User>, AuthError> {
+        authorize(actor)?;
+        Ok(self.storage.list_users(limit, after).await?)
+    }
+
+    /// The user with this id or, failing that, this email (`latchd user ...`).
+    pub async fn find_user(&self, actor: Actor<'_>, who: &str) -> Result<User, AuthError> {
+        authorize(actor)?;
+        if let Some(id) = uuid::Uuid::try_parse(who.trim()).ok().map(UserId) {
+            if let Some(user) = self.storage.user(id).await? {
+                return Ok(user);
+            }
+        }
+        self.storage
+            .user_by_email(who)
+            .await?
+            .ok_or(AuthError::NotFound)
+    }
+
+    /// Ends every session of `user` (`POST /v1/admin/users/{id}/revoke`): its token version is
+    /// bumped, so all its access tokens stop verifying, and all its families are revoked.
+    pub async fn revoke_user(
+        &self,
+        actor: Actor<'_>,
+        user: UserId,
+        now: UnixTime,
+    ) -> Result<(), AuthError> {
+        authorize(actor)?;
+        self.revoke_sessions(user, now).await
+    }
+
+    /// Disables `user` and revokes all its sessions, in one transaction (`latchd user
+    /// disable`): its tokens stop verifying and login is refused.
+    pub async fn disable_user(
+        &self,
+        actor: Actor<'_>,
+        user: UserId,
+        now: UnixTime,
+    ) -> Result<(), AuthError> {
+        authorize(actor)?;
+        update_result(self.storage.disable_user(user, now).await?)
+    }
+
+    /// Re-enables a disabled user (`latchd user enable`); revoked sessions stay revoked.
+    pub async fn enable_user(&self, actor: Actor<'_>, user: UserId) -> Result<(), AuthError> {
+        authorize(actor)?;
+        update_result(self.storage.enable_user(user).await?)
+    }
+
+    /// Deletes `user` and all its sessions (`DELETE /v1/admin/users/{id}`, `latchd user
+    /// delete`).
+    ///
+    /// # Errors
+    /// `NotFound`; `LastAdmin` for the last enabled admin.
+    pub async fn delete_user(&self, actor: Actor<'_>, user: UserId) -> Result<(), AuthError> {
+        authorize(actor)?;
+        update_result(self.storage.delete_user(user).await?)
+    }
+
+    /// Replaces `user`'s roles; its access tokens with the old roles stop working.
+    pub async fn set_roles(
+        &self,
+        actor: Actor<'_>,
+        user: UserId,
+        roles: &[String],
+    ) -> Result<(), AuthError> {
+        authorize(actor)?;
+        let roles = valid_roles(roles)?;
+        update_result(self.storage.set_roles(user, &roles).await?)
+    }
+
+    /// Generates a 256-bit signing key and stores it as the newest, retiring the others now
+    /// (`latchd key rotate`): they keep verifying for one access TTL. Returns the new kid.
+    ///
+    /// # Errors
+    /// `KeyConfigured` while a configured key signs: a stored key would never sign.
+    pub async fn rotate_signing_key(
+        &self,
+        actor: Actor<'_>,
+        now: UnixTime,
+    ) -> Result<String, AuthError> {
+        authorize(actor)?;
+        if self.key_configured {
+            return Err(AuthError::KeyConfigured);
+        }
+        let secret = add_new_signing_key(self.storage.as_ref(), &self.rng, now).await?;
+        Ok(secret.kid())
+    }
+
+    /// Deletes expired blacklist rows, and sessions and keys that ended more than one access
+    /// TTL ago, so that no access token outlives the rows it names (`latchd gc`, the sweeper).
+    pub async fn sweep(&self, now: UnixTime) -> Result<Sweep, AuthError> {
+        Ok(self.storage.sweep(now, self.access_ttl_secs).await?)
+    }
+
+    /// How long a retired signing key keeps verifying, and an ended session is kept.
+    pub fn access_ttl_secs(&self) -> i64 {
+        self.access_ttl_secs
+    }
+
+    async fn revoke_sessions(&self, user: UserId, now: UnixTime) -> Result<(), AuthError> {
+        if self.storage.revoke_user(user, now).await? {
+            Ok(())
+        } else {
+            Err(AuthError::NotFound)
+        }
+    }
+
+    async fn new_user(
+        &self,
+        email: &str,
+        password: &str,
+        roles: Vec<String>,
+        client: Option<IpAddr>,
+        now: UnixTime,
+    ) -> Result<User, AuthError> {
+        if password.len() > MAX_PASSWORD_BYTES {
+            // Refused before the budget is charged: it can never be hashed.
+            return Err(AuthError::WeakPassword(WeakPassword::TooLong));
+        }
+        if let Some(client) = client {
+            self.limiter.admit_hashing(client, now)?;
+        }
+        let email = check_email(email)?;
+        self.password_policy
+            .check(password, email)
+            .map_err(AuthError::WeakPassword)?;
+        let hash = self.hash_password(password).await?;
+        let created = self
+            .storage
+            .create_user(
+                NewUser {
+                    email: email.to_owned(),
+                    password_hash: hash.into_string(),
+                    roles,
+                },
+                now,
+            )
+            .await?;
+        match created {
+            CreateUser::Created(user) => Ok(user),
+            CreateUser::EmailTaken => Err(AuthError::EmailTaken),
+        }
+    }
+
+    async fn verify_password(&self, password: &str, hash: &str) -> Result<Verified, AuthError> {
+        let (hasher, password, hash) = (
+            Arc::clone(&self.hasher),
+            password.to_owned(),
+            hash.to_owned(),
+        );
+        Ok(self
+            .hashing(move || hasher.verify(&password, &hash))
+            .await??)
+    }
+
+    async fn hash_password(
+        &self,
+        password: &str,
+    ) -> Result<crate::password::PasswordHash, AuthError> {
+        let (hasher, password) = (Arc::clone(&self.hasher), password.to_owned());
+        Ok(self.hashing(move || hasher.hash(&password)).await??)
+    }
+
+    /// Runs `work` on the hashing pool.
+    async fn hashing<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, AuthError> {
+        self.pool.run(work).await.map_err(|e| match e {
+            PoolError::Busy => AuthError::Busy,
+            PoolError::Failed => AuthError::Internal("a hashing job failed".to_owned()),
+        })
+    }
+
+    fn emit(&self, event: &Event) {
+        for subscriber in &self.subscribers {
+            subscriber.on(event);
         }
     }
 
@@ -442,14 +759,10 @@ impl Authority {
         refresh_token: RefreshToken,
         now: UnixTime,
     ) -> Result<TokenPair, AuthError> {
-        let mut jti = [0u8; 16];
-        self.rng
-            .fill(&mut jti)
-            .map_err(|_| AuthError::Password(crate::password::PasswordError::Random))?;
         let claims = AccessClaims {
             sub: user.id.0,
             sid: family.0,
-            jti: uuid::Builder::from_random_bytes(jti).into_uuid(),
+            jti: uuid::Builder::from_random_bytes(self.random()?).into_uuid(),
             ver: user.token_version,
             roles: user.roles.clone(),
             iat: now,
@@ -463,12 +776,22 @@ impl Authority {
         })
     }
 
-    fn random(&self) -> Result<[u8; 32], AuthError> {
-        let mut out = [0u8; 32];
+    fn random<const N: usize>(&self) -> Result<[u8; N], AuthError> {
+        let mut out = [0u8; N];
         self.rng
             .fill(&mut out)
             .map_err(|_| AuthError::Password(crate::password::PasswordError::Random))?;
         Ok(out)
+    }
+}
+
+/// Whether `actor` may run an operator use case: the operator always, a caller with the admin
+/// role.
+fn authorize(actor: Actor<'_>) -> Result<(), AuthError> {
+    match actor {
+        Actor::Operator => Ok(()),
+        Actor::Caller(principal) if principal.has_role(ADMIN_ROLE) => Ok(()),
+        Actor::Caller(_) => Err(AuthError::Forbidden),
     }
 }
 
@@ -481,7 +804,7 @@ fn update_result(update: UserUpdate) -> Result<(), AuthError> {
     }
 }
 
-/// The label of what the store did with a presented refresh token.
+/// What storage did with a presented refresh token, as an event outcome.
 fn refresh_outcome(rotation: &Rotation) -> RefreshOutcome {
     match rotation {
         Rotation::Rotated { .. } => RefreshOutcome::Rotated,
@@ -491,6 +814,26 @@ fn refresh_outcome(rotation: &Rotation) -> RefreshOutcome {
         Rotation::Revoked => RefreshOutcome::Revoked,
         Rotation::Unknown => RefreshOutcome::Unknown,
     }
+}
+
+/// Whether `role` is 1-`MAX_ROLE_CHARS` characters of `[a-z0-9_.:-]`: safe in a token's roles
+/// claim, in the comma-separated `X-Auth-Roles` header and in `user list` output.
+pub fn is_valid_role(role: &str) -> bool {
+    (1..=MAX_ROLE_CHARS).contains(&role.len())
+        && role
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.:-".contains(&b))
+}
+
+/// `roles` checked, sorted and without repeats.
+fn valid_roles(roles: &[String]) -> Result<Vec<String>, AuthError> {
+    if let Some(bad) = roles.iter().find(|r| !is_valid_role(r)) {
+        return Err(AuthError::InvalidRole(bad.clone()));
+    }
+    let mut roles = roles.to_vec();
+    roles.sort_unstable();
+    roles.dedup();
+    Ok(roles)
 }
 
 /// A trimmed email that is plausibly an address: `local@domain`, both parts non-empty, no
@@ -515,30 +858,33 @@ fn check_email(email: &str) -> Result<&str, AuthError> {
 /// The keyring at start: the configured key signs if there is one; otherwise the newest
 /// stored key that is not retired; otherwise a new 256-bit key is generated and stored.
 /// Every stored key verifies, so tokens signed before a rotation keep working.
-fn keyring(
-    config: &Config,
-    store: &Store,
+async fn keyring(
+    settings: &Settings,
+    storage: &dyn Storage,
     rng: &SystemRandom,
+    now: UnixTime,
 ) -> Result<(Keyring, KeySource), AuthError> {
-    let now = UnixTime::now();
-    if config.signing_key.is_some() {
+    if settings.signing_key.is_some() {
         // The configured key takes over: stored keys keep verifying for one access TTL, then
         // stop (an operator switching away from a leaked key wants that).
-        store.retire_signing_keys(now)?;
+        storage.retire_signing_keys(now).await?;
     }
-    let stored = store.signing_keys()?;
+    let stored = storage.signing_keys().await?;
     let secret_of = |k: &StoredKey| KeySecret::from_bytes(k.secret.clone()).ok();
     let live: Vec<KeySecret> = stored
         .iter()
         .filter(|k| k.retired_at.is_none())
         .filter_map(secret_of)
         .collect();
-    let (signer, source) = if let Some(configured) = &config.signing_key {
+    let (signer, source) = if let Some(configured) = &settings.signing_key {
         (configured.clone(), KeySource::Configured)
     } else if let Some(newest) = live.last() {
         (newest.clone(), KeySource::Stored)
     } else {
-        (add_new_signing_key(store, rng, now)?, KeySource::Generated)
+        (
+            add_new_signing_key(storage, rng, now).await?,
+            KeySource::Generated,
+        )
     };
     // Retired keys verify until one access TTL after their retirement, in this process too:
     // the sweeper deleting the row would not take them out of a running keyring.
@@ -547,7 +893,7 @@ fn keyring(
         let Some(retired_at) = key.retired_at else {
             continue;
         };
-        let not_after = retired_at.plus(config.access_ttl_secs);
+        let not_after = retired_at.plus(settings.access_ttl_secs);
         if let (true, Some(secret)) = (now <= not_after, secret_of(key)) {
             keys = keys.with_retiring(&secret, not_after);
         }
@@ -556,32 +902,29 @@ fn keyring(
 }
 
 /// Generates a 256-bit signing key and stores it as the newest, retiring every other stored
-/// key at `now` (they keep verifying for one access TTL): first start and `latchd key rotate`.
-pub fn add_new_signing_key(
-    store: &Store,
+/// key at `now` (they keep verifying for one access TTL): first start and key rotation.
+async fn add_new_signing_key(
+    storage: &dyn Storage,
     rng: &SystemRandom,
     now: UnixTime,
 ) -> Result<KeySecret, AuthError> {
-    let secret = generate_key(rng)?;
-    store.add_signing_key(
-        &StoredKey {
-            kid: secret.kid(),
-            secret: secret.as_bytes().to_vec(),
-            created_at: now,
-            retired_at: None,
-        },
-        Some(now),
-    )?;
-    Ok(secret)
-}
-
-/// A fresh 256-bit signing key from the system RNG.
-pub fn generate_key(rng: &SystemRandom) -> Result<KeySecret, AuthError> {
     let mut bytes = vec![0u8; 32];
     rng.fill(&mut bytes)
         .map_err(|_| AuthError::Password(crate::password::PasswordError::Random))?;
-    KeySecret::from_bytes(bytes)
-        .map_err(|_| AuthError::Password(crate::password::PasswordError::Random))
+    let secret = KeySecret::from_bytes(bytes)
+        .map_err(|_| AuthError::Password(crate::password::PasswordError::Random))?;
+    storage
+        .add_signing_key(
+            StoredKey {
+                kid: secret.kid(),
+                secret: secret.as_bytes().to_vec(),
+                created_at: now,
+                retired_at: None,
+            },
+            Some(now),
+        )
+        .await?;
+    Ok(secret)
 }
 
 #[cfg(test)]

@@ -1,88 +1,90 @@
-//! Use-case tests on a real store in a temp dir: the paths where token, store and password
+//! Use-case tests on a real store in a temp dir: the paths where token, storage and password
 //! meet, that HTTP tests cannot reach deterministically.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use tempfile::TempDir;
 
 use super::*;
-use crate::store::AccessDenied;
+use crate::store::Store;
 
 const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const PASSWORD: &str = "correct horse battery staple";
 
-fn config(dir: &TempDir, vars: &[(&str, &str)]) -> Config {
-    let mut map: HashMap<String, String> = vars
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    map.insert("LATCHD_PBKDF2_ITERATIONS".into(), "1000".into());
-    map.insert(
-        "LATCHD_DB".into(),
-        dir.path().join("a.redb").display().to_string(),
-    );
-    Config::from_lookup(|name| map.get(name).cloned()).unwrap()
+/// Test settings: the defaults with a cheap work factor.
+fn settings() -> Settings {
+    Settings {
+        pbkdf2_iterations: NonZeroU32::new(1000).unwrap(),
+        hash_threads: 1,
+        hash_priority: HashPriority::Normal,
+        ..Settings::default()
+    }
 }
 
-fn authority(config: &Config) -> (Authority, KeySource) {
-    Authority::new(config, Store::open(&config.db).unwrap()).unwrap()
+/// The use cases over the store in `dir`, on a runtime the test drives with `block_on`.
+fn authority(dir: &TempDir, settings: Settings) -> (Authority, KeySource) {
+    let store: Arc<dyn Storage> = Arc::new(Store::open(&dir.path().join("a.redb")).unwrap());
+    block_on(Authority::open(settings, store, Vec::new())).unwrap()
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+fn register(auth: &Authority, email: &str) -> User {
+    block_on(auth.register(None, email, PASSWORD, CLIENT, UnixTime::now())).unwrap()
+}
+
+fn login(auth: &Authority, email: &str) -> Result<TokenPair, AuthError> {
+    block_on(auth.login(email, PASSWORD, CLIENT, UnixTime::now()))
 }
 
 #[test]
 fn a_password_change_from_a_session_revoked_meanwhile_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (auth, _) = authority(&config(&dir, &[]));
-    auth.register("pat@example.com", PASSWORD, UnixTime::now())
-        .unwrap();
-    let pair = auth
-        .login("pat@example.com", PASSWORD, CLIENT, UnixTime::now())
-        .unwrap();
+    let (auth, _) = authority(&dir, settings());
+    register(&auth, "pat@example.com");
+    let pair = login(&auth, "pat@example.com").unwrap();
     let principal = auth
         .verify_access(pair.access_token.as_bytes(), UnixTime::now())
         .unwrap();
     // Logout-all commits after the request was authenticated, before it writes.
-    auth.logout_all(&principal, UnixTime::now()).unwrap();
-    let got = auth.change_password(
+    block_on(auth.logout_all(&principal, UnixTime::now())).unwrap();
+    let got = block_on(auth.change_password(
         &principal,
         PASSWORD,
         "another long passphrase here",
         CLIENT,
         UnixTime::now(),
-    );
+    ));
     assert!(
         matches!(got, Err(AuthError::Revoked(AccessDenied::FamilyRevoked))),
         "{got:?}"
     );
     // The old password still works: nothing was written.
-    assert!(auth
-        .login("pat@example.com", PASSWORD, CLIENT, UnixTime::now())
-        .is_ok());
+    assert!(login(&auth, "pat@example.com").is_ok());
 }
 
 #[test]
 fn a_configured_key_retires_stored_keys_for_one_access_ttl() {
     let dir = tempfile::tempdir().unwrap();
-    let (first, source) = authority(&config(&dir, &[]));
+    let (first, source) = authority(&dir, settings());
     assert_eq!(source, KeySource::Generated);
-    first
-        .register("quentin@example.com", PASSWORD, UnixTime::now())
-        .unwrap();
-    let old = first
-        .login("quentin@example.com", PASSWORD, CLIENT, UnixTime::now())
-        .unwrap()
-        .access_token;
+    register(&first, "quentin@example.com");
+    let old = login(&first, "quentin@example.com").unwrap().access_token;
     drop(first);
 
     let configured = "QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkI";
-    let cfg = config(
-        &dir,
-        &[
-            ("LATCHD_SIGNING_KEY", configured),
-            ("LATCHD_ACCESS_TTL", "60"),
-        ],
-    );
-    let (second, source) = authority(&cfg);
+    let with_key = Settings {
+        signing_key: Some(KeySecret::from_base64url(configured).unwrap()),
+        access_ttl_secs: 60,
+        ..settings()
+    };
+    let (second, source) = authority(&dir, with_key);
     assert_eq!(source, KeySource::Configured);
     let now = UnixTime::now();
     assert!(second.verify_access(old.as_bytes(), now).is_ok());
@@ -91,8 +93,7 @@ fn a_configured_key_retires_stored_keys_for_one_access_ttl() {
         second.verify_access(old.as_bytes(), now.plus(120)),
         Err(AuthError::Token(crate::token::TokenError::UnknownKid))
     ));
-    let fresh = second
-        .login("quentin@example.com", PASSWORD, CLIENT, now)
+    let fresh = block_on(second.login("quentin@example.com", PASSWORD, CLIENT, now))
         .unwrap()
         .access_token;
     assert!(second.verify_access(fresh.as_bytes(), now).is_ok());
@@ -101,45 +102,32 @@ fn a_configured_key_retires_stored_keys_for_one_access_ttl() {
 #[test]
 fn a_login_after_the_work_factor_rose_upgrades_the_hash_and_signs_in() {
     let dir = tempfile::tempdir().unwrap();
-    let (weak, _) = authority(&config(&dir, &[]));
-    weak.register("rosa@example.com", PASSWORD, UnixTime::now())
-        .unwrap();
+    let (weak, _) = authority(&dir, settings());
+    register(&weak, "rosa@example.com");
     drop(weak);
-    let mut cfg = config(&dir, &[]);
-    cfg.pbkdf2_iterations = std::num::NonZeroU32::new(2000).unwrap();
-    let (strong, _) = authority(&cfg);
-    assert!(strong
-        .login("rosa@example.com", PASSWORD, CLIENT, UnixTime::now())
-        .is_ok());
-    let stored = strong
-        .store()
-        .user_by_email("rosa@example.com")
-        .unwrap()
+    let stronger = Settings {
+        pbkdf2_iterations: NonZeroU32::new(2000).unwrap(),
+        ..settings()
+    };
+    let (strong, _) = authority(&dir, stronger);
+    assert!(login(&strong, "rosa@example.com").is_ok());
+    let stored = block_on(strong.find_user(Actor::Operator, "rosa@example.com"))
         .unwrap()
         .password_hash;
     assert!(stored.starts_with("$pbkdf2-sha256$i=2000$"), "{stored}");
     // And the upgraded hash still signs in.
-    assert!(strong
-        .login("rosa@example.com", PASSWORD, CLIENT, UnixTime::now())
-        .is_ok());
+    assert!(login(&strong, "rosa@example.com").is_ok());
 }
 
 #[test]
 fn a_disabled_user_can_neither_refresh_nor_use_its_access_token() {
     let dir = tempfile::tempdir().unwrap();
-    let (auth, _) = authority(&config(&dir, &[]));
-    let user = auth
-        .register("sam@example.com", PASSWORD, UnixTime::now())
-        .unwrap();
-    let pair = auth
-        .login("sam@example.com", PASSWORD, CLIENT, UnixTime::now())
-        .unwrap();
-    assert_eq!(
-        auth.store().disable_user(user.id, true).unwrap(),
-        UserUpdate::Done
-    );
+    let (auth, _) = authority(&dir, settings());
+    let user = register(&auth, "sam@example.com");
+    let pair = login(&auth, "sam@example.com").unwrap();
+    block_on(auth.disable_user(Actor::Operator, user.id, UnixTime::now())).unwrap();
     assert!(matches!(
-        auth.refresh(pair.refresh_token.as_str(), UnixTime::now()),
+        block_on(auth.refresh(pair.refresh_token.as_str(), UnixTime::now())),
         Err(AuthError::InvalidGrant)
     ));
     assert!(matches!(
@@ -147,7 +135,77 @@ fn a_disabled_user_can_neither_refresh_nor_use_its_access_token() {
         Err(AuthError::Revoked(AccessDenied::UserDisabled))
     ));
     assert!(matches!(
-        auth.login("sam@example.com", PASSWORD, CLIENT, UnixTime::now()),
+        login(&auth, "sam@example.com"),
         Err(AuthError::BadCredentials)
     ));
+}
+
+#[test]
+fn operator_use_cases_need_the_admin_role_from_a_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let (auth, _) = authority(&dir, settings());
+    let user = register(&auth, "una@example.com");
+    let pair = login(&auth, "una@example.com").unwrap();
+    let plain = auth
+        .verify_access(pair.access_token.as_bytes(), UnixTime::now())
+        .unwrap();
+    let caller = Actor::Caller(&plain);
+    let now = UnixTime::now();
+    let refused = [
+        block_on(auth.list_users(caller, 10, None)).map(|_| ()),
+        block_on(auth.revoke_user(caller, user.id, now)),
+        block_on(auth.delete_user(caller, user.id)),
+        block_on(auth.disable_user(caller, user.id, now)),
+        block_on(auth.enable_user(caller, user.id)),
+        block_on(auth.set_roles(caller, user.id, &["admin".to_owned()])),
+        block_on(auth.rotate_signing_key(caller, now)).map(|_| ()),
+        block_on(auth.find_user(caller, "una@example.com")).map(|_| ()),
+    ];
+    for (i, got) in refused.into_iter().enumerate() {
+        assert!(matches!(got, Err(AuthError::Forbidden)), "{i}: {got:?}");
+    }
+    // Nothing happened to the user; the operator may.
+    assert!(auth
+        .verify_access(pair.access_token.as_bytes(), now)
+        .is_ok());
+    block_on(auth.set_roles(Actor::Operator, user.id, &["admin".to_owned()])).unwrap();
+    assert!(matches!(
+        auth.verify_access(pair.access_token.as_bytes(), now),
+        Err(AuthError::Revoked(AccessDenied::StaleVersion))
+    ));
+}
+
+#[test]
+fn closed_registration_needs_an_admin_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let (auth, _) = authority(
+        &dir,
+        Settings {
+            open_registration: false,
+            ..settings()
+        },
+    );
+    let now = UnixTime::now();
+    let got = block_on(auth.register(None, "x@example.com", PASSWORD, CLIENT, now));
+    assert!(matches!(got, Err(AuthError::Unauthenticated)), "{got:?}");
+    let admin = block_on(auth.create_user(
+        Actor::Operator,
+        "root@example.com",
+        PASSWORD,
+        &["admin".to_owned()],
+        now,
+    ))
+    .unwrap();
+    assert_eq!(admin.roles, ["admin"]);
+    let pair = login(&auth, "root@example.com").unwrap();
+    let root = auth
+        .verify_access(pair.access_token.as_bytes(), now)
+        .unwrap();
+    assert!(block_on(auth.register(Some(&root), "x@example.com", PASSWORD, CLIENT, now)).is_ok());
+    let pair = login(&auth, "x@example.com").unwrap();
+    let plain = auth
+        .verify_access(pair.access_token.as_bytes(), now)
+        .unwrap();
+    let got = block_on(auth.register(Some(&plain), "y@example.com", PASSWORD, CLIENT, now));
+    assert!(matches!(got, Err(AuthError::Forbidden)), "{got:?}");
 }

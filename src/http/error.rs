@@ -59,6 +59,11 @@ impl ApiError {
         }
     }
 
+    /// Whether this is the answer to a request without any bearer credentials.
+    pub(crate) fn is_no_credentials(&self) -> bool {
+        self.challenge == Some("Bearer")
+    }
+
     pub(crate) fn invalid_grant(description: &'static str) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "invalid_grant", description)
     }
@@ -191,7 +196,13 @@ impl From<AuthError> for ApiError {
             AuthError::InvalidEmail(why) => Self::invalid_request(why),
             AuthError::WeakPassword(why) => Self::invalid_request(why.to_string()),
             AuthError::WrongPassword => Self::invalid_request("current_password is wrong"),
+            AuthError::Unauthenticated => Self::no_credentials(),
             AuthError::Forbidden => Self::insufficient_scope(),
+            AuthError::InvalidRole(_) => Self::invalid_request(err.to_string()),
+            AuthError::KeyConfigured => {
+                Self::conflict("a configured signing key signs; rotate by changing it")
+            }
+            AuthError::Busy => Self::temporarily_unavailable(),
             AuthError::NotFound => Self::not_found(),
             AuthError::LastAdmin => Self::conflict(
                 "the last enabled admin cannot be deleted, disabled or lose the admin role",
@@ -206,6 +217,10 @@ impl From<AuthError> for ApiError {
             }
             AuthError::Password(e) => {
                 tracing::error!(error = %e, "password hashing failure");
+                Self::server_error()
+            }
+            AuthError::Internal(what) => {
+                tracing::error!(error = %what, "internal failure");
                 Self::server_error()
             }
         }

@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use super::error::ApiError;
 use super::respond::REFRESH_COOKIE;
 use super::server::ConnInfo;
+use crate::model::UserId;
 
 /// The de-facto proxy header (RFC 7239's `Forwarded` is not read).
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -276,6 +277,40 @@ pub(crate) fn is_json(headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Default and largest page of a listing.
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+
+/// `?limit=&after=` of a listing: `limit` 1-1000 (default 100), `after` the last id of the
+/// previous page.
+pub(crate) fn paging(query: Option<&str>) -> Result<(usize, Option<UserId>), ApiError> {
+    let mut limit = DEFAULT_PAGE;
+    let mut after = None;
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        match pair.split_once('=') {
+            Some(("limit", v)) => {
+                limit = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| ApiError::invalid_request("limit must be 1 to 1000"))?;
+            }
+            Some(("after", v)) => {
+                after =
+                    Some(UserId(uuid::Uuid::try_parse(v).map_err(|_| {
+                        ApiError::invalid_request("after must be a user id")
+                    })?));
+            }
+            _ => return Err(ApiError::invalid_request("unknown query parameter")),
+        }
+    }
+    Ok((limit, after))
 }
 
 /// A JSON body of type `T`: 415-free by design, a wrong content type is a 400 like any other

@@ -1,24 +1,69 @@
-//! Route handlers: extract, call `auth`, respond. Durable commits run on tokio's blocking pool;
-//! password hashing runs on the low-priority hashing pool, so a login flood cannot take the
-//! cores from verification.
+//! Route handlers: extract, call the auth layer, respond. Authorization and every decision
+//! about the outcome belong to auth; a handler only moves bytes in and out.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, StatusCode};
 use serde::Deserialize;
 
 use super::error::ApiError;
 use super::extract;
-use super::respond::{self, Body};
-use super::{hashing, App};
-use crate::auth::{Authority, Principal};
-use crate::metrics::{metrics_allowed, LoginOutcome};
-use crate::store::UserId;
+use super::respond;
+use super::routes::Answer;
+use super::App;
+use crate::auth::{Actor, Principal};
+use crate::metrics::metrics_allowed;
+use crate::model::UserId;
 use crate::time::UnixTime;
 
-type Answer = Result<Response<Body>, ApiError>;
+/// A request on its way to a handler.
+pub(super) struct Ctx {
+    pub(super) req: Request<Incoming>,
+    pub(super) app: Arc<App>,
+    pub(super) peer: SocketAddr,
+    /// The user id of an `{id}` route.
+    pub(super) id: Option<UserId>,
+}
+
+impl Ctx {
+    /// The client address, through trusted proxies only.
+    fn client(&self) -> Result<IpAddr, ApiError> {
+        extract::client_ip(
+            self.req.headers(),
+            self.peer.ip(),
+            &self.app.settings.trusted_proxies,
+        )
+    }
+
+    /// The caller of a bearer route.
+    fn principal(&self) -> Result<Principal, ApiError> {
+        let token = extract::bearer(self.req.headers())?;
+        Ok(self
+            .app
+            .auth
+            .verify_access(token.as_bytes(), UnixTime::now())?)
+    }
+
+    /// The caller, if the request carries a bearer token at all.
+    fn optional_principal(&self) -> Result<Option<Principal>, ApiError> {
+        match extract::bearer(self.req.headers()) {
+            Ok(token) => Ok(Some(
+                self.app
+                    .auth
+                    .verify_access(token.as_bytes(), UnixTime::now())?,
+            )),
+            Err(e) if e.is_no_credentials() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The `{id}` of the route.
+    fn id(&self) -> Result<UserId, ApiError> {
+        self.id.ok_or_else(ApiError::not_found)
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,60 +85,54 @@ struct PasswordChange {
     new_password: String,
 }
 
-pub(super) async fn register(req: Request<Incoming>, app: Arc<App>, peer: SocketAddr) -> Answer {
-    if !app.open_registration {
-        let principal = authenticate(&req, &app)?;
-        require_admin(&principal)?;
-    }
-    let client = extract::client_ip(req.headers(), peer.ip(), &app.trusted_proxies)?;
-    let creds: Credentials = extract::json(req).await?;
-    check_password_size(&creds.password)?;
-    app.auth.admit_hashing(client, UnixTime::now())?;
-    let user = app
-        .hashing(move |auth| auth.register(&creds.email, &creds.password, UnixTime::now()))
+#[allow(clippy::unnecessary_wraps)] // the signature of every route handler
+pub(super) fn healthz(_: &Ctx) -> Answer {
+    Ok(respond::empty(StatusCode::OK))
+}
+
+pub(super) async fn register(cx: Ctx) -> Answer {
+    let caller = cx.optional_principal()?;
+    cx.app.auth.check_registration(caller.as_ref())?;
+    let client = cx.client()?;
+    let creds: Credentials = extract::json(cx.req).await?;
+    let user = cx
+        .app
+        .auth
+        .register(
+            caller.as_ref(),
+            &creds.email,
+            &creds.password,
+            client,
+            UnixTime::now(),
+        )
         .await?;
     Ok(respond::json(StatusCode::CREATED, &respond::user(&user)))
 }
 
-pub(super) async fn login(req: Request<Incoming>, app: Arc<App>, peer: SocketAddr) -> Answer {
-    let client = extract::client_ip(req.headers(), peer.ip(), &app.trusted_proxies)?;
-    let creds: Credentials = extract::json(req).await?;
-    if creds.password.len() > crate::password::MAX_PASSWORD_BYTES {
-        // Refused before hashing: a megabyte password must not cost a megabyte of PBKDF2.
-        app.auth.metrics().record_login(LoginOutcome::Failed);
-        return Err(ApiError::invalid_grant("invalid email or password"));
-    }
-    // A flood over the limit is refused here, without a blocking-pool task or a hashing slot.
-    // `login` asks again once it has its slot, and counts the attempt.
-    app.auth
-        .check_login_allowed(&creds.email, client, UnixTime::now())?;
-    if let Err(e) = app.auth.admit_hashing(client, UnixTime::now()) {
-        app.auth.metrics().record_login(LoginOutcome::RateLimited);
-        return Err(e.into());
-    }
-    let pair = app
-        .hashing(move |auth| auth.login(&creds.email, &creds.password, client, UnixTime::now()))
+pub(super) async fn login(cx: Ctx) -> Answer {
+    let client = cx.client()?;
+    let creds: Credentials = extract::json(cx.req).await?;
+    let pair = cx
+        .app
+        .auth
+        .login(&creds.email, &creds.password, client, UnixTime::now())
         .await?;
-    Ok(respond::token_pair(&pair, app.cookie))
+    Ok(respond::token_pair(&pair, &cx.app.settings))
 }
 
-pub(super) async fn refresh(req: Request<Incoming>, app: Arc<App>) -> Answer {
-    let cookie = extract::refresh_cookie(req.headers())?;
-    let has_json = extract::is_json(req.headers());
-    let headers = req.headers().clone();
-    let bytes = extract::body(req).await?;
-    let from_body = if bytes.is_empty() && !has_json {
-        None
-    } else if has_json {
-        if bytes.is_empty() {
-            None
-        } else {
-            extract::parse_json::<RefreshBody>(&bytes)?.refresh_token
+pub(super) async fn refresh(cx: Ctx) -> Answer {
+    let cookie = extract::refresh_cookie(cx.req.headers())?;
+    let has_json = extract::is_json(cx.req.headers());
+    let headers = cx.req.headers().clone();
+    let bytes = extract::body(cx.req).await?;
+    let from_body = match (has_json, bytes.is_empty()) {
+        (_, true) => None,
+        (true, false) => extract::parse_json::<RefreshBody>(&bytes)?.refresh_token,
+        (false, false) => {
+            return Err(ApiError::invalid_request(
+                "content-type must be application/json",
+            ))
         }
-    } else {
-        return Err(ApiError::invalid_request(
-            "content-type must be application/json",
-        ));
     };
     let token = match (from_body, cookie) {
         (Some(token), _) => token,
@@ -108,95 +147,84 @@ pub(super) async fn refresh(req: Request<Incoming>, app: Arc<App>) -> Answer {
             ))
         }
     };
-    let pair = app
-        .blocking(move |auth| auth.refresh(&token, UnixTime::now()))
-        .await?;
-    Ok(respond::token_pair(&pair, app.cookie))
+    let pair = cx.app.auth.refresh(&token, UnixTime::now()).await?;
+    Ok(respond::token_pair(&pair, &cx.app.settings))
 }
 
-pub(super) async fn logout(req: Request<Incoming>, app: Arc<App>) -> Answer {
-    let principal = authenticate(&req, &app)?;
-    app.blocking(move |auth| auth.logout(&principal, UnixTime::now()))
-        .await?;
-    Ok(respond::logged_out(app.cookie))
+pub(super) async fn logout(cx: Ctx) -> Answer {
+    let principal = cx.principal()?;
+    cx.app.auth.logout(&principal, UnixTime::now()).await?;
+    Ok(respond::logged_out(&cx.app.settings))
 }
 
-pub(super) async fn logout_all(req: Request<Incoming>, app: Arc<App>) -> Answer {
-    let principal = authenticate(&req, &app)?;
-    app.blocking(move |auth| auth.logout_all(&principal, UnixTime::now()))
-        .await?;
-    Ok(respond::logged_out(app.cookie))
+pub(super) async fn logout_all(cx: Ctx) -> Answer {
+    let principal = cx.principal()?;
+    cx.app.auth.logout_all(&principal, UnixTime::now()).await?;
+    Ok(respond::logged_out(&cx.app.settings))
 }
 
-pub(super) async fn me(req: Request<Incoming>, app: Arc<App>) -> Answer {
-    let principal = authenticate(&req, &app)?;
-    let user = app.blocking(move |auth| auth.me(&principal)).await?;
+pub(super) async fn me(cx: Ctx) -> Answer {
+    let principal = cx.principal()?;
+    let user = cx.app.auth.me(&principal).await?;
     Ok(respond::json(StatusCode::OK, &respond::user(&user)))
 }
 
-pub(super) fn verify(req: &Request<Incoming>, app: &App) -> Answer {
-    let principal = authenticate(req, app)?;
+pub(super) fn verify(cx: &Ctx) -> Answer {
+    let principal = cx.principal()?;
     Ok(respond::forward_auth(&principal))
 }
 
 /// `GET /metrics`, for loopback clients and `LATCHD_METRICS_ALLOW` only. The peer is the TCP
 /// peer: `X-Forwarded-For` is not consulted, as a forged one must not open the counters.
-pub(super) fn metrics(req: &Request<Incoming>, app: &App, peer: SocketAddr) -> Answer {
+pub(super) fn metrics(cx: &Ctx) -> Answer {
     // A request that came through a reverse proxy is from whoever the proxy serves, not from
     // the loopback peer: judge the forwarded client (through trusted proxies only), and refuse
     // when it cannot be told.
+    let headers = cx.req.headers();
     let forwarded = ["x-forwarded-for", "forwarded", "x-real-ip"]
         .iter()
-        .any(|name| req.headers().contains_key(*name));
+        .any(|name| headers.contains_key(*name));
     let client = if forwarded {
-        let client = extract::client_ip(req.headers(), peer.ip(), &app.trusted_proxies)
-            .map_err(|_| ApiError::metrics_forbidden())?;
-        if client == peer.ip().to_canonical() {
+        let client = cx.client().map_err(|_| ApiError::metrics_forbidden())?;
+        if client == cx.peer.ip().to_canonical() {
             return Err(ApiError::metrics_forbidden());
         }
         client
     } else {
-        peer.ip()
+        cx.peer.ip()
     };
-    if !metrics_allowed(client, &app.metrics_allow) {
+    if !metrics_allowed(client, &cx.app.settings.metrics_allow) {
         return Err(ApiError::metrics_forbidden());
     }
-    let text = app.auth.metrics().render(app.auth.store().counts());
+    let mut text = cx.app.auth.exposition();
+    cx.app.times.render_into(&mut text);
     Ok(respond::metrics(text))
 }
 
-pub(super) async fn change_password(
-    req: Request<Incoming>,
-    app: Arc<App>,
-    peer: SocketAddr,
-) -> Answer {
-    let principal = authenticate(&req, &app)?;
-    let client = extract::client_ip(req.headers(), peer.ip(), &app.trusted_proxies)?;
-    let change: PasswordChange = extract::json(req).await?;
-    check_password_size(&change.new_password)?;
-    if change.current_password.len() > crate::password::MAX_PASSWORD_BYTES {
-        return Err(ApiError::invalid_request("current_password is wrong"));
-    }
-    app.auth.admit_hashing(client, UnixTime::now())?;
-    app.hashing(move |auth| {
-        auth.change_password(
+pub(super) async fn change_password(cx: Ctx) -> Answer {
+    let principal = cx.principal()?;
+    let client = cx.client()?;
+    let change: PasswordChange = extract::json(cx.req).await?;
+    cx.app
+        .auth
+        .change_password(
             &principal,
             &change.current_password,
             &change.new_password,
             client,
             UnixTime::now(),
         )
-    })
-    .await?;
+        .await?;
     Ok(respond::empty(StatusCode::NO_CONTENT))
 }
 
-pub(super) async fn admin_list_users(req: Request<Incoming>, app: Arc<App>) -> Answer {
-    let principal = authenticate(&req, &app)?;
-    require_admin(&principal)?;
-    let (limit, after) = paging(req.uri().query())?;
-    let users = app
-        .blocking(move |auth| Ok(auth.store().list_users(limit, after)?))
+pub(super) async fn admin_list_users(cx: Ctx) -> Answer {
+    let principal = cx.principal()?;
+    let (limit, after) = extract::paging(cx.req.uri().query())?;
+    let users = cx
+        .app
+        .auth
+        .list_users(Actor::Caller(&principal), limit, after)
         .await?;
     let list: Vec<_> = users.iter().map(respond::admin_user).collect();
     Ok(respond::json(
@@ -205,105 +233,22 @@ pub(super) async fn admin_list_users(req: Request<Incoming>, app: Arc<App>) -> A
     ))
 }
 
-pub(super) async fn admin_revoke(req: Request<Incoming>, app: Arc<App>, id: UserId) -> Answer {
-    let principal = authenticate(&req, &app)?;
-    require_admin(&principal)?;
-    app.blocking(move |auth| auth.revoke_user(id, UnixTime::now()))
+pub(super) async fn admin_revoke(cx: Ctx) -> Answer {
+    let principal = cx.principal()?;
+    let id = cx.id()?;
+    cx.app
+        .auth
+        .revoke_user(Actor::Caller(&principal), id, UnixTime::now())
         .await?;
     Ok(respond::empty(StatusCode::NO_CONTENT))
 }
 
-pub(super) async fn admin_delete(req: Request<Incoming>, app: Arc<App>, id: UserId) -> Answer {
-    let principal = authenticate(&req, &app)?;
-    require_admin(&principal)?;
-    app.blocking(move |auth| auth.delete_user(id)).await?;
+pub(super) async fn admin_delete(cx: Ctx) -> Answer {
+    let principal = cx.principal()?;
+    let id = cx.id()?;
+    cx.app
+        .auth
+        .delete_user(Actor::Caller(&principal), id)
+        .await?;
     Ok(respond::empty(StatusCode::NO_CONTENT))
-}
-
-fn authenticate(req: &Request<Incoming>, app: &App) -> Result<Principal, ApiError> {
-    let token = extract::bearer(req.headers())?;
-    Ok(app.auth.verify_access(token.as_bytes(), UnixTime::now())?)
-}
-
-fn require_admin(principal: &Principal) -> Result<(), ApiError> {
-    if principal.has_role("admin") {
-        Ok(())
-    } else {
-        Err(ApiError::insufficient_scope())
-    }
-}
-
-/// The policy's byte cap, checked before the body reaches the hashing pool.
-fn check_password_size(password: &str) -> Result<(), ApiError> {
-    if password.len() > crate::password::MAX_PASSWORD_BYTES {
-        return Err(ApiError::invalid_request(
-            "password must be at most 1024 bytes",
-        ));
-    }
-    Ok(())
-}
-
-/// Default and largest page of `GET /v1/admin/users`.
-const DEFAULT_PAGE: usize = 100;
-const MAX_PAGE: usize = 1000;
-
-fn paging(query: Option<&str>) -> Result<(usize, Option<UserId>), ApiError> {
-    let mut limit = DEFAULT_PAGE;
-    let mut after = None;
-    for pair in query
-        .unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        match pair.split_once('=') {
-            Some(("limit", v)) => {
-                limit = v
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=MAX_PAGE).contains(n))
-                    .ok_or_else(|| ApiError::invalid_request("limit must be 1 to 1000"))?;
-            }
-            Some(("after", v)) => {
-                after =
-                    Some(UserId(uuid::Uuid::try_parse(v).map_err(|_| {
-                        ApiError::invalid_request("after must be a user id")
-                    })?));
-            }
-            _ => return Err(ApiError::invalid_request("unknown query parameter")),
-        }
-    }
-    Ok((limit, after))
-}
-
-impl App {
-    /// Runs blocking auth work (durable commits) on the blocking pool.
-    async fn blocking<T: Send + 'static>(
-        self: &Arc<Self>,
-        work: impl FnOnce(&Authority) -> Result<T, crate::auth::AuthError> + Send + 'static,
-    ) -> Result<T, ApiError> {
-        let app = Arc::clone(self);
-        tokio::task::spawn_blocking(move || work(&app.auth))
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "blocking task failed");
-                ApiError::server_error()
-            })?
-            .map_err(ApiError::from)
-    }
-
-    /// Runs password-hashing work on the low-priority hashing pool (`hashing.rs`).
-    async fn hashing<T: Send + 'static>(
-        self: &Arc<Self>,
-        work: impl FnOnce(&Authority) -> Result<T, crate::auth::AuthError> + Send + 'static,
-    ) -> Result<T, ApiError> {
-        let app = Arc::clone(self);
-        match self.hash_pool.run(move || work(&app.auth)).await {
-            Ok(answer) => answer.map_err(ApiError::from),
-            Err(hashing::PoolError::Busy) => Err(ApiError::temporarily_unavailable()),
-            Err(hashing::PoolError::Failed) => {
-                tracing::error!("hashing job failed");
-                Err(ApiError::server_error())
-            }
-        }
-    }
 }

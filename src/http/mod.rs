@@ -1,15 +1,19 @@
-//! The HTTP server: hyper 1 + hyper-util, a hand-written router, no framework. The only
-//! module that names hyper or `http` types; [`serve`] is its one public item.
+//! The HTTP server: hyper 1 + hyper-util, one route table, no framework. The only module that
+//! names hyper or `http` types. [`serve`] and its [`Settings`] are its public items.
+//!
+//! Handlers are short: extract, call the auth layer, respond. Every error becomes a status
+//! code in `error.rs` alone; body limits, timeouts, connection caps, security headers and the
+//! access log are each set once (`server.rs`, `conn.rs`, `extract.rs`, `respond.rs`).
 
 mod conn;
 mod error;
 mod extract;
 mod handlers;
-mod hashing;
 mod respond;
-mod router;
+mod routes;
 mod server;
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,120 +21,71 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::auth::Authority;
-use crate::config::Config;
-use crate::time::UnixTime;
 
-/// How often the background sweeper deletes expired rows.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// What the HTTP layer is configured with. `Default` holds the contract's defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Connections one client address (IPv6: one /64) may hold; trusted proxies are exempt.
+    pub max_per_address: usize,
+    /// A connection with no request in flight for this long is closed.
+    pub header_timeout: Duration,
+    /// A request body must arrive whole within this long.
+    pub body_timeout: Duration,
+    /// Whether cookies carry `Secure` (`false` for plain-http development only).
+    pub cookie_secure: bool,
+    /// `Max-Age` of the refresh-token cookie (the refresh TTL).
+    pub refresh_cookie_max_age_secs: i64,
+    /// Proxies whose `X-Forwarded-For` is believed (canonical addresses).
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Clients besides loopback that may read `/metrics`.
+    pub metrics_allow: Vec<IpAddr>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            max_per_address: 128,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            cookie_secure: true,
+            refresh_cookie_max_age_secs: crate::auth::DEFAULT_REFRESH_TTL_SECS,
+            trusted_proxies: Vec::new(),
+            metrics_allow: Vec::new(),
+        }
+    }
+}
 
 /// What every handler shares.
 pub(crate) struct App {
-    auth: Authority,
-    hash_pool: hashing::HashPool,
-    cookie: respond::CookiePolicy,
-    open_registration: bool,
-    /// Addresses besides loopback that may read `/metrics`.
-    metrics_allow: Vec<IpAddr>,
-    /// `LATCHD_TRUSTED_PROXIES`, canonical (IPv4-mapped IPv6 as IPv4).
-    trusted_proxies: Vec<IpAddr>,
+    auth: Arc<Authority>,
+    settings: Settings,
+    /// Per-route request latencies, labelled from the route table.
+    times: routes::RequestTimes,
 }
 
-/// Binds `config.listen`, prints `listening on <ip>:<port>` to stderr, and serves until
-/// SIGTERM or SIGINT; then stops accepting, drains in-flight requests (bounded) and returns,
-/// dropping the authority and with it the database.
+/// Serves `auth` on `listener` until `shutdown` resolves; then stops accepting and drains
+/// in-flight requests (bounded). Prints `listening on <ip>:<port>` to stderr once it accepts.
 ///
 /// # Errors
-/// The listen address cannot be bound.
-pub async fn serve(config: &Config, auth: Authority) -> std::io::Result<()> {
-    let listener = TcpListener::bind(config.listen).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
-    })?;
+/// The listener's local address cannot be read.
+pub async fn serve(
+    listener: TcpListener,
+    auth: Arc<Authority>,
+    settings: Settings,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let local = listener.local_addr()?;
     let app = Arc::new(App {
         auth,
-        hash_pool: hashing::HashPool::start(config.hash_concurrency, config.hash_priority)?,
-        cookie: respond::CookiePolicy {
-            secure: config.cookie_secure,
-            max_age_secs: config.refresh_ttl_secs,
-        },
-        open_registration: config.open_registration,
-        metrics_allow: config.metrics_allow.clone(),
-        trusted_proxies: config
-            .trusted_proxies
-            .iter()
-            .map(IpAddr::to_canonical)
-            .collect(),
+        settings,
+        times: routes::RequestTimes::new(),
     });
-    let sweeper = tokio::spawn(sweep_forever(Arc::clone(&app), config.access_ttl_secs));
     // The contract's start line: tests and scripts read the port from it.
     eprintln!("listening on {local}");
     tracing::info!(%local, "listening");
-    let limits = server::Limits {
-        max_connections: config.max_connections,
-        max_per_address: config.max_connections_per_address,
-        header_timeout: Duration::from_secs(config.header_timeout_secs),
-        body_timeout: Duration::from_secs(config.body_timeout_secs),
-    };
-    server::run(listener, Arc::clone(&app), limits, shutdown_signal()).await;
-    sweeper.abort();
-    // Hashing jobs still queued hold the app (and with it the database). They finish or skip
-    // quickly once their connections are gone; wait for them, bounded, so the database is
-    // dropped and closed before the process exits.
-    let deadline = tokio::time::Instant::now() + server::SHUTDOWN_GRACE;
-    while Arc::strong_count(&app) > 1 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    drop(app);
+    server::run(listener, Arc::clone(&app), shutdown).await;
     Ok(())
-}
-
-/// Deletes expired blacklist rows, ended families and retired keys once a minute, keeping
-/// families for one access TTL after they end so their access tokens never outlive them.
-async fn sweep_forever(app: Arc<App>, retain_secs: i64) {
-    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
-    loop {
-        tick.tick().await;
-        let app = Arc::clone(&app);
-        let swept = tokio::task::spawn_blocking(move || {
-            app.auth.store().sweep_expired(UnixTime::now(), retain_secs)
-        })
-        .await;
-        match swept {
-            Ok(Ok(sweep)) if sweep != crate::store::Sweep::default() => {
-                tracing::info!(
-                    blacklist = sweep.blacklist,
-                    families = sweep.families,
-                    keys = sweep.keys,
-                    "swept expired rows"
-                );
-            }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "sweep failed"),
-            Err(e) => tracing::error!(error = %e, "sweep task failed"),
-        }
-    }
-}
-
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sig) => {
-                sig.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
 }

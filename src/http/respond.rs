@@ -7,8 +7,9 @@ use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, PRAGMA, SET_COOKIE
 use hyper::{Response, StatusCode};
 use serde_json::json;
 
+use super::Settings;
 use crate::auth::{Principal, TokenPair};
-use crate::store::User;
+use crate::model::User;
 
 /// The response body type of every route.
 pub(crate) type Body = Full<Bytes>;
@@ -79,16 +80,9 @@ pub(crate) fn log_safe(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// Cookie settings.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct CookiePolicy {
-    pub(crate) secure: bool,
-    pub(crate) max_age_secs: i64,
-}
-
 /// 200 with a token pair (login, refresh): `no-store` and `Pragma: no-cache` (RFC 6749 §5.1),
 /// and the refresh token also as an `HttpOnly` cookie scoped to `/v1/auth`.
-pub(crate) fn token_pair(pair: &TokenPair, cookie: CookiePolicy) -> Response<Body> {
+pub(crate) fn token_pair(pair: &TokenPair, settings: &Settings) -> Response<Body> {
     let body = json!({
         "access_token": pair.access_token,
         "token_type": "Bearer",
@@ -101,8 +95,8 @@ pub(crate) fn token_pair(pair: &TokenPair, cookie: CookiePolicy) -> Response<Bod
     headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));
     let value = set_cookie(
         pair.refresh_token.as_str(),
-        cookie.max_age_secs,
-        cookie.secure,
+        settings.refresh_cookie_max_age_secs,
+        settings.cookie_secure,
     );
     if let Ok(value) = HeaderValue::from_str(&value) {
         headers.insert(SET_COOKIE, value);
@@ -111,9 +105,9 @@ pub(crate) fn token_pair(pair: &TokenPair, cookie: CookiePolicy) -> Response<Bod
 }
 
 /// 204 that also clears the refresh cookie (logout).
-pub(crate) fn logged_out(cookie: CookiePolicy) -> Response<Body> {
+pub(crate) fn logged_out(settings: &Settings) -> Response<Body> {
     let mut response = empty(StatusCode::NO_CONTENT);
-    if let Ok(value) = HeaderValue::from_str(&set_cookie("", 0, cookie.secure)) {
+    if let Ok(value) = HeaderValue::from_str(&set_cookie("", 0, settings.cookie_secure)) {
         response.headers_mut().insert(SET_COOKIE, value);
     }
     response

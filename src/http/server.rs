@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::conn::{Activity, PeerSlot, Peers};
 use super::respond;
-use super::router;
+use super::routes;
 use super::App;
 
 /// In-flight requests get this long to finish after SIGTERM/SIGINT.
@@ -41,26 +41,9 @@ const H2_CONNECTION_WINDOW_BYTES: u32 = 64 * 1024;
 /// to 64 KiB; hyper's default is about 400 KiB.
 const H1_MAX_BUF_BYTES: usize = 64 * 1024;
 
-/// The connection limits of one server.
-#[derive(Clone, Debug)]
-pub(crate) struct Limits {
-    /// Connections served at once; more wait in the listen backlog.
-    pub(crate) max_connections: usize,
-    /// Connections one client address (IPv6: /64) may hold; trusted proxies are exempt.
-    pub(crate) max_per_address: usize,
-    /// A connection with no request in flight for this long is closed.
-    pub(crate) header_timeout: Duration,
-    /// A request body must arrive whole within this long of the handler asking for it.
-    pub(crate) body_timeout: Duration,
-}
-
 /// Serves `app` on `listener` until `shutdown` resolves, then drains.
-pub(super) async fn run(
-    listener: TcpListener,
-    app: Arc<App>,
-    limits: Limits,
-    shutdown: impl Future<Output = ()>,
-) {
+pub(super) async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+    let limits = &app.settings;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -77,7 +60,7 @@ pub(super) async fn run(
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(10));
     let builder = Arc::new(builder);
-    let peers = Peers::new(limits.max_per_address, app.trusted_proxies.clone());
+    let peers = Peers::new(limits.max_per_address, limits.trusted_proxies.clone());
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     // Every connection task holds a sender; the drain waits until all are dropped.
     let (alive, mut drained) = mpsc::channel::<()>(1);
@@ -237,11 +220,10 @@ async fn handle(
     let method = req.method().clone();
     // The path only: a query string could carry a token a client put there by mistake.
     let path = req.uri().path().to_owned();
-    let mut response = router::route(req, Arc::clone(&app), peer).await;
+    let route = routes::find(&path);
+    let mut response = routes::dispatch(route, req, Arc::clone(&app), peer).await;
     respond::secure(&mut response);
-    app.auth
-        .metrics()
-        .observe_request(router::route_of(&path), started.elapsed());
+    app.times.observe(route, started.elapsed());
     tracing::info!(
         target: "latchd::access",
         %method,

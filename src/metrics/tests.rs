@@ -2,63 +2,17 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
+use uuid::Uuid;
+
 use super::*;
+use crate::model::{AccessDenied, UserId};
+use crate::token::{every_token_error, TokenError};
 
 const COUNTS: Counts = Counts {
     users: 3,
     families: 2,
     blacklist: 1,
 };
-
-/// Every `TokenError`, written out so that a new variant breaks this file until it is listed.
-fn every_token_error() -> Vec<TokenError> {
-    let all = vec![
-        TokenError::TooLong,
-        TokenError::Segments,
-        TokenError::Base64,
-        TokenError::NotJsonObject,
-        TokenError::DuplicateMember,
-        TokenError::AlgNotHs256,
-        TokenError::WrongTyp,
-        TokenError::UnknownKid,
-        TokenError::Crit,
-        TokenError::EmbeddedKey,
-        TokenError::BadSignature,
-        TokenError::MissingClaim("sub"),
-        TokenError::NotInteger("exp"),
-        TokenError::BadClaim("sub"),
-        TokenError::Expired,
-        TokenError::NotYetValid,
-        TokenError::IssuedInFuture,
-        TokenError::WrongIssuer,
-        TokenError::WrongAudience,
-    ];
-    for e in &all {
-        // No `_` arm: adding a variant fails to compile here, pointing at REJECT_REASONS.
-        match e {
-            TokenError::TooLong
-            | TokenError::Segments
-            | TokenError::Base64
-            | TokenError::NotJsonObject
-            | TokenError::DuplicateMember
-            | TokenError::AlgNotHs256
-            | TokenError::WrongTyp
-            | TokenError::UnknownKid
-            | TokenError::Crit
-            | TokenError::EmbeddedKey
-            | TokenError::BadSignature
-            | TokenError::MissingClaim(_)
-            | TokenError::NotInteger(_)
-            | TokenError::BadClaim(_)
-            | TokenError::Expired
-            | TokenError::NotYetValid
-            | TokenError::IssuedInFuture
-            | TokenError::WrongIssuer
-            | TokenError::WrongAudience => {}
-        }
-    }
-    all
-}
 
 const EVERY_DENIAL: [AccessDenied; 5] = [
     AccessDenied::Blacklisted,
@@ -135,7 +89,6 @@ fn every_family_has_help_and_type_before_its_samples_in_name_order() {
             "latchd_logins_total",
             "latchd_refreshes_total",
             "latchd_registrations_total",
-            "latchd_request_duration_seconds",
             "latchd_users",
             "latchd_verifications_total",
         ],
@@ -156,10 +109,22 @@ fn render_is_stable_and_gauges_come_from_counts() {
 #[test]
 fn counters_count_each_outcome_under_its_own_label() {
     let metrics = Metrics::new();
-    metrics.record_login(LoginOutcome::Ok);
-    metrics.record_login(LoginOutcome::Ok);
-    metrics.record_login(LoginOutcome::Failed);
-    metrics.record_login(LoginOutcome::RateLimited);
+    metrics.on(&Event::Login {
+        outcome: LoginOutcome::Ok,
+        user: None,
+    });
+    metrics.on(&Event::Login {
+        outcome: LoginOutcome::Ok,
+        user: None,
+    });
+    metrics.on(&Event::Login {
+        outcome: LoginOutcome::Failed,
+        user: None,
+    });
+    metrics.on(&Event::Login {
+        outcome: LoginOutcome::RateLimited,
+        user: None,
+    });
     for (outcome, times) in [
         (RefreshOutcome::Rotated, 1),
         (RefreshOutcome::Retried, 2),
@@ -170,14 +135,20 @@ fn counters_count_each_outcome_under_its_own_label() {
         (RefreshOutcome::Invalid, 7),
     ] {
         for _ in 0..times {
-            metrics.record_refresh(outcome);
+            metrics.on(&Event::Refresh(outcome));
         }
     }
-    metrics.record_registration();
-    metrics.record_verified();
-    metrics.record_token_rejected(TokenError::BadSignature);
-    metrics.record_token_rejected(TokenError::MissingClaim("jti"));
-    metrics.record_access_denied(AccessDenied::FamilyRevoked);
+    metrics.on(&Event::Registered {
+        user: UserId(Uuid::nil()),
+    });
+    metrics.on(&Event::Verified);
+    metrics.on(&Event::Rejected(Rejection::Token(TokenError::BadSignature)));
+    metrics.on(&Event::Rejected(Rejection::Token(
+        TokenError::MissingClaim("jti"),
+    )));
+    metrics.on(&Event::Rejected(Rejection::State(
+        AccessDenied::FamilyRevoked,
+    )));
     let text = metrics.render(COUNTS);
     let got = |s: &str| value(&text, s);
     assert_eq!(got(r#"latchd_logins_total{outcome="ok"}"#), 2);
@@ -202,7 +173,7 @@ fn counters_count_each_outcome_under_its_own_label() {
     assert_eq!(rejected("signature"), 1);
     assert_eq!(rejected("missing_claim"), 1);
     assert_eq!(rejected("family_revoked"), 1);
-    let total_rejected: u64 = REJECT_REASONS.iter().map(|r| rejected(r)).sum();
+    let total_rejected: u64 = Rejection::labels().map(rejected).sum();
     assert_eq!(total_rejected, 3, "nothing else moved");
 }
 
@@ -213,27 +184,21 @@ fn every_rejection_reason_has_its_own_preallocated_label() {
         .into_iter()
         .map(TokenError::reason)
         .collect();
-    reasons.extend(EVERY_DENIAL.map(denied_reason));
+    reasons.extend(EVERY_DENIAL.map(AccessDenied::label));
+    let listed: Vec<&str> = Rejection::labels().collect();
     for reason in &reasons {
-        assert!(
-            REJECT_REASONS[..REJECT_REASONS.len() - 1].contains(reason),
-            "{reason} missing from REJECT_REASONS"
-        );
+        assert!(listed.contains(reason), "{reason} has no series");
     }
     let mut unique = reasons.clone();
     unique.sort_unstable();
     unique.dedup();
     assert_eq!(unique.len(), reasons.len(), "two rules share a label");
-    assert_eq!(
-        reasons.len() + 1,
-        REJECT_REASONS.len(),
-        "only `other` is extra"
-    );
+    assert_eq!(reasons.len(), listed.len(), "no label without a rule");
     for e in every_token_error() {
-        metrics.record_token_rejected(e);
+        metrics.on(&Event::Rejected(Rejection::Token(e)));
     }
     for d in EVERY_DENIAL {
-        metrics.record_access_denied(d);
+        metrics.on(&Event::Rejected(Rejection::State(d)));
     }
     let text = metrics.render(COUNTS);
     for reason in &reasons {
@@ -241,22 +206,18 @@ fn every_rejection_reason_has_its_own_preallocated_label() {
             format!("latchd_verifications_total{{result=\"rejected\",reason=\"{reason}\"}}");
         assert_eq!(value(&text, &series), 1, "{series}");
     }
-    let other = r#"latchd_verifications_total{result="rejected",reason="other"}"#;
-    assert_eq!(value(&text, other), 0);
 }
 
 #[test]
 fn label_values_come_only_from_the_fixed_lists() {
     let metrics = Metrics::new();
-    metrics.observe_request(Route::Other, Duration::from_millis(3));
+    metrics.on(&Event::Refresh(RefreshOutcome::Reused));
     let text = metrics.render(COUNTS);
     let mut allowed: Vec<&str> = Vec::new();
-    allowed.extend(LOGIN_OUTCOMES);
-    allowed.extend(REFRESH_OUTCOMES);
-    allowed.extend(REJECT_REASONS);
-    allowed.extend(Route::ALL.map(Route::label));
-    allowed.extend(BUCKETS.map(|(le, _)| le));
-    allowed.extend(["+Inf", "ok", "rejected"]);
+    allowed.extend(LoginOutcome::ALL.map(LoginOutcome::label));
+    allowed.extend(RefreshOutcome::ALL.map(RefreshOutcome::label));
+    allowed.extend(Rejection::labels());
+    allowed.extend(["ok", "rejected"]);
     let series = samples(&text);
     for name in series.keys() {
         let Some((_, labels)) = name.split_once('{') else {
@@ -265,10 +226,7 @@ fn label_values_come_only_from_the_fixed_lists() {
         let labels = labels.strip_suffix('}').expect("closing brace");
         for pair in labels.split("\",") {
             let (key, value) = pair.split_once("=\"").expect("key=\"value\"");
-            assert!(
-                ["outcome", "result", "reason", "route", "le"].contains(&key),
-                "{name}"
-            );
+            assert!(["outcome", "result", "reason"].contains(&key), "{name}");
             let value = value.trim_end_matches('"');
             assert!(allowed.contains(&value), "{name}: {value}");
             assert!(!value.contains(['"', '\\', '\n']), "{name}: needs escaping");
@@ -280,7 +238,7 @@ fn label_values_come_only_from_the_fixed_lists() {
 
 #[test]
 fn histogram_buckets_are_cumulative_and_end_with_inf_equal_to_count() {
-    let metrics = Metrics::new();
+    let (login, verify, quiet) = (Histogram::new(), Histogram::new(), Histogram::new());
     let observations = [
         Duration::ZERO,
         Duration::from_micros(500), // exactly on a bound: counted in that bucket (le)
@@ -291,11 +249,19 @@ fn histogram_buckets_are_cumulative_and_end_with_inf_equal_to_count() {
         Duration::from_secs(11), // above the largest bound: +Inf only
     ];
     for d in observations {
-        metrics.observe_request(Route::Login, d);
+        login.observe(d);
     }
-    metrics.observe_request(Route::Verify, Duration::from_millis(1));
-    let text = metrics.render(COUNTS);
+    verify.observe(Duration::from_millis(1));
     let name = "latchd_request_duration_seconds";
+    let mut text = String::new();
+    write_family(&mut text, name, "histogram", "Time by route.").unwrap();
+    for (route, h) in [
+        ("/v1/auth/login", &login),
+        ("/v1/auth/verify", &verify),
+        ("/healthz", &quiet),
+    ] {
+        h.write_to(&mut text, name, route).unwrap();
+    }
     let bucket = |route: &str, le: &str| {
         value(
             &text,
@@ -306,7 +272,7 @@ fn histogram_buckets_are_cumulative_and_end_with_inf_equal_to_count() {
     for ((le, _), want) in BUCKETS.iter().zip(expected_login) {
         assert_eq!(bucket("/v1/auth/login", le), want, "le={le}");
     }
-    for route in Route::ALL.map(Route::label) {
+    for route in ["/v1/auth/login", "/v1/auth/verify", "/healthz"] {
         let mut previous = 0;
         for (le, _) in BUCKETS {
             let n = bucket(route, le);
@@ -332,7 +298,7 @@ fn histogram_buckets_are_cumulative_and_end_with_inf_equal_to_count() {
         "0.001000000"
     );
     assert_eq!(
-        series[&format!("{name}_sum{{route=\"other\"}}")],
+        series[&format!("{name}_sum{{route=\"/healthz\"}}")],
         "0.000000000"
     );
     // Bucket lines of one route come in ascending `le` order, then _sum and _count.
@@ -357,24 +323,6 @@ fn bucket_labels_match_their_bounds_in_ascending_order() {
         let from_nanos = nanos as f64 / 1e9;
         assert!((seconds - from_nanos).abs() < 1e-12, "{le} vs {nanos}");
     }
-}
-
-#[test]
-fn routes_are_listed_once_in_index_and_label_order() {
-    for (i, route) in Route::ALL.iter().enumerate() {
-        assert_eq!(
-            route.index(),
-            i,
-            "{route:?}: ALL follows the declaration order"
-        );
-    }
-    let labels = Route::ALL.map(Route::label);
-    let mut sorted = labels;
-    sorted.sort_unstable();
-    assert_eq!(labels, sorted, "labels render in sorted order");
-    let mut unique = labels.to_vec();
-    unique.dedup();
-    assert_eq!(unique.len(), labels.len());
 }
 
 #[test]

@@ -1,18 +1,26 @@
-//! Storage: users, refresh-token families, the access-token blacklist and signing keys in one
-//! redb file. Knows redb, not HTTP or tokens: it is given ids, hashes and times, never a token.
+//! The redb implementation of auth's [`Storage`] port: users, refresh-token families, the
+//! access-token blacklist and signing keys in one redb file. Knows redb, not HTTP or tokens:
+//! it is given ids, hashes and times, never a token.
 //!
-//! Every public write is one redb write transaction committed with the default
-//! `Durability::Immediate` before it returns, so an `Ok` means the change is on disk. An
-//! in-memory view (token versions, disabled flags, live families, blacklist) answers the
-//! per-request checks without touching redb; it is updated only after the commit returned.
+//! Every write is a job for the one writer thread ([`writer`]), which runs it in a write
+//! transaction committed with redb's `Durability::Immediate` before the job's caller is
+//! answered, so an `Ok` means the change is on disk. An in-memory view (token versions,
+//! disabled flags, live families, blacklist) answers the per-request checks without touching
+//! redb; the writer applies each commit's changes to it after the commit returned, in commit
+//! order. Reads run on the caller's thread in their own read transaction.
 
 use std::fmt;
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableHandle, WriteTransaction};
 use uuid::Uuid;
 
+use crate::auth::storage::{Pending, Storage, StoreError};
+use crate::model::{
+    AccessDenied, Counts, CreateUser, FamilyId, Jti, NewUser, Presented, Rotation, SessionPolicy,
+    StoredKey, Successor, Sweep, User, UserId, UserUpdate,
+};
 use crate::time::UnixTime;
 
 mod error;
@@ -24,12 +32,10 @@ mod sessions;
 mod tables;
 mod users;
 mod view;
+mod writer;
 
 #[cfg(test)]
 mod tests;
-
-pub use error::StoreError;
-pub use users::normalize_email;
 
 use records::{decode, FamilyRecord, UserRecord};
 use tables::{
@@ -38,235 +44,31 @@ use tables::{
 };
 use view::{Change, View};
 
-/// A user's id (a random v4 UUID).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UserId(pub Uuid);
-
-/// A refresh-token family's id, which is also the access token's `sid`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FamilyId(pub Uuid);
-
-/// An access token's `jti`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Jti(pub Uuid);
-
-impl fmt::Display for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.hyphenated().fmt(f)
-    }
-}
-
-impl fmt::Display for FamilyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.hyphenated().fmt(f)
-    }
-}
-
-impl fmt::Display for Jti {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.hyphenated().fmt(f)
-    }
-}
-
-/// A registered user as stored.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct User {
-    /// The user's id.
-    pub id: UserId,
-    /// The email as registered, with surrounding whitespace trimmed (not case-folded).
-    pub email: String,
-    /// The password hash as a PHC string; opaque to the store.
-    pub password_hash: String,
-    /// Role names, e.g. `admin`.
-    pub roles: Vec<String>,
-    /// When the user registered.
-    pub created_at: UnixTime,
-    /// A disabled user's tokens are refused and no new session is created for it.
-    pub disabled: bool,
-    /// Access tokens carrying a lower `ver` than this are refused; bumped by revoke-all.
-    pub token_version: u64,
-}
-
-/// What became of an operator's change to one user (disable, delete, new roles).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UserUpdate {
-    /// The change is on disk.
-    Done,
-    /// There is no such user.
-    NoSuchUser,
-    /// The change would leave no enabled user with the `admin` role; nothing was written.
-    LastAdmin,
-}
-
-/// The role whose last enabled holder cannot be deleted, disabled or demoted.
-pub const ADMIN_ROLE: &str = "admin";
-
-/// What became of a registration.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CreateUser {
-    /// The user was stored.
-    Created(User),
-    /// Another user already has this email (after normalization).
-    EmailTaken,
-}
-
-/// What a presented refresh token is, as the auth layer parsed it (its MAC was already checked
-/// there, so its family and generation are genuine).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Presented {
-    /// The family the token belongs to.
-    pub family: FamilyId,
-    /// The token's generation within its family (0 for the first).
-    pub generation: u64,
-    /// SHA-256 of the token text.
-    pub hash: [u8; 32],
-}
-
-/// The successor the auth layer minted in advance for one rotation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Successor {
-    /// SHA-256 of the successor's token text.
-    pub hash: [u8; 32],
-    /// The successor's random part, sealed under a key only the presented token's holder can
-    /// derive; handed back on a retry within the grace.
-    pub sealed: [u8; 32],
-}
-
-/// Lifetimes that govern refresh families (API.md `LATCHD_REFRESH_TTL`, `LATCHD_SESSION_MAX`,
-/// `LATCHD_REFRESH_GRACE`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SessionPolicy {
-    /// Sliding lifetime of one refresh token, in seconds.
-    pub refresh_ttl_secs: i64,
-    /// Absolute lifetime of a family however often it rotates, in seconds.
-    pub session_max_secs: i64,
-    /// How long the token just superseded counts as a retry rather than reuse (0 = never).
-    pub grace_secs: i64,
-    /// Live sessions one user may have; opening one more revokes the oldest.
-    pub max_per_user: usize,
-}
-
-/// What became of a presented refresh token.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Rotation {
-    /// The successor is now the family's current token (`generation` = presented + 1).
-    Rotated {
-        /// The family.
-        family: FamilyId,
-        /// Its user.
-        user: UserId,
-        /// The successor's generation.
-        generation: u64,
-    },
-    /// The presented token is the one the current token superseded, less than the grace ago:
-    /// here is that successor again, still sealed. Nothing was written.
-    Retried {
-        /// The family.
-        family: FamilyId,
-        /// Its user.
-        user: UserId,
-        /// The current (already issued) successor's generation.
-        generation: u64,
-        /// The stored sealed successor.
-        sealed: [u8; 32],
-    },
-    /// A superseded token was presented: the whole family was revoked in the same transaction
-    /// (RFC 9700 §4.14.2).
-    Reused {
-        /// The family, now revoked.
-        family: FamilyId,
-        /// Its user.
-        user: UserId,
-    },
-    /// The token (or its family's absolute lifetime) has expired.
-    Expired,
-    /// The family was revoked earlier.
-    Revoked,
-    /// No such family, or a token that is not one of its generations.
-    Unknown,
-}
-
-/// How many rows a sweep deleted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Sweep {
-    /// Blacklist rows whose `exp` had passed.
-    pub blacklist: u64,
-    /// Families expired or revoked longer ago than the retention.
-    pub families: u64,
-    /// Signing keys retired longer ago than the retention.
-    pub keys: u64,
-}
-
-/// Sizes of the in-memory view, for metrics and tests.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counts {
-    /// Users.
-    pub users: usize,
-    /// Families that are stored and not revoked.
-    pub families: usize,
-    /// Blacklist rows.
-    pub blacklist: usize,
-}
-
-/// An HS256 signing key as stored.
-#[derive(Clone, PartialEq, Eq)]
-pub struct StoredKey {
-    /// The key id (`kid` header).
-    pub kid: String,
-    /// The secret bytes.
-    pub secret: Vec<u8>,
-    /// When the key was added.
-    pub created_at: UnixTime,
-    /// When the key stopped signing; it keeps verifying until swept.
-    pub retired_at: Option<UnixTime>,
-}
-
-impl fmt::Debug for StoredKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StoredKey")
-            .field("kid", &self.kid)
-            .field("secret", &"<hidden>")
-            .field("created_at", &self.created_at)
-            .field("retired_at", &self.retired_at)
-            .finish()
-    }
-}
-
-/// Why an access token's stored state refuses it (all answered from memory).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AccessDenied {
-    /// The token's jti was blacklisted (logout).
-    Blacklisted,
-    /// The token's `ver` is below the user's token version (logout-all, password change).
-    StaleVersion,
-    /// The user was deleted.
-    UnknownUser,
-    /// The user is disabled.
-    UserDisabled,
-    /// The token's family was revoked, swept, or belongs to another user.
-    FamilyRevoked,
-}
-
-/// The storage layer: one redb file plus its in-memory view. `Send + Sync`; share it in an `Arc`.
+/// The storage layer: one redb file, its in-memory view, and the writer thread.
+/// `Send + Sync`; share it in an `Arc`.
 pub struct Store {
+    shared: Arc<Shared>,
+    writer: writer::Writer,
+    refresh_mac_key: [u8; 32],
+}
+
+/// What the writer thread and the readers share.
+struct Shared {
     db: Database,
     view: View,
-    /// Serializes commit + view update, so views apply in commit order.
-    writer: Mutex<()>,
-    refresh_mac_key: [u8; 32],
 }
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")
-            .field("counts", &self.counts())
+            .field("counts", &self.shared.view.counts())
             .finish_non_exhaustive()
     }
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path`, checks its schema version, and loads
-    /// the in-memory view.
+    /// Opens (creating if needed) the database at `path`, checks its schema version (migrating
+    /// an older one), loads the in-memory view, and starts the writer thread.
     ///
     /// # Errors
     /// `Locked` if another process has the file open; `SchemaTooNew` if a newer latchd wrote
@@ -275,54 +77,226 @@ impl Store {
         owner_only(path)?;
         let db = Database::create(path)?;
         let refresh_mac_key = init_schema(&db)?;
-        let store = Store {
+        let shared = Arc::new(Shared {
             db,
             view: View::default(),
-            writer: Mutex::new(()),
+        });
+        shared.view.apply(load_view(&shared.db)?);
+        let writer = writer::Writer::start(Arc::clone(&shared))?;
+        Ok(Store {
+            shared,
+            writer,
             refresh_mac_key,
-        };
-        store.view.apply(load_view(&store.db)?);
-        Ok(store)
+        })
     }
 
-    /// Which of the access token's stored conditions refuses it, if any, from memory only: the
-    /// hot path of `GET /v1/auth/verify` does no redb read.
-    ///
-    /// # Errors
-    /// The first of: unknown user, disabled user, stale version, family not live, blacklisted.
-    pub fn check_access(
+    /// Whether `jti` is blacklisted, from memory.
+    pub fn is_blacklisted(&self, jti: Jti) -> bool {
+        self.shared.view.is_blacklisted(jti)
+    }
+
+    /// The user's current token version, from memory; `None` if there is no such user.
+    pub fn token_version(&self, user: UserId) -> Option<u64> {
+        self.shared.view.token_version(user)
+    }
+
+    /// Runs `body` in a write transaction on the writer thread; see [`writer`].
+    fn write<T: Send + 'static>(
+        &self,
+        body: impl FnOnce(&WriteTransaction) -> Result<Written<T>, StoreError> + Send + 'static,
+    ) -> Pending<'static, T> {
+        self.writer.submit(body)
+    }
+
+    /// Runs `body` in a read transaction, now, on the caller's thread.
+    fn read<T: Send + 'static>(
+        &self,
+        body: impl FnOnce(&redb::ReadTransaction) -> Result<T, StoreError>,
+    ) -> Pending<'static, T> {
+        let result = self
+            .shared
+            .db
+            .begin_read()
+            .map_err(StoreError::from)
+            .and_then(|txn| body(&txn));
+        Box::pin(std::future::ready(result))
+    }
+}
+
+impl Storage for Store {
+    fn check_access(
         &self,
         user: UserId,
         family: FamilyId,
         jti: Jti,
         version: u64,
     ) -> Result<(), AccessDenied> {
-        self.view.check_access(user, family, jti, version)
+        self.shared.view.check_access(user, family, jti, version)
     }
 
-    /// Row counts from the view: users, live families, blacklist entries.
-    pub fn counts(&self) -> Counts {
-        self.view.counts()
+    fn counts(&self) -> Counts {
+        self.shared.view.counts()
     }
 
-    /// Runs `body` in one write transaction, commits it (or aborts it when it wrote nothing),
-    /// and only then mirrors its changes in the view.
-    fn write<T>(
+    fn refresh_mac_key(&self) -> [u8; 32] {
+        self.refresh_mac_key
+    }
+
+    fn user(&self, id: UserId) -> Pending<'_, Option<User>> {
+        self.read(move |txn| users::read_user(&txn.open_table(USERS)?, id))
+    }
+
+    fn user_by_email<'a>(&'a self, email: &'a str) -> Pending<'a, Option<User>> {
+        let key = crate::model::normalize_email(email);
+        self.read(move |txn| users::user_by_email_in(txn, &key))
+    }
+
+    fn list_users(&self, limit: usize, after: Option<UserId>) -> Pending<'_, Vec<User>> {
+        self.read(move |txn| users::list_in(txn, limit, after))
+    }
+
+    fn create_user(&self, user: NewUser, now: UnixTime) -> Pending<'_, CreateUser> {
+        self.write(move |txn| users::create_in(txn, user, now))
+    }
+
+    fn open_session<'a>(
+        &'a self,
+        family: FamilyId,
+        seen: &'a User,
+        first_hash: [u8; 32],
+        now: UnixTime,
+        policy: SessionPolicy,
+    ) -> Pending<'a, bool> {
+        let seen = seen.clone();
+        self.write(move |txn| sessions::open_in(txn, family, &seen, &first_hash, now, &policy))
+    }
+
+    fn rotate(
         &self,
-        body: impl FnOnce(&WriteTransaction) -> Result<Written<T>, StoreError>,
-    ) -> Result<T, StoreError> {
-        // redb already serializes write transactions; this lock extends that over the view
-        // update, so two commits cannot reach memory in the opposite order.
-        let _serial = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let txn = self.db.begin_write()?;
-        let written = body(&txn)?;
-        if written.commit {
-            txn.commit()?;
-        } else {
-            txn.abort()?;
-        }
-        self.view.apply(written.changes);
-        Ok(written.value)
+        presented: Presented,
+        next: Successor,
+        now: UnixTime,
+        policy: SessionPolicy,
+    ) -> Pending<'_, Rotation> {
+        self.write(move |txn| sessions::rotate_in(txn, &presented, &next, now, &policy))
+    }
+
+    fn blacklist(&self, jti: Jti, exp: UnixTime) -> Pending<'_, ()> {
+        self.write(move |txn| {
+            let change = revocation::blacklist_in(txn, jti, exp)?;
+            Ok(Written::commit_with((), vec![change]))
+        })
+    }
+
+    fn end_session(
+        &self,
+        family: FamilyId,
+        jti: Jti,
+        exp: UnixTime,
+        now: UnixTime,
+    ) -> Pending<'_, ()> {
+        self.write(move |txn| {
+            let mut changes = vec![revocation::blacklist_in(txn, jti, exp)?];
+            if sessions::revoke_in(&mut txn.open_table(FAMILIES)?, family, now)? {
+                changes.push(Change::FamilyGone(family));
+            }
+            Ok(Written::commit_with((), changes))
+        })
+    }
+
+    fn revoke_session(&self, family: FamilyId, now: UnixTime) -> Pending<'_, bool> {
+        self.write(move |txn| {
+            if sessions::revoke_in(&mut txn.open_table(FAMILIES)?, family, now)? {
+                Ok(Written::commit_with(true, vec![Change::FamilyGone(family)]))
+            } else {
+                Ok(Written::nothing(false))
+            }
+        })
+    }
+
+    fn revoke_user(&self, user: UserId, now: UnixTime) -> Pending<'_, bool> {
+        self.write(move |txn| {
+            let mut users_table = txn.open_table(USERS)?;
+            let Some(mut row) = users::read_user(&users_table, user)? else {
+                return Ok(Written::nothing(false));
+            };
+            let changes = sessions::revoke_all_in(txn, &mut users_table, &mut row, now)?;
+            Ok(Written::commit_with(true, changes))
+        })
+    }
+
+    fn change_password<'a>(
+        &'a self,
+        user: UserId,
+        expected: &'a str,
+        new_hash: &'a str,
+        keep: Option<FamilyId>,
+        now: UnixTime,
+    ) -> Pending<'a, bool> {
+        let (expected, new_hash) = (expected.to_owned(), new_hash.to_owned());
+        self.write(move |txn| {
+            sessions::change_password_in(txn, user, &expected, &new_hash, keep, now)
+        })
+    }
+
+    fn upgrade_password_hash<'a>(
+        &'a self,
+        user: UserId,
+        expected: &'a str,
+        new_hash: &'a str,
+    ) -> Pending<'a, bool> {
+        let (expected, new_hash) = (expected.to_owned(), new_hash.to_owned());
+        self.write(move |txn| {
+            users::update_in(txn, user, false, |_, _, row| {
+                if row.password_hash != expected {
+                    return Ok(Err(false));
+                }
+                row.password_hash = new_hash;
+                Ok(Ok(true))
+            })
+        })
+    }
+
+    fn set_roles<'a>(&'a self, user: UserId, roles: &'a [String]) -> Pending<'a, UserUpdate> {
+        let roles = roles.to_vec();
+        self.write(move |txn| users::set_roles_in(txn, user, roles))
+    }
+
+    fn disable_user(&self, user: UserId, now: UnixTime) -> Pending<'_, UserUpdate> {
+        self.write(move |txn| users::disable_in(txn, user, now))
+    }
+
+    fn enable_user(&self, user: UserId) -> Pending<'_, UserUpdate> {
+        self.write(move |txn| {
+            users::update_in(txn, user, UserUpdate::NoSuchUser, |_, _, row| {
+                row.disabled = false;
+                Ok(Ok(UserUpdate::Done))
+            })
+        })
+    }
+
+    fn delete_user(&self, user: UserId) -> Pending<'_, UserUpdate> {
+        self.write(move |txn| users::delete_in(txn, user))
+    }
+
+    fn signing_keys(&self) -> Pending<'_, Vec<StoredKey>> {
+        self.read(|txn| keys::all_in(&txn.open_table(SIGNING_KEYS)?))
+    }
+
+    fn add_signing_key(
+        &self,
+        key: StoredKey,
+        retire_others_at: Option<UnixTime>,
+    ) -> Pending<'_, ()> {
+        self.write(move |txn| keys::add_in(txn, &key, retire_others_at))
+    }
+
+    fn retire_signing_keys(&self, at: UnixTime) -> Pending<'_, u64> {
+        self.write(move |txn| keys::retire_in(txn, at))
+    }
+
+    fn sweep(&self, now: UnixTime, retain_secs: i64) -> Pending<'_, Sweep> {
+        self.write(move |txn| revocation::sweep_in(txn, now, retain_secs))
     }
 }
 
@@ -362,8 +336,9 @@ impl<T> Written<T> {
     }
 }
 
-/// Checks or writes the schema version, creates missing tables, and returns the refresh MAC key
-/// (generating it on first open). Refuses, without writing, a file it cannot read.
+/// Checks or writes the schema version (migrating an older file), creates missing tables, and
+/// returns the refresh MAC key (generating it on first open). Refuses, without writing, a file
+/// it cannot read.
 fn init_schema(db: &Database) -> Result<[u8; 32], StoreError> {
     let txn = db.begin_write()?;
     let has_meta = txn.list_tables()?.any(|t| t.name() == META.name());
@@ -463,6 +438,7 @@ fn owner_only(path: &Path) -> Result<(), StoreError> {
     {
         use std::fs;
         use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        let permissions = |e: std::io::Error| StoreError::Permissions(Arc::new(e));
         let created = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -473,12 +449,12 @@ fn owner_only(path: &Path) -> Result<(), StoreError> {
         if let Err(e) = created {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
                 let mode = fs::metadata(path)
-                    .map_err(StoreError::Permissions)?
+                    .map_err(permissions)?
                     .permissions()
                     .mode();
                 if mode & 0o077 != 0 {
                     fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o700))
-                        .map_err(StoreError::Permissions)?;
+                        .map_err(permissions)?;
                     tracing::warn!(
                         path = %path.display(),
                         "database file was readable by others; restricted it to its owner"

@@ -4,7 +4,8 @@
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{StoreError, StoredKey, User, UserId};
+use super::StoreError;
+use crate::model::{StoredKey, User, UserId};
 use crate::time::UnixTime;
 
 /// A user row; the id is the key.

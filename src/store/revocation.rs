@@ -1,63 +1,49 @@
-//! The access-token blacklist, token-version lookups, and the sweep that keeps the file from
-//! growing without bound.
+//! The access-token blacklist, and the sweep that keeps the file from growing without bound.
 
 use redb::{ReadableTable, WriteTransaction};
 use uuid::Uuid;
 
 use super::records::{decode, FamilyRecord, KeyRecord};
 use super::tables::{BLACKLIST, FAMILIES, FAMILIES_BY_USER, SIGNING_KEYS};
-use super::{Change, FamilyId, Jti, Store, StoreError, Sweep, UserId, Written};
+use super::{Change, StoreError, Written};
+use crate::model::{FamilyId, Jti, Sweep};
 use crate::time::UnixTime;
 
-impl Store {
-    /// Blacklists an access token's `jti` until `exp` (logout). Blacklisting again keeps the
-    /// later `exp`.
-    pub fn blacklist(&self, jti: Jti, exp: UnixTime) -> Result<(), StoreError> {
-        self.write(|txn| {
-            let mut table = txn.open_table(BLACKLIST)?;
-            let old = table.get(jti.0.as_u128())?.map(|e| e.value());
-            let exp = old.map_or(exp.secs(), |old| old.max(exp.secs()));
-            table.insert(jti.0.as_u128(), exp)?;
-            Ok(Written::commit_with(
-                (),
-                vec![Change::Blacklisted { jti, exp }],
-            ))
-        })
-    }
+/// Blacklists `jti` until `exp`; blacklisting again keeps the later `exp`. Returns the view
+/// change.
+pub(super) fn blacklist_in(
+    txn: &WriteTransaction,
+    jti: Jti,
+    exp: UnixTime,
+) -> Result<Change, StoreError> {
+    let mut table = txn.open_table(BLACKLIST)?;
+    let old = table.get(jti.0.as_u128())?.map(|e| e.value());
+    let exp = old.map_or(exp.secs(), |old| old.max(exp.secs()));
+    table.insert(jti.0.as_u128(), exp)?;
+    Ok(Change::Blacklisted { jti, exp })
+}
 
-    /// Whether `jti` is blacklisted, from memory.
-    pub fn is_blacklisted(&self, jti: Jti) -> bool {
-        self.view.is_blacklisted(jti)
-    }
-
-    /// The user's current token version, from memory; `None` if there is no such user.
-    pub fn token_version(&self, user: UserId) -> Option<u64> {
-        self.view.token_version(user)
-    }
-
-    /// Deletes blacklist rows whose `exp <= now`, families that expired or were revoked at
-    /// least `retain_secs` ago, and signing keys retired at least `retain_secs` ago.
-    ///
-    /// `retain_secs` should be the access-token lifetime: an access token names its family
-    /// (`sid`) and its key (`kid`), so neither row may go while such a token can still verify.
-    pub fn sweep_expired(&self, now: UnixTime, retain_secs: i64) -> Result<Sweep, StoreError> {
-        let cutoff = now.minus(retain_secs).secs();
-        self.write(|txn| {
-            let mut changes = Vec::new();
-            let blacklist = sweep_blacklist(txn, now, &mut changes)?;
-            let families = sweep_families(txn, cutoff, &mut changes)?;
-            let keys = sweep_keys(txn, cutoff)?;
-            let sweep = Sweep {
-                blacklist,
-                families,
-                keys,
-            };
-            if sweep == Sweep::default() {
-                Ok(Written::nothing(sweep))
-            } else {
-                Ok(Written::commit_with(sweep, changes))
-            }
-        })
+/// Deletes blacklist rows whose `exp <= now`, families that expired or were revoked at least
+/// `retain_secs` ago, and signing keys retired at least `retain_secs` ago.
+///
+/// `retain_secs` should be the access-token lifetime: an access token names its family
+/// (`sid`) and its key (`kid`), so neither row may go while such a token can still verify.
+pub(super) fn sweep_in(
+    txn: &WriteTransaction,
+    now: UnixTime,
+    retain_secs: i64,
+) -> Result<Written<Sweep>, StoreError> {
+    let cutoff = now.minus(retain_secs).secs();
+    let mut changes = Vec::new();
+    let sweep = Sweep {
+        blacklist: sweep_blacklist(txn, now, &mut changes)?,
+        families: sweep_families(txn, cutoff, &mut changes)?,
+        keys: sweep_keys(txn, cutoff)?,
+    };
+    if sweep == Sweep::default() {
+        Ok(Written::nothing(sweep))
+    } else {
+        Ok(Written::commit_with(sweep, changes))
     }
 }
 

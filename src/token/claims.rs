@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::header::json_error;
 use super::json::{Object, Value};
 use super::{Policy, TokenError};
+use crate::model::parse_uuid;
 use crate::time::UnixTime;
 
 /// The claims of a verified access token, or of one about to be signed.
@@ -356,14 +357,4 @@ fn uuid_claim(value: Option<Value<'_>>, name: &'static str) -> Result<Uuid, Toke
         Some(Value::Str(text)) => parse_uuid(&text).ok_or(TokenError::BadClaim(name)),
         Some(_) => Err(TokenError::BadClaim(name)),
     }
-}
-
-/// A UUID in the only form latchd writes: lowercase, hyphenated, 36 characters.
-/// `Uuid::try_parse` alone would also take braces, URNs, upper case and the simple form,
-/// i.e. several spellings of one id.
-pub fn parse_uuid(text: &str) -> Option<Uuid> {
-    if text.len() != 36 || text.bytes().any(|b| b.is_ascii_uppercase()) {
-        return None;
-    }
-    Uuid::try_parse(text).ok()
 }

@@ -53,6 +53,7 @@ pub enum TokenError {
 impl TokenError {
     /// A short, stable, lowercase label for logs and metrics.
     pub fn reason(self) -> &'static str {
+        // Keep REASONS in step: the unit test below lists every variant.
         match self {
             Self::TooLong => "too_long",
             Self::Segments => "segments",
@@ -75,6 +76,31 @@ impl TokenError {
             Self::WrongAudience => "audience",
         }
     }
+}
+
+impl TokenError {
+    /// Every label [`TokenError::reason`] can return, in declaration order.
+    pub const REASONS: [&'static str; 19] = [
+        "too_long",
+        "segments",
+        "base64",
+        "not_json_object",
+        "duplicate_member",
+        "alg",
+        "typ",
+        "kid",
+        "crit",
+        "embedded_key",
+        "signature",
+        "missing_claim",
+        "not_integer",
+        "bad_claim",
+        "expired",
+        "not_yet_valid",
+        "issued_in_future",
+        "issuer",
+        "audience",
+    ];
 }
 
 impl fmt::Display for TokenError {
@@ -131,3 +157,69 @@ impl fmt::Display for KeyError {
 }
 
 impl std::error::Error for KeyError {}
+
+/// Every `TokenError`, written out so that a new variant breaks the tests until it is listed
+/// here and in [`TokenError::REASONS`].
+#[cfg(test)]
+pub(crate) fn every_token_error() -> Vec<TokenError> {
+    let all = vec![
+        TokenError::TooLong,
+        TokenError::Segments,
+        TokenError::Base64,
+        TokenError::NotJsonObject,
+        TokenError::DuplicateMember,
+        TokenError::AlgNotHs256,
+        TokenError::WrongTyp,
+        TokenError::UnknownKid,
+        TokenError::Crit,
+        TokenError::EmbeddedKey,
+        TokenError::BadSignature,
+        TokenError::MissingClaim("sub"),
+        TokenError::NotInteger("exp"),
+        TokenError::BadClaim("sub"),
+        TokenError::Expired,
+        TokenError::NotYetValid,
+        TokenError::IssuedInFuture,
+        TokenError::WrongIssuer,
+        TokenError::WrongAudience,
+    ];
+    for e in &all {
+        // No `_` arm: adding a variant fails to compile here.
+        match e {
+            TokenError::TooLong
+            | TokenError::Segments
+            | TokenError::Base64
+            | TokenError::NotJsonObject
+            | TokenError::DuplicateMember
+            | TokenError::AlgNotHs256
+            | TokenError::WrongTyp
+            | TokenError::UnknownKid
+            | TokenError::Crit
+            | TokenError::EmbeddedKey
+            | TokenError::BadSignature
+            | TokenError::MissingClaim(_)
+            | TokenError::NotInteger(_)
+            | TokenError::BadClaim(_)
+            | TokenError::Expired
+            | TokenError::NotYetValid
+            | TokenError::IssuedInFuture
+            | TokenError::WrongIssuer
+            | TokenError::WrongAudience => {}
+        }
+    }
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_lists_every_variant_once_in_order() {
+        let reasons: Vec<&str> = every_token_error()
+            .into_iter()
+            .map(TokenError::reason)
+            .collect();
+        assert_eq!(reasons, TokenError::REASONS);
+    }
+}

@@ -14,7 +14,9 @@ mod json;
 mod keyring;
 pub mod refresh;
 
-pub use claims::{parse_uuid, AccessClaims};
+pub use claims::AccessClaims;
+#[cfg(test)]
+pub(crate) use error::every_token_error;
 pub use error::{KeyError, TokenError};
 pub use keyring::{kid_for, KeySecret, Keyring, RefreshKey};
 

@@ -7,10 +7,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::Value;
 
-use latchd::store::{Store, StoredKey};
+use latchd::auth::storage::Storage;
+use latchd::model::StoredKey;
+use latchd::store::Store;
 use latchd::time::UnixTime;
 
-use crate::support::{add_user, db_in, run, TestServer, PASSWORD};
+use crate::support::{add_user, db_in, run, wait, TestServer, PASSWORD};
 use crate::sweep::churn;
 
 #[test]
@@ -266,7 +268,7 @@ fn gc_deletes_expired_rows_and_prints_the_counts() {
                 created_at: UnixTime(1_000_000),
                 retired_at: None,
             };
-            store.add_signing_key(&key, retire_others_at).expect("key");
+            wait(store.add_signing_key(key, retire_others_at)).expect("key");
         }
     }
     let out = run(&db, &[], &["gc"], b"");

@@ -129,7 +129,12 @@ fn sigterm_lets_an_in_flight_login_finish_and_exits_0() {
     assert!(draining < answered, "SIGTERM came after the answer:\n{log}");
     // The login also upgraded the CLI's cheap hash to the server's work factor, durably.
     let store = latchd::store::Store::open(&server.db_path()).unwrap();
-    let user = store.user_by_email("quinn@example.com").unwrap().unwrap();
+    let user = crate::support::wait(latchd::auth::storage::Storage::user_by_email(
+        &store,
+        "quinn@example.com",
+    ))
+    .unwrap()
+    .unwrap();
     assert!(
         user.password_hash
             .starts_with(&format!("$pbkdf2-sha256$i={iterations}$")),

@@ -2,10 +2,12 @@
 //! rows past expiry and sweeping brings the row counts back to their baseline, and later churns
 //! reuse the pages earlier ones freed, so the file stops growing.
 
-use latchd::store::{Counts, Jti, SessionPolicy, Store, Sweep, UserId};
+use latchd::auth::storage::Storage;
+use latchd::model::{Counts, CreateUser, FamilyId, Jti, NewUser, SessionPolicy, Sweep, UserId};
+use latchd::store::Store;
 use latchd::time::UnixTime;
 
-use crate::support::db_in;
+use crate::support::{db_in, wait};
 
 /// The server's default access TTL, as `latchd serve` and `latchd gc` pass it for retention.
 const RETAIN_SECS: i64 = 900;
@@ -27,9 +29,7 @@ fn churn_then_sweep_returns_to_the_baseline_and_the_file_stops_growing() {
     let db = db_in(dir.path());
     let store = Store::open(&db).expect("open");
     let t0 = UnixTime(1_000_000);
-    store
-        .create_user("churn@example.com", "$not-a-real-hash", &[], t0)
-        .expect("user");
+    wait(store.create_user(churn_user(), t0)).expect("user");
     let baseline = store.counts();
     let empty = file_len(&db);
     assert_eq!((baseline.families, baseline.blacklist), (0, 0));
@@ -48,11 +48,11 @@ fn churn_then_sweep_returns_to_the_baseline_and_the_file_stops_growing() {
         );
         // Nothing has ended yet: a sweep now deletes nothing.
         assert_eq!(
-            store.sweep_expired(t, RETAIN_SECS).expect("sweep"),
+            wait(store.sweep(t, RETAIN_SECS)).expect("sweep"),
             Sweep::default()
         );
         let later = t.plus(POLICY.refresh_ttl_secs + RETAIN_SECS);
-        let swept = store.sweep_expired(later, RETAIN_SECS).expect("sweep");
+        let swept = wait(store.sweep(later, RETAIN_SECS)).expect("sweep");
         assert_eq!(
             swept,
             Sweep {
@@ -98,18 +98,17 @@ fn churn_then_sweep_returns_to_the_baseline_and_the_file_stops_growing() {
 /// Starts `n` sessions of the store's first user at `t` and blacklists `n` access-token ids
 /// expiring a minute later, one write each (as logins and logouts would).
 pub(crate) fn churn(store: &Store, t: UnixTime, n: u64) {
-    let user = store.user(first_user(store)).expect("read").expect("user");
+    let user = wait(store.user(first_user(store)))
+        .expect("read")
+        .expect("user");
     for i in 0..n {
         let mut hash = [0u8; 32];
         hash[..8].copy_from_slice(&i.to_le_bytes());
         hash[8..16].copy_from_slice(&t.secs().to_le_bytes());
-        let created = store
-            .create_family(Store::new_family_id(), &user, &hash, t, &POLICY)
-            .expect("create family");
+        let created = wait(store.open_session(FamilyId::new(), &user, hash, t, POLICY))
+            .expect("open session");
         assert!(created);
-        store
-            .blacklist(Jti(uuid::Uuid::new_v4()), t.plus(60))
-            .expect("blacklist");
+        wait(store.blacklist(Jti(uuid::Uuid::new_v4()), t.plus(60))).expect("blacklist");
     }
 }
 
@@ -119,14 +118,19 @@ fn file_len(path: &std::path::Path) -> u64 {
 
 /// The store's first user, creating one if there is none.
 fn first_user(store: &Store) -> UserId {
-    if let Some(user) = store.list_users(1, None).expect("list").first() {
+    if let Some(user) = wait(store.list_users(1, None)).expect("list").first() {
         return user.id;
     }
-    store
-        .create_user("churn@example.com", "$not-a-real-hash", &[], UnixTime(0))
-        .map(|created| match created {
-            latchd::store::CreateUser::Created(user) => user.id,
-            latchd::store::CreateUser::EmailTaken => unreachable!("no user existed"),
-        })
-        .expect("user")
+    match wait(store.create_user(churn_user(), UnixTime(0))).expect("user") {
+        CreateUser::Created(user) => user.id,
+        CreateUser::EmailTaken => unreachable!("no user existed"),
+    }
+}
+
+fn churn_user() -> NewUser {
+    NewUser {
+        email: "churn@example.com".to_owned(),
+        password_hash: "$not-a-real-hash".to_owned(),
+        roles: Vec::new(),
+    }
 }

@@ -357,6 +357,19 @@ pub fn run(db: &Path, extra: &[(&str, &str)], args: &[&str], stdin: &[u8]) -> Ou
     }
 }
 
+/// Waits for a storage operation, on this thread's current-thread runtime.
+pub fn wait<T>(
+    pending: latchd::auth::storage::Pending<'_, T>,
+) -> Result<T, latchd::auth::storage::StoreError> {
+    thread_local! {
+        static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a current-thread runtime");
+    }
+    RUNTIME.with(|rt| rt.block_on(pending))
+}
+
 /// One HTTP answer.
 #[derive(Debug)]
 pub struct Reply {

@@ -23,15 +23,36 @@ use std::thread;
 
 use tokio::sync::{oneshot, Semaphore};
 
-pub(crate) use crate::config::HashPriority;
+/// How the password-hashing threads are scheduled against the async workers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HashPriority {
+    /// Linux `SCHED_IDLE`: hashes use only CPU time nothing else wants.
+    Idle,
+    /// A niceness from 1 to 19 (the default is 10).
+    Nice(u8),
+    /// Unchanged: hashes compete with the workers as equals.
+    Normal,
+}
+
+/// Default scheduling of the password-hashing threads: nice 10, about a tenth of a core's
+/// share against one busy thread. `Idle` protects verification latency better under a login
+/// flood but lets hashes starve (logins hang) while anything else keeps the CPUs busy, which
+/// a shared host or an edge device does; see the measurements above.
+pub const DEFAULT_PRIORITY: HashPriority = HashPriority::Nice(10);
+
+/// Default number of hashing threads: one less than the cores, at least one.
+pub fn default_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    cores.saturating_sub(1).max(1)
+}
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
 /// Jobs that may wait per hashing thread; at ~150 ms a hash, 32 is about 5 s of queue.
-pub(crate) const QUEUED_PER_THREAD: usize = 32;
+pub const QUEUED_PER_THREAD: usize = 32;
 
 /// A fixed set of low-priority threads running password-hashing jobs.
-pub(crate) struct HashPool {
+pub struct HashPool {
     jobs: Mutex<mpsc::Sender<Job>>,
     /// One permit per job queued or running.
     slots: Arc<Semaphore>,
@@ -39,16 +60,22 @@ pub(crate) struct HashPool {
 
 /// Why a job did not produce a result.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum PoolError {
+pub enum PoolError {
     /// The queue is full: the server is overloaded with hashing right now.
     Busy,
     /// The pool is gone, or the job panicked.
     Failed,
 }
 
+impl std::fmt::Debug for HashPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HashPool").finish_non_exhaustive()
+    }
+}
+
 impl HashPool {
     /// Starts `threads` threads (at least one) at `priority`.
-    pub(crate) fn start(threads: usize, priority: HashPriority) -> std::io::Result<Self> {
+    pub fn start(threads: usize, priority: HashPriority) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         for n in 0..threads.max(1) {
@@ -82,7 +109,7 @@ impl HashPool {
     }
 
     /// Runs `work` on the pool and waits for its result.
-    pub(crate) async fn run<T: Send + 'static>(
+    pub async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, PoolError> {

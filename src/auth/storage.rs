@@ -1,0 +1,264 @@
+//! The storage port: what the use cases need from a backend, in coarse operations.
+//!
+//! auth owns this trait; `store/` (redb) implements it, and any later backend implements the
+//! same operations with the same contract, checked by one conformance suite
+//! ([`crate::conformance`]). The contract of every operation:
+//!
+//! - **Atomic.** It happens entirely or not at all. Every compare-and-swap (rotate, open a
+//!   session, change a password, disable and revoke) is decided inside the backend, in the
+//!   same transaction as the write it guards, never by two calls from auth.
+//! - **Durable when it resolves.** An `Ok` from a write means the change is committed to
+//!   stable storage: a crash right after loses none of it.
+//! - **Memory follows disk.** [`Storage::check_access`] answers from an in-memory view that
+//!   changes only after the commit that made the change, in commit order, so a revocation is
+//!   never visible before it is durable and never forgotten after.
+//!
+//! Operations return [`Pending`]: a future that resolves when the backend is done. Writes may
+//! wait for a commit shared with other writes (group commit); reads may run on the caller's
+//! task.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::model::{
+    AccessDenied, Counts, CreateUser, FamilyId, Jti, NewUser, Presented, Rotation, SessionPolicy,
+    StoredKey, Successor, Sweep, User, UserId, UserUpdate,
+};
+use crate::time::UnixTime;
+
+/// A storage operation under way.
+pub type Pending<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// A backend of latchd's state: users, sessions, the blacklist, signing keys.
+pub trait Storage: Send + Sync + fmt::Debug {
+    /// Which of an access token's stored conditions refuses it, if any, from memory only: the
+    /// hot path of `GET /v1/auth/verify` does no I/O.
+    ///
+    /// # Errors
+    /// The first of: unknown user, disabled user, stale version, family not live, blacklisted.
+    fn check_access(
+        &self,
+        user: UserId,
+        family: FamilyId,
+        jti: Jti,
+        version: u64,
+    ) -> Result<(), AccessDenied>;
+
+    /// Row counts from the view: users, live families, blacklist entries.
+    fn counts(&self) -> Counts;
+
+    /// The 32-byte key refresh tokens are authenticated with: generated when the backend is first
+    /// created, the same on every open.
+    fn refresh_mac_key(&self) -> [u8; 32];
+
+    /// The user with this id.
+    fn user(&self, id: UserId) -> Pending<'_, Option<User>>;
+
+    /// The user registered under this email, compared after
+    /// [`normalize_email`](crate::model::normalize_email).
+    fn user_by_email<'a>(&'a self, email: &'a str) -> Pending<'a, Option<User>>;
+
+    /// Up to `limit` users ordered by id, starting after `after`.
+    fn list_users(&self, limit: usize, after: Option<UserId>) -> Pending<'_, Vec<User>>;
+
+    /// Registers `user` under a new random id, unless its normalized email is taken.
+    fn create_user(&self, user: NewUser, now: UnixTime) -> Pending<'_, CreateUser>;
+
+    /// Opens a session (refresh family) `family` for `seen` whose generation-0 token hashes to
+    /// `first_hash`, revoking the user's oldest live sessions past `policy.max_per_user`.
+    ///
+    /// `seen` is the user as read when the credentials were checked, which takes hundreds of
+    /// milliseconds; if meanwhile the user was disabled, deleted, revoked (token version
+    /// bumped) or given a new password, nothing is written and this resolves to `false`.
+    fn open_session<'a>(
+        &'a self,
+        family: FamilyId,
+        seen: &'a User,
+        first_hash: [u8; 32],
+        now: UnixTime,
+        policy: SessionPolicy,
+    ) -> Pending<'a, bool>;
+
+    /// Rotates a presented refresh token as one compare-and-swap: of several concurrent
+    /// rotations of one token, exactly one installs its successor. The session's user is read
+    /// in the same transaction: a disabled user's session is not rotated (`Revoked`).
+    ///
+    /// In order: no family (or user) -> `Unknown`; revoked, or user disabled -> `Revoked`;
+    /// the current token -> `Expired` past its sliding or absolute expiry, else `next` becomes
+    /// current (`Rotated`); the token the current one superseded, less than `grace_secs` ago
+    /// -> `Retried` with the stored sealed successor (`Expired` if the family expired); any
+    /// other older generation -> the family is revoked (`Reused`); anything else -> `Unknown`.
+    fn rotate(
+        &self,
+        presented: Presented,
+        next: Successor,
+        now: UnixTime,
+        policy: SessionPolicy,
+    ) -> Pending<'_, Rotation>;
+
+    /// Blacklists an access token's `jti` until `exp`. Blacklisting again keeps the later
+    /// `exp`.
+    fn blacklist(&self, jti: Jti, exp: UnixTime) -> Pending<'_, ()>;
+
+    /// Logout, in one transaction: blacklists `jti` until `exp` and revokes `family`.
+    fn end_session(
+        &self,
+        family: FamilyId,
+        jti: Jti,
+        exp: UnixTime,
+        now: UnixTime,
+    ) -> Pending<'_, ()>;
+
+    /// Revokes one session; `false` if it was missing or already revoked.
+    fn revoke_session(&self, family: FamilyId, now: UnixTime) -> Pending<'_, bool>;
+
+    /// Bumps the user's token version and revokes every session of the user (logout-all,
+    /// admin revoke); `false` if there is no such user.
+    fn revoke_user(&self, user: UserId, now: UnixTime) -> Pending<'_, bool>;
+
+    /// Replaces the user's password hash and revokes every session of the user except `keep`,
+    /// in one transaction. A compare-and-swap: writes nothing and resolves to `false` unless
+    /// the stored hash is still `expected`, the user is enabled, and `keep` is still live.
+    fn change_password<'a>(
+        &'a self,
+        user: UserId,
+        expected: &'a str,
+        new_hash: &'a str,
+        keep: Option<FamilyId>,
+        now: UnixTime,
+    ) -> Pending<'a, bool>;
+
+    /// Replaces the user's password hash with `new_hash` only if it is still `expected` (the
+    /// work-factor upgrade after a login); revokes nothing.
+    fn upgrade_password_hash<'a>(
+        &'a self,
+        user: UserId,
+        expected: &'a str,
+        new_hash: &'a str,
+    ) -> Pending<'a, bool>;
+
+    /// Replaces the user's roles and bumps its token version, so tokens with the old roles stop
+    /// working; refused if it would take `admin` from the last enabled admin.
+    fn set_roles<'a>(&'a self, user: UserId, roles: &'a [String]) -> Pending<'a, UserUpdate>;
+
+    /// Disables the user and revokes all its sessions (token version bumped), in one
+    /// transaction; refused for the last enabled admin.
+    fn disable_user(&self, user: UserId, now: UnixTime) -> Pending<'_, UserUpdate>;
+
+    /// Re-enables a disabled user; its revoked sessions stay revoked.
+    fn enable_user(&self, user: UserId) -> Pending<'_, UserUpdate>;
+
+    /// Deletes the user and all its sessions; refused for the last enabled admin.
+    fn delete_user(&self, user: UserId) -> Pending<'_, UserUpdate>;
+
+    /// Every stored signing key, oldest first.
+    fn signing_keys(&self) -> Pending<'_, Vec<StoredKey>>;
+
+    /// Stores `key` as the newest signing key; with `retire_others_at`, every other key not
+    /// yet retired gets that `retired_at`.
+    ///
+    /// # Errors
+    /// [`StoreError::KidTaken`] if a key with the same `kid` is stored.
+    fn add_signing_key(
+        &self,
+        key: StoredKey,
+        retire_others_at: Option<UnixTime>,
+    ) -> Pending<'_, ()>;
+
+    /// Retires every stored signing key not yet retired, at `at`; resolves to how many.
+    fn retire_signing_keys(&self, at: UnixTime) -> Pending<'_, u64>;
+
+    /// Deletes blacklist rows whose `exp <= now`, sessions that ended (expired or revoked) at
+    /// least `retain_secs` ago, and signing keys retired at least `retain_secs` ago.
+    fn sweep(&self, now: UnixTime, retain_secs: i64) -> Pending<'_, Sweep>;
+}
+
+/// A failure of a storage backend. Domain outcomes (a taken email, a reused token) are values,
+/// never this type. Cloneable, so that one failed commit can answer every operation it held.
+#[derive(Clone, Debug)]
+pub enum StoreError {
+    /// Another process holds the database open for writing.
+    Locked,
+    /// The data was written by a newer latchd whose schema this build cannot read.
+    SchemaTooNew {
+        /// The schema version recorded.
+        found: u64,
+        /// The newest schema version this build understands.
+        supported: u64,
+    },
+    /// A row, or the schema, could not be decoded; nothing was guessed.
+    Corrupt {
+        /// The table (or `"schema"`) that held the bad data.
+        table: &'static str,
+        /// What failed to decode.
+        detail: String,
+    },
+    /// A signing key with this `kid` is already stored.
+    KidTaken(String),
+    /// A session with this id already exists (the caller reused an id).
+    FamilyExists,
+    /// The operating system's random number generator failed.
+    Random,
+    /// The database file's permissions could not be set to owner-only.
+    Permissions(Arc<std::io::Error>),
+    /// The backend is shut down or its writer is gone.
+    Closed,
+    /// The backend itself failed (I/O, a transaction, a commit); `what` says at which step.
+    Backend {
+        /// The step that failed, e.g. `"commit"`.
+        what: &'static str,
+        /// The backend's own error.
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl StoreError {
+    /// A backend failure at step `what`.
+    pub fn backend(
+        what: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Backend {
+            what,
+            source: Arc::new(source),
+        }
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Locked => f.write_str("database file is locked by another process"),
+            Self::SchemaTooNew { found, supported } => write!(
+                f,
+                "database schema version {found} is newer than this build supports \
+                 ({supported}); upgrade latchd or use a different file"
+            ),
+            Self::Corrupt { table, detail } => write!(f, "corrupt data in {table}: {detail}"),
+            Self::KidTaken(kid) => write!(f, "signing key id {kid:?} is already stored"),
+            Self::FamilyExists => f.write_str("refresh family id already exists"),
+            Self::Random => f.write_str("system random number generator failed"),
+            Self::Permissions(e) => write!(f, "restricting the file to its owner: {e}"),
+            Self::Closed => f.write_str("the storage backend is shut down"),
+            Self::Backend { what, source } => write!(f, "{what}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Backend { source, .. } => Some(source.as_ref()),
+            Self::Permissions(e) => Some(e.as_ref()),
+            Self::Locked
+            | Self::SchemaTooNew { .. }
+            | Self::Corrupt { .. }
+            | Self::KidTaken(_)
+            | Self::FamilyExists
+            | Self::Random
+            | Self::Closed => None,
+        }
+    }
+}

@@ -1,0 +1,1283 @@
+//! The storage conformance suite: every backend-neutral case of the storage contract, written
+//! once against [`Storage`], so that each backend (the redb store; later PostgreSQL) passes
+//! exactly the same cases. `tests/it/storage.rs` runs it against redb through
+//! [`storage_conformance!`](crate::storage_conformance).
+//!
+//! A case gets a [`Harness`]: a place the backend keeps its data, which it can open, and open
+//! again after dropping the previous handle (what a restart sees).
+
+// A test suite: each case is named for what it checks and panics when it fails.
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::missing_panics_doc,
+    clippy::too_many_lines
+)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::auth::storage::{Storage, StoreError};
+use crate::model::{
+    normalize_email, AccessDenied, Counts, CreateUser, FamilyId, Jti, NewUser, Presented, Rotation,
+    SessionPolicy, StoredKey, Successor, Sweep, User, UserId, UserUpdate,
+};
+use crate::time::UnixTime;
+
+/// A backend under test, at one place.
+pub trait Harness {
+    /// Opens the backend's data at this harness's place (creating it the first time).
+    fn open(&mut self) -> Pin<Box<dyn Future<Output = Arc<dyn Storage>> + '_>>;
+
+    /// A second, independent place for the same backend (another file, another database).
+    fn another(&self) -> Box<dyn Harness>;
+
+    /// What a restart sees: drops `old` (which must be the only handle) and opens again.
+    fn reopen(
+        &mut self,
+        old: Arc<dyn Storage>,
+    ) -> Pin<Box<dyn Future<Output = Arc<dyn Storage>> + '_>> {
+        assert_eq!(
+            Arc::strong_count(&old),
+            1,
+            "reopen with other handles alive"
+        );
+        drop(old);
+        self.open()
+    }
+}
+
+/// Runs one case on a fresh harness, on a current-thread runtime.
+pub fn run<H: Harness, F>(mut harness: H, case: F)
+where
+    F: for<'a> FnOnce(&'a mut dyn Harness) -> Pin<Box<dyn Future<Output = ()> + 'a>>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime");
+    runtime.block_on(case(&mut harness));
+}
+
+/// One `#[test]` per conformance case, each on a fresh harness from `$harness`.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! storage_conformance {
+    ($harness:expr) => {
+        $crate::storage_conformance!(@cases $harness;
+            create_and_read_users,
+            email_normalization_trims_and_folds_unicode_case,
+            set_password_roles_and_disable,
+            delete_user_removes_email_index_and_families,
+            list_users_pages_in_id_order,
+            rotate_installs_successor_and_old_token_is_reuse,
+            rotate_rejects_unknown_and_forged_presentations,
+            grace_returns_the_same_successor_then_becomes_reuse,
+            after_the_grace_the_superseded_token_is_reuse,
+            grace_zero_means_every_superseded_token_is_reuse,
+            expiry_slides_per_token_up_to_the_absolute_maximum,
+            retry_of_an_expired_family_is_expired,
+            revoke_family_and_revoke_all,
+            check_access_reports_each_rule,
+            blacklist_is_remembered_and_swept,
+            sweep_deletes_ended_families_after_retention_and_counts_return_to_zero,
+            signing_keys_rotate_and_persist,
+            refresh_mac_key_is_random_and_stable,
+            view_survives_reopen,
+            the_last_enabled_admin_cannot_be_deleted_disabled_or_demoted,
+            a_new_session_past_the_cap_revokes_the_oldest,
+            eight_racing_rotations_without_grace_have_one_winner,
+            eight_racing_rotations_with_grace_share_one_successor,
+            change_password_keeps_only_the_named_session_and_survives_reopen,
+            a_session_is_not_created_for_credentials_that_changed_while_they_were_checked,
+            a_role_change_stops_tokens_that_carry_the_old_roles,
+            retiring_signing_keys_marks_only_the_live_ones,
+            a_password_change_checked_before_a_concurrent_change_does_not_land,
+            disable_revokes_every_session_in_the_same_write,
+            rotate_answers_the_user_as_of_the_rotation,
+            logout_blacklists_and_revokes_in_one_write
+        );
+    };
+    (@cases $harness:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::conformance::run($harness, |h| Box::pin($crate::conformance::$case(h)));
+            }
+        )*
+    };
+}
+
+const NOW: UnixTime = UnixTime(1_800_000_000);
+const POLICY: SessionPolicy = SessionPolicy {
+    refresh_ttl_secs: 100,
+    session_max_secs: 1_000,
+    grace_secs: 10,
+    max_per_user: 100,
+};
+const NO_GRACE: SessionPolicy = SessionPolicy {
+    grace_secs: 0,
+    ..POLICY
+};
+
+async fn new_user(store: &dyn Storage, email: &str) -> User {
+    match store
+        .create_user(
+            NewUser {
+                email: email.to_owned(),
+                password_hash: "$pbkdf2-sha256$i=1$x$y".to_owned(),
+                roles: vec!["user".to_owned()],
+            },
+            NOW,
+        )
+        .await
+        .unwrap()
+    {
+        CreateUser::Created(user) => user,
+        CreateUser::EmailTaken => panic!("{email} taken"),
+    }
+}
+
+/// A distinct successor per `n`: hash and sealed bytes both derived from it.
+fn successor(n: u8) -> Successor {
+    Successor {
+        hash: [n; 32],
+        sealed: [n ^ 0xff; 32],
+    }
+}
+
+fn presented(family: FamilyId, generation: u64, hash: [u8; 32]) -> Presented {
+    Presented {
+        family,
+        generation,
+        hash,
+    }
+}
+
+/// A user with one family whose generation-0 token hashes to `[0; 32]`.
+async fn session(store: &dyn Storage) -> (UserId, FamilyId) {
+    let user = new_user(store, &format!("{}@example.com", Uuid::new_v4()))
+        .await
+        .id;
+    let family = FamilyId::new();
+    assert!(add_family(store, user, family, 0).await.unwrap());
+    (user, family)
+}
+
+/// Starts a family for `user` as a login would, with the user as stored now.
+async fn add_family(
+    store: &dyn Storage,
+    user: UserId,
+    family: FamilyId,
+    hash: u8,
+) -> Result<bool, StoreError> {
+    let seen = store.user(user).await.unwrap().unwrap();
+    store
+        .open_session(family, &seen, [hash; 32], NOW, POLICY)
+        .await
+}
+
+fn jti() -> Jti {
+    Jti(Uuid::new_v4())
+}
+
+/// The user as stored now, as a rotation answers it.
+async fn stored(store: &dyn Storage, user: UserId) -> User {
+    store.user(user).await.unwrap().expect("stored user")
+}
+
+/// The token version the in-memory view holds for `user`: the lowest `ver` it does not call
+/// stale.
+fn view_version(store: &dyn Storage, user: UserId) -> Option<u64> {
+    (0..64).find_map(
+        |v| match store.check_access(user, FamilyId::new(), jti(), v) {
+            Err(AccessDenied::UnknownUser) => Some(None),
+            Err(AccessDenied::StaleVersion) => None,
+            _ => Some(Some(v)),
+        },
+    )?
+}
+
+/// Whether the view refuses `jti` as blacklisted for the live session `(user, family)`.
+fn is_blacklisted(store: &dyn Storage, user: UserId, family: FamilyId, jti: Jti) -> bool {
+    store.check_access(user, family, jti, 0) == Err(AccessDenied::Blacklisted)
+}
+
+fn key(kid: &str, at: UnixTime) -> StoredKey {
+    StoredKey {
+        kid: kid.to_owned(),
+        secret: kid.as_bytes().repeat(8),
+        created_at: at,
+        retired_at: None,
+    }
+}
+
+pub async fn create_and_read_users(h: &mut dyn Harness) {
+    let store = h.open().await;
+    let user = new_user(&*store, "  Alice@Example.com ").await;
+    assert_eq!(user.email, "Alice@Example.com");
+    assert_eq!(user.token_version, 0);
+    assert!(!user.disabled);
+    assert_eq!(store.user(user.id).await.unwrap(), Some(user.clone()));
+    assert_eq!(
+        store.user_by_email("alice@example.COM").await.unwrap(),
+        Some(user.clone())
+    );
+    assert_eq!(store.user(UserId(Uuid::new_v4())).await.unwrap(), None);
+    assert_eq!(store.user_by_email("bob@example.com").await.unwrap(), None);
+    assert_eq!(store.counts().users, 1);
+    assert_eq!(view_version(&*store, user.id), Some(0));
+}
+
+pub async fn email_normalization_trims_and_folds_unicode_case(h: &mut dyn Harness) {
+    assert_eq!(normalize_email(" ÉMILE@Example.COM "), "émile@example.com");
+    let store = h.open().await;
+    let emile = new_user(&*store, "ÉMILE@Example.COM ").await;
+    for other in [
+        "émile@example.com",
+        "  Émile@EXAMPLE.com",
+        "\témile@example.com\n",
+    ] {
+        let again = NewUser {
+            email: other.to_owned(),
+            password_hash: "h".to_owned(),
+            roles: Vec::new(),
+        };
+        assert_eq!(
+            store.create_user(again, NOW).await.unwrap(),
+            CreateUser::EmailTaken,
+            "{other:?}"
+        );
+        assert_eq!(
+            store.user_by_email(other).await.unwrap().map(|u| u.id),
+            Some(emile.id)
+        );
+    }
+    // Different letters are different accounts.
+    new_user(&*store, "emile@example.com").await;
+    assert_eq!(store.counts().users, 2);
+}
+
+pub async fn set_password_roles_and_disable(h: &mut dyn Harness) {
+    let store = h.open().await;
+    let user = new_user(&*store, "a@example.com").await;
+    let missing = UserId(Uuid::new_v4());
+
+    let old = store.user(user.id).await.unwrap().unwrap().password_hash;
+    assert!(store
+        .upgrade_password_hash(user.id, &old, "new-hash")
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .upgrade_password_hash(user.id, &old, "stale-upgrade")
+            .await
+            .unwrap(),
+        "an upgrade of a hash that changed meanwhile writes nothing"
+    );
+    assert!(!store
+        .upgrade_password_hash(missing, "x", "y")
+        .await
+        .unwrap());
+    let roles = vec!["ops".to_owned(), "user".to_owned()];
+    assert_eq!(
+        store.set_roles(user.id, &roles).await.unwrap(),
+        UserUpdate::Done
+    );
+    assert_eq!(
+        store.set_roles(missing, &roles).await.unwrap(),
+        UserUpdate::NoSuchUser
+    );
+    let got = store.user(user.id).await.unwrap().unwrap();
+    assert_eq!(got.password_hash, "new-hash");
+    assert_eq!(got.roles, roles);
+    // The hash upgrade revokes nothing; the role change retires tokens with the old roles.
+    assert_eq!(got.token_version, 1);
+
+    let family = FamilyId::new();
+    assert!(store
+        .open_session(family, &got, [0; 32], NOW, POLICY)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.disable_user(user.id, NOW).await.unwrap(),
+        UserUpdate::Done
+    );
+    assert_eq!(
+        store.disable_user(missing, NOW).await.unwrap(),
+        UserUpdate::NoSuchUser
+    );
+    assert!(store.user(user.id).await.unwrap().unwrap().disabled);
+    assert_eq!(
+        store.check_access(user.id, family, jti(), 0),
+        Err(AccessDenied::UserDisabled)
+    );
+    // No new session for a disabled user.
+    let disabled = store.user(user.id).await.unwrap().unwrap();
+    assert!(!store
+        .open_session(FamilyId::new(), &disabled, [1; 32], NOW, POLICY)
+        .await
+        .unwrap());
+    assert_eq!(store.enable_user(user.id).await.unwrap(), UserUpdate::Done);
+    // Disabling revoked the user's sessions in the same write: re-enabling brings the user
+    // back, not its sessions.
+    let enabled = stored(&*store, user.id).await;
+    assert!(!enabled.disabled);
+    assert_eq!(enabled.token_version, got.token_version + 1);
+    assert_eq!(
+        store.check_access(user.id, family, jti(), enabled.token_version),
+        Err(AccessDenied::FamilyRevoked)
+    );
+    assert!(store
+        .open_session(FamilyId::new(), &enabled, [2; 32], NOW, POLICY)
+        .await
+        .unwrap());
+}
+
+pub async fn delete_user_removes_email_index_and_families(h: &mut dyn Harness) {
+    let store = h.open().await;
+    let (user, family) = session(&*store).await;
+    let email = store.user(user).await.unwrap().unwrap().email;
+    assert_eq!(store.delete_user(user).await.unwrap(), UserUpdate::Done);
+    assert_eq!(
+        store.delete_user(user).await.unwrap(),
+        UserUpdate::NoSuchUser
+    );
+    assert_eq!(store.user(user).await.unwrap(), None);
+    assert_eq!(store.user_by_email(&email).await.unwrap(), None);
+    assert_eq!(store.counts(), Counts::default());
+    assert_eq!(
+        store.check_access(user, family, jti(), 0),
+        Err(AccessDenied::UnknownUser)
+    );
+    assert_eq!(
+        store
+            .rotate(presented(family, 0, [0; 32]), successor(1), NOW, POLICY)
+            .await
+            .unwrap(),
+        Rotation::Unknown
+    );
+    // The email is free again, and nothing comes back on reopen.
+    let store = h.reopen(store).await;
+    assert_eq!(store.counts(), Counts::default());
+    new_user(&*store, &email).await;
+}
+
+pub async fn list_users_pages_in_id_order(h: &mut dyn Harness) {
+    let store = h.open().await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        ids.push(new_user(&*store, &format!("u{i}@example.com")).await.id);
+    }
+    ids.sort();
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list_users(3, after).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 3);
+        after = page.last().map(|u| u.id);
+        seen.extend(page.into_iter().map(|u| u.id));
+    }
+    assert_eq!(seen, ids);
+    assert!(store.list_users(0, None).await.unwrap().is_empty());
+}
+
+pub async fn rotate_installs_successor_and_old_token_is_reuse(h: &mut dyn Harness) {
+    let store = h.open().await;
+    let (user, family) = session(&*store).await;
+    let first = presented(family, 0, [0; 32]);
+    assert_eq!(
+        store
+            .rotate(first, successor(1), NOW, NO_GRACE)
+            .await
+            .unwrap(),
+        Rotation::Rotated {
+            family,
+            user: stored(&*store, user).await,
+            generation: 1
+        }
+    );
+    let second = presented(family, 1, [1; 32]);
+    assert_eq!(
+        store
+            .rotate(second, successor(2), NOW.plus(1), NO_GRACE)
+            .await
+            .unwrap(),
+        Rotation::Rotated {
+            family,
+            user: stored(&*store, user).await,
+            generation: 2
+        }
+    );
+    // Replaying the superseded token revokes the family...
+    assert_eq!(
+        store
+            .rotate(second, successor(3), NOW.plus(2), NO_GRACE)
+            .await
+            .unwrap(),
+        Rotation::Reused { family, user }
+    );
+    // ...so the newest token stops working too, and so do the family's access tokens.
+    let newest = presented(family, 2, [2; 32]);
+    assert_eq!(
+        store
+            .rotate(newest, successor(4), NOW.plus(3), NO_GRACE)
+            .await
+            .unwrap(),
+        Rotation::Revoked
+    );
+    assert_eq!(
+        store.check_access(user, family, jti(), 0),
+        Err(AccessDenied::FamilyRevoked)
+    );
+}
+
+pub async fn rotate_rejects_unknown_and_forged_presentations(h: &mut dyn Harness) {
+    let store = h.open().await;
+    let (_, family) = session(&*store).await;
+    let cases = [
+        ("no such family", presented(FamilyId::new(), 0, [0; 32])),
+        (
+            "current generation, wrong hash",
+            presented(family, 0, [9; 32]),
+        ),
+        ("future generation", presented(family, 1, [0; 32])),
+    ];
+    for (name, p) in cases {
+        assert_eq!(
+            store.rotate(p, successor(1), NOW, POLICY).await.unwrap(),
+            Rotation::Unknown,
+            "{name}"
+        );
+    }
+    // None of them disturbed the family.
+    assert!(matches!(
+        store
+            .rotate(presented(family, 0, [0; 32]), successor(1), NOW, POLICY)
+            .await
+            .unwrap(),
+        Rotation::Rotated { generation: 1, .. }
+    ));
+}
+
+pub async fn grace_returns_the_same_successor_then_becomes_reuse(h: &mut dyn Harness) {
+    let store = h.open().await;
+    let (user, family) = session(&*store).await;
+    let first = presented(family, 0, [0; 32]);
+    store
+        .rotate(first, successor(1), NOW, POLICY)
+        .await
+        .unwrap();
+    let retried = Rotation::Retried {
+        family,
+        user: stored(&*store, user).await,
+        generation: 1,
+        sealed: successor(1).sealed,
+    };
+    // Inside the grace, the retry gets the stored successor, whatever it offers itself.
+    assert_eq!(
+        store
+            .rotate(first, successor(7), NOW.plus(9), POLICY)
+            .await
+            .unwrap(),
+        retried
+    );
+    assert_eq!(
+        store
+            .rotate(first, successor(8), NOW, POLICY)
+            .await
+            .unwrap(),
+        retried
+    );
+    // The current token still rotates normally.
+    let current = presented(family, 1, [1; 32]);
+    assert_eq!(
+        store
+            .rotate(current, successor(1), NOW.plus(9), POLICY)
+            .await
+            .unwrap(),
+        Rotation::Rotated {
+            family,
+            user: stored(&*store, user).await,
+            generation: 2
+        }
+    );
+    // The grandparent is reuse even inside the grace.
+    assert_eq!(
+        store
+            .rotate(first, successor(9), NOW.plus(9), POLICY)
+            .await
+            .unwrap(),
+        Rotation::Reused { family, user }
+    );
+}
+
+pub async fn after_the_grace_the_superseded_token_is_reuse(h: &mut dyn Harness) {
+    let store = h.open().await;
+    let (user, family) = session(&*store).await;
+    let first = presented(family, 0, [0; 32]);
+    store
+        .rotate(first, successor(1), NOW, POLICY)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .rotate(first, successor(2), NOW.plus(10), POLICY)
+            .await
+            .unwrap(),
+        Rotation::Reused { family, user }
+    );
+    assert_eq!(
+        store
+            .rotate(
+                presented(family, 1, [1; 32]),
+                successor(2),
+                NOW.plus(11),
+                POLICY
+            )
+            .await
+            .unwrap(),
+        Rotation::Revoked
+    );
+}
+
+pub async fn grace_zero_means_every_superseded_token_is_reuse(h: &mut dyn Harness) {
+    let store = h.open().await;
+    let (user, family) = session(&*store).await;
+    let first = presented(family, 0, [0; 32]);
+    store
+        .rotate(first, successor(1), NOW, NO_GRACE)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .rotate(first, successor(2), NOW, NO_GRACE)
+            .await
+            .unwrap(),
+        Rotation::Reused { family, user }
+    );
+}
+
+pub async fn expiry_slides_per_token_up_to_the_absolute_maximum(h: &mut dyn Harness) {
+    let store = h.open().await;
+    let (user, family) = session(&*store).await;
+    // Token 0 expires at NOW+100 (refresh TTL).
+    assert_eq!(
+        store
+            .rotate(
+                presented(family, 0, [0; 32]),
+                successor(1),
+                NOW.plus(100),
+                POLICY
+            )
+            .await
+            .unwrap(),
+        Rotation::Expired
+    );
+    // Rotating just before keeps sliding the expiry forward.
+    let mut at = NOW;
+    let mut generation = 0u8;
+    loop {
+        at = at.plus(99);
+        let p = presented(family, u64::from(generation), [generation; 32]);
+        let got = store
+            .rotate(p, successor(generation + 1), at, POLICY)
+            .await
+            .unwrap();
+        if at.secs() >= NOW.plus(POLICY.session_max_secs).secs() {
+            // The family's absolute lifetime ends however often it rotated.
+            assert_eq!(got, Rotation::Expired, "at {at}");
+            break;
+        }
+        assert!(matches!(got, Rotation::Rotated { .. }), "at {at}: {got:?}");
+        generation += 1;
+    }
+    assert_eq!(generation, 10);
+    // The last token's sliding expiry was capped by the maximum (NOW + 1000), not NOW+990+100.
+    let p = presented(family, u64::from(generation), [generation; 32]);
+    assert_eq!(
+        store
+            .rotate(p, successor(99), NOW.plus(999), POLICY)
+            .await
+            .unwrap(),
+        Rotation::Rotated {
+            family,
+            user: stored(&*store, user).await,
+            generation: 11
+        }
+    );
+}
+
+pub async fn retry_of_an_expired_family_is_expired(h: &mut dyn Harness) {
+    let store = h.open().await;
+    let (_, family) = session(&*store).await;
+    let first = presented(family, 0, [0; 32]);
+    let long_grace = SessionPolicy {
+        grace_secs: 10_000,
+        ..POLICY
+    };
+    store
+        .rotate(first, successor(1), NOW, long_grace)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .rotate(first, successor(2), NOW.plus(100), long_grace)
+            .await
+            .unwrap(),
+        Rotation::Expired
+    );
+}
+
+pub async fn revoke_family_and_revoke_all(h: &mut dyn Harness) {
+    let store = h.open().await;
+    let (user, family) = session(&*store).await;
+    let other = FamilyId::new();
+    assert!(add_family(&*store, user, other, 5).await.unwrap());
+    assert!(add_family(&*store, user, other, 5).await.is_err());
+    assert_eq!(store.counts().families, 2);
+
+    assert!(store.revoke_session(family, NOW).await.unwrap());
+    assert!(!store.revoke_session(family, NOW).await.unwrap());
+    assert!(!store.revoke_session(FamilyId::new(), NOW).await.unwrap());
+    assert_eq!(
+        store.check_access(user, family, jti(), 0),
+        Err(AccessDenied::FamilyRevoked)
+    );
+    assert_eq!(store.check_access(user, other, jti(), 0), Ok(()));
+
+    assert!(store.revoke_user(user, NOW).await.unwrap());
+    assert!(!store
+        .revoke_user(UserId(Uuid::new_v4()), NOW)
+        .await
+        .unwrap());
+    assert_eq!(view_version(&*store, user), Some(1));
+    assert_eq!(store.user(user).await.unwrap().unwrap().token_version, 1);
+    assert_eq!(
+        store.check_access(user, other, jti(), 0),
+        Err(AccessDenied::StaleVersion)
+    );
+    assert_eq!(
+        store.check_access(user, other, jti(), 1),
+        Err(AccessDenied::FamilyRevoked)
+    );
+    assert_eq!(
+        store
+            .rotate(presented(other, 0, [5; 32]), successor(1), NOW, POLICY)
+            .await
+            .unwrap(),
+        Rotation::Revoked
+    );
+    assert_eq!(store.counts().families, 0);
+}
+
+pub async fn check_access_reports_each_rule(h: &mut dyn Harness) {
+    let store = h.open().await;
+    let (user, family) = session(&*store).await;
+    let (other_user, other_family) = session(&*store).await;
+    let bad = jti();
+    store.blacklist(bad, NOW.plus(60)).await.unwrap();
+    store.revoke_user(other_user, NOW).await.unwrap();
+    let cases = [
+        ("valid", user, family, jti(), 0, Ok(())),
+        (
+            "unknown user",
+            UserId(Uuid::new_v4()),
+            family,
+            jti(),
+            0,
+            Err(AccessDenied::UnknownUser),
+        ),
+        (
+            "stale",
+            other_user,
+            other_family,
+            jti(),
+            0,
+            Err(AccessDenied::StaleVersion),
+        ),
+        (
+            "unknown family",
+            user,
+            FamilyId::new(),
+            jti(),
+            0,
+            Err(AccessDenied::FamilyRevoked),
+        ),
+        (
+            "someone else's family",
+            user,
+            other_family,
+            jti(),
+            0,
+            Err(AccessDenied::FamilyRevoked),
+        ),
+        (
+            "blacklisted",
+            user,
+            family,
+            bad,
+            0,
+            Err(AccessDenied::Blacklisted),
+        ),
+    ];
+    for (name, u, f, j, v, want) in cases {
+        assert_eq!(store.check_access(u, f, j, v), want, "{name}");
+    }
+}
+
+pub async fn blacklist_is_remembered_and_swept(h: &mut dyn Harness) {
+    let store = h.open().await;
+    // A live session to present the jtis with.
+    let (user, family) = session(&*store).await;
+    let listed = |store: &dyn Storage, jti| is_blacklisted(store, user, family, jti);
+    let a = jti();
+    let b = jti();
+    store.blacklist(a, NOW.plus(10)).await.unwrap();
+    store.blacklist(b, NOW.plus(20)).await.unwrap();
+    store.blacklist(b, NOW.plus(5)).await.unwrap(); // keeps the later exp
+    assert!(listed(&*store, a));
+    assert!(!listed(&*store, jti()));
+
+    let store = h.reopen(store).await;
+    assert!(listed(&*store, a) && listed(&*store, b));
+    assert_eq!(store.counts().blacklist, 2);
+    assert_eq!(store.sweep(NOW.plus(9), 0).await.unwrap().blacklist, 0);
+    assert_eq!(store.sweep(NOW.plus(10), 0).await.unwrap().blacklist, 1);
+    assert!(!listed(&*store, a));
+    assert!(listed(&*store, b));
+    assert_eq!(store.sweep(NOW.plus(20), 0).await.unwrap().blacklist, 1);
+    assert_eq!(store.counts().blacklist, 0);
+}
+
+pub async fn sweep_deletes_ended_families_after_retention_and_counts_return_to_zero(
+    h: &mut dyn Harness,
+) {
+    let store = h.open().await;
+    let (user, revoked) = session(&*store).await;
+    let live = FamilyId::new();
+    add_family(&*store, user, live, 3).await.unwrap();
+    store.revoke_session(revoked, NOW.plus(50)).await.unwrap();
+    store.blacklist(jti(), NOW.plus(30)).await.unwrap();
+    store.add_signing_key(key("k1", NOW), None).await.unwrap();
+    store
+        .add_signing_key(key("k2", NOW.plus(40)), Some(NOW.plus(40)))
+        .await
+        .unwrap();
+
+    // The revoked family is kept for the retention (access tokens may still name it).
+    let retain = 15;
+    assert_eq!(
+        store.sweep(NOW.plus(60), retain).await.unwrap(),
+        Sweep {
+            blacklist: 1,
+            families: 0,
+            keys: 1
+        }
+    );
+    assert_eq!(
+        store.sweep(NOW.plus(65), retain).await.unwrap(),
+        Sweep {
+            blacklist: 0,
+            families: 1,
+            keys: 0
+        }
+    );
+    // The live family expires at NOW+100 and goes `retain` later.
+    assert_eq!(
+        store.sweep(NOW.plus(114), retain).await.unwrap(),
+        Sweep::default()
+    );
+    assert_eq!(store.counts().families, 1);
+    assert_eq!(
+        store.sweep(NOW.plus(115), retain).await.unwrap(),
+        Sweep {
+            blacklist: 0,
+            families: 1,
+            keys: 0
+        }
+    );
+    assert_eq!(
+        store.counts(),
+        Counts {
+            users: 1,
+            families: 0,
+            blacklist: 0
+        }
+    );
+    let store = h.reopen(store).await;
+    assert_eq!(
+        store.counts(),
+        Counts {
+            users: 1,
+            families: 0,
+            blacklist: 0
+        }
+    );
+    assert_eq!(store.signing_keys().await.unwrap().len(), 1);
+    // The swept families are gone from the user index too: revoke-all finds nothing to revoke.
+    assert!(store.revoke_user(user, NOW.plus(200)).await.unwrap());
+    assert_eq!(store.delete_user(user).await.unwrap(), UserUpdate::Done);
+    assert_eq!(store.counts(), Counts::default());
+}
+
+pub async fn signing_keys_rotate_and_persist(h: &mut dyn Harness) {
+    let store = h.open().await;
+    assert!(store.signing_keys().await.unwrap().is_empty());
+    store.add_signing_key(key("k1", NOW), None).await.unwrap();
+    store
+        .add_signing_key(key("k2", NOW.plus(1)), Some(NOW.plus(1)))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.add_signing_key(key("k1", NOW), None).await,
+        Err(StoreError::KidTaken(kid)) if kid == "k1"
+    ));
+    let store = h.reopen(store).await;
+    let keys = store.signing_keys().await.unwrap();
+    assert_eq!(
+        keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
+        ["k1", "k2"]
+    );
+    assert_eq!(keys[0].retired_at, Some(NOW.plus(1)));
+    assert_eq!(keys[1].retired_at, None);
+    assert_eq!(keys[1].secret, b"k2".repeat(8));
+    assert!(!format!("{:?}", keys[1]).contains("k2k2"));
+}
+
+pub async fn refresh_mac_key_is_random_and_stable(h: &mut dyn Harness) {
+    let store = h.open().await;
+    let key = store.refresh_mac_key();
+    assert_ne!(key, [0; 32]);
+    let store = h.reopen(store).await;
+    assert_eq!(store.refresh_mac_key(), key);
+    let mut elsewhere = h.another();
+    let other = elsewhere.open().await;
+    assert_ne!(other.refresh_mac_key(), key);
+}
+
+pub async fn view_survives_reopen(h: &mut dyn Harness) {
+    let store = h.open().await;
+    let (user, revoked) = session(&*store).await;
+    let live = FamilyId::new();
+    add_family(&*store, user, live, 4).await.unwrap();
+    store.revoke_session(revoked, NOW).await.unwrap();
+    let (bumped, _) = session(&*store).await;
+    store.revoke_user(bumped, NOW).await.unwrap();
+    let (disabled, _) = session(&*store).await;
+    store.disable_user(disabled, NOW).await.unwrap();
+    let gone = jti();
+    store.blacklist(gone, NOW.plus(60)).await.unwrap();
+    let before = store.counts();
+
+    let store = h.reopen(store).await;
+    assert_eq!(store.counts(), before);
+    assert_eq!(
+        store.check_access(user, revoked, jti(), 0),
+        Err(AccessDenied::FamilyRevoked)
+    );
+    assert_eq!(store.check_access(user, live, jti(), 0), Ok(()));
+    assert_eq!(
+        store.check_access(user, live, gone, 0),
+        Err(AccessDenied::Blacklisted)
+    );
+    assert_eq!(view_version(&*store, bumped), Some(1));
+    assert_eq!(
+        store.check_access(disabled, live, jti(), 0),
+        Err(AccessDenied::UserDisabled)
+    );
+    assert_eq!(
+        store
+            .rotate(presented(revoked, 0, [0; 32]), successor(1), NOW, POLICY)
+            .await
+            .unwrap(),
+        Rotation::Revoked
+    );
+}
+
+pub async fn the_last_enabled_admin_cannot_be_deleted_disabled_or_demoted(h: &mut dyn Harness) {
+    let store = h.open().await;
+    let admin = new_user(&*store, "root@example.com").await.id;
+    let admin_role = ["admin".to_owned()];
+    assert_eq!(
+        store.set_roles(admin, &admin_role).await.unwrap(),
+        UserUpdate::Done
+    );
+    assert_eq!(
+        store.delete_user(admin).await.unwrap(),
+        UserUpdate::LastAdmin
+    );
+    assert_eq!(
+        store.disable_user(admin, NOW).await.unwrap(),
+        UserUpdate::LastAdmin
+    );
+    assert_eq!(
+        store.set_roles(admin, &[]).await.unwrap(),
+        UserUpdate::LastAdmin
+    );
+    assert!(store
+        .user(admin)
+        .await
+        .unwrap()
+        .is_some_and(|u| !u.disabled && u.roles == admin_role));
+    // A disabled second admin does not count; an enabled one does.
+    let second = new_user(&*store, "second@example.com").await.id;
+    assert_eq!(
+        store.set_roles(second, &admin_role).await.unwrap(),
+        UserUpdate::Done
+    );
+    assert_eq!(
+        store.disable_user(second, NOW).await.unwrap(),
+        UserUpdate::Done
+    );
+    assert_eq!(
+        store.delete_user(admin).await.unwrap(),
+        UserUpdate::LastAdmin
+    );
+    assert_eq!(store.enable_user(second).await.unwrap(), UserUpdate::Done);
+    assert_eq!(store.delete_user(admin).await.unwrap(), UserUpdate::Done);
+    // Now `second` is the last one; a non-admin is never refused.
+    assert_eq!(
+        store.delete_user(second).await.unwrap(),
+        UserUpdate::LastAdmin
+    );
+    let plain = new_user(&*store, "plain@example.com").await.id;
+    assert_eq!(
+        store.disable_user(plain, NOW).await.unwrap(),
+        UserUpdate::Done
+    );
+    assert_eq!(store.delete_user(plain).await.unwrap(), UserUpdate::Done);
+}
+
+pub async fn a_new_session_past_the_cap_revokes_the_oldest(h: &mut dyn Harness) {
+    let store = h.open().await;
+    let user = new_user(&*store, "many@example.com").await;
+    let policy = SessionPolicy {
+        max_per_user: 3,
+        ..POLICY
+    };
+    let mut families = Vec::new();
+    for n in 0..5u8 {
+        let family = FamilyId::new();
+        let at = NOW.plus(i64::from(n));
+        assert!(store
+            .open_session(family, &user, [n; 32], at, policy)
+            .await
+            .unwrap());
+        families.push(family);
+    }
+    let live: Vec<bool> = families
+        .iter()
+        .map(|f| store.check_access(user.id, *f, jti(), 0).is_ok())
+        .collect();
+    assert_eq!(live, [false, false, true, true, true]);
+    assert_eq!(store.counts().families, 3);
+    assert_eq!(
+        store
+            .rotate(
+                presented(families[0], 0, [0; 32]),
+                successor(9),
+                NOW.plus(9),
+                policy
+            )
+            .await
+            .unwrap(),
+        Rotation::Revoked
+    );
+}
+
+pub async fn eight_racing_rotations_without_grace_have_one_winner(h: &mut dyn Harness) {
+    let outcomes = race(h, NO_GRACE).await;
+    let rotated = outcomes
+        .iter()
+        .filter(|o| matches!(o, Rotation::Rotated { .. }))
+        .count();
+    assert_eq!(rotated, 1, "{outcomes:?}");
+    assert!(
+        outcomes.iter().all(|o| matches!(
+            o,
+            Rotation::Rotated { .. } | Rotation::Reused { .. } | Rotation::Revoked
+        )),
+        "{outcomes:?}"
+    );
+}
+
+pub async fn eight_racing_rotations_with_grace_share_one_successor(h: &mut dyn Harness) {
+    let outcomes = race(h, POLICY).await;
+    let winners: Vec<usize> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| matches!(o, Rotation::Rotated { .. }))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
+    let winner = u8::try_from(winners[0]).unwrap() + 1;
+    for (i, o) in outcomes.iter().enumerate() {
+        if i != winners[0] {
+            assert!(
+                matches!(o, Rotation::Retried { generation: 1, sealed, .. } if *sealed == successor(winner).sealed),
+                "thread {i}: {o:?}"
+            );
+        }
+    }
+}
+
+/// Eight concurrent presentations of generation 0, the `i`th offering `successor(i + 1)`:
+/// all eight are submitted before the first is answered.
+async fn race(h: &mut dyn Harness, policy: SessionPolicy) -> Vec<Rotation> {
+    let store = h.open().await;
+    let (_, family) = session(&*store).await;
+    let pending: Vec<_> = (1..=8u8)
+        .map(|n| store.rotate(presented(family, 0, [0; 32]), successor(n), NOW, policy))
+        .collect();
+    let mut outcomes = Vec::new();
+    for p in pending {
+        outcomes.push(p.await.unwrap());
+    }
+    outcomes
+}
+
+pub async fn change_password_keeps_only_the_named_session_and_survives_reopen(h: &mut dyn Harness) {
+    let store = h.open().await;
+    let (user, keep) = session(&*store).await;
+    let other = FamilyId::new();
+    assert!(add_family(&*store, user, other, 6).await.unwrap());
+    assert!(store
+        .change_password(
+            user,
+            &store.user(user).await.unwrap().unwrap().password_hash,
+            "$new-hash",
+            Some(keep),
+            NOW
+        )
+        .await
+        .unwrap());
+    assert_eq!(
+        store.user(user).await.unwrap().unwrap().password_hash,
+        "$new-hash"
+    );
+    assert_eq!(store.check_access(user, keep, jti(), 0), Ok(()));
+    assert_eq!(
+        store.check_access(user, other, jti(), 0),
+        Err(AccessDenied::FamilyRevoked)
+    );
+    assert_eq!(view_version(&*store, user), Some(0), "no version bump");
+    let store = h.reopen(store).await;
+    assert_eq!(store.check_access(user, keep, jti(), 0), Ok(()));
+    assert_eq!(
+        store.check_access(user, other, jti(), 0),
+        Err(AccessDenied::FamilyRevoked)
+    );
+    assert!(!store
+        .change_password(UserId(Uuid::new_v4()), "$x", "$y", None, NOW)
+        .await
+        .unwrap());
+}
+
+pub async fn a_session_is_not_created_for_credentials_that_changed_while_they_were_checked(
+    h: &mut dyn Harness,
+) {
+    let store = h.open().await;
+    let seen = new_user(&*store, "race@example.com").await;
+    // Each change below commits between the credential check and open_session.
+    for name in [
+        "password changed",
+        "logout-all",
+        "roles changed",
+        "disabled",
+    ] {
+        let seen = store.user(seen.id).await.unwrap().unwrap();
+        match name {
+            "password changed" => assert!(store
+                .change_password(seen.id, &seen.password_hash, "$other", None, NOW)
+                .await
+                .unwrap()),
+            "logout-all" => assert!(store.revoke_user(seen.id, NOW).await.unwrap()),
+            "roles changed" => assert_eq!(
+                store.set_roles(seen.id, &[]).await.unwrap(),
+                UserUpdate::Done
+            ),
+            _ => assert_eq!(
+                store.disable_user(seen.id, NOW).await.unwrap(),
+                UserUpdate::Done
+            ),
+        }
+        let family = FamilyId::new();
+        assert!(
+            !store
+                .open_session(family, &seen, [9; 32], NOW, POLICY)
+                .await
+                .unwrap(),
+            "{name}"
+        );
+        store.enable_user(seen.id).await.unwrap();
+        let version = view_version(&*store, seen.id).unwrap();
+        assert_eq!(
+            store.check_access(seen.id, family, jti(), version),
+            Err(AccessDenied::FamilyRevoked),
+            "{name}: no family was stored"
+        );
+    }
+    let fresh = store.user(seen.id).await.unwrap().unwrap();
+    assert!(store
+        .open_session(FamilyId::new(), &fresh, [9; 32], NOW, POLICY)
+        .await
+        .unwrap());
+}
+
+pub async fn a_role_change_stops_tokens_that_carry_the_old_roles(h: &mut dyn Harness) {
+    let store = h.open().await;
+    let (user, family) = session(&*store).await;
+    assert_eq!(store.check_access(user, family, jti(), 0), Ok(()));
+    assert_eq!(
+        store.set_roles(user, &["admin".to_owned()]).await.unwrap(),
+        UserUpdate::Done
+    );
+    assert_eq!(
+        store.check_access(user, family, jti(), 0),
+        Err(AccessDenied::StaleVersion)
+    );
+    assert_eq!(store.check_access(user, family, jti(), 1), Ok(()));
+}
+
+pub async fn retiring_signing_keys_marks_only_the_live_ones(h: &mut dyn Harness) {
+    let store = h.open().await;
+    let key = |kid: &str| StoredKey {
+        kid: kid.to_owned(),
+        secret: vec![1; 32],
+        created_at: NOW,
+        retired_at: None,
+    };
+    store.add_signing_key(key("a"), None).await.unwrap();
+    store.add_signing_key(key("b"), Some(NOW)).await.unwrap();
+    assert_eq!(
+        store.retire_signing_keys(NOW.plus(5)).await.unwrap(),
+        1,
+        "only b was live"
+    );
+    let keys = store.signing_keys().await.unwrap();
+    assert_eq!(
+        keys[0].retired_at,
+        Some(NOW),
+        "a keeps its first retirement"
+    );
+    assert_eq!(keys[1].retired_at, Some(NOW.plus(5)));
+    assert_eq!(store.retire_signing_keys(NOW.plus(9)).await.unwrap(), 0);
+}
+
+pub async fn a_password_change_checked_before_a_concurrent_change_does_not_land(
+    h: &mut dyn Harness,
+) {
+    let store = h.open().await;
+    let (user, keep) = session(&*store).await;
+    let checked = store.user(user).await.unwrap().unwrap().password_hash;
+    // Another change commits first (the victim's, say) ...
+    assert!(store
+        .change_password(user, &checked, "$victims-new", Some(keep), NOW)
+        .await
+        .unwrap());
+    // ... so the one checked against the old hash writes nothing.
+    assert!(!store
+        .change_password(user, &checked, "$attackers", Some(keep), NOW)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.user(user).await.unwrap().unwrap().password_hash,
+        "$victims-new"
+    );
+    // A session revoked meanwhile cannot change the password either.
+    assert!(store.revoke_session(keep, NOW).await.unwrap());
+    assert!(!store
+        .change_password(user, "$victims-new", "$x", Some(keep), NOW)
+        .await
+        .unwrap());
+    // Nor can a disabled user.
+    assert_eq!(
+        store.disable_user(user, NOW).await.unwrap(),
+        UserUpdate::Done
+    );
+    assert!(!store
+        .change_password(user, "$victims-new", "$x", None, NOW)
+        .await
+        .unwrap());
+}
+
+pub async fn disable_revokes_every_session_in_the_same_write(h: &mut dyn Harness) {
+    let store = h.open().await;
+    let (user, first) = session(&*store).await;
+    let second = FamilyId::new();
+    assert!(add_family(&*store, user, second, 7).await.unwrap());
+    assert_eq!(
+        store.disable_user(user, NOW).await.unwrap(),
+        UserUpdate::Done
+    );
+    assert_eq!(
+        store.counts().families,
+        0,
+        "both sessions revoked with the flag"
+    );
+    let store = h.reopen(store).await;
+    assert_eq!(store.counts().families, 0);
+    assert_eq!(store.enable_user(user).await.unwrap(), UserUpdate::Done);
+    for (family, hash) in [(first, 0), (second, 7)] {
+        assert_eq!(
+            store
+                .rotate(presented(family, 0, [hash; 32]), successor(1), NOW, POLICY)
+                .await
+                .unwrap(),
+            Rotation::Revoked
+        );
+    }
+}
+
+pub async fn rotate_answers_the_user_as_of_the_rotation(h: &mut dyn Harness) {
+    let store = h.open().await;
+    let (user, family) = session(&*store).await;
+    let roles = vec!["editor".to_owned()];
+    assert_eq!(
+        store.set_roles(user, &roles).await.unwrap(),
+        UserUpdate::Done
+    );
+    let got = store
+        .rotate(presented(family, 0, [0; 32]), successor(1), NOW, POLICY)
+        .await
+        .unwrap();
+    // The roles and version the new access token must carry, read in the rotation's own
+    // transaction: no second read after it.
+    let Rotation::Rotated { user: seen, .. } = got else {
+        panic!("{got:?}");
+    };
+    assert_eq!(seen.roles, roles);
+    assert_eq!(seen.token_version, 1);
+    assert_eq!(seen, stored(&*store, user).await);
+}
+
+pub async fn logout_blacklists_and_revokes_in_one_write(h: &mut dyn Harness) {
+    let store = h.open().await;
+    let (user, family) = session(&*store).await;
+    let other = FamilyId::new();
+    assert!(add_family(&*store, user, other, 3).await.unwrap());
+    let token = jti();
+    store
+        .end_session(family, token, NOW.plus(60), NOW)
+        .await
+        .unwrap();
+    let check = |store: &dyn Storage| {
+        assert_eq!(
+            store.check_access(user, family, jti(), 0),
+            Err(AccessDenied::FamilyRevoked)
+        );
+        assert!(is_blacklisted(store, user, other, token));
+        assert_eq!(store.check_access(user, other, jti(), 0), Ok(()));
+        assert_eq!(store.counts().blacklist, 1);
+    };
+    check(&*store);
+    let store = h.reopen(store).await;
+    check(&*store);
+}

@@ -1,0 +1,258 @@
+//! The one route table. Routing, the 404/405 answers and the latency histogram's `route`
+//! labels are all read from [`ROUTES`]: a path is its route's pattern, with `{id}` for a user
+//! id in its one canonical spelling.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response};
+
+use super::error::ApiError;
+use super::handlers::{self as h, Ctx};
+use super::respond::Body;
+use super::App;
+use crate::metrics::{write_family, Histogram};
+use crate::model::UserId;
+
+/// What a handler answers.
+pub(super) type Answer = Result<Response<Body>, ApiError>;
+/// A handler's answer to come.
+pub(super) type Later = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+/// How a route answers.
+#[derive(Clone, Copy)]
+pub(super) enum Handler {
+    /// Answers at once, without awaiting anything (verify, health, metrics).
+    Now(fn(&Ctx) -> Answer),
+    /// Awaits a body, the hashing pool or a commit.
+    Later(fn(Ctx) -> Later),
+}
+
+/// Which methods a route answers.
+#[derive(Clone, Copy)]
+pub(super) enum Methods {
+    /// Every method alike.
+    Any(Handler),
+    /// These; any other method is 405.
+    Only(&'static [(Method, Handler)]),
+}
+
+/// One path and how it is served.
+pub(super) struct Route {
+    /// The path, with `{id}` standing for a user id; also the latency label.
+    pub(super) pattern: &'static str,
+    pub(super) methods: Methods,
+}
+
+macro_rules! later {
+    ($handler:path) => {
+        Handler::Later(|cx| Box::pin($handler(cx)))
+    };
+}
+
+/// Every route latchd serves.
+pub(super) const ROUTES: &[Route] = &[
+    Route {
+        pattern: "/healthz",
+        methods: Methods::Only(&[(Method::GET, Handler::Now(h::healthz))]),
+    },
+    Route {
+        pattern: "/metrics",
+        methods: Methods::Only(&[(Method::GET, Handler::Now(h::metrics))]),
+    },
+    Route {
+        pattern: "/v1/admin/users",
+        methods: Methods::Only(&[(Method::GET, later!(h::admin_list_users))]),
+    },
+    Route {
+        pattern: "/v1/admin/users/{id}",
+        methods: Methods::Only(&[(Method::DELETE, later!(h::admin_delete))]),
+    },
+    Route {
+        pattern: "/v1/admin/users/{id}/revoke",
+        methods: Methods::Only(&[(Method::POST, later!(h::admin_revoke))]),
+    },
+    Route {
+        pattern: "/v1/auth/login",
+        methods: Methods::Only(&[(Method::POST, later!(h::login))]),
+    },
+    Route {
+        pattern: "/v1/auth/logout",
+        methods: Methods::Only(&[(Method::POST, later!(h::logout))]),
+    },
+    Route {
+        pattern: "/v1/auth/logout-all",
+        methods: Methods::Only(&[(Method::POST, later!(h::logout_all))]),
+    },
+    Route {
+        pattern: "/v1/auth/me",
+        methods: Methods::Only(&[(Method::GET, later!(h::me))]),
+    },
+    Route {
+        pattern: "/v1/auth/refresh",
+        methods: Methods::Only(&[(Method::POST, later!(h::refresh))]),
+    },
+    Route {
+        // Forward-auth proxies send HEAD, or the original request's method: all are the same.
+        pattern: "/v1/auth/verify",
+        methods: Methods::Any(Handler::Now(h::verify)),
+    },
+    Route {
+        pattern: "/v1/users",
+        methods: Methods::Only(&[(Method::POST, later!(h::register))]),
+    },
+    Route {
+        pattern: "/v1/users/me/password",
+        methods: Methods::Only(&[(Method::PUT, later!(h::change_password))]),
+    },
+];
+
+/// The label of requests that matched no route; a raw path is never a label, so a client
+/// cannot add series (or put a token it pasted into a URL into the output).
+const OTHER: &str = "other";
+
+/// The route `path` matches, with the user id it names, if any.
+pub(super) fn find(path: &str) -> Option<(usize, Option<UserId>)> {
+    ROUTES
+        .iter()
+        .enumerate()
+        .find_map(|(i, route)| match route.pattern.split_once("{id}") {
+            None => (route.pattern == path).then_some((i, None)),
+            Some((prefix, suffix)) => {
+                let id = path.strip_prefix(prefix)?.strip_suffix(suffix)?;
+                UserId::parse(id).map(|id| (i, Some(id)))
+            }
+        })
+}
+
+/// Answers one request on the route `found` (from [`find`]). Every error becomes its JSON
+/// answer here.
+pub(super) async fn dispatch(
+    found: Option<(usize, Option<UserId>)>,
+    req: Request<Incoming>,
+    app: Arc<App>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let answer = match found {
+        None => Err(ApiError::not_found()),
+        Some((index, id)) => {
+            let handler = match ROUTES[index].methods {
+                Methods::Any(handler) => Some(handler),
+                Methods::Only(methods) => methods
+                    .iter()
+                    .find(|(m, _)| m == req.method())
+                    .map(|(_, handler)| *handler),
+            };
+            let cx = Ctx { req, app, peer, id };
+            match handler {
+                None => Err(ApiError::method_not_allowed()),
+                Some(Handler::Now(handle)) => handle(&cx),
+                Some(Handler::Later(handle)) => handle(cx).await,
+            }
+        }
+    };
+    answer.unwrap_or_else(ApiError::into_response)
+}
+
+/// One latency histogram per route, and one for everything else.
+pub(super) struct RequestTimes {
+    routes: Vec<Histogram>,
+    other: Histogram,
+}
+
+impl RequestTimes {
+    pub(super) fn new() -> Self {
+        Self {
+            routes: ROUTES.iter().map(|_| Histogram::new()).collect(),
+            other: Histogram::new(),
+        }
+    }
+
+    /// Records how long a request took on the route `found` (from [`find`]).
+    pub(super) fn observe(&self, found: Option<(usize, Option<UserId>)>, elapsed: Duration) {
+        match found {
+            Some((index, _)) => self.routes[index].observe(elapsed),
+            None => self.other.observe(elapsed),
+        }
+    }
+
+    /// `latchd_request_duration_seconds`, every route's series in the table's order.
+    pub(super) fn render_into(&self, out: &mut String) {
+        let name = "latchd_request_duration_seconds";
+        let _ = write_family(
+            out,
+            name,
+            "histogram",
+            "Time from request head to response, by route.",
+        );
+        for (route, times) in ROUTES.iter().zip(&self.routes) {
+            let _ = times.write_to(out, name, route.pattern);
+        }
+        let _ = self.other.write_to(out, name, OTHER);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "00000000-0000-4000-8000-000000000000";
+
+    #[test]
+    fn every_path_finds_its_own_route() {
+        for (i, route) in ROUTES.iter().enumerate() {
+            let path = route.pattern.replace("{id}", ID);
+            let found = find(&path).map(|(index, _)| index);
+            assert_eq!(found, Some(i), "{path}");
+        }
+        let mut patterns: Vec<&str> = ROUTES.iter().map(|r| r.pattern).collect();
+        patterns.sort_unstable();
+        patterns.dedup();
+        assert_eq!(patterns.len(), ROUTES.len(), "two routes share a pattern");
+        assert!(!patterns.contains(&OTHER));
+    }
+
+    #[test]
+    fn ids_are_read_from_their_segment() {
+        let (_, id) = find(&format!("/v1/admin/users/{ID}/revoke")).unwrap();
+        assert_eq!(id.map(|id| id.to_string()).as_deref(), Some(ID));
+    }
+
+    #[test]
+    fn unknown_paths_match_no_route() {
+        for path in [
+            "/",
+            "/v1",
+            "/metrics/",
+            "/v1/auth/verify?token=x",
+            "/v1/admin/users/not-a-uuid",
+            "/v1/admin/users/00000000-0000-4000-8000-00000000000A",
+            "/v1/admin/users/urn:uuid:00000000-0000-4000-8000-000000000000",
+            "/v1/admin/users/00000000000040008000000000000000/revoke",
+            "/v1/admin/users/00000000-0000-4000-8000-000000000000/elsewhere",
+            "/v1/admin/users/00000000-0000-4000-8000-000000000000/x/revoke",
+            "/eyJhbGciOiJIUzI1NiJ9.e30.sig",
+        ] {
+            assert_eq!(find(path).map(|(i, _)| ROUTES[i].pattern), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn request_times_have_one_series_per_route_and_other() {
+        let times = RequestTimes::new();
+        times.observe(find("/v1/auth/login"), Duration::from_millis(3));
+        times.observe(None, Duration::from_millis(1));
+        let mut text = String::new();
+        times.render_into(&mut text);
+        for route in ROUTES.iter().map(|r| r.pattern).chain([OTHER]) {
+            let count = format!("latchd_request_duration_seconds_count{{route=\"{route}\"}} ");
+            assert!(text.contains(&count), "{route}");
+        }
+        assert!(text.contains("_count{route=\"/v1/auth/login\"} 1\n"));
+        assert!(text.contains("_count{route=\"other\"} 1\n"));
+    }
+}

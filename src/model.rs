@@ -1,0 +1,326 @@
+//! The domain types both sides of the storage port share: ids, users, sessions and what
+//! became of an operation. Plain data: no I/O, no storage engine, no HTTP, no tokens.
+
+use std::fmt;
+
+use uuid::Uuid;
+
+use crate::time::UnixTime;
+
+/// A user's id (a random v4 UUID).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(pub Uuid);
+
+/// A session's id: the refresh family, which is also the access token's `sid`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FamilyId(pub Uuid);
+
+/// An access token's `jti`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Jti(pub Uuid);
+
+impl UserId {
+    /// The id in its one accepted spelling; see [`parse_uuid`].
+    pub fn parse(text: &str) -> Option<Self> {
+        parse_uuid(text).map(Self)
+    }
+}
+
+impl FamilyId {
+    /// A fresh session id: a version 7 UUID, so ids sort in the order sessions were opened
+    /// (in one process), which is what "revoke the oldest" and "newest first" go by within one
+    /// second. It says when the session began, which the access token's `iat` says anyway;
+    /// nothing relies on it being unguessable.
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
+impl Default for FamilyId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+impl fmt::Display for FamilyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+impl fmt::Display for Jti {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+/// A UUID in the only form latchd writes: lowercase, hyphenated, 36 characters.
+/// `Uuid::try_parse` alone would also take braces, URNs, upper case and the simple form,
+/// i.e. several spellings of one id.
+pub fn parse_uuid(text: &str) -> Option<Uuid> {
+    if text.len() != 36 || text.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    Uuid::try_parse(text).ok()
+}
+
+/// The key under which an email is unique: surrounding whitespace trimmed, then lowercased with
+/// Unicode's full case mapping (`str::to_lowercase`), so `" ÉMILE@Example.COM "` and
+/// `"émile@example.com"` are the same account. No other folding (dots, `+tags`, NFC) is done.
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+/// The role whose last enabled holder cannot be deleted, disabled or demoted.
+pub const ADMIN_ROLE: &str = "admin";
+
+/// A registered user as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    /// The user's id.
+    pub id: UserId,
+    /// The email as registered, with surrounding whitespace trimmed (not case-folded).
+    pub email: String,
+    /// The password hash as a PHC string; opaque to storage.
+    pub password_hash: String,
+    /// Role names, e.g. `admin`.
+    pub roles: Vec<String>,
+    /// When the user registered.
+    pub created_at: UnixTime,
+    /// A disabled user's tokens are refused and no new session is created for it.
+    pub disabled: bool,
+    /// Access tokens carrying a lower `ver` than this are refused; bumped by revoke-all.
+    pub token_version: u64,
+}
+
+impl User {
+    /// Whether the user holds `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+/// A user about to be stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewUser {
+    /// The email as given, trimmed.
+    pub email: String,
+    /// The PHC hash of the password.
+    pub password_hash: String,
+    /// Roles to grant.
+    pub roles: Vec<String>,
+}
+
+/// What became of a registration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CreateUser {
+    /// The user was stored.
+    Created(User),
+    /// Another user already has this email (after normalization).
+    EmailTaken,
+}
+
+/// What became of an operator's change to one user (disable, enable, delete, new roles).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserUpdate {
+    /// The change is on disk.
+    Done,
+    /// There is no such user.
+    NoSuchUser,
+    /// The change would leave no enabled user with the `admin` role; nothing was written.
+    LastAdmin,
+}
+
+/// What a presented refresh token is, as the auth layer parsed it (its MAC was already checked
+/// there, so its family and generation are genuine).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Presented {
+    /// The family the token belongs to.
+    pub family: FamilyId,
+    /// The token's generation within its family (0 for the first).
+    pub generation: u64,
+    /// SHA-256 of the token text.
+    pub hash: [u8; 32],
+}
+
+/// The successor the auth layer minted in advance for one rotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Successor {
+    /// SHA-256 of the successor's token text.
+    pub hash: [u8; 32],
+    /// The successor's random part, sealed under a key only the presented token's holder can
+    /// derive; handed back on a retry within the grace.
+    pub sealed: [u8; 32],
+}
+
+/// Lifetimes and bounds that govern sessions (`LATCHD_REFRESH_TTL`, `LATCHD_SESSION_MAX`,
+/// `LATCHD_REFRESH_GRACE`, `LATCHD_MAX_SESSIONS_PER_USER`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionPolicy {
+    /// Sliding lifetime of one refresh token, in seconds.
+    pub refresh_ttl_secs: i64,
+    /// Absolute lifetime of a family however often it rotates, in seconds.
+    pub session_max_secs: i64,
+    /// How long the token just superseded counts as a retry rather than reuse (0 = never).
+    pub grace_secs: i64,
+    /// Live sessions one user may have; opening one more revokes the oldest.
+    pub max_per_user: usize,
+}
+
+/// What became of a presented refresh token. Decided in one transaction, together with the
+/// state of the session's user: a rotation never lands for a user that is disabled or gone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rotation {
+    /// The successor is now the family's current token (`generation` = presented + 1).
+    Rotated {
+        /// The family.
+        family: FamilyId,
+        /// Its user, as read in the transaction that rotated.
+        user: User,
+        /// The successor's generation.
+        generation: u64,
+    },
+    /// The presented token is the one the current token superseded, less than the grace ago:
+    /// here is that successor again, still sealed. Nothing was written.
+    Retried {
+        /// The family.
+        family: FamilyId,
+        /// Its user, as read in the same transaction.
+        user: User,
+        /// The current (already issued) successor's generation.
+        generation: u64,
+        /// The stored sealed successor.
+        sealed: [u8; 32],
+    },
+    /// A superseded token was presented: the whole family was revoked in the same transaction
+    /// (RFC 9700 §4.14.2).
+    Reused {
+        /// The family, now revoked.
+        family: FamilyId,
+        /// Its user's id.
+        user: UserId,
+    },
+    /// The token (or its family's absolute lifetime) has expired.
+    Expired,
+    /// The family was revoked earlier, or its user is disabled.
+    Revoked,
+    /// No such family (or user), or a token that is not one of its generations.
+    Unknown,
+}
+
+/// How many rows a sweep deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sweep {
+    /// Blacklist rows whose `exp` had passed.
+    pub blacklist: u64,
+    /// Families expired or revoked longer ago than the retention.
+    pub families: u64,
+    /// Signing keys retired longer ago than the retention.
+    pub keys: u64,
+}
+
+/// Sizes of the in-memory view, for metrics and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Users.
+    pub users: usize,
+    /// Families that are stored and not revoked.
+    pub families: usize,
+    /// Blacklist rows.
+    pub blacklist: usize,
+}
+
+/// An HS256 signing key as stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    /// The key id (`kid` header).
+    pub kid: String,
+    /// The secret bytes.
+    pub secret: Vec<u8>,
+    /// When the key was added.
+    pub created_at: UnixTime,
+    /// When the key stopped signing; it keeps verifying until swept.
+    pub retired_at: Option<UnixTime>,
+}
+
+impl fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("kid", &self.kid)
+            .field("secret", &"<hidden>")
+            .field("created_at", &self.created_at)
+            .field("retired_at", &self.retired_at)
+            .finish()
+    }
+}
+
+/// Why an access token's stored state refuses it (all answered from memory).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessDenied {
+    /// The token's jti was blacklisted (logout).
+    Blacklisted,
+    /// The token's `ver` is below the user's token version (logout-all, password change).
+    StaleVersion,
+    /// The user was deleted.
+    UnknownUser,
+    /// The user is disabled.
+    UserDisabled,
+    /// The token's family was revoked, swept, or belongs to another user.
+    FamilyRevoked,
+}
+
+impl AccessDenied {
+    /// Every state refusal, in the order of their labels.
+    pub const ALL: [AccessDenied; 5] = [
+        AccessDenied::Blacklisted,
+        AccessDenied::StaleVersion,
+        AccessDenied::UnknownUser,
+        AccessDenied::UserDisabled,
+        AccessDenied::FamilyRevoked,
+    ];
+
+    /// A short lowercase label, as metrics and logs show it.
+    pub fn label(self) -> &'static str {
+        match self {
+            AccessDenied::Blacklisted => "blacklisted",
+            AccessDenied::StaleVersion => "stale_version",
+            AccessDenied::UnknownUser => "unknown_user",
+            AccessDenied::UserDisabled => "user_disabled",
+            AccessDenied::FamilyRevoked => "family_revoked",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_take_only_the_canonical_spelling() {
+        let id = "00000000-0000-4000-8000-00000000000a";
+        assert!(UserId::parse(id).is_some());
+        for other in [
+            "00000000-0000-4000-8000-00000000000A",
+            "00000000000040008000000000000000",
+            "urn:uuid:00000000-0000-4000-8000-00000000000a",
+            "{00000000-0000-4000-8000-00000000000a}",
+            "",
+        ] {
+            assert_eq!(UserId::parse(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn access_denied_labels_are_distinct() {
+        let mut labels: Vec<&str> = AccessDenied::ALL.iter().map(|d| d.label()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), AccessDenied::ALL.len());
+    }
+}
