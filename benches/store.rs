@@ -12,7 +12,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion};
 use latchd::auth::storage::{Pending, Storage};
 use latchd::model::{
-    CreateUser, FamilyId, Jti, NewUser, Presented, SessionPolicy, Successor, UserId,
+    CreateUser, FamilyId, Jti, NewSession, NewUser, Presented, SessionPolicy, Successor, UserId,
 };
 use latchd::store::Store;
 use latchd::time::UnixTime;
@@ -24,6 +24,7 @@ const POLICY: SessionPolicy = SessionPolicy {
     session_max_secs: 1 << 40,
     grace_secs: 10,
     max_per_user: 100,
+    idle_secs: 3_600,
 };
 const PREFILL: usize = 1_000;
 
@@ -66,7 +67,7 @@ fn durable_rotate(c: &mut Criterion) {
     let seen = wait(&rt, store.user(owner)).expect("user");
     assert!(wait(
         &rt,
-        store.open_session(family, &seen, hash(0), NOW, POLICY)
+        store.open_session(family, &seen, hash(0), NewSession::default(), NOW, POLICY)
     ));
     let mut generation = 0u64;
     c.bench_function("store/rotate_durable", |b| {

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::auth::hashing::HashPriority;
 use crate::auth::limiter::LimitPolicy;
+use crate::http::{PublicUrl, Site};
 use crate::model::SessionPolicy;
 use crate::password::{MAX_ITERATIONS, MIN_CHARS_FLOOR};
 use crate::token::KeySecret;
@@ -119,6 +120,12 @@ pub const VARS: &[Var] = &[
         "absolute lifetime of a session, seconds",
     ),
     var(
+        "LATCHD_SESSION_IDLE",
+        "session-idle",
+        Value("86400"),
+        "seconds a browser session stays valid without use",
+    ),
+    var(
         "LATCHD_LEEWAY",
         "leeway",
         Value("5"),
@@ -154,6 +161,18 @@ pub const VARS: &[Var] = &[
         "cookie-secure",
         Value("true"),
         "`false` drops Secure from cookies (plain-http development only)",
+    ),
+    var(
+        "LATCHD_PUBLIC_URL",
+        "public-url",
+        Described("none"),
+        "external origin of latchd's pages, e.g. https://auth.example.com",
+    ),
+    var(
+        "LATCHD_COOKIE_DOMAIN",
+        "cookie-domain",
+        Described("the public host"),
+        "domain the browser session cookie is set for",
     ),
     var(
         "LATCHD_OPEN_REGISTRATION",
@@ -322,6 +341,7 @@ impl Config {
         let access_ttl_secs = r.secs("LATCHD_ACCESS_TTL", 1);
         let refresh_ttl_secs = r.secs("LATCHD_REFRESH_TTL", 1);
         let session_max_secs = r.secs("LATCHD_SESSION_MAX", 1);
+        let session_idle_secs = r.secs("LATCHD_SESSION_IDLE", 1);
         let leeway_secs = r.parse("LATCHD_LEEWAY", |s| {
             s.parse::<u32>()
                 .ok()
@@ -349,6 +369,20 @@ impl Config {
             _ => Err("expected json or text".to_owned()),
         });
         let cookie_secure = r.flag("LATCHD_COOKIE_SECURE");
+        let public_url = match r.text("LATCHD_PUBLIC_URL") {
+            None => None,
+            Some(text) => PublicUrl::parse(&text)
+                .map_err(|e| r.fail("LATCHD_PUBLIC_URL", format!("{e} (got {text:?})")))
+                .ok(),
+        };
+        let cookie_domain = r.text("LATCHD_COOKIE_DOMAIN");
+        let site = Site::new(
+            public_url,
+            cookie_domain.as_deref(),
+            cookie_secure.unwrap_or(true),
+        )
+        .map_err(|e| r.fail("LATCHD_COOKIE_DOMAIN", e))
+        .ok();
         let open_registration = r.flag("LATCHD_OPEN_REGISTRATION");
         let trusted_proxies = r.addresses("LATCHD_TRUSTED_PROXIES");
         let account_failures = r.count("LATCHD_LOGIN_ACCOUNT_FAILURES", 1000);
@@ -399,6 +433,10 @@ impl Config {
                 session_max_secs: session_max_secs.ok_or_else(missing)?,
                 grace_secs: refresh_grace_secs.ok_or_else(missing)?,
                 max_per_user: max_sessions_per_user.ok_or_else(missing)?,
+                // Capped by the absolute lifetime (API.md).
+                idle_secs: session_idle_secs
+                    .ok_or_else(missing)?
+                    .min(session_max_secs.ok_or_else(missing)?),
             },
             password_min: password_min.ok_or_else(missing)?,
             pbkdf2_iterations: pbkdf2_iterations.ok_or_else(missing)?,
@@ -419,7 +457,9 @@ impl Config {
             header_timeout: header_timeout.ok_or_else(missing)?,
             body_timeout: body_timeout.ok_or_else(missing)?,
             cookie_secure: cookie_secure.ok_or_else(missing)?,
+            site: site.ok_or_else(missing)?,
             refresh_cookie_max_age_secs: refresh_ttl_secs,
+            session_max_secs: auth.session.session_max_secs,
             trusted_proxies,
             metrics_allow,
         };

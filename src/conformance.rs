@@ -22,8 +22,9 @@ use uuid::Uuid;
 
 use crate::auth::storage::{Storage, StoreError};
 use crate::model::{
-    normalize_email, AccessDenied, Counts, CreateUser, FamilyId, Jti, NewUser, Presented, Rotation,
-    SessionPolicy, StoredKey, Successor, Sweep, User, UserId, UserUpdate,
+    normalize_email, AccessDenied, Counts, CreateUser, FamilyId, Jti, NewSession, NewUser,
+    Presented, Rotation, SessionKind, SessionPolicy, StoredKey, Successor, Sweep, User, UserId,
+    UserUpdate,
 };
 use crate::time::UnixTime;
 
@@ -98,7 +99,10 @@ macro_rules! storage_conformance {
             a_password_change_checked_before_a_concurrent_change_does_not_land,
             disable_revokes_every_session_in_the_same_write,
             rotate_answers_the_user_as_of_the_rotation,
-            logout_blacklists_and_revokes_in_one_write
+            logout_blacklists_and_revokes_in_one_write,
+            a_browser_session_is_found_by_its_cookie_and_ends_with_every_revocation,
+            a_browser_session_expires_when_idle_and_its_touches_survive_a_reopen,
+            a_browser_session_is_never_rotated_and_is_swept_with_its_cookie
         );
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {
@@ -117,6 +121,7 @@ const POLICY: SessionPolicy = SessionPolicy {
     session_max_secs: 1_000,
     grace_secs: 10,
     max_per_user: 100,
+    idle_secs: 100,
 };
 const NO_GRACE: SessionPolicy = SessionPolicy {
     grace_secs: 0,
@@ -176,7 +181,14 @@ async fn add_family(
 ) -> Result<bool, StoreError> {
     let seen = store.user(user).await.unwrap().unwrap();
     store
-        .open_session(family, &seen, [hash; 32], NOW, POLICY)
+        .open_session(
+            family,
+            &seen,
+            [hash; 32],
+            NewSession::default(),
+            NOW,
+            POLICY,
+        )
         .await
 }
 
@@ -204,6 +216,21 @@ fn view_version(store: &dyn Storage, user: UserId) -> Option<u64> {
 /// Whether the view refuses `jti` as blacklisted for the live session `(user, family)`.
 fn is_blacklisted(store: &dyn Storage, user: UserId, family: FamilyId, jti: Jti) -> bool {
     store.check_access(user, family, jti, 0) == Err(AccessDenied::Blacklisted)
+}
+
+/// A browser session of `user` whose cookie hashes to `[hash; 32]`, opened at `at`.
+async fn browser(store: &dyn Storage, user: UserId, hash: u8, at: UnixTime) -> FamilyId {
+    let seen = store.user(user).await.unwrap().unwrap();
+    let family = FamilyId::new();
+    let session = NewSession {
+        kind: SessionKind::Browser,
+        mfa: true,
+    };
+    assert!(store
+        .open_session(family, &seen, [hash; 32], session, at, POLICY)
+        .await
+        .unwrap());
+    family
 }
 
 fn key(kid: &str, at: UnixTime) -> StoredKey {
@@ -299,7 +326,7 @@ pub async fn set_password_roles_and_disable(h: &mut dyn Harness) {
 
     let family = FamilyId::new();
     assert!(store
-        .open_session(family, &got, [0; 32], NOW, POLICY)
+        .open_session(family, &got, [0; 32], NewSession::default(), NOW, POLICY)
         .await
         .unwrap());
     assert_eq!(
@@ -318,7 +345,14 @@ pub async fn set_password_roles_and_disable(h: &mut dyn Harness) {
     // No new session for a disabled user.
     let disabled = store.user(user.id).await.unwrap().unwrap();
     assert!(!store
-        .open_session(FamilyId::new(), &disabled, [1; 32], NOW, POLICY)
+        .open_session(
+            FamilyId::new(),
+            &disabled,
+            [1; 32],
+            NewSession::default(),
+            NOW,
+            POLICY
+        )
         .await
         .unwrap());
     assert_eq!(store.enable_user(user.id).await.unwrap(), UserUpdate::Done);
@@ -332,7 +366,14 @@ pub async fn set_password_roles_and_disable(h: &mut dyn Harness) {
         Err(AccessDenied::FamilyRevoked)
     );
     assert!(store
-        .open_session(FamilyId::new(), &enabled, [2; 32], NOW, POLICY)
+        .open_session(
+            FamilyId::new(),
+            &enabled,
+            [2; 32],
+            NewSession::default(),
+            NOW,
+            POLICY
+        )
         .await
         .unwrap());
 }
@@ -967,7 +1008,7 @@ pub async fn a_new_session_past_the_cap_revokes_the_oldest(h: &mut dyn Harness) 
         let family = FamilyId::new();
         let at = NOW.plus(i64::from(n));
         assert!(store
-            .open_session(family, &user, [n; 32], at, policy)
+            .open_session(family, &user, [n; 32], NewSession::default(), at, policy)
             .await
             .unwrap());
         families.push(family);
@@ -1111,7 +1152,7 @@ pub async fn a_session_is_not_created_for_credentials_that_changed_while_they_we
         let family = FamilyId::new();
         assert!(
             !store
-                .open_session(family, &seen, [9; 32], NOW, POLICY)
+                .open_session(family, &seen, [9; 32], NewSession::default(), NOW, POLICY)
                 .await
                 .unwrap(),
             "{name}"
@@ -1126,7 +1167,14 @@ pub async fn a_session_is_not_created_for_credentials_that_changed_while_they_we
     }
     let fresh = store.user(seen.id).await.unwrap().unwrap();
     assert!(store
-        .open_session(FamilyId::new(), &fresh, [9; 32], NOW, POLICY)
+        .open_session(
+            FamilyId::new(),
+            &fresh,
+            [9; 32],
+            NewSession::default(),
+            NOW,
+            POLICY
+        )
         .await
         .unwrap());
 }
@@ -1280,4 +1328,147 @@ pub async fn logout_blacklists_and_revokes_in_one_write(h: &mut dyn Harness) {
     check(&*store);
     let store = h.reopen(store).await;
     check(&*store);
+}
+
+pub async fn a_browser_session_is_found_by_its_cookie_and_ends_with_every_revocation(
+    h: &mut dyn Harness,
+) {
+    let store = h.open().await;
+    let (user, _) = session(&*store).await;
+    let roles = vec!["editor".to_owned()];
+    assert_eq!(
+        store.set_roles(user, &roles).await.unwrap(),
+        UserUpdate::Done
+    );
+    let family = browser(&*store, user, 0xb1, NOW).await;
+    let standing = store.check_browser(&[0xb1; 32], NOW, &POLICY).unwrap();
+    assert_eq!(
+        (standing.family, standing.user, standing.mfa),
+        (family, user, true)
+    );
+    assert_eq!(&*standing.facts.roles, roles.as_slice());
+    assert_eq!(
+        &*standing.facts.email,
+        stored(&*store, user).await.email.as_str()
+    );
+    assert_eq!(
+        store.check_browser(&[0xb2; 32], NOW, &POLICY),
+        Err(AccessDenied::UnknownSession)
+    );
+    // It is a session like any other: counted, capped, revoked by every revocation.
+    assert_eq!(store.counts().families, 2);
+    assert!(store.revoke_session(family, NOW).await.unwrap());
+    assert_eq!(
+        store.check_browser(&[0xb1; 32], NOW, &POLICY),
+        Err(AccessDenied::UnknownSession)
+    );
+    browser(&*store, user, 0xb3, NOW).await;
+    assert!(store.revoke_user(user, NOW).await.unwrap());
+    assert!(store.check_browser(&[0xb3; 32], NOW, &POLICY).is_err());
+    browser(&*store, user, 0xb4, NOW).await;
+    let hash = stored(&*store, user).await.password_hash;
+    assert!(store
+        .change_password(user, &hash, "$new", None, NOW)
+        .await
+        .unwrap());
+    assert!(store.check_browser(&[0xb4; 32], NOW, &POLICY).is_err());
+    browser(&*store, user, 0xb5, NOW).await;
+    assert_eq!(
+        store.disable_user(user, NOW).await.unwrap(),
+        UserUpdate::Done
+    );
+    assert!(store.check_browser(&[0xb5; 32], NOW, &POLICY).is_err());
+    assert_eq!(store.enable_user(user).await.unwrap(), UserUpdate::Done);
+    browser(&*store, user, 0xb6, NOW).await;
+    assert_eq!(store.delete_user(user).await.unwrap(), UserUpdate::Done);
+    assert!(store.check_browser(&[0xb6; 32], NOW, &POLICY).is_err());
+    // Nothing comes back after a reopen.
+    let store = h.reopen(store).await;
+    for hash in [0xb1, 0xb3, 0xb4, 0xb5, 0xb6] {
+        assert!(
+            store.check_browser(&[hash; 32], NOW, &POLICY).is_err(),
+            "{hash:x}"
+        );
+    }
+}
+
+pub async fn a_browser_session_expires_when_idle_and_its_touches_survive_a_reopen(
+    h: &mut dyn Harness,
+) {
+    let store = h.open().await;
+    let (user, _) = session(&*store).await;
+    let idle = POLICY.idle_secs;
+    browser(&*store, user, 0xc1, NOW).await;
+    // Used just inside the window, it slides; a touch is due once the use on disk lags by a
+    // quarter of the window, and only once.
+    let at = NOW.plus(idle - 1);
+    let standing = store.check_browser(&[0xc1; 32], at, &POLICY).unwrap();
+    assert!(standing.touch_due);
+    assert!(
+        !store
+            .check_browser(&[0xc1; 32], at, &POLICY)
+            .unwrap()
+            .touch_due
+    );
+    let later = at.plus(idle - 1);
+    assert!(store.check_browser(&[0xc1; 32], later, &POLICY).is_ok());
+    assert_eq!(
+        store.check_browser(&[0xc1; 32], later.plus(idle), &POLICY),
+        Err(AccessDenied::SessionExpired)
+    );
+    // A shorter configured idle applies to a session already open.
+    let short = SessionPolicy {
+        idle_secs: 10,
+        ..POLICY
+    };
+    assert_eq!(
+        store.check_browser(&[0xc1; 32], later.plus(10), &short),
+        Err(AccessDenied::SessionExpired)
+    );
+    // The use at `at` reaches disk through a touch; a reopen resumes from it.
+    store.touch_session(standing.family, at);
+    // The touch is in the background: a later write on the same backend is ordered after it.
+    store.blacklist(jti(), NOW).await.unwrap();
+    let store = h.reopen(store).await;
+    // Alive a whole window after the sign-in: only because the use at `at` was on disk.
+    let resumed = at.plus(idle - 1);
+    assert!(store.check_browser(&[0xc1; 32], resumed, &POLICY).is_ok());
+    assert_eq!(
+        store.check_browser(&[0xc1; 32], resumed.plus(idle), &POLICY),
+        Err(AccessDenied::SessionExpired)
+    );
+    // The absolute end holds however it is used.
+    browser(&*store, user, 0xc2, NOW).await;
+    let max = NOW.plus(POLICY.session_max_secs);
+    assert_eq!(
+        store.check_browser(&[0xc2; 32], max, &POLICY),
+        Err(AccessDenied::SessionExpired)
+    );
+}
+
+pub async fn a_browser_session_is_never_rotated_and_is_swept_with_its_cookie(h: &mut dyn Harness) {
+    let store = h.open().await;
+    let user = new_user(&*store, "swept@example.com").await.id;
+    let family = browser(&*store, user, 0xd1, NOW).await;
+    // Its cookie hash presented as a refresh token of generation 0: not a refresh family.
+    assert_eq!(
+        store
+            .rotate(presented(family, 0, [0xd1; 32]), successor(1), NOW, POLICY)
+            .await
+            .unwrap(),
+        Rotation::Unknown
+    );
+    // Unused, it ends at its idle timeout (plus the quarter its last use on disk may lag);
+    // the sweep keeps it for the retention after that, then deletes it and its cookie.
+    let idle = POLICY.idle_secs;
+    let ended = NOW.plus(idle + idle / 4);
+    assert_eq!(store.sweep(ended.minus(1), 0).await.unwrap().families, 0);
+    assert_eq!(store.sweep(ended, 0).await.unwrap().families, 1);
+    let store = h.reopen(store).await;
+    assert_eq!(
+        store.check_browser(&[0xd1; 32], NOW, &POLICY),
+        Err(AccessDenied::UnknownSession)
+    );
+    // The swept cookie can be issued again (its index row went with it).
+    browser(&*store, user, 0xd1, NOW.plus(idle * 2)).await;
 }

@@ -14,7 +14,18 @@ pub const TARGETS: &[(&str, FuzzTarget)] = &[
     ("verify_token", verify_token),
     ("signed_token", signed_token),
     ("refresh_token", refresh_token),
+    ("request_parts", request_parts),
 ];
+
+/// The parsers of what a client sends besides tokens: the redirect check, form and query
+/// decoding, cookies, `X-Forwarded-For`, forward-auth's original request and rules. The first
+/// byte picks the parser.
+///
+/// # Panics
+/// When a parser panics, or accepts what its rule refuses.
+pub fn request_parts(data: &[u8]) {
+    crate::http::fuzz_request_parts(data);
+}
 
 /// The fixed signing key of the fuzz keyring (also in `fuzz/README.md`, to build seeds).
 pub const KEY: [u8; 32] = [0x42; 32];

@@ -159,8 +159,63 @@ pub struct Successor {
     pub sealed: [u8; 32],
 }
 
+/// How a session authenticates its requests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionKind {
+    /// Access and refresh tokens (`POST /v1/auth/login`).
+    #[default]
+    Api,
+    /// The `latchd_session` cookie of the sign-in pages.
+    Browser,
+}
+
+impl SessionKind {
+    /// The kind as the session list shows it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Api => "api",
+            Self::Browser => "browser",
+        }
+    }
+}
+
+/// What a new session is, beside its user and first token.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NewSession {
+    /// API tokens or a browser cookie.
+    pub kind: SessionKind,
+    /// Whether the sign-in passed a second factor.
+    pub mfa: bool,
+}
+
+/// What the in-memory view knows of a user, for forward-auth's headers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserFacts {
+    /// The email as registered.
+    pub email: std::sync::Arc<str>,
+    /// The user's current roles.
+    pub roles: std::sync::Arc<[String]>,
+}
+
+/// A live browser session, as the in-memory view answers for its cookie.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrowserStanding {
+    /// The session.
+    pub family: FamilyId,
+    /// Its user.
+    pub user: UserId,
+    /// The user's email and current roles.
+    pub facts: UserFacts,
+    /// Whether the sign-in passed a second factor.
+    pub mfa: bool,
+    /// Whether the last use on disk is old enough to be refreshed (see
+    /// [`Storage::touch_session`](crate::auth::storage::Storage::touch_session)).
+    pub touch_due: bool,
+}
+
 /// Lifetimes and bounds that govern sessions (`LATCHD_REFRESH_TTL`, `LATCHD_SESSION_MAX`,
-/// `LATCHD_REFRESH_GRACE`, `LATCHD_MAX_SESSIONS_PER_USER`).
+/// `LATCHD_SESSION_IDLE`, `LATCHD_REFRESH_GRACE`, `LATCHD_MAX_SESSIONS_PER_USER`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SessionPolicy {
     /// Sliding lifetime of one refresh token, in seconds.
@@ -171,6 +226,8 @@ pub struct SessionPolicy {
     pub grace_secs: i64,
     /// Live sessions one user may have; opening one more revokes the oldest.
     pub max_per_user: usize,
+    /// How long a browser session stays valid without use, in seconds.
+    pub idle_secs: i64,
 }
 
 /// What became of a presented refresh token. Decided in one transaction, together with the
@@ -273,16 +330,23 @@ pub enum AccessDenied {
     UserDisabled,
     /// The token's family was revoked, swept, or belongs to another user.
     FamilyRevoked,
+    /// No live browser session has this cookie.
+    UnknownSession,
+    /// The browser session went unused for longer than its idle timeout, or reached its
+    /// absolute end.
+    SessionExpired,
 }
 
 impl AccessDenied {
     /// Every state refusal, in the order of their labels.
-    pub const ALL: [AccessDenied; 5] = [
+    pub const ALL: [AccessDenied; 7] = [
         AccessDenied::Blacklisted,
         AccessDenied::StaleVersion,
         AccessDenied::UnknownUser,
         AccessDenied::UserDisabled,
         AccessDenied::FamilyRevoked,
+        AccessDenied::UnknownSession,
+        AccessDenied::SessionExpired,
     ];
 
     /// A short lowercase label, as metrics and logs show it.
@@ -293,6 +357,8 @@ impl AccessDenied {
             AccessDenied::UnknownUser => "unknown_user",
             AccessDenied::UserDisabled => "user_disabled",
             AccessDenied::FamilyRevoked => "family_revoked",
+            AccessDenied::UnknownSession => "unknown_session",
+            AccessDenied::SessionExpired => "session_expired",
         }
     }
 }

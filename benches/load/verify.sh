@@ -110,8 +110,8 @@ micros() {
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
-# The login limits are raised out of reach: the flood must cost real hashes, not cheap 429s
-# (at 600,000 iterations it makes far fewer than 1000 attempts).
+# The login limits and the per-address hashing budget are raised out of reach: the flood must
+# cost real hashes, not cheap 429s (at 600,000 iterations it makes far fewer than 1000 attempts).
 start latchd env \
     LATCHD_LISTEN=127.0.0.1:0 \
     LATCHD_DB="$tmp/latchd.redb" \
@@ -120,6 +120,7 @@ start latchd env \
     LATCHD_LOG=warn \
     LATCHD_LOGIN_ACCOUNT_FAILURES=1000 \
     LATCHD_LOGIN_ADDRESS_PER_MIN=1000000 \
+    LATCHD_HASH_ADDRESS_PER_MIN=1000000 \
     target/release/latchd serve
 latchd="$addr"
 

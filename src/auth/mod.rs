@@ -30,13 +30,14 @@ use self::hashing::{HashPool, HashPriority, PoolError};
 use self::limiter::{LimitPolicy, LoginLimiter};
 use self::storage::Storage;
 use crate::model::{
-    AccessDenied, Counts, CreateUser, FamilyId, Jti, NewUser, Presented, Rotation, SessionPolicy,
-    StoredKey, Successor, Sweep, User, UserId, UserUpdate, ADMIN_ROLE,
+    AccessDenied, Counts, CreateUser, FamilyId, Jti, NewSession, NewUser, Presented, Rotation,
+    SessionKind, SessionPolicy, StoredKey, Successor, Sweep, User, UserId, UserUpdate, ADMIN_ROLE,
 };
 use crate::password::{Hasher, PasswordPolicy, Verified, WeakPassword, MAX_PASSWORD_BYTES};
 use crate::time::UnixTime;
+use crate::token::browser::{self, cookie_hash, SessionCookie};
 use crate::token::refresh::{self, RefreshToken};
-use crate::token::{AccessClaims, AccessTokens, KeySecret, Keyring, Policy, RefreshKey};
+use crate::token::{AccessClaims, AccessTokens, FormKey, KeySecret, Keyring, Policy, RefreshKey};
 
 /// Longest email accepted, in bytes (RFC 5321 §4.5.3.1.3 path limit, less the brackets).
 pub const MAX_EMAIL_BYTES: usize = 254;
@@ -87,6 +88,8 @@ pub const DEFAULT_LEEWAY_SECS: u32 = 5;
 pub const DEFAULT_REFRESH_GRACE_SECS: i64 = 10;
 /// Default cap on one user's live sessions; a new one past it revokes the oldest.
 pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 100;
+/// Default time a browser session stays valid without use (a day).
+pub const DEFAULT_SESSION_IDLE_SECS: i64 = 86_400;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -101,6 +104,7 @@ impl Default for Settings {
                 session_max_secs: DEFAULT_SESSION_MAX_SECS,
                 grace_secs: DEFAULT_REFRESH_GRACE_SECS,
                 max_per_user: DEFAULT_MAX_SESSIONS_PER_USER,
+                idle_secs: DEFAULT_SESSION_IDLE_SECS,
             },
             password_min: crate::password::DEFAULT_MIN_CHARS,
             pbkdf2_iterations: crate::password::DEFAULT_ITERATIONS,
@@ -130,6 +134,28 @@ pub struct Principal {
 
 impl Principal {
     /// Whether the token carries `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+/// Who a forward-auth request is: the user behind a bearer token or a browser session.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// The user.
+    pub user: UserId,
+    /// The session the credential belongs to.
+    pub session: FamilyId,
+    /// The user's email.
+    pub email: Arc<str>,
+    /// The roles to judge by: a token's own, a browser session's user's current ones.
+    pub roles: Arc<[String]>,
+    /// Whether the sign-in passed a second factor.
+    pub mfa: bool,
+}
+
+impl Identity {
+    /// Whether the identity holds `role`.
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)
     }
@@ -171,6 +197,7 @@ pub struct Authority {
     storage: Arc<dyn Storage>,
     tokens: AccessTokens,
     refresh_key: RefreshKey,
+    form_key: FormKey,
     hasher: Arc<Hasher>,
     pool: HashPool,
     password_policy: PasswordPolicy,
@@ -215,6 +242,7 @@ impl Authority {
                 ),
             ),
             refresh_key: RefreshKey::new(&storage.refresh_mac_key()),
+            form_key: FormKey::derive(&storage.refresh_mac_key()),
             hasher: Arc::new(Hasher::new(settings.pbkdf2_iterations)?),
             pool: HashPool::start(settings.hash_threads, settings.hash_priority)
                 .map_err(|e| AuthError::Internal(format!("starting the hashing pool: {e}")))?,
@@ -319,16 +347,7 @@ impl Authority {
         now: UnixTime,
     ) -> Result<TokenPair, AuthError> {
         let result = self.open_session(email, password, client, now).await;
-        let outcome = match &result {
-            Ok((_, user)) => Some((LoginOutcome::Ok, Some(*user))),
-            Err(AuthError::BadCredentials) => Some((LoginOutcome::Failed, None)),
-            Err(AuthError::RateLimited { .. }) => Some((LoginOutcome::RateLimited, None)),
-            // A storage, pool or RNG failure says nothing about the credentials.
-            Err(_) => None,
-        };
-        if let Some((outcome, user)) = outcome {
-            self.emit(&Event::Login { outcome, user });
-        }
+        self.report_login(result.as_ref().map(|(_, user)| *user));
         result.map(|(pair, _)| pair)
     }
 
@@ -339,6 +358,165 @@ impl Authority {
         client: IpAddr,
         now: UnixTime,
     ) -> Result<(TokenPair, UserId), AuthError> {
+        let user = self.check_credentials(email, password, client, now).await?;
+        let family = FamilyId::new();
+        let first = refresh::mint(&self.refresh_key, family.0, 0, &self.random()?);
+        let opened = self
+            .storage
+            .open_session(
+                family,
+                &user,
+                first.hash,
+                NewSession::default(),
+                now,
+                self.session,
+            )
+            .await?;
+        if !opened {
+            // Disabled, deleted, revoked or given a new password while the hash ran.
+            return Err(AuthError::BadCredentials);
+        }
+        Ok((self.pair(&user, family, first.token, now)?, user.id))
+    }
+
+    /// Signs a browser in (`POST /login`): the credentials as for [`login`](Self::login), then
+    /// a browser session, whose cookie the answer sets. Reported as [`Event::Login`].
+    pub async fn sign_in(
+        &self,
+        email: &str,
+        password: &str,
+        client: IpAddr,
+        now: UnixTime,
+    ) -> Result<(SessionCookie, User), AuthError> {
+        let result = self
+            .open_browser_session(email, password, client, now)
+            .await;
+        self.report_login(result.as_ref().map(|(_, user)| user.id));
+        result
+    }
+
+    async fn open_browser_session(
+        &self,
+        email: &str,
+        password: &str,
+        client: IpAddr,
+        now: UnixTime,
+    ) -> Result<(SessionCookie, User), AuthError> {
+        let user = self.check_credentials(email, password, client, now).await?;
+        let (cookie, hash) = SessionCookie::mint(&self.random()?);
+        let session = NewSession {
+            kind: SessionKind::Browser,
+            mfa: false,
+        };
+        let opened = self
+            .storage
+            .open_session(FamilyId::new(), &user, hash, session, now, self.session)
+            .await?;
+        if !opened {
+            return Err(AuthError::BadCredentials);
+        }
+        Ok((cookie, user))
+    }
+
+    /// Who presents the browser session cookie `cookie`, from memory only. Reported as
+    /// [`Event::Verified`] or [`Event::Rejected`].
+    pub fn verify_browser(&self, cookie: &str, now: UnixTime) -> Result<Identity, AuthError> {
+        let standing = cookie_hash(cookie)
+            .ok_or(AccessDenied::UnknownSession)
+            .and_then(|hash| self.storage.check_browser(&hash, now, &self.session));
+        let standing = match standing {
+            Ok(standing) => standing,
+            Err(denied) => {
+                self.emit(&Event::Rejected(Rejection::State(denied)));
+                return Err(AuthError::Revoked(denied));
+            }
+        };
+        if standing.touch_due {
+            self.storage.touch_session(standing.family, now);
+        }
+        self.emit(&Event::Verified);
+        Ok(Identity {
+            user: standing.user,
+            session: standing.family,
+            email: standing.facts.email,
+            roles: standing.facts.roles,
+            mfa: standing.mfa,
+        })
+    }
+
+    /// Who a forward-auth request is (`GET /v1/auth/verify`): the bearer token when there is
+    /// one, else the browser session cookie. From memory only.
+    ///
+    /// # Errors
+    /// `Unauthenticated` with neither; otherwise what verifying the one presented says.
+    pub fn identify(
+        &self,
+        bearer: Option<&str>,
+        cookie: Option<&str>,
+        now: UnixTime,
+    ) -> Result<Identity, AuthError> {
+        match (bearer, cookie) {
+            (Some(token), _) => {
+                let principal = self.verify_access(token.as_bytes(), now)?;
+                let facts = self
+                    .storage
+                    .user_facts(principal.user)
+                    .ok_or(AuthError::Revoked(AccessDenied::UnknownUser))?;
+                Ok(Identity {
+                    user: principal.user,
+                    session: principal.family,
+                    email: facts.email,
+                    // The token's roles: those it was issued with, which a role change
+                    // retires with a version bump.
+                    roles: Arc::from(principal.roles),
+                    mfa: false,
+                })
+            }
+            (None, Some(cookie)) => self.verify_browser(cookie, now),
+            (None, None) => Err(AuthError::Unauthenticated),
+        }
+    }
+
+    /// Ends the browser session of `cookie` (`POST /logout`), on disk; a cookie that names no
+    /// live session ends nothing.
+    pub async fn sign_out(&self, cookie: &str, now: UnixTime) -> Result<(), AuthError> {
+        let Some(hash) = cookie_hash(cookie) else {
+            return Ok(());
+        };
+        if let Ok(standing) = self.storage.check_browser(&hash, now, &self.session) {
+            self.storage.revoke_session(standing.family, now).await?;
+        }
+        Ok(())
+    }
+
+    /// The browser's CSRF nonce: `presented` (from its cookie) when it is one latchd mints,
+    /// else a fresh one; the flag says whether it is fresh (and so must be set).
+    pub fn form_nonce(&self, presented: Option<&str>) -> Result<(String, bool), AuthError> {
+        match presented.filter(|n| browser::is_form_nonce(n)) {
+            Some(nonce) => Ok((nonce.to_owned(), false)),
+            None => Ok((browser::form_nonce(&self.random()?), true)),
+        }
+    }
+
+    /// The CSRF token the forms of the browser holding `nonce` carry.
+    pub fn form_token(&self, nonce: &str) -> String {
+        browser::form_token(&self.form_key, nonce)
+    }
+
+    /// Whether `token` is the CSRF token of the browser holding `nonce`.
+    pub fn form_token_valid(&self, nonce: &str, token: &str) -> bool {
+        browser::form_token_valid(&self.form_key, nonce, token)
+    }
+
+    /// The user, its password checked: the limits and the hashing budget first, then the hash
+    /// (a dummy one for an unknown email), then a work-factor upgrade if one is due.
+    async fn check_credentials(
+        &self,
+        email: &str,
+        password: &str,
+        client: IpAddr,
+        now: UnixTime,
+    ) -> Result<User, AuthError> {
         if password.len() > MAX_PASSWORD_BYTES {
             // Refused before hashing: a megabyte password must not cost a megabyte of PBKDF2.
             return Err(AuthError::BadCredentials);
@@ -361,17 +539,7 @@ impl Authority {
         if self.hasher.needs_rehash(&user.password_hash) {
             user = self.upgrade_hash(user, password).await?;
         }
-        let family = FamilyId::new();
-        let first = refresh::mint(&self.refresh_key, family.0, 0, &self.random()?);
-        let opened = self
-            .storage
-            .open_session(family, &user, first.hash, now, self.session)
-            .await?;
-        if !opened {
-            // Disabled, deleted, revoked or given a new password while the hash ran.
-            return Err(AuthError::BadCredentials);
-        }
-        Ok((self.pair(&user, family, first.token, now)?, user.id))
+        Ok(user)
     }
 
     /// The work factor was raised since `user`'s hash was made: upgrade it now that the
@@ -744,6 +912,18 @@ impl Authority {
             PoolError::Busy => AuthError::Busy,
             PoolError::Failed => AuthError::Internal("a hashing job failed".to_owned()),
         })
+    }
+
+    /// Reports how a login ended; a storage, pool or RNG failure says nothing about the
+    /// credentials and is not reported.
+    fn report_login(&self, result: Result<UserId, &AuthError>) {
+        let (outcome, user) = match result {
+            Ok(user) => (LoginOutcome::Ok, Some(user)),
+            Err(AuthError::BadCredentials) => (LoginOutcome::Failed, None),
+            Err(AuthError::RateLimited { .. }) => (LoginOutcome::RateLimited, None),
+            Err(_) => return,
+        };
+        self.emit(&Event::Login { outcome, user });
     }
 
     fn emit(&self, event: &Event) {

@@ -23,8 +23,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::model::{
-    AccessDenied, Counts, CreateUser, FamilyId, Jti, NewUser, Presented, Rotation, SessionPolicy,
-    StoredKey, Successor, Sweep, User, UserId, UserUpdate,
+    AccessDenied, BrowserStanding, Counts, CreateUser, FamilyId, Jti, NewSession, NewUser,
+    Presented, Rotation, SessionPolicy, StoredKey, Successor, Sweep, User, UserFacts, UserId,
+    UserUpdate,
 };
 use crate::time::UnixTime;
 
@@ -46,6 +47,28 @@ pub trait Storage: Send + Sync + fmt::Debug {
         version: u64,
     ) -> Result<(), AccessDenied>;
 
+    /// The browser session whose cookie hashes to `cookie_hash`, from memory only: live, its
+    /// user enabled, used within `min(its idle timeout, policy.idle_secs)` and before its
+    /// absolute end. Records the use in memory.
+    ///
+    /// # Errors
+    /// `UnknownSession`, `UnknownUser`, `UserDisabled`, `FamilyRevoked` or `SessionExpired`.
+    fn check_browser(
+        &self,
+        cookie_hash: &[u8; 32],
+        now: UnixTime,
+        policy: &SessionPolicy,
+    ) -> Result<BrowserStanding, AccessDenied>;
+
+    /// The user's email and current roles, from memory.
+    fn user_facts(&self, user: UserId) -> Option<UserFacts>;
+
+    /// Records that browser session `family` was used at `at`, in the background: the caller
+    /// does not wait and a crash may lose it. Called when [`check_browser`](Self::check_browser)
+    /// says a refresh of the last use on disk is due, so that a session in use is not swept
+    /// and a restart does not take more than a quarter of its idle window from it.
+    fn touch_session(&self, family: FamilyId, at: UnixTime);
+
     /// Row counts from the view: users, live families, blacklist entries.
     fn counts(&self) -> Counts;
 
@@ -66,8 +89,9 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Registers `user` under a new random id, unless its normalized email is taken.
     fn create_user(&self, user: NewUser, now: UnixTime) -> Pending<'_, CreateUser>;
 
-    /// Opens a session (refresh family) `family` for `seen` whose generation-0 token hashes to
-    /// `first_hash`, revoking the user's oldest live sessions past `policy.max_per_user`.
+    /// Opens a session `family` of the kind `session` says for `seen`, whose first token (the
+    /// generation-0 refresh token, or the browser cookie) hashes to `first_hash`, revoking the
+    /// user's oldest live sessions past `policy.max_per_user`.
     ///
     /// `seen` is the user as read when the credentials were checked, which takes hundreds of
     /// milliseconds; if meanwhile the user was disabled, deleted, revoked (token version
@@ -77,6 +101,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
         family: FamilyId,
         seen: &'a User,
         first_hash: [u8; 32],
+        session: NewSession,
         now: UnixTime,
         policy: SessionPolicy,
     ) -> Pending<'a, bool>;

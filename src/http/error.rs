@@ -79,6 +79,15 @@ impl ApiError {
         }
     }
 
+    /// 403 for a caller who is who it says but may not do this (forward-auth's `role=` and
+    /// `mfa=1` rules).
+    pub(crate) fn forbidden(description: &'static str) -> Self {
+        Self {
+            challenge: Some(r#"Bearer error="insufficient_scope""#),
+            ..Self::new(StatusCode::FORBIDDEN, "insufficient_scope", description)
+        }
+    }
+
     /// 403 for `/metrics` from an address that may not read it. No bearer challenge: no token
     /// would help.
     pub(crate) fn metrics_forbidden() -> Self {

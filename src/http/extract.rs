@@ -127,21 +127,7 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
 /// 400 when the request carries the cookie twice: a sibling subdomain can set a second one
 /// ("cookie tossing"), and which of the two a browser sends first is not the server's choice.
 pub(crate) fn refresh_cookie(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let mut found = headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .filter(|(name, _)| *name == REFRESH_COOKIE)
-        .map(|(_, value)| value);
-    let first = found.next();
-    if found.next().is_some() {
-        return Err(ApiError::invalid_request(
-            "the request carries two refresh_token cookies",
-        ));
-    }
-    Ok(first.filter(|v| !v.is_empty()).map(str::to_owned))
+    Ok(cookie(headers, REFRESH_COOKIE)?.map(str::to_owned))
 }
 
 /// Refuses a request authenticated by the refresh cookie alone that a browser could have been
@@ -277,6 +263,118 @@ pub(crate) fn is_json(headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// The pairs of an `application/x-www-form-urlencoded` text (a form body or a query string),
+/// decoded: `+` is a space, `%XX` a byte, the result UTF-8.
+///
+/// # Errors
+/// 400 for a malformed escape, text that is not UTF-8, or a name given twice (which of two
+/// values a proxy and latchd would each take is not worth guessing).
+pub(crate) fn form_pairs(text: &str) -> Result<Vec<(String, String)>, ApiError> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for pair in text.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let (Some(name), Some(value)) = (form_decode(name), form_decode(value)) else {
+            return Err(ApiError::invalid_request("malformed form encoding"));
+        };
+        if pairs.iter().any(|(n, _)| *n == name) {
+            return Err(ApiError::invalid_request("a form field is given twice"));
+        }
+        pairs.push((name, value));
+    }
+    Ok(pairs)
+}
+
+/// A form body (`application/x-www-form-urlencoded`), under the body limits, as pairs.
+pub(crate) async fn form(req: Request<Incoming>) -> Result<Vec<(String, String)>, ApiError> {
+    let is_form = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| {
+            m.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !is_form {
+        return Err(ApiError::invalid_request(
+            "content-type must be application/x-www-form-urlencoded",
+        ));
+    }
+    let bytes = body(req).await?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| ApiError::invalid_request("malformed form encoding"))?;
+    form_pairs(text)
+}
+
+/// The value of `name` in `pairs`.
+pub(crate) fn field<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn form_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The value of the cookie `name`, if the request carries it exactly once.
+///
+/// # Errors
+/// 400 when it comes twice (a sibling subdomain can toss in a second).
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
+    let mut found = headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .filter(|(n, _)| *n == name)
+        .map(|(_, value)| value);
+    let first = found.next();
+    if found.next().is_some() {
+        return Err(ApiError::invalid_request(format!(
+            "the request carries two {name} cookies"
+        )));
+    }
+    Ok(first.filter(|v| !v.is_empty()))
+}
+
+/// Whether a form POST may come from where it says it comes from: `Sec-Fetch-Site`, when the
+/// browser sends it, must be `same-origin` (or `none`, a user's own navigation), and `Origin`,
+/// when present, must be latchd's public origin (or, without one, the host the request was
+/// sent to). A page on a sibling subdomain is `same-site`, not `same-origin`, and is refused.
+pub(crate) fn form_origin_ok(headers: &HeaderMap, own_origin: Option<&str>) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        if !matches!(site.to_str(), Ok("same-origin" | "none")) {
+            return false;
+        }
+    }
+    match (headers.get(ORIGIN), own_origin) {
+        (None, _) => true,
+        (Some(origin), Some(own)) => origin
+            .to_str()
+            .is_ok_and(|o| o.trim_end_matches('/').eq_ignore_ascii_case(own)),
+        (Some(_), None) => same_origin(headers),
+    }
 }
 
 /// Default and largest page of a listing.

@@ -29,7 +29,7 @@ pub(super) struct Ctx {
 
 impl Ctx {
     /// The client address, through trusted proxies only.
-    fn client(&self) -> Result<IpAddr, ApiError> {
+    pub(super) fn client(&self) -> Result<IpAddr, ApiError> {
         extract::client_ip(
             self.req.headers(),
             self.peer.ip(),
@@ -167,11 +167,6 @@ pub(super) async fn me(cx: Ctx) -> Answer {
     let principal = cx.principal()?;
     let user = cx.app.auth.me(&principal).await?;
     Ok(respond::json(StatusCode::OK, &respond::user(&user)))
-}
-
-pub(super) fn verify(cx: &Ctx) -> Answer {
-    let principal = cx.principal()?;
-    Ok(respond::forward_auth(&principal))
 }
 
 /// `GET /metrics`, for loopback clients and `LATCHD_METRICS_ALLOW` only. The peer is the TCP

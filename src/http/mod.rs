@@ -8,10 +8,16 @@
 mod conn;
 mod error;
 mod extract;
+mod forward;
+mod fuzz;
 mod handlers;
+mod html;
+mod pages;
+mod portal;
 mod respond;
 mod routes;
 mod server;
+mod site;
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -21,6 +27,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::auth::Authority;
+
+pub use site::{PublicUrl, Site};
 
 /// What the HTTP layer is configured with. `Default` holds the contract's defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,8 +43,12 @@ pub struct Settings {
     pub body_timeout: Duration,
     /// Whether cookies carry `Secure` (`false` for plain-http development only).
     pub cookie_secure: bool,
+    /// Where the pages live and where a browser may be sent back to.
+    pub site: Site,
     /// `Max-Age` of the refresh-token cookie (the refresh TTL).
     pub refresh_cookie_max_age_secs: i64,
+    /// `Max-Age` of the browser session cookie (the session's absolute lifetime).
+    pub session_max_secs: i64,
     /// Proxies whose `X-Forwarded-For` is believed (canonical addresses).
     pub trusted_proxies: Vec<IpAddr>,
     /// Clients besides loopback that may read `/metrics`.
@@ -51,11 +63,22 @@ impl Default for Settings {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
             cookie_secure: true,
+            site: Site {
+                secure: true,
+                ..Site::default()
+            },
             refresh_cookie_max_age_secs: crate::auth::DEFAULT_REFRESH_TTL_SECS,
+            session_max_secs: crate::auth::DEFAULT_SESSION_MAX_SECS,
             trusted_proxies: Vec::new(),
             metrics_allow: Vec::new(),
         }
     }
+}
+
+/// The request parsers under arbitrary bytes (see `fuzz.rs`); for `latchd::fuzzing`.
+#[doc(hidden)]
+pub fn fuzz_request_parts(data: &[u8]) {
+    fuzz::run(data);
 }
 
 /// What every handler shares.

@@ -3,12 +3,12 @@
 
 use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, PRAGMA, SET_COOKIE};
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION, PRAGMA, SET_COOKIE};
 use hyper::{Response, StatusCode};
 use serde_json::json;
 
 use super::Settings;
-use crate::auth::{Principal, TokenPair};
+use crate::auth::{Identity, TokenPair};
 use crate::model::User;
 
 /// The response body type of every route.
@@ -16,6 +16,83 @@ pub(crate) type Body = Full<Bytes>;
 
 /// The cookie that carries the refresh token in browsers.
 pub(crate) const REFRESH_COOKIE: &str = "refresh_token";
+/// The cookie of a browser session (API.md v2).
+pub(crate) const SESSION_COOKIE: &str = "latchd_session";
+
+/// The name of the CSRF nonce cookie: `__Host-` when it is Secure, so that no sibling
+/// subdomain can set it (browsers refuse a `__Host-` cookie with a Domain or without Secure).
+pub(crate) fn csrf_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        "__Host-latchd_csrf"
+    } else {
+        "latchd_csrf"
+    }
+}
+
+/// `Set-Cookie` for a browser session: `HttpOnly; Secure; SameSite=Lax; Path=/`, the cookie
+/// domain when configured, and the session's absolute lifetime; an empty `value` with
+/// `max_age_secs` 0 clears it.
+pub(crate) fn session_cookie(
+    value: &str,
+    max_age_secs: i64,
+    settings: &Settings,
+) -> Option<HeaderValue> {
+    let secure = if settings.cookie_secure {
+        "; Secure"
+    } else {
+        ""
+    };
+    let domain = settings
+        .site
+        .cookie_domain
+        .as_deref()
+        .map(|d| format!("; Domain={d}"))
+        .unwrap_or_default();
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={value}; HttpOnly{secure}; SameSite=Lax; Path=/{domain}; \
+         Max-Age={max_age_secs}"
+    ))
+    .ok()
+}
+
+/// `Set-Cookie` for the browser's CSRF nonce: host-only, `HttpOnly; SameSite=Strict; Path=/`,
+/// for the browser's session.
+pub(crate) fn csrf_cookie(nonce: &str, secure: bool) -> Option<HeaderValue> {
+    let name = csrf_cookie_name(secure);
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{name}={nonce}; HttpOnly{secure}; SameSite=Strict; Path=/"
+    ))
+    .ok()
+}
+
+/// A 303 to `location`.
+pub(crate) fn see_other(location: &str) -> Response<Body> {
+    redirect(StatusCode::SEE_OTHER, location)
+}
+
+/// A redirect with `status` to `location` (which the caller made header-safe).
+pub(crate) fn redirect(status: StatusCode, location: &str) -> Response<Body> {
+    let mut response = empty(status);
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(LOCATION, value);
+    }
+    response
+}
+
+/// `text` percent-encoded for a query value: everything but RFC 3986's unreserved characters.
+pub(crate) fn query_encode(text: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(text.len() * 3);
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
 
 /// A JSON response.
 pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
@@ -137,16 +214,19 @@ pub(crate) fn admin_user(user: &User) -> serde_json::Value {
     value
 }
 
-/// 200 for forward-auth (`GET /v1/auth/verify`): who the caller is, in headers a reverse
-/// proxy can pass on.
-pub(crate) fn forward_auth(principal: &Principal) -> Response<Body> {
+/// 200 for forward-auth (`/v1/auth/verify`): who the caller is, in headers a reverse proxy
+/// can pass on. The email goes out as its UTF-8 bytes (roles are ASCII by their rule).
+pub(crate) fn forward_auth(identity: &Identity) -> Response<Body> {
     let mut response = empty(StatusCode::OK);
     let headers = response.headers_mut();
-    if let Ok(subject) = HeaderValue::from_str(&principal.user.to_string()) {
+    if let Ok(subject) = HeaderValue::from_str(&identity.user.to_string()) {
         headers.insert("x-auth-subject", subject);
     }
-    if let Ok(roles) = HeaderValue::from_str(&principal.roles.join(",")) {
+    if let Ok(roles) = HeaderValue::from_str(&identity.roles.join(",")) {
         headers.insert("x-auth-roles", roles);
+    }
+    if let Ok(email) = HeaderValue::from_bytes(identity.email.as_bytes()) {
+        headers.insert("x-auth-email", email);
     }
     response
 }

@@ -12,7 +12,9 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 
 use super::error::ApiError;
+use super::forward;
 use super::handlers::{self as h, Ctx};
+use super::portal;
 use super::respond::Body;
 use super::App;
 use crate::metrics::{write_family, Histogram};
@@ -57,8 +59,23 @@ macro_rules! later {
 /// Every route latchd serves.
 pub(super) const ROUTES: &[Route] = &[
     Route {
+        pattern: "/",
+        methods: Methods::Only(&[(Method::GET, later!(portal::home))]),
+    },
+    Route {
         pattern: "/healthz",
         methods: Methods::Only(&[(Method::GET, Handler::Now(h::healthz))]),
+    },
+    Route {
+        pattern: "/login",
+        methods: Methods::Only(&[
+            (Method::GET, later!(portal::login_form)),
+            (Method::POST, later!(portal::sign_in)),
+        ]),
+    },
+    Route {
+        pattern: "/logout",
+        methods: Methods::Only(&[(Method::POST, later!(portal::sign_out))]),
     },
     Route {
         pattern: "/metrics",
@@ -99,7 +116,7 @@ pub(super) const ROUTES: &[Route] = &[
     Route {
         // Forward-auth proxies send HEAD, or the original request's method: all are the same.
         pattern: "/v1/auth/verify",
-        methods: Methods::Any(Handler::Now(h::verify)),
+        methods: Methods::Any(Handler::Now(forward::verify)),
     },
     Route {
         pattern: "/v1/users",
@@ -225,7 +242,6 @@ mod tests {
     #[test]
     fn unknown_paths_match_no_route() {
         for path in [
-            "/",
             "/v1",
             "/metrics/",
             "/v1/auth/verify?token=x",

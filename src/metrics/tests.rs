@@ -14,13 +14,7 @@ const COUNTS: Counts = Counts {
     blacklist: 1,
 };
 
-const EVERY_DENIAL: [AccessDenied; 5] = [
-    AccessDenied::Blacklisted,
-    AccessDenied::StaleVersion,
-    AccessDenied::UnknownUser,
-    AccessDenied::UserDisabled,
-    AccessDenied::FamilyRevoked,
-];
+const EVERY_DENIAL: [AccessDenied; 7] = AccessDenied::ALL;
 
 /// `name{labels}` -> value, for every sample line.
 fn samples(text: &str) -> BTreeMap<String, String> {

@@ -7,8 +7,18 @@ use super::records::{decode, UserRecord};
 use super::tables::{ROLE_MEMBERS, USERS};
 use super::StoreError;
 
+/// Brings a file of schema `from` to the current one, one step at a time. Tables a step only
+/// adds are created empty by the open that follows.
+pub(super) fn forward(txn: &WriteTransaction, from: u64) -> Result<(), StoreError> {
+    if from < 2 {
+        from_1(txn)?;
+    }
+    // 2 -> 3 added `browser_sessions` and optional fields of family rows (absent = API).
+    Ok(())
+}
+
 /// Schema 1 -> 2: index users by role (`role_members`), for the last-admin rule.
-pub(super) fn from_1(txn: &WriteTransaction) -> Result<(), StoreError> {
+fn from_1(txn: &WriteTransaction) -> Result<(), StoreError> {
     let users = txn.open_table(USERS)?;
     let mut members = txn.open_multimap_table(ROLE_MEMBERS)?;
     for row in users.iter()? {

@@ -18,8 +18,9 @@ use uuid::Uuid;
 
 use crate::auth::storage::{Pending, Storage, StoreError};
 use crate::model::{
-    AccessDenied, Counts, CreateUser, FamilyId, Jti, NewUser, Presented, Rotation, SessionPolicy,
-    StoredKey, Successor, Sweep, User, UserId, UserUpdate,
+    AccessDenied, BrowserStanding, Counts, CreateUser, FamilyId, Jti, NewSession, NewUser,
+    Presented, Rotation, SessionPolicy, StoredKey, Successor, Sweep, User, UserFacts, UserId,
+    UserUpdate,
 };
 use crate::time::UnixTime;
 
@@ -39,8 +40,8 @@ mod tests;
 
 use records::{decode, FamilyRecord, UserRecord};
 use tables::{
-    BLACKLIST, FAMILIES, FAMILIES_BY_USER, META, ROLE_MEMBERS, SCHEMA_VERSION, SCHEMA_VERSION_KEY,
-    SECRETS, SIGNING_KEYS, USERS, USER_BY_EMAIL,
+    BLACKLIST, BROWSER_SESSIONS, FAMILIES, FAMILIES_BY_USER, META, ROLE_MEMBERS, SCHEMA_VERSION,
+    SCHEMA_VERSION_KEY, SECRETS, SIGNING_KEYS, USERS, USER_BY_EMAIL,
 };
 use view::{Change, View};
 
@@ -134,6 +135,25 @@ impl Storage for Store {
         self.shared.view.check_access(user, family, jti, version)
     }
 
+    fn check_browser(
+        &self,
+        cookie_hash: &[u8; 32],
+        now: UnixTime,
+        policy: &SessionPolicy,
+    ) -> Result<BrowserStanding, AccessDenied> {
+        self.shared.view.check_browser(cookie_hash, now, policy)
+    }
+
+    fn user_facts(&self, user: UserId) -> Option<UserFacts> {
+        self.shared.view.user_facts(user)
+    }
+
+    fn touch_session(&self, family: FamilyId, at: UnixTime) {
+        // Submitted now; nobody waits for the answer. A failure leaves the last use on disk
+        // older, which the view notices and asks again.
+        drop(self.write(move |txn| sessions::touch_in(txn, family, at)));
+    }
+
     fn counts(&self) -> Counts {
         self.shared.view.counts()
     }
@@ -164,11 +184,14 @@ impl Storage for Store {
         family: FamilyId,
         seen: &'a User,
         first_hash: [u8; 32],
+        session: NewSession,
         now: UnixTime,
         policy: SessionPolicy,
     ) -> Pending<'a, bool> {
         let seen = seen.clone();
-        self.write(move |txn| sessions::open_in(txn, family, &seen, &first_hash, now, &policy))
+        self.write(move |txn| {
+            sessions::open_in(txn, family, &seen, &first_hash, &session, now, &policy)
+        })
     }
 
     fn rotate(
@@ -349,8 +372,8 @@ fn init_schema(db: &Database) -> Result<[u8; 32], StoreError> {
             .map(|v| v.value());
         match found {
             Some(SCHEMA_VERSION) => {}
-            Some(1) => {
-                migrate::from_1(&txn)?;
+            Some(old @ 1..SCHEMA_VERSION) => {
+                migrate::forward(&txn, old)?;
                 txn.open_table(META)?
                     .insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION)?;
             }
@@ -390,6 +413,7 @@ fn init_schema(db: &Database) -> Result<[u8; 32], StoreError> {
     txn.open_multimap_table(ROLE_MEMBERS)?;
     txn.open_table(FAMILIES)?;
     txn.open_multimap_table(FAMILIES_BY_USER)?;
+    txn.open_table(BROWSER_SESSIONS)?;
     txn.open_table(BLACKLIST)?;
     txn.open_table(SIGNING_KEYS)?;
     let key = keys::ensure_refresh_mac_key(&mut txn.open_table(SECRETS)?)?;
@@ -404,20 +428,20 @@ fn load_view(db: &Database) -> Result<Vec<Change>, StoreError> {
     for row in txn.open_table(USERS)?.iter()? {
         let (id, bytes) = row?;
         let rec: UserRecord = decode("users", bytes.value())?;
-        changes.push(Change::User {
-            id: UserId(Uuid::from_u128(id.value())),
-            token_version: rec.token_version,
-            disabled: rec.disabled,
-        });
+        changes.push(Change::user(
+            &rec.into_user(UserId(Uuid::from_u128(id.value()))),
+        ));
     }
     for row in txn.open_table(FAMILIES)?.iter()? {
         let (id, bytes) = row?;
         let rec: FamilyRecord = decode("families", bytes.value())?;
         if rec.revoked_at.is_none() {
+            let id = FamilyId(Uuid::from_u128(id.value()));
             changes.push(Change::Family {
-                id: FamilyId(Uuid::from_u128(id.value())),
+                id,
                 user: UserId(rec.user),
             });
+            changes.extend(sessions::browser_change(id, &rec));
         }
     }
     for row in txn.open_table(BLACKLIST)?.iter()? {

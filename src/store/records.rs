@@ -5,7 +5,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::StoreError;
-use crate::model::{StoredKey, User, UserId};
+use crate::model::{SessionKind, StoredKey, User, UserId};
 use crate::time::UnixTime;
 
 /// A user row; the id is the key.
@@ -56,6 +56,54 @@ pub(super) struct FamilyRecord {
     pub(super) current: Current,
     pub(super) previous: Option<Previous>,
     pub(super) revoked_at: Option<i64>,
+    /// What the session is; absent for an API session (all of schema 1 and 2), so rows stay
+    /// small.
+    #[serde(default, skip_serializing_if = "is_api")]
+    pub(super) kind: SessionKind,
+    /// Whether the sign-in passed a second factor; absent when it did not.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub(super) mfa: bool,
+    /// A browser session's idle timeout, fixed when it began (the configured one may only
+    /// shorten it later), and its last use as last written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) browser: Option<BrowserRecord>,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_api(kind: &SessionKind) -> bool {
+    *kind == SessionKind::Api
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_false(flag: &bool) -> bool {
+    !*flag
+}
+
+/// What only a browser session has.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct BrowserRecord {
+    pub(super) idle_secs: i64,
+    pub(super) last_used_at: i64,
+}
+
+impl FamilyRecord {
+    /// When the session ends for good, however it is used from now on: revocation, the
+    /// absolute maximum, the refresh token's sliding expiry, or a browser session's idle
+    /// timeout. A browser session's last use on disk may lag the real one by up to a quarter
+    /// of its idle window (see `touch`), so it is given that much more.
+    pub(super) fn ended_at(&self) -> i64 {
+        if let Some(revoked) = self.revoked_at {
+            return revoked;
+        }
+        let sliding = match self.browser {
+            Some(b) => b
+                .last_used_at
+                .saturating_add(b.idle_secs)
+                .saturating_add(b.idle_secs / 4),
+            None => self.current.expires_at,
+        };
+        sliding.min(self.expires_at_max)
+    }
 }
 
 /// The family's one valid token.
@@ -193,6 +241,9 @@ mod tests {
                 sealed: [2; 32],
             }),
             revoked_at: None,
+            kind: SessionKind::Api,
+            mfa: false,
+            browser: None,
         };
         let bytes = encode(&rec);
         let back: FamilyRecord = decode("families", &bytes).unwrap();

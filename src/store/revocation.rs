@@ -4,7 +4,7 @@ use redb::{ReadableTable, WriteTransaction};
 use uuid::Uuid;
 
 use super::records::{decode, FamilyRecord, KeyRecord};
-use super::tables::{BLACKLIST, FAMILIES, FAMILIES_BY_USER, SIGNING_KEYS};
+use super::tables::{BLACKLIST, BROWSER_SESSIONS, FAMILIES, FAMILIES_BY_USER, SIGNING_KEYS};
 use super::{Change, StoreError, Written};
 use crate::model::{FamilyId, Jti, Sweep};
 use crate::time::UnixTime;
@@ -77,17 +77,19 @@ fn sweep_families(
     for row in families.iter()? {
         let (id, bytes) = row?;
         let rec: FamilyRecord = decode("families", bytes.value())?;
-        let ended_at = rec
-            .revoked_at
-            .unwrap_or(rec.current.expires_at.min(rec.expires_at_max));
-        if ended_at <= cutoff {
-            gone.push((id.value(), rec.user.as_u128()));
+        if rec.ended_at() <= cutoff {
+            let cookie = rec.browser.map(|_| rec.current.hash);
+            gone.push((id.value(), rec.user.as_u128(), cookie));
         }
     }
     let mut index = txn.open_multimap_table(FAMILIES_BY_USER)?;
-    for (family, user) in &gone {
+    let mut cookies = txn.open_table(BROWSER_SESSIONS)?;
+    for (family, user, cookie) in &gone {
         families.remove(*family)?;
         index.remove(*user, *family)?;
+        if let Some(hash) = cookie {
+            cookies.remove(hash)?;
+        }
         changes.push(Change::FamilyGone(FamilyId(Uuid::from_u128(*family))));
     }
     Ok(gone.len() as u64)

@@ -8,11 +8,13 @@
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
-use super::records::{decode, encode, Current, FamilyRecord, Previous};
-use super::tables::{FAMILIES, FAMILIES_BY_USER, USERS};
+use super::records::{decode, encode, BrowserRecord, Current, FamilyRecord, Previous};
+use super::tables::{BROWSER_SESSIONS, FAMILIES, FAMILIES_BY_USER, USERS};
 use super::users::{families_of, read_user, user_change, write_user};
 use super::{Change, StoreError, Written};
-use crate::model::{FamilyId, Presented, Rotation, SessionPolicy, Successor, User, UserId};
+use crate::model::{
+    FamilyId, NewSession, Presented, Rotation, SessionKind, SessionPolicy, Successor, User, UserId,
+};
 use crate::time::UnixTime;
 
 /// Starts family `family` for `seen`, whose generation-0 token hashes to `first_hash`, unless
@@ -27,6 +29,7 @@ pub(super) fn open_in(
     family: FamilyId,
     seen: &User,
     first_hash: &[u8; 32],
+    session: &NewSession,
     now: UnixTime,
     policy: &SessionPolicy,
 ) -> Result<Written<bool>, StoreError> {
@@ -61,10 +64,25 @@ pub(super) fn open_in(
         },
         previous: None,
         revoked_at: None,
+        kind: session.kind,
+        mfa: session.mfa,
+        browser: (session.kind == SessionKind::Browser).then_some(BrowserRecord {
+            idle_secs: policy.idle_secs,
+            last_used_at: now.secs(),
+        }),
     };
     families.insert(family.0.as_u128(), encode(&rec).as_slice())?;
     txn.open_multimap_table(FAMILIES_BY_USER)?
         .insert(user.0.as_u128(), family.0.as_u128())?;
+    let cookie_taken = rec.browser.is_some()
+        && txn
+            .open_table(BROWSER_SESSIONS)?
+            .insert(first_hash, family.0.as_u128())?
+            .is_some();
+    if cookie_taken {
+        return Err(StoreError::FamilyExists); // the same cookie twice: the RNG failed
+    }
+    changes.extend(browser_change(family, &rec));
     Ok(Written::commit_with(true, changes))
 }
 
@@ -82,6 +100,10 @@ pub(super) fn rotate_in(
     };
     if rec.revoked_at.is_some() {
         return Ok(Written::nothing(Rotation::Revoked));
+    }
+    if rec.kind != SessionKind::Api {
+        // A browser session has a cookie, not refresh tokens.
+        return Ok(Written::nothing(Rotation::Unknown));
     }
     let family = presented.family;
     // The user as of this transaction: a rotation must not land (nor a retry be answered) for
@@ -152,6 +174,47 @@ pub(super) fn rotate_in(
         },
         vec![Change::FamilyGone(family)],
     ))
+}
+
+/// Writes that browser session `family` was used at `at`, if that is later than what is
+/// stored; a revoked or missing session is left alone.
+pub(super) fn touch_in(
+    txn: &WriteTransaction,
+    family: FamilyId,
+    at: UnixTime,
+) -> Result<Written<()>, StoreError> {
+    let mut families = txn.open_table(FAMILIES)?;
+    let Some(mut rec) = read_family(&families, family)? else {
+        return Ok(Written::nothing(()));
+    };
+    match &mut rec.browser {
+        Some(b) if rec.revoked_at.is_none() && b.last_used_at < at.secs() => {
+            b.last_used_at = at.secs();
+        }
+        _ => return Ok(Written::nothing(())),
+    }
+    families.insert(family.0.as_u128(), encode(&rec).as_slice())?;
+    Ok(Written::commit_with(
+        (),
+        vec![Change::Touched {
+            family,
+            at: at.secs(),
+        }],
+    ))
+}
+
+/// The view change that mirrors a live browser session's cookie, if `rec` is one.
+pub(super) fn browser_change(family: FamilyId, rec: &FamilyRecord) -> Option<Change> {
+    let browser = rec.browser?;
+    Some(Change::Browser {
+        cookie_hash: rec.current.hash,
+        family,
+        user: UserId(rec.user),
+        mfa: rec.mfa,
+        expires_at_max: rec.expires_at_max,
+        idle_secs: browser.idle_secs,
+        last_used_at: browser.last_used_at,
+    })
 }
 
 /// Bumps `user`'s token version, writes its row, and revokes every family of the user: all its
@@ -228,8 +291,7 @@ fn over_the_cap(
     let mut live = Vec::new();
     for id in families_of(txn, user)? {
         if let Some(rec) = read_family(families, id)? {
-            let ended = now.secs() >= rec.current.expires_at || now.secs() >= rec.expires_at_max;
-            if rec.revoked_at.is_none() && !ended {
+            if now.secs() < rec.ended_at() {
                 live.push((rec.created_at, id));
             }
         }

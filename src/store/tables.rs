@@ -8,7 +8,7 @@ use redb::{MultimapTableDefinition, TableDefinition};
 
 /// The schema this build writes and reads. Bump it (and add a migration) when a table or record
 /// changes shape.
-pub(super) const SCHEMA_VERSION: u64 = 2;
+pub(super) const SCHEMA_VERSION: u64 = 3;
 
 /// The `META` key holding [`SCHEMA_VERSION`].
 pub(super) const SCHEMA_VERSION_KEY: &str = "schema_version";
@@ -38,6 +38,10 @@ pub(super) const ROLE_MEMBERS: MultimapTableDefinition<&str, u128> =
 /// User id -> its family ids, for revoke-all and delete.
 pub(super) const FAMILIES_BY_USER: MultimapTableDefinition<u128, u128> =
     MultimapTableDefinition::new("families_by_user");
+
+/// SHA-256 of a browser session's cookie -> its family id (schema 3); swept with the family.
+pub(super) const BROWSER_SESSIONS: TableDefinition<&[u8; 32], u128> =
+    TableDefinition::new("browser_sessions");
 
 /// Access-token jti -> exp (Unix seconds); the row may go once exp has passed.
 pub(super) const BLACKLIST: TableDefinition<u128, i64> = TableDefinition::new("blacklist");

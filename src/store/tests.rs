@@ -15,6 +15,7 @@ const POLICY: SessionPolicy = SessionPolicy {
     session_max_secs: 1_000,
     grace_secs: 10,
     max_per_user: 100,
+    idle_secs: 3_600,
 };
 
 /// Waits for a storage operation on a throw-away current-thread runtime.
@@ -47,7 +48,10 @@ fn new_user(store: &Store, email: &str) -> User {
 fn session(store: &Store) -> (UserId, FamilyId) {
     let user = new_user(store, &format!("{}@example.com", Uuid::new_v4()));
     let family = FamilyId::new();
-    assert!(wait(store.open_session(family, &user, [0; 32], NOW, POLICY)).unwrap());
+    assert!(
+        wait(store.open_session(family, &user, [0; 32], NewSession::default(), NOW, POLICY))
+            .unwrap()
+    );
     (user.id, family)
 }
 

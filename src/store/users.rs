@@ -6,8 +6,10 @@ use redb::{ReadTransaction, ReadableMultimapTable, ReadableTable, Table, WriteTr
 use uuid::Uuid;
 
 use super::records::{decode, encode, UserRecord};
-use super::sessions::revoke_all_in;
-use super::tables::{FAMILIES, FAMILIES_BY_USER, ROLE_MEMBERS, USERS, USER_BY_EMAIL};
+use super::sessions::{read_family, revoke_all_in};
+use super::tables::{
+    BROWSER_SESSIONS, FAMILIES, FAMILIES_BY_USER, ROLE_MEMBERS, USERS, USER_BY_EMAIL,
+};
 use super::{Change, StoreError, Written};
 use crate::model::{
     normalize_email, CreateUser, FamilyId, NewUser, User, UserId, UserUpdate, ADMIN_ROLE,
@@ -137,7 +139,13 @@ pub(super) fn delete_in(
     index_roles(txn, id, &user.roles, &[])?;
     let mut changes = vec![Change::UserGone(id)];
     let mut families = txn.open_table(FAMILIES)?;
+    let mut cookies = txn.open_table(BROWSER_SESSIONS)?;
     for family in families_of(txn, id)? {
+        if let Some(rec) = read_family(&families, family)? {
+            if rec.browser.is_some() {
+                cookies.remove(&rec.current.hash)?;
+            }
+        }
         families.remove(family.0.as_u128())?;
         changes.push(Change::FamilyGone(family));
     }
@@ -244,9 +252,5 @@ pub(super) fn families_of(
 
 /// The view change that mirrors `user`'s current row.
 pub(super) fn user_change(user: &User) -> Change {
-    Change::User {
-        id: user.id,
-        token_version: user.token_version,
-        disabled: user.disabled,
-    }
+    Change::user(user)
 }

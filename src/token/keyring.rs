@@ -196,6 +196,35 @@ impl fmt::Debug for RefreshKey {
     }
 }
 
+/// The key of the sign-in pages' CSRF tokens: HMAC-SHA256 under a key derived from the
+/// server's refresh MAC key, so every node of one database agrees on it and nothing else is
+/// stored.
+pub struct FormKey(hmac::Key);
+
+impl FormKey {
+    /// The form key derived from the 32-byte server secret `secret` (the refresh MAC key).
+    pub fn derive(secret: &[u8; 32]) -> Self {
+        let own = derive_from_token(secret, b"latchd-form-key-v1");
+        Self(hmac::Key::new(hmac::HMAC_SHA256, &own))
+    }
+
+    /// The MAC of `message` under this key.
+    pub(crate) fn tag(&self, message: &[u8]) -> hmac::Tag {
+        hmac::sign(&self.0, message)
+    }
+
+    /// Checks `tag` over `message` in constant time.
+    pub(crate) fn verify(&self, message: &[u8], tag: &[u8]) -> bool {
+        hmac::verify(&self.0, message, tag).is_ok()
+    }
+}
+
+impl fmt::Debug for FormKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FormKey(..)")
+    }
+}
+
 /// HMAC-SHA256 keyed by `token` over `label`: a key only the holder of `token` can compute.
 pub(crate) fn derive_from_token(token: &[u8], label: &[u8]) -> [u8; 32] {
     let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, token), label);

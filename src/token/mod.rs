@@ -7,6 +7,7 @@
 #![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 mod b64;
+pub mod browser;
 mod claims;
 mod error;
 mod header;
@@ -18,7 +19,7 @@ pub use claims::AccessClaims;
 #[cfg(test)]
 pub(crate) use error::every_token_error;
 pub use error::{KeyError, TokenError};
-pub use keyring::{kid_for, KeySecret, Keyring, RefreshKey};
+pub use keyring::{kid_for, FormKey, KeySecret, Keyring, RefreshKey};
 
 use crate::time::UnixTime;
 use claims::{push_json_string, RawClaims, Typed};

@@ -219,7 +219,12 @@ fn the_bearer_scheme_is_case_insensitive_but_query_tokens_are_ignored() {
 #[test]
 fn unknown_paths_get_404_and_wrong_methods_405() {
     let server = TestServer::start();
-    for path in ["/", "/v1/nothing", "/v1/auth/login/extra", "/healthz/"] {
+    for path in [
+        "/nothing",
+        "/v1/nothing",
+        "/v1/auth/login/extra",
+        "/healthz/",
+    ] {
         let reply = server.get(path, None);
         reply.assert_error(404, "not_found");
         assert_eq!(reply.header("content-type"), Some("application/json"));

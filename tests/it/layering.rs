@@ -27,7 +27,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
         &["auth", "config", "model", "password", "store", "time"],
     ),
     ("cli", &["auth", "config", "model", "runtime", "time"]),
-    ("fuzzing", &["time", "token"]),
+    ("fuzzing", &["http", "time", "token"]),
     ("lib", &[]),
     // The binary names the library as `latchd::`; read the same way.
     (

@@ -11,6 +11,7 @@ mod http_limits;
 mod layering;
 mod metrics;
 mod rate_limit;
+mod signin;
 mod storage;
 mod store_crash;
 mod support;

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use latchd::auth::storage::Storage;
 use latchd::model::{
-    CreateUser, FamilyId, Jti, NewUser, Presented, Rotation, SessionPolicy, Successor, UserId,
+    CreateUser, FamilyId, Jti, NewSession, NewUser, Presented, Rotation, SessionPolicy, Successor,
+    UserId,
 };
 use latchd::store::Store;
 use latchd::time::UnixTime;
@@ -29,6 +30,7 @@ const POLICY: SessionPolicy = SessionPolicy {
     session_max_secs: 10_000,
     grace_secs: 0,
     max_per_user: 100_000,
+    idle_secs: 3_600,
 };
 const ROUNDS: u32 = 3;
 const CHILD_ITERATIONS: u32 = 2_000;
@@ -66,7 +68,15 @@ fn crash_child() {
         ack(format!("blacklist {jti}"));
 
         let family = FamilyId::new();
-        assert!(wait(store.open_session(family, &user, [0; 32], NOW, POLICY)).expect("session"));
+        assert!(wait(store.open_session(
+            family,
+            &user,
+            [0; 32],
+            NewSession::default(),
+            NOW,
+            POLICY
+        ))
+        .expect("session"));
         ack(format!("family {family} {}", user.id));
 
         let presented = Presented {

@@ -3,7 +3,9 @@
 //! reuse the pages earlier ones freed, so the file stops growing.
 
 use latchd::auth::storage::Storage;
-use latchd::model::{Counts, CreateUser, FamilyId, Jti, NewUser, SessionPolicy, Sweep, UserId};
+use latchd::model::{
+    Counts, CreateUser, FamilyId, Jti, NewSession, NewUser, SessionPolicy, Sweep, UserId,
+};
 use latchd::store::Store;
 use latchd::time::UnixTime;
 
@@ -17,6 +19,7 @@ const POLICY: SessionPolicy = SessionPolicy {
     session_max_secs: 120,
     grace_secs: 10,
     max_per_user: 100,
+    idle_secs: 3_600,
 };
 /// Sessions (and as many blacklist rows) per churn.
 const CHURN: u64 = 100;
@@ -105,8 +108,15 @@ pub(crate) fn churn(store: &Store, t: UnixTime, n: u64) {
         let mut hash = [0u8; 32];
         hash[..8].copy_from_slice(&i.to_le_bytes());
         hash[8..16].copy_from_slice(&t.secs().to_le_bytes());
-        let created = wait(store.open_session(FamilyId::new(), &user, hash, t, POLICY))
-            .expect("open session");
+        let created = wait(store.open_session(
+            FamilyId::new(),
+            &user,
+            hash,
+            NewSession::default(),
+            t,
+            POLICY,
+        ))
+        .expect("open session");
         assert!(created);
         wait(store.blacklist(Jti(uuid::Uuid::new_v4()), t.plus(60))).expect("blacklist");
     }

@@ -1,6 +1,8 @@
 //! The harness of the HTTP tests: the real `latchd serve` on 127.0.0.1 port 0 with a temp redb
 //! file, and a tiny blocking HTTP/1.1 client over `TcpStream`.
 
+pub mod jar;
+
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
