@@ -10,6 +10,7 @@ mod http_lifecycle;
 mod http_limits;
 mod layering;
 mod metrics;
+mod proxy;
 mod rate_limit;
 mod signin;
 mod storage;

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::json;
 
-use crate::support::TestServer;
+use crate::support::{self, TestServer};
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 const DURATION: &str = "latchd_request_duration_seconds";
@@ -169,26 +169,18 @@ fn samples(text: &str) -> BTreeMap<String, u64> {
 }
 
 /// `promtool check metrics` on `text`. Without promtool: a failure when `CI` is set (so CI
-/// cannot skip it silently; `.ci/run` installs it), else a note.
+/// cannot skip it silently; `.ci/run` installs it), else a note (see [`support::require`]).
 fn promtool_check(text: &str) {
-    let child = Command::new("promtool")
+    if !support::require("promtool", "prometheus") {
+        return;
+    }
+    let mut child = Command::new(support::tool_path("promtool").expect("promtool"))
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(child) => child,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "promtool is not on PATH and CI is set: install it (Debian: apt-get install prometheus)"
-            );
-            eprintln!("note: promtool not on PATH; skipping `promtool check metrics`");
-            return;
-        }
-        Err(e) => panic!("cannot run promtool: {e}"),
-    };
+        .spawn()
+        .expect("run promtool");
     child
         .stdin
         .take()

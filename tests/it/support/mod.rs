@@ -1,5 +1,8 @@
 //! The harness of the HTTP tests: the real `latchd serve` on 127.0.0.1 port 0 with a temp redb
-//! file, and a tiny blocking HTTP/1.1 client over `TcpStream`.
+//! file, and a tiny blocking HTTP/1.1 client over `TcpStream`; [`proxy`] puts real nginx and
+//! Caddy in front of it.
+
+pub mod proxy;
 
 pub mod jar;
 
@@ -357,6 +360,37 @@ pub fn run(db: &Path, extra: &[(&str, &str)], args: &[&str], stdin: &[u8]) -> Ou
         }
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Whether the external `tool` (Debian package `package`) can be run. When it cannot, and `CI`
+/// is set (to anything but empty, `0` or `false`), this fails the test: CI must not skip, and
+/// `.ci/run` installs the package. Otherwise it prints one line and the caller returns early.
+pub fn require(tool: &str, package: &str) -> bool {
+    if tool_path(tool).is_some() {
+        return true;
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"));
+    assert!(
+        !ci,
+        "{tool} is not installed and CI is set: install it (Debian: apt-get install {package})"
+    );
+    eprintln!("skipping: {tool} not installed; CI installs it (Debian package {package})");
+    false
+}
+
+/// Where the executable `tool` is: on PATH, or in /usr/sbin or /sbin, which a non-root PATH may
+/// leave out (Debian's nginx is /usr/sbin/nginx).
+pub fn tool_path(tool: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|dir| dir.join(tool))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 /// Waits for a storage operation, on this thread's current-thread runtime.
