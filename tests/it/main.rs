@@ -11,6 +11,7 @@ mod http_limits;
 mod layering;
 mod metrics;
 mod proxy;
+mod proxy_signin;
 mod rate_limit;
 mod signin;
 mod storage;

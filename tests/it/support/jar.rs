@@ -87,6 +87,23 @@ impl Jar {
             .join("; ")
     }
 
+    /// Sends through `send` with the jar's cookies added to `headers`; takes in what the answer
+    /// sets (for requests through a proxy).
+    pub fn send(
+        &mut self,
+        headers: &[(&str, &str)],
+        send: impl FnOnce(&[(&str, &str)]) -> Reply,
+    ) -> Reply {
+        let cookie = self.header();
+        let mut all = headers.to_vec();
+        if !cookie.is_empty() {
+            all.push(("Cookie", &cookie));
+        }
+        let reply = send(&all);
+        self.absorb(&reply);
+        reply
+    }
+
     /// `method path` with the jar's cookies and `headers`; takes in what the answer sets.
     pub fn request(
         &mut self,
