@@ -53,6 +53,8 @@ fn nginx_refuses_a_signed_in_browser_without_the_role() {
     }
 }
 
+/// One way a session ends, applied to the browser that holds it.
+type Ending<'a> = Box<dyn Fn(&mut Jar) + 'a>;
 #[test]
 fn caddy_refuses_a_signed_in_browser_without_the_role() {
     if require("caddy", "caddy") {
@@ -174,7 +176,7 @@ fn every_revocation_sends_it_back<P: Proxy>(start: Start<P>) {
         assert_eq!(reply.status, 200, "{}", reply.body);
         reply.pair().0
     };
-    let endings: [(&str, Box<dyn Fn(&mut Jar)>); 3] = [
+    let endings: [(&str, Ending<'_>); 3] = [
         (
             "sign out",
             Box::new(|jar: &mut Jar| {
