@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
+pub mod browser;
+
 /// The password every test user gets: long enough and not on any common list.
 pub const PASSWORD: &str = "correct horse battery staple 42";
 
