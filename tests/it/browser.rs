@@ -1,17 +1,18 @@
-//! The browser harness itself, against a std-only sign-in site served from the test: typing,
-//! submitting through a 303, cookies and their attributes, reload, screenshots, the narrow
-//! viewport, computed styles, and that no browser process outlives it.
+//! The browser harness itself, against a std-only sign-in site served from the test and against
+//! the real latchd: typing, submitting through a 303, cookies and their attributes, reload,
+//! screenshots, the narrow viewport, computed styles, and that no browser process outlives it.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::support::browser::{
     png_size, Browser, ColorScheme, Element, Viewport, KEY_ENTER, KEY_TAB,
 };
+use crate::support::TestServer;
 
 const EMAIL: &str = "alice@example.com";
 const PASSWORD: &str = "correct horse & battery";
@@ -122,6 +123,24 @@ fn dropping_the_browser_leaves_no_process_behind() {
     assert!(alive.is_empty(), "still running: {alive:?}");
 }
 
+#[test]
+fn chromium_reaches_latchd_on_loopback() {
+    let Some(browser) = Browser::start() else {
+        return;
+    };
+    let server = TestServer::start();
+    let healthz = format!("http://{}/healthz", server.addr());
+    browser.goto(&healthz);
+    assert_eq!(browser.url(), healthz);
+    // Had Chromium not reached latchd, the navigation would fail or show an error page's text.
+    assert_eq!(browser.text(), "");
+    wait_for_log(&server, "path=/healthz status=200");
+
+    browser.goto(&format!("http://{}/v1/auth/me", server.addr()));
+    let text = browser.text();
+    assert!(text.contains(r#""error":"invalid_token""#), "{text}");
+}
+
 /// How [`sign_in`] submits the form.
 #[derive(Clone, Copy)]
 enum Submit {
@@ -162,6 +181,19 @@ fn sign_in(browser: &Browser, site: &FormSite, submit: Submit) {
         post.body, "email=alice%40example.com&password=correct+horse+%26+battery",
         "the form as typed"
     );
+}
+
+/// Waits (bounded) until the server's log has a line containing `needle`.
+fn wait_for_log(server: &TestServer, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.log().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in the log:\n{}",
+            server.log()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A sign-in site on 127.0.0.1: `/` has the form, `POST /login` answers 303 to `/welcome`,
