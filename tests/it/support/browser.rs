@@ -6,7 +6,8 @@
 //! [`Browser::start`] returns `None` after one line on stderr, and panics when `CI` is set
 //! (`.ci/run` installs them). Every wait has a deadline. Dropping a [`Browser`] ends the session,
 //! kills chromedriver's process group and then any process still naming the throwaway
-//! directory, so no Chromium outlives its test.
+//! directory, so no Chromium outlives its test; a watchdog does the same if the test process
+//! dies without dropping it.
 
 use std::fmt;
 use std::fs;
@@ -479,6 +480,7 @@ pub fn png_size(png: &[u8]) -> Option<(u32, u32)> {
 
 /// A running chromedriver in its own process group, with HOME and the profile in `dir`.
 struct Driver {
+    /// The watchdog shell (see WATCHDOG), leader of the process group.
     child: Child,
     addr: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
@@ -492,11 +494,12 @@ impl Driver {
         let home = dir.path().join("home");
         fs::create_dir_all(dir.path().join("profile")).expect("profile dir");
         fs::create_dir_all(&home).expect("home dir");
-        let mut cmd = Command::new(chromedriver);
-        // Port 0: chromedriver picks a free port and prints it, so two tests cannot race for
-        // one. No --allowed-ips: with it chromedriver listens on every interface; without it,
-        // on loopback only.
-        cmd.arg("--port=0")
+        let mut cmd = Command::new("/bin/sh");
+        // Port 0 (in WATCHDOG): chromedriver picks a free port and prints it, so two tests
+        // cannot race for one. No --allowed-ips: with it chromedriver listens on every
+        // interface; without it, on loopback only.
+        cmd.args(["-c", WATCHDOG, "sh"])
+            .arg(chromedriver)
             .env_clear()
             // A HOME inside `dir` keeps Chromium's files (crash reports, NSS db, caches) out of
             // the user's home, and puts `dir` in the command line of every process it starts,
@@ -504,9 +507,11 @@ impl Driver {
             .env("HOME", &home)
             .env("XDG_CONFIG_HOME", home.join(".config"))
             .env("XDG_CACHE_HOME", home.join(".cache"))
-            // Its own process group, so one signal reaches chromedriver and Chromium.
+            // Its own process group, so one signal reaches the watchdog, chromedriver and
+            // Chromium.
             .process_group(0)
-            .stdin(Stdio::null())
+            // Held open by `child` until this process ends, however it ends: see WATCHDOG.
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if let Some(path) = std::env::var_os("PATH") {
@@ -518,7 +523,7 @@ impl Driver {
         drain(child.stdout.take().expect("piped stdout"), &log, tx.clone());
         drain(child.stderr.take().expect("piped stderr"), &log, tx);
         let Ok(port) = port.recv_timeout(START_DEADLINE) else {
-            let _ = child.kill();
+            signal("-KILL", &format!("-{}", child.id()));
             let _ = child.wait();
             thread::sleep(Duration::from_millis(100)); // the drain threads' last lines
             panic!(
@@ -572,7 +577,7 @@ impl Drop for Driver {
         while !processes_naming(&self.needle()).is_empty() && Instant::now() < until {
             thread::sleep(POLL);
         }
-        // chromedriver's pid is its process group's id (process_group(0)).
+        // The watchdog's pid is the process group's id (process_group(0)).
         signal("-KILL", &format!("-{}", self.child.id()));
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -818,6 +823,11 @@ fn string(value: Value) -> String {
     }
 }
 
+/// Runs chromedriver (`$1`) in the background, then waits for EOF on stdin and kills its own
+/// process group. The test process holds the pipe's other end, so if it dies without running
+/// `Drop` (SIGKILL, an abort, a CI timeout), chromedriver and Chromium still go with it; the
+/// crate forbids `unsafe`, so there is no `PR_SET_PDEATHSIG`.
+const WATCHDOG: &str = r#""$1" --port=0 </dev/null & cat >/dev/null; kill -KILL 0"#;
 /// Names Chromium's launcher goes by on Debian and on other distributions.
 const CHROMIUM_NAMES: &[&str] = &["chromium", "chromium-browser"];
 /// Switches for a headless Chromium as root on a closed network.
