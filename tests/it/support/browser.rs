@@ -2,9 +2,9 @@
 //! Chromium in a throwaway profile, through a minimal blocking client of W3C WebDriver
 //! (<https://www.w3.org/TR/webdriver2/>): JSON over HTTP/1.1, one connection per command.
 //!
-//! Nothing here downloads a browser. Without `chromium` and `chromedriver` on PATH,
-//! [`Browser::start`] returns `None` after one line on stderr, and panics when `CI` is set
-//! (`.ci/run` installs them). Every wait has a deadline. Dropping a [`Browser`] ends the session,
+//! Nothing here downloads a browser. Without `chromium` and `chromedriver`, [`Browser::start`]
+//! returns `None` after one line on stderr, and fails the test when `CI` is set (`.ci/run`
+//! installs them): the rule of [`super::require`]. Every wait has a deadline. Dropping a [`Browser`] ends the session,
 //! kills chromedriver's process group and then any process still naming the throwaway
 //! directory, so no Chromium outlives its test; a watchdog does the same if the test process
 //! dies without dropping it.
@@ -13,12 +13,11 @@ use std::fmt;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -134,15 +133,14 @@ impl Browser {
 
     /// A browser with `viewport`, e.g. [`Viewport::NARROW`]; `None` as for [`Browser::start`].
     pub fn start_with(viewport: Viewport) -> Option<Self> {
-        let Some((chromedriver, chromium)) = installed() else {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "chromium/chromedriver not on PATH and CI is set: install them \
-                 (Debian: apt-get install chromium chromium-driver; .ci/run does)"
-            );
+        if !(super::require("chromium", "chromium")
+            && super::require("chromedriver", "chromium-driver"))
+        {
             return None;
-        };
-        Some(Self::launch(chromedriver, chromium, viewport))
+        }
+        let chromium = super::tool_path("chromium").expect("require found chromium");
+        let chromedriver = super::tool_path("chromedriver").expect("require found chromedriver");
+        Some(Self::launch(&chromedriver, &chromium, viewport))
     }
 
     fn launch(chromedriver: &Path, chromium: &Path, viewport: Viewport) -> Self {
@@ -639,33 +637,6 @@ fn drain(out: impl Read + Send + 'static, log: &Arc<Mutex<Vec<String>>>, port: S
     });
 }
 
-/// (chromedriver, chromium) from PATH, looked up once per test binary. When either is missing
-/// it says so once, on the real stderr: libtest hides `eprintln!` of a passing test, and a
-/// skip nobody sees is how a suite stops testing what it claims to.
-fn installed() -> Option<&'static (PathBuf, PathBuf)> {
-    static FOUND: OnceLock<Option<(PathBuf, PathBuf)>> = OnceLock::new();
-    FOUND
-        .get_or_init(|| {
-            let found = on_path(&["chromedriver"]).zip(on_path(CHROMIUM_NAMES));
-            if found.is_none() {
-                let line = "skipping: chromium/chromedriver not installed; CI installs them\n";
-                let _ = std::io::stderr().write_all(line.as_bytes());
-            }
-            found
-        })
-        .as_ref()
-}
-
-/// The first of `names` that is an executable file on PATH.
-fn on_path(names: &[&str]) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .flat_map(|dir| names.iter().map(move |name| dir.join(name)))
-        .find(|file| {
-            fs::metadata(file).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-}
-
 /// The new-session request (WebDriver, "New Session") for headless Chromium in `profile`.
 fn capabilities(chromium: &Path, profile: &Path, viewport: Viewport) -> Value {
     let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|f| (*f).to_owned()).collect();
@@ -828,8 +799,6 @@ fn string(value: Value) -> String {
 /// `Drop` (SIGKILL, an abort, a CI timeout), chromedriver and Chromium still go with it; the
 /// crate forbids `unsafe`, so there is no `PR_SET_PDEATHSIG`.
 const WATCHDOG: &str = r#""$1" --port=0 </dev/null & cat >/dev/null; kill -KILL 0"#;
-/// Names Chromium's launcher goes by on Debian and on other distributions.
-const CHROMIUM_NAMES: &[&str] = &["chromium", "chromium-browser"];
 /// Switches for a headless Chromium as root on a closed network.
 const CHROMIUM_FLAGS: &[&str] = &[
     "--headless",

@@ -1,6 +1,8 @@
 //! The harness of the HTTP tests: the real `latchd serve` on 127.0.0.1 port 0 with a temp redb
 //! file, and a tiny blocking HTTP/1.1 client over `TcpStream`; [`proxy`] puts real nginx and
-//! Caddy in front of it.
+//! Caddy in front of it, and [`browser`] drives headless Chromium.
+
+pub mod browser;
 
 pub mod proxy;
 
@@ -18,8 +20,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tempfile::TempDir;
-
-pub mod browser;
 
 /// The password every test user gets: long enough and not on any common list.
 pub const PASSWORD: &str = "correct horse battery staple 42";
