@@ -1,6 +1,7 @@
 //! The one integration-test binary: one module per area.
 
 mod admin;
+mod browser;
 mod cli;
 mod fuzz_corpus;
 mod hardening;

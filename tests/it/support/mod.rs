@@ -1,6 +1,8 @@
 //! The harness of the HTTP tests: the real `latchd serve` on 127.0.0.1 port 0 with a temp redb
 //! file, and a tiny blocking HTTP/1.1 client over `TcpStream`; [`proxy`] puts real nginx and
-//! Caddy in front of it.
+//! Caddy in front of it, and [`browser`] drives headless Chromium.
+
+pub mod browser;
 
 pub mod proxy;
 
