@@ -12,6 +12,8 @@ use crate::support::proxy::{Caddy, Nginx, Options, Proxy, Upstream, LATCHD_ENV};
 use crate::support::{add_user, require, Reply, TestServer, PASSWORD};
 
 type Start<P> = fn(SocketAddr, SocketAddr, &Options) -> P;
+/// One way a session ends, applied to the browser that holds it.
+type Ending<'a> = Box<dyn Fn(&mut Jar) + 'a>;
 
 const APP: &str = "http://app.example.com";
 const AUTH: &str = "http://auth.example.com";
@@ -53,8 +55,6 @@ fn nginx_refuses_a_signed_in_browser_without_the_role() {
     }
 }
 
-/// One way a session ends, applied to the browser that holds it.
-type Ending<'a> = Box<dyn Fn(&mut Jar) + 'a>;
 #[test]
 fn caddy_refuses_a_signed_in_browser_without_the_role() {
     if require("caddy", "caddy") {
