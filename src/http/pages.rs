@@ -143,7 +143,13 @@ pub(super) fn message(title: &str, text: &str, link: Option<(&str, &str)>) -> St
     foot(html)
 }
 
-/// The answer for a page: `status`, the HTML, the CSP, no framing, no referrer.
+/// The answer for a page: `status`, the HTML, the CSP, no framing, and no referrer to other
+/// origins.
+///
+/// `same-origin`, not `no-referrer`: under `no-referrer` a browser sends `Origin: null` with
+/// a form post (Fetch, "serializing a request origin"), and the forms' CSRF check then
+/// cannot tell latchd's own form from a forged one. The sign-in page's URL (with its `rd`)
+/// still never reaches another site.
 pub(super) fn page(status: StatusCode, html: String, site: &Site) -> Response<Body> {
     let mut response = respond::empty(status);
     *response.body_mut() = Body::new(hyper::body::Bytes::from(html));
@@ -156,7 +162,7 @@ pub(super) fn page(status: StatusCode, html: String, site: &Site) -> Response<Bo
         headers.insert("content-security-policy", policy);
     }
     headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    headers.insert("referrer-policy", HeaderValue::from_static("same-origin"));
     response
 }
 

@@ -2,6 +2,7 @@
 
 mod admin;
 mod browser;
+mod browser_signin;
 mod cli;
 mod fuzz_corpus;
 mod hardening;

@@ -77,6 +77,8 @@ fn the_login_page_is_a_plain_form_with_strict_headers() {
         assert!(csp.contains(directive), "{csp}");
     }
     assert_eq!(reply.header("x-frame-options"), Some("DENY"));
+    // Not `no-referrer`: a browser would then post the forms with `Origin: null`.
+    assert_eq!(reply.header("referrer-policy"), Some("same-origin"));
     assert_eq!(reply.header("cache-control"), Some("no-store"));
     assert!(!reply.body.contains("<script"), "usable without JavaScript");
     for part in [

@@ -133,17 +133,30 @@ impl Browser {
 
     /// A browser with `viewport`, e.g. [`Viewport::NARROW`]; `None` as for [`Browser::start`].
     pub fn start_with(viewport: Viewport) -> Option<Self> {
-        if !(super::require("chromium", "chromium")
-            && super::require("chromedriver", "chromium-driver"))
-        {
-            return None;
-        }
-        let chromium = super::tool_path("chromium").expect("require found chromium");
-        let chromedriver = super::tool_path("chromedriver").expect("require found chromedriver");
-        Some(Self::launch(&chromedriver, &chromium, viewport))
+        let (chromedriver, chromium) = tools()?;
+        Some(Self::launch(&chromedriver, &chromium, viewport, None))
     }
 
-    fn launch(chromedriver: &Path, chromium: &Path, viewport: Viewport) -> Self {
+    /// A desktop browser that sends every `http://` request to the reverse proxy at `proxy`,
+    /// the way a browser resolving `app.example.com` to it would: the proxy picks its site by
+    /// the URL's host, and the URLs keep the hosts and ports (none) the pages link to. `None`
+    /// as for [`Browser::start`].
+    pub fn start_behind(proxy: SocketAddr) -> Option<Self> {
+        let (chromedriver, chromium) = tools()?;
+        Some(Self::launch(
+            &chromedriver,
+            &chromium,
+            Viewport::DESKTOP,
+            Some(proxy),
+        ))
+    }
+
+    fn launch(
+        chromedriver: &Path,
+        chromium: &Path,
+        viewport: Viewport,
+        proxy: Option<SocketAddr>,
+    ) -> Self {
         let driver = Driver::spawn(chromedriver);
         let addr = driver.addr;
         let deadline = Instant::now() + START_DEADLINE;
@@ -160,7 +173,7 @@ impl Browser {
             );
             thread::sleep(POLL);
         }
-        let caps = capabilities(chromium, &driver.profile(), viewport);
+        let caps = capabilities(chromium, &driver.profile(), viewport, proxy);
         let created = exchange(addr, "POST", "/session", Some(&caps), SESSION_DEADLINE)
             .unwrap_or_else(|e| panic!("new session: {e}; chromedriver log:\n{}", driver.log()));
         let session = created["sessionId"]
@@ -637,10 +650,32 @@ fn drain(out: impl Read + Send + 'static, log: &Arc<Mutex<Vec<String>>>, port: S
     });
 }
 
-/// The new-session request (WebDriver, "New Session") for headless Chromium in `profile`.
-fn capabilities(chromium: &Path, profile: &Path, viewport: Viewport) -> Value {
+/// chromedriver's and Chromium's paths, or `None` when one is missing (a panic instead when
+/// `CI` is set).
+fn tools() -> Option<(PathBuf, PathBuf)> {
+    if !(super::require("chromium", "chromium")
+        && super::require("chromedriver", "chromium-driver"))
+    {
+        return None;
+    }
+    let chromium = super::tool_path("chromium").expect("require found chromium");
+    let chromedriver = super::tool_path("chromedriver").expect("require found chromedriver");
+    Some((chromedriver, chromium))
+}
+
+/// The new-session request (WebDriver, "New Session") for headless Chromium in `profile`,
+/// sending `http://` requests to `proxy` when given.
+fn capabilities(
+    chromium: &Path,
+    profile: &Path,
+    viewport: Viewport,
+    proxy: Option<SocketAddr>,
+) -> Value {
     let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|f| (*f).to_owned()).collect();
     args.push(format!("--user-data-dir={}", profile.display()));
+    if let Some(proxy) = proxy {
+        args.push(format!("--proxy-server=http://{proxy}"));
+    }
     args.push(format!(
         "--window-size={},{}",
         viewport.width, viewport.height
@@ -815,6 +850,8 @@ const CHROMIUM_FLAGS: &[&str] = &[
     // Containers often give /dev/shm 64 MiB, too little for Chromium's shared memory.
     "--disable-dev-shm-usage",
     "--lang=en-US",
+    // No silent retry of an http:// navigation as https:// first: the test sites are http.
+    "--disable-features=HttpsUpgrades,HttpsFirstBalancedModeAutoEnable,AutofillServerCommunication,OptimizationHints",
 ];
 /// The web element identifier (WebDriver, "Elements").
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
