@@ -22,9 +22,9 @@ use uuid::Uuid;
 
 use crate::auth::storage::{Storage, StoreError};
 use crate::model::{
-    normalize_email, AccessDenied, Counts, CreateUser, FamilyId, Jti, NewSession, NewUser,
-    Presented, Rotation, SessionKind, SessionPolicy, StoredKey, Successor, Sweep, User, UserId,
-    UserUpdate,
+    normalize_email, AccessDenied, Counts, CreateUser, FamilyId, Jti, MfaChallenge, MfaCompletion,
+    NewSession, NewUser, Presented, Rotation, SecondFactor, SessionKind, SessionPolicy, StoredKey,
+    Successor, Sweep, TotpUpdate, User, UserId, UserUpdate,
 };
 use crate::time::UnixTime;
 
@@ -102,7 +102,11 @@ macro_rules! storage_conformance {
             logout_blacklists_and_revokes_in_one_write,
             a_browser_session_is_found_by_its_cookie_and_ends_with_every_revocation,
             a_browser_session_expires_when_idle_and_its_touches_survive_a_reopen,
-            a_browser_session_is_never_rotated_and_is_swept_with_its_cookie
+            a_browser_session_is_never_rotated_and_is_swept_with_its_cookie,
+            totp_is_pending_until_confirmed_and_on_until_turned_off,
+            a_second_factor_opens_one_session_and_is_spent_for_good,
+            a_challenge_dies_of_wrong_codes_of_age_and_of_changes_to_its_user,
+            a_totp_reset_ends_every_session_and_deleting_the_user_deletes_its_totp
         );
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {
@@ -441,7 +445,8 @@ pub async fn rotate_installs_successor_and_old_token_is_reuse(h: &mut dyn Harnes
         Rotation::Rotated {
             family,
             user: stored(&*store, user).await,
-            generation: 1
+            generation: 1,
+            mfa: false
         }
     );
     let second = presented(family, 1, [1; 32]);
@@ -453,7 +458,8 @@ pub async fn rotate_installs_successor_and_old_token_is_reuse(h: &mut dyn Harnes
         Rotation::Rotated {
             family,
             user: stored(&*store, user).await,
-            generation: 2
+            generation: 2,
+            mfa: false
         }
     );
     // Replaying the superseded token revokes the family...
@@ -520,6 +526,7 @@ pub async fn grace_returns_the_same_successor_then_becomes_reuse(h: &mut dyn Har
         user: stored(&*store, user).await,
         generation: 1,
         sealed: successor(1).sealed,
+        mfa: false,
     };
     // Inside the grace, the retry gets the stored successor, whatever it offers itself.
     assert_eq!(
@@ -546,7 +553,8 @@ pub async fn grace_returns_the_same_successor_then_becomes_reuse(h: &mut dyn Har
         Rotation::Rotated {
             family,
             user: stored(&*store, user).await,
-            generation: 2
+            generation: 2,
+            mfa: false
         }
     );
     // The grandparent is reuse even inside the grace.
@@ -650,7 +658,8 @@ pub async fn expiry_slides_per_token_up_to_the_absolute_maximum(h: &mut dyn Harn
         Rotation::Rotated {
             family,
             user: stored(&*store, user).await,
-            generation: 11
+            generation: 11,
+            mfa: false
         }
     );
 }
@@ -819,7 +828,8 @@ pub async fn sweep_deletes_ended_families_after_retention_and_counts_return_to_z
         Sweep {
             blacklist: 1,
             families: 0,
-            keys: 1
+            keys: 1,
+            challenges: 0
         }
     );
     assert_eq!(
@@ -827,7 +837,8 @@ pub async fn sweep_deletes_ended_families_after_retention_and_counts_return_to_z
         Sweep {
             blacklist: 0,
             families: 1,
-            keys: 0
+            keys: 0,
+            challenges: 0
         }
     );
     // The live family expires at NOW+100 and goes `retain` later.
@@ -841,7 +852,8 @@ pub async fn sweep_deletes_ended_families_after_retention_and_counts_return_to_z
         Sweep {
             blacklist: 0,
             families: 1,
-            keys: 0
+            keys: 0,
+            challenges: 0
         }
     );
     assert_eq!(
@@ -1471,4 +1483,341 @@ pub async fn a_browser_session_is_never_rotated_and_is_swept_with_its_cookie(h: 
     );
     // The swept cookie can be issued again (its index row went with it).
     browser(&*store, user, 0xd1, NOW.plus(idle * 2)).await;
+}
+
+const SECRET: [u8; 20] = [0x5e; 20];
+
+/// A change to one user, made by a case through the port.
+type UserChange = for<'a> fn(&'a dyn Storage, UserId) -> Pin<Box<dyn Future<Output = ()> + 'a>>;
+
+/// A user with TOTP on: secret [`SECRET`], last accepted step 100, recovery codes hashing to
+/// `[0xc1; 32]` and `[0xc2; 32]`.
+async fn with_totp(store: &dyn Storage, email: &str) -> UserId {
+    let user = new_user(store, email).await.id;
+    assert_eq!(
+        store.begin_totp(user, SECRET, NOW).await.unwrap(),
+        TotpUpdate::Done
+    );
+    let recovery = vec![[0xc1; 32], [0xc2; 32]];
+    assert_eq!(
+        store
+            .confirm_totp(user, SECRET, 100, [7; 16], recovery, NOW)
+            .await
+            .unwrap(),
+        TotpUpdate::Done
+    );
+    user
+}
+
+/// A challenge for `user` as it is stored now, of `kind`, live for 300 s from [`NOW`].
+async fn challenge_for(store: &dyn Storage, user: UserId, hash: u8, kind: SessionKind) {
+    let seen = stored(store, user).await;
+    let challenge = MfaChallenge {
+        user,
+        token_version: seen.token_version,
+        password_hash: seen.password_hash,
+        kind,
+        expires_at: NOW.plus(300),
+        failures: 0,
+    };
+    store.open_challenge([hash; 32], challenge).await.unwrap();
+}
+
+async fn complete(
+    store: &dyn Storage,
+    hash: u8,
+    factor: SecondFactor,
+    first: u8,
+) -> (FamilyId, MfaCompletion) {
+    let family = FamilyId::new();
+    let done = store
+        .complete_challenge([hash; 32], factor, family, [first; 32], NOW, POLICY)
+        .await
+        .unwrap();
+    (family, done)
+}
+
+pub async fn totp_is_pending_until_confirmed_and_on_until_turned_off(h: &mut dyn Harness) {
+    let store = h.open().await;
+    let user = new_user(&*store, "totp@example.com").await.id;
+    assert_eq!(store.totp(user).await.unwrap(), None);
+    assert_eq!(
+        store.begin_totp(user, [1; 20], NOW).await.unwrap(),
+        TotpUpdate::Done
+    );
+    let pending = store.totp(user).await.unwrap().unwrap();
+    assert!(!pending.is_on());
+    assert_eq!(pending.secret, [1; 20]);
+    // A second start replaces the pending secret; a confirmation of the first one then fails.
+    assert_eq!(
+        store.begin_totp(user, SECRET, NOW).await.unwrap(),
+        TotpUpdate::Done
+    );
+    let confirm = |secret: [u8; 20], step: u64| {
+        store.confirm_totp(user, secret, step, [7; 16], vec![[0xc1; 32]], NOW.plus(1))
+    };
+    assert_eq!(confirm([1; 20], 50).await.unwrap(), TotpUpdate::NotEnrolled);
+    assert_eq!(confirm(SECRET, 50).await.unwrap(), TotpUpdate::Done);
+    assert_eq!(confirm(SECRET, 51).await.unwrap(), TotpUpdate::AlreadyOn);
+    assert_eq!(
+        store.begin_totp(user, [2; 20], NOW).await.unwrap(),
+        TotpUpdate::AlreadyOn
+    );
+    let store = h.reopen(store).await;
+    let on = store.totp(user).await.unwrap().unwrap();
+    assert_eq!(
+        (on.secret, on.confirmed_at, on.last_step),
+        (SECRET, Some(NOW.plus(1)), Some(50))
+    );
+    assert_eq!(
+        (on.recovery_salt, &on.recovery),
+        ([7; 16], &vec![[0xc1; 32]])
+    );
+    assert!(
+        !format!("{on:?}").contains("94"),
+        "Debug shows the secret: {on:?}"
+    );
+    // Turning it off spends a factor like a sign-in does: the confirming step is used up.
+    assert_eq!(
+        store
+            .disable_totp(user, SecondFactor::Step(50))
+            .await
+            .unwrap(),
+        TotpUpdate::Spent
+    );
+    assert_eq!(
+        store
+            .disable_totp(user, SecondFactor::Recovery([0xc2; 32]))
+            .await
+            .unwrap(),
+        TotpUpdate::Spent
+    );
+    assert_eq!(
+        store
+            .disable_totp(user, SecondFactor::Step(51))
+            .await
+            .unwrap(),
+        TotpUpdate::Done
+    );
+    assert_eq!(store.totp(user).await.unwrap(), None);
+    assert_eq!(
+        store
+            .disable_totp(user, SecondFactor::Step(52))
+            .await
+            .unwrap(),
+        TotpUpdate::NotEnrolled
+    );
+    // Neither a missing nor a disabled user can enrol.
+    let ghost = UserId(Uuid::new_v4());
+    assert_eq!(
+        store.begin_totp(ghost, SECRET, NOW).await.unwrap(),
+        TotpUpdate::NoSuchUser
+    );
+    assert_eq!(
+        store.disable_user(user, NOW).await.unwrap(),
+        UserUpdate::Done
+    );
+    assert_eq!(
+        store.begin_totp(user, SECRET, NOW).await.unwrap(),
+        TotpUpdate::NoSuchUser
+    );
+    assert_eq!(
+        store
+            .confirm_totp(ghost, SECRET, 1, [0; 16], Vec::new(), NOW)
+            .await
+            .unwrap(),
+        TotpUpdate::NoSuchUser
+    );
+}
+
+pub async fn a_second_factor_opens_one_session_and_is_spent_for_good(h: &mut dyn Harness) {
+    let store = h.open().await;
+    let user = with_totp(&*store, "spent@example.com").await;
+    // With TOTP on, no session opens without a second factor.
+    assert!(!add_family(&*store, user, FamilyId::new(), 9).await.unwrap());
+    challenge_for(&*store, user, 0xa1, SessionKind::Api).await;
+    // The confirming step (100) and earlier ones are spent; the challenge survives that.
+    let (_, got) = complete(&*store, 0xa1, SecondFactor::Step(100), 1).await;
+    assert_eq!(got, MfaCompletion::Spent);
+    let (family, got) = complete(&*store, 0xa1, SecondFactor::Step(101), 1).await;
+    assert_eq!(
+        got,
+        MfaCompletion::Opened {
+            user: stored(&*store, user).await,
+            recovery_left: None
+        }
+    );
+    assert_eq!(
+        store.totp(user).await.unwrap().unwrap().last_step,
+        Some(101)
+    );
+    // The API session it opened passed a second factor, and says so when it rotates.
+    let got = store
+        .rotate(presented(family, 0, [1; 32]), successor(2), NOW, POLICY)
+        .await
+        .unwrap();
+    assert!(
+        matches!(got, Rotation::Rotated { mfa: true, .. }),
+        "{got:?}"
+    );
+    // The challenge is single-use.
+    let (_, got) = complete(&*store, 0xa1, SecondFactor::Step(102), 3).await;
+    assert_eq!(got, MfaCompletion::UnknownChallenge);
+    assert_eq!(store.challenge([0xa1; 32], NOW).await.unwrap(), None);
+    // A recovery code works once; a browser challenge opens a browser session with mfa.
+    challenge_for(&*store, user, 0xa2, SessionKind::Browser).await;
+    let (family, got) = complete(&*store, 0xa2, SecondFactor::Recovery([0xc1; 32]), 4).await;
+    assert!(
+        matches!(
+            got,
+            MfaCompletion::Opened {
+                recovery_left: Some(1),
+                ..
+            }
+        ),
+        "{got:?}"
+    );
+    let standing = store.check_browser(&[4; 32], NOW, &POLICY).unwrap();
+    assert_eq!((standing.family, standing.mfa), (family, true));
+    challenge_for(&*store, user, 0xa3, SessionKind::Api).await;
+    let (_, got) = complete(&*store, 0xa3, SecondFactor::Recovery([0xc1; 32]), 5).await;
+    assert_eq!(got, MfaCompletion::Spent);
+    // What was spent stays spent after a restart.
+    let store = h.reopen(store).await;
+    for factor in [
+        SecondFactor::Recovery([0xc1; 32]),
+        SecondFactor::Step(101),
+        SecondFactor::Recovery([0xee; 32]),
+    ] {
+        let (_, got) = complete(&*store, 0xa3, factor, 6).await;
+        assert_eq!(got, MfaCompletion::Spent, "{factor:?}");
+    }
+    let (_, got) = complete(&*store, 0xa3, SecondFactor::Recovery([0xc2; 32]), 6).await;
+    assert!(
+        matches!(
+            got,
+            MfaCompletion::Opened {
+                recovery_left: Some(0),
+                ..
+            }
+        ),
+        "{got:?}"
+    );
+}
+
+pub async fn a_challenge_dies_of_wrong_codes_of_age_and_of_changes_to_its_user(
+    h: &mut dyn Harness,
+) {
+    let store = h.open().await;
+    let user = with_totp(&*store, "dies@example.com").await;
+    challenge_for(&*store, user, 0xb1, SessionKind::Api).await;
+    for _ in 0..4 {
+        assert!(store.fail_challenge([0xb1; 32], 5, NOW).await.unwrap());
+    }
+    assert!(store.challenge([0xb1; 32], NOW).await.unwrap().is_some());
+    assert!(!store.fail_challenge([0xb1; 32], 5, NOW).await.unwrap());
+    assert_eq!(store.challenge([0xb1; 32], NOW).await.unwrap(), None);
+    let (_, got) = complete(&*store, 0xb1, SecondFactor::Step(101), 1).await;
+    assert_eq!(got, MfaCompletion::UnknownChallenge);
+    assert!(!store.fail_challenge([0xb1; 32], 5, NOW).await.unwrap());
+
+    // It lives 300 s: not at its end, and the sweep deletes it then.
+    challenge_for(&*store, user, 0xb2, SessionKind::Api).await;
+    let end = NOW.plus(300);
+    assert!(store
+        .challenge([0xb2; 32], end.minus(1))
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(store.challenge([0xb2; 32], end).await.unwrap(), None);
+    let got = store
+        .complete_challenge(
+            [0xb2; 32],
+            SecondFactor::Step(101),
+            FamilyId::new(),
+            [2; 32],
+            end,
+            POLICY,
+        )
+        .await
+        .unwrap();
+    assert_eq!(got, MfaCompletion::UnknownChallenge);
+    assert_eq!(store.sweep(end.minus(1), 0).await.unwrap().challenges, 0);
+    assert_eq!(store.sweep(end, 0).await.unwrap().challenges, 1);
+
+    // A logout-all, a new password, a disable or TOTP turned off since the password step
+    // make it stale: deleted, and no session.
+    let changes: [(&str, UserChange); 4] = [
+        ("revoke", |s, u| {
+            Box::pin(async move { assert!(s.revoke_user(u, NOW).await.unwrap()) })
+        }),
+        ("password", |s, u| {
+            Box::pin(async move {
+                let hash = s.user(u).await.unwrap().unwrap().password_hash;
+                assert!(s
+                    .change_password(u, &hash, "$new", None, NOW)
+                    .await
+                    .unwrap());
+            })
+        }),
+        ("disable", |s, u| {
+            Box::pin(
+                async move { assert_eq!(s.disable_user(u, NOW).await.unwrap(), UserUpdate::Done) },
+            )
+        }),
+        ("totp off", |s, u| {
+            Box::pin(async move {
+                let got = s.disable_totp(u, SecondFactor::Recovery([0xc2; 32])).await;
+                assert_eq!(got.unwrap(), TotpUpdate::Done);
+            })
+        }),
+    ];
+    for (i, (name, change)) in changes.into_iter().enumerate() {
+        let hash = 0xc0 + u8::try_from(i).unwrap();
+        let user = with_totp(&*store, &format!("stale{i}@example.com")).await;
+        challenge_for(&*store, user, hash, SessionKind::Api).await;
+        change(&*store, user).await;
+        let families = store.counts().families;
+        let (_, got) = complete(&*store, hash, SecondFactor::Step(101), hash).await;
+        assert_eq!(got, MfaCompletion::Stale, "{name}");
+        assert_eq!(
+            store.counts().families,
+            families,
+            "{name}: a session opened"
+        );
+        assert_eq!(
+            store.challenge([hash; 32], NOW).await.unwrap(),
+            None,
+            "{name}"
+        );
+    }
+}
+
+pub async fn a_totp_reset_ends_every_session_and_deleting_the_user_deletes_its_totp(
+    h: &mut dyn Harness,
+) {
+    let store = h.open().await;
+    let user = with_totp(&*store, "reset@example.com").await;
+    challenge_for(&*store, user, 0xd1, SessionKind::Api).await;
+    let (family, _) = complete(&*store, 0xd1, SecondFactor::Step(101), 1).await;
+    let version = view_version(&*store, user).unwrap();
+    assert_eq!(store.check_access(user, family, jti(), version), Ok(()));
+    assert!(store.reset_totp(user, NOW).await.unwrap());
+    assert_eq!(store.totp(user).await.unwrap(), None);
+    assert_eq!(view_version(&*store, user), Some(version + 1));
+    assert_eq!(
+        store.check_access(user, family, jti(), version + 1),
+        Err(AccessDenied::FamilyRevoked)
+    );
+    // A reset of a user without TOTP still ends its sessions; of no user, nothing.
+    assert!(store.reset_totp(user, NOW).await.unwrap());
+    assert!(!store.reset_totp(UserId(Uuid::new_v4()), NOW).await.unwrap());
+    // Back to one factor: a session opens without one.
+    assert!(add_family(&*store, user, FamilyId::new(), 2).await.unwrap());
+
+    let gone = with_totp(&*store, "gone@example.com").await;
+    assert_eq!(store.delete_user(gone).await.unwrap(), UserUpdate::Done);
+    let store = h.reopen(store).await;
+    assert_eq!(store.totp(gone).await.unwrap(), None);
+    assert_eq!(store.totp(user).await.unwrap(), None);
 }

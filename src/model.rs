@@ -242,6 +242,8 @@ pub enum Rotation {
         user: User,
         /// The successor's generation.
         generation: u64,
+        /// Whether the session's sign-in passed a second factor.
+        mfa: bool,
     },
     /// The presented token is the one the current token superseded, less than the grace ago:
     /// here is that successor again, still sealed. Nothing was written.
@@ -254,6 +256,8 @@ pub enum Rotation {
         generation: u64,
         /// The stored sealed successor.
         sealed: [u8; 32],
+        /// Whether the session's sign-in passed a second factor.
+        mfa: bool,
     },
     /// A superseded token was presented: the whole family was revoked in the same transaction
     /// (RFC 9700 §4.14.2).
@@ -271,6 +275,110 @@ pub enum Rotation {
     Unknown,
 }
 
+/// A user's TOTP enrolment as stored: pending until a first code confirms it, then on.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Totp {
+    /// The shared secret (RFC 6238 `K`), 20 random bytes.
+    pub secret: [u8; 20],
+    /// When the enrolment began.
+    pub created_at: UnixTime,
+    /// When a code confirmed it; `None` while pending.
+    pub confirmed_at: Option<UnixTime>,
+    /// The last time step accepted; a code of this step or an earlier one is refused.
+    pub last_step: Option<u64>,
+    /// The salt the recovery codes are hashed under (one per user).
+    pub recovery_salt: [u8; 16],
+    /// The hashes of the recovery codes not yet used.
+    pub recovery: Vec<[u8; 32]>,
+}
+
+impl Totp {
+    /// Whether the enrolment was confirmed: the account signs in with a second factor.
+    pub fn is_on(&self) -> bool {
+        self.confirmed_at.is_some()
+    }
+}
+
+impl fmt::Debug for Totp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Totp")
+            .field("secret", &"<hidden>")
+            .field("created_at", &self.created_at)
+            .field("confirmed_at", &self.confirmed_at)
+            .field("last_step", &self.last_step)
+            .field("recovery_left", &self.recovery.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A second factor as the auth layer checked it, for storage to spend in the transaction that
+/// relies on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecondFactor {
+    /// A TOTP code that matched this time step; accepted only if the step is later than the
+    /// last one accepted.
+    Step(u64),
+    /// A recovery code with this hash; accepted only if the hash is still stored, and then
+    /// removed.
+    Recovery([u8; 32]),
+}
+
+/// What became of a change to a user's TOTP enrolment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TotpUpdate {
+    /// The change is on disk.
+    Done,
+    /// There is no such user (or it is disabled).
+    NoSuchUser,
+    /// TOTP is already on: a new enrolment needs it turned off first.
+    AlreadyOn,
+    /// There is no enrolment in the state the change needs (no pending one to confirm, or
+    /// none on to turn off), or the pending one is not the one the code was checked against.
+    NotEnrolled,
+    /// The second factor was spent meanwhile: its time step was already accepted, or the
+    /// recovery code already used.
+    Spent,
+}
+
+/// A password step that passed, waiting for its second factor (the `mfa_token` of API.md).
+/// Stored under the SHA-256 of the token; the token itself is never stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MfaChallenge {
+    /// The user whose password was checked.
+    pub user: UserId,
+    /// The user's token version when it was: a logout-all or revocation since kills it.
+    pub token_version: u64,
+    /// The user's password hash when it was: a password change since kills it.
+    pub password_hash: String,
+    /// The session the second factor will open.
+    pub kind: SessionKind,
+    /// No code is accepted at or after this time.
+    pub expires_at: UnixTime,
+    /// Wrong codes so far.
+    pub failures: u32,
+}
+
+/// What became of a second factor presented for a challenge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MfaCompletion {
+    /// The challenge is spent and the session is open.
+    Opened {
+        /// The user, as read in the transaction that opened the session.
+        user: User,
+        /// Recovery codes left, when a recovery code was used.
+        recovery_left: Option<usize>,
+    },
+    /// No live challenge has this token (never issued, used, expired, or killed by wrong
+    /// codes).
+    UnknownChallenge,
+    /// The user changed since the password step (disabled, deleted, revoked, new password,
+    /// TOTP turned off): the challenge was deleted.
+    Stale,
+    /// The factor was spent meanwhile (a replayed step, a used recovery code); the challenge
+    /// lives on and the attempt counts as a wrong code.
+    Spent,
+}
+
 /// How many rows a sweep deleted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Sweep {
@@ -280,6 +388,8 @@ pub struct Sweep {
     pub families: u64,
     /// Signing keys retired longer ago than the retention.
     pub keys: u64,
+    /// Second-factor challenges that expired.
+    pub challenges: u64,
 }
 
 /// Sizes of the in-memory view, for metrics and tests.

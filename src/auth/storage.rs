@@ -23,9 +23,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::model::{
-    AccessDenied, BrowserStanding, Counts, CreateUser, FamilyId, Jti, NewSession, NewUser,
-    Presented, Rotation, SessionPolicy, StoredKey, Successor, Sweep, User, UserFacts, UserId,
-    UserUpdate,
+    AccessDenied, BrowserStanding, Counts, CreateUser, FamilyId, Jti, MfaChallenge, MfaCompletion,
+    NewSession, NewUser, Presented, Rotation, SecondFactor, SessionPolicy, StoredKey, Successor,
+    Sweep, Totp, TotpUpdate, User, UserFacts, UserId, UserUpdate,
 };
 use crate::time::UnixTime;
 
@@ -95,7 +95,8 @@ pub trait Storage: Send + Sync + fmt::Debug {
     ///
     /// `seen` is the user as read when the credentials were checked, which takes hundreds of
     /// milliseconds; if meanwhile the user was disabled, deleted, revoked (token version
-    /// bumped) or given a new password, nothing is written and this resolves to `false`.
+    /// bumped) or given a new password, nothing is written and this resolves to `false`; so
+    /// too if the user has TOTP on and `session.mfa` is false.
     fn open_session<'a>(
         &'a self,
         family: FamilyId,
@@ -178,6 +179,74 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Deletes the user and all its sessions; refused for the last enabled admin.
     fn delete_user(&self, user: UserId) -> Pending<'_, UserUpdate>;
 
+    /// The user's TOTP enrolment, pending or on.
+    fn totp(&self, user: UserId) -> Pending<'_, Option<Totp>>;
+
+    /// Stores a pending enrolment with `secret` for an enabled user, replacing an earlier
+    /// pending one.
+    ///
+    /// Resolves to `Done`, `NoSuchUser` (also for a disabled user) or `AlreadyOn`.
+    fn begin_totp(&self, user: UserId, secret: [u8; 20], now: UnixTime) -> Pending<'_, TotpUpdate>;
+
+    /// Turns on the pending enrolment whose secret is `secret`: `step` (of the code that
+    /// confirmed it) becomes the last accepted step, and `recovery`, hashed under `salt`, the
+    /// recovery codes.
+    ///
+    /// Resolves to `Done`, `NoSuchUser`, `AlreadyOn`, `NotEnrolled` (no pending enrolment, or
+    /// another secret) or `Spent` (a step not after the last accepted one).
+    #[allow(clippy::too_many_arguments)]
+    fn confirm_totp(
+        &self,
+        user: UserId,
+        secret: [u8; 20],
+        step: u64,
+        salt: [u8; 16],
+        recovery: Vec<[u8; 32]>,
+        now: UnixTime,
+    ) -> Pending<'_, TotpUpdate>;
+
+    /// Turns TOTP off, spending `factor` in the same transaction; the recovery codes go too.
+    ///
+    /// Resolves to `Done`, `NotEnrolled` (TOTP is not on) or `Spent`.
+    fn disable_totp(&self, user: UserId, factor: SecondFactor) -> Pending<'_, TotpUpdate>;
+
+    /// The operator's reset for a user who lost the device: deletes any enrolment and ends
+    /// every session of the user (token version bumped), in one transaction; `false` if there
+    /// is no such user.
+    fn reset_totp(&self, user: UserId, now: UnixTime) -> Pending<'_, bool>;
+
+    /// Stores `challenge` under `hash`, the SHA-256 of its token.
+    ///
+    /// # Errors
+    /// [`StoreError::FamilyExists`] if the hash is taken (the random source repeated itself).
+    fn open_challenge(&self, hash: [u8; 32], challenge: MfaChallenge) -> Pending<'_, ()>;
+
+    /// The challenge stored under `hash`, if it is live at `now`.
+    fn challenge(&self, hash: [u8; 32], now: UnixTime) -> Pending<'_, Option<MfaChallenge>>;
+
+    /// Counts one wrong code against the challenge under `hash`; the `max_failures`th deletes
+    /// it. Resolves to whether it is still live.
+    fn fail_challenge(&self, hash: [u8; 32], max_failures: u32, now: UnixTime)
+        -> Pending<'_, bool>;
+
+    /// The second step of a sign-in, in one transaction: the live challenge under `hash` is
+    /// deleted, `factor` spent, and session `family` opened for its user (of the challenge's
+    /// kind, with `mfa`), whose first token hashes to `first_hash`.
+    ///
+    /// `UnknownChallenge` if there is no live challenge; `Stale` (the challenge deleted) if its
+    /// user is gone, disabled, revoked or has a new password since, or has TOTP off; `Spent`
+    /// (nothing written) if the factor was spent already.
+    #[allow(clippy::too_many_arguments)]
+    fn complete_challenge(
+        &self,
+        hash: [u8; 32],
+        factor: SecondFactor,
+        family: FamilyId,
+        first_hash: [u8; 32],
+        now: UnixTime,
+        policy: SessionPolicy,
+    ) -> Pending<'_, MfaCompletion>;
+
     /// Every stored signing key, oldest first.
     fn signing_keys(&self) -> Pending<'_, Vec<StoredKey>>;
 
@@ -196,7 +265,8 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn retire_signing_keys(&self, at: UnixTime) -> Pending<'_, u64>;
 
     /// Deletes blacklist rows whose `exp <= now`, sessions that ended (expired or revoked) at
-    /// least `retain_secs` ago, and signing keys retired at least `retain_secs` ago.
+    /// least `retain_secs` ago, signing keys retired at least `retain_secs` ago, and
+    /// second-factor challenges expired by `now`.
     fn sweep(&self, now: UnixTime, retain_secs: i64) -> Pending<'_, Sweep>;
 }
 

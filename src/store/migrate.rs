@@ -14,6 +14,7 @@ pub(super) fn forward(txn: &WriteTransaction, from: u64) -> Result<(), StoreErro
         from_1(txn)?;
     }
     // 2 -> 3 added `browser_sessions` and optional fields of family rows (absent = API).
+    // 3 -> 4 added `totp` and `mfa_challenges`.
     Ok(())
 }
 

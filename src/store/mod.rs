@@ -18,9 +18,9 @@ use uuid::Uuid;
 
 use crate::auth::storage::{Pending, Storage, StoreError};
 use crate::model::{
-    AccessDenied, BrowserStanding, Counts, CreateUser, FamilyId, Jti, NewSession, NewUser,
-    Presented, Rotation, SessionPolicy, StoredKey, Successor, Sweep, User, UserFacts, UserId,
-    UserUpdate,
+    AccessDenied, BrowserStanding, Counts, CreateUser, FamilyId, Jti, MfaChallenge, MfaCompletion,
+    NewSession, NewUser, Presented, Rotation, SecondFactor, SessionPolicy, StoredKey, Successor,
+    Sweep, Totp, TotpUpdate, User, UserFacts, UserId, UserUpdate,
 };
 use crate::time::UnixTime;
 
@@ -31,6 +31,7 @@ mod records;
 mod revocation;
 mod sessions;
 mod tables;
+mod totp;
 mod users;
 mod view;
 mod writer;
@@ -40,8 +41,8 @@ mod tests;
 
 use records::{decode, FamilyRecord, UserRecord};
 use tables::{
-    BLACKLIST, BROWSER_SESSIONS, FAMILIES, FAMILIES_BY_USER, META, ROLE_MEMBERS, SCHEMA_VERSION,
-    SCHEMA_VERSION_KEY, SECRETS, SIGNING_KEYS, USERS, USER_BY_EMAIL,
+    BLACKLIST, BROWSER_SESSIONS, FAMILIES, FAMILIES_BY_USER, META, MFA_CHALLENGES, ROLE_MEMBERS,
+    SCHEMA_VERSION, SCHEMA_VERSION_KEY, SECRETS, SIGNING_KEYS, TOTP, USERS, USER_BY_EMAIL,
 };
 use view::{Change, View};
 
@@ -302,6 +303,68 @@ impl Storage for Store {
         self.write(move |txn| users::delete_in(txn, user))
     }
 
+    fn totp(&self, user: UserId) -> Pending<'_, Option<Totp>> {
+        self.read(move |txn| totp::read_totp(&txn.open_table(TOTP)?, user))
+    }
+
+    fn begin_totp(&self, user: UserId, secret: [u8; 20], now: UnixTime) -> Pending<'_, TotpUpdate> {
+        self.write(move |txn| totp::begin_in(txn, user, secret, now))
+    }
+
+    fn confirm_totp(
+        &self,
+        user: UserId,
+        secret: [u8; 20],
+        step: u64,
+        salt: [u8; 16],
+        recovery: Vec<[u8; 32]>,
+        now: UnixTime,
+    ) -> Pending<'_, TotpUpdate> {
+        self.write(move |txn| totp::confirm_in(txn, user, &secret, step, salt, recovery, now))
+    }
+
+    fn disable_totp(&self, user: UserId, factor: SecondFactor) -> Pending<'_, TotpUpdate> {
+        self.write(move |txn| totp::disable_in(txn, user, factor))
+    }
+
+    fn reset_totp(&self, user: UserId, now: UnixTime) -> Pending<'_, bool> {
+        self.write(move |txn| totp::reset_in(txn, user, now))
+    }
+
+    fn open_challenge(&self, hash: [u8; 32], challenge: MfaChallenge) -> Pending<'_, ()> {
+        self.write(move |txn| totp::open_challenge_in(txn, &hash, &challenge))
+    }
+
+    fn challenge(&self, hash: [u8; 32], now: UnixTime) -> Pending<'_, Option<MfaChallenge>> {
+        self.read(move |txn| {
+            let found = totp::read_challenge(&txn.open_table(MFA_CHALLENGES)?, &hash)?;
+            Ok(found.filter(|c| now < c.expires_at))
+        })
+    }
+
+    fn fail_challenge(
+        &self,
+        hash: [u8; 32],
+        max_failures: u32,
+        now: UnixTime,
+    ) -> Pending<'_, bool> {
+        self.write(move |txn| totp::fail_challenge_in(txn, &hash, max_failures, now))
+    }
+
+    fn complete_challenge(
+        &self,
+        hash: [u8; 32],
+        factor: SecondFactor,
+        family: FamilyId,
+        first_hash: [u8; 32],
+        now: UnixTime,
+        policy: SessionPolicy,
+    ) -> Pending<'_, MfaCompletion> {
+        self.write(move |txn| {
+            totp::complete_in(txn, &hash, factor, family, &first_hash, now, &policy)
+        })
+    }
+
     fn signing_keys(&self) -> Pending<'_, Vec<StoredKey>> {
         self.read(|txn| keys::all_in(&txn.open_table(SIGNING_KEYS)?))
     }
@@ -414,6 +477,8 @@ fn init_schema(db: &Database) -> Result<[u8; 32], StoreError> {
     txn.open_table(FAMILIES)?;
     txn.open_multimap_table(FAMILIES_BY_USER)?;
     txn.open_table(BROWSER_SESSIONS)?;
+    txn.open_table(TOTP)?;
+    txn.open_table(MFA_CHALLENGES)?;
     txn.open_table(BLACKLIST)?;
     txn.open_table(SIGNING_KEYS)?;
     let key = keys::ensure_refresh_mac_key(&mut txn.open_table(SECRETS)?)?;

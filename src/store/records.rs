@@ -5,7 +5,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::StoreError;
-use crate::model::{SessionKind, StoredKey, User, UserId};
+use crate::model::{MfaChallenge, SessionKind, StoredKey, Totp, User, UserId};
 use crate::time::UnixTime;
 
 /// A user row; the id is the key.
@@ -127,6 +127,79 @@ pub(super) struct Previous {
     pub(super) sealed: [u8; 32],
 }
 
+/// A TOTP enrolment row; the user id is the key.
+#[derive(Serialize, Deserialize)]
+pub(super) struct TotpRecord {
+    #[serde(with = "hex")]
+    pub(super) secret: [u8; 20],
+    pub(super) created_at: i64,
+    pub(super) confirmed_at: Option<i64>,
+    pub(super) last_step: Option<u64>,
+    #[serde(with = "hex")]
+    pub(super) recovery_salt: [u8; 16],
+    #[serde(with = "hex_list")]
+    pub(super) recovery: Vec<[u8; 32]>,
+}
+
+impl TotpRecord {
+    pub(super) fn from_totp(totp: &Totp) -> Self {
+        Self {
+            secret: totp.secret,
+            created_at: totp.created_at.secs(),
+            confirmed_at: totp.confirmed_at.map(UnixTime::secs),
+            last_step: totp.last_step,
+            recovery_salt: totp.recovery_salt,
+            recovery: totp.recovery.clone(),
+        }
+    }
+
+    pub(super) fn into_totp(self) -> Totp {
+        Totp {
+            secret: self.secret,
+            created_at: UnixTime(self.created_at),
+            confirmed_at: self.confirmed_at.map(UnixTime),
+            last_step: self.last_step,
+            recovery_salt: self.recovery_salt,
+            recovery: self.recovery,
+        }
+    }
+}
+
+/// A second-factor challenge row; the SHA-256 of its token is the key.
+#[derive(Serialize, Deserialize)]
+pub(super) struct ChallengeRecord {
+    pub(super) user: Uuid,
+    pub(super) token_version: u64,
+    pub(super) password_hash: String,
+    pub(super) kind: SessionKind,
+    pub(super) expires_at: i64,
+    pub(super) failures: u32,
+}
+
+impl ChallengeRecord {
+    pub(super) fn from_challenge(challenge: &MfaChallenge) -> Self {
+        Self {
+            user: challenge.user.0,
+            token_version: challenge.token_version,
+            password_hash: challenge.password_hash.clone(),
+            kind: challenge.kind,
+            expires_at: challenge.expires_at.secs(),
+            failures: challenge.failures,
+        }
+    }
+
+    pub(super) fn into_challenge(self) -> MfaChallenge {
+        MfaChallenge {
+            user: UserId(self.user),
+            token_version: self.token_version,
+            password_hash: self.password_hash,
+            kind: self.kind,
+            expires_at: UnixTime(self.expires_at),
+            failures: self.failures,
+        }
+    }
+}
+
 /// A signing key row; the insertion sequence is the key.
 #[derive(Serialize, Deserialize)]
 pub(super) struct KeyRecord {
@@ -217,6 +290,26 @@ mod hex {
             b'a'..=b'f' => Some(c - b'a' + 10),
             _ => None,
         }
+    }
+}
+
+/// A list of 32-byte strings as a JSON array of hex strings.
+mod hex_list {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(transparent)]
+    struct Item(#[serde(with = "super::hex")] [u8; 32]);
+
+    pub(super) fn serialize<S: Serializer>(list: &[[u8; 32]], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(list.iter().map(|b| Item(*b)))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<[u8; 32]>, D::Error> {
+        Ok(Vec::<Item>::deserialize(d)?
+            .into_iter()
+            .map(|i| i.0)
+            .collect())
     }
 }
 

@@ -24,7 +24,8 @@ pub(super) fn blacklist_in(
 }
 
 /// Deletes blacklist rows whose `exp <= now`, families that expired or were revoked at least
-/// `retain_secs` ago, and signing keys retired at least `retain_secs` ago.
+/// `retain_secs` ago, signing keys retired at least `retain_secs` ago, and second-factor
+/// challenges that expired.
 ///
 /// `retain_secs` should be the access-token lifetime: an access token names its family
 /// (`sid`) and its key (`kid`), so neither row may go while such a token can still verify.
@@ -39,6 +40,7 @@ pub(super) fn sweep_in(
         blacklist: sweep_blacklist(txn, now, &mut changes)?,
         families: sweep_families(txn, cutoff, &mut changes)?,
         keys: sweep_keys(txn, cutoff)?,
+        challenges: super::totp::sweep_challenges_in(txn, now)?,
     };
     if sweep == Sweep::default() {
         Ok(Written::nothing(sweep))

@@ -11,16 +11,16 @@ use redb::{ReadableTable, Table, WriteTransaction};
 use super::records::{decode, encode, BrowserRecord, Current, FamilyRecord, Previous};
 use super::tables::{BROWSER_SESSIONS, FAMILIES, FAMILIES_BY_USER, USERS};
 use super::users::{families_of, read_user, user_change, write_user};
-use super::{Change, StoreError, Written};
+use super::{totp, Change, StoreError, Written};
 use crate::model::{
     FamilyId, NewSession, Presented, Rotation, SessionKind, SessionPolicy, Successor, User, UserId,
 };
 use crate::time::UnixTime;
 
 /// Starts family `family` for `seen`, whose generation-0 token hashes to `first_hash`, unless
-/// the user changed since `seen` was read (disabled, deleted, revoked, new password): then
-/// nothing is written and the answer is `false`. Revokes the user's oldest live sessions past
-/// `policy.max_per_user`.
+/// the user changed since `seen` was read (disabled, deleted, revoked, new password) or has
+/// TOTP on and `session` did not pass a second factor: then nothing is written and the answer
+/// is `false`. Revokes the user's oldest live sessions past `policy.max_per_user`.
 ///
 /// # Errors
 /// `FamilyExists` if `family` is already stored.
@@ -33,15 +33,33 @@ pub(super) fn open_in(
     now: UnixTime,
     policy: &SessionPolicy,
 ) -> Result<Written<bool>, StoreError> {
-    let user = seen.id;
-    let unchanged = read_user(&txn.open_table(USERS)?, user)?.is_some_and(|now_user| {
+    let unchanged = read_user(&txn.open_table(USERS)?, seen.id)?.is_some_and(|now_user| {
         !now_user.disabled
             && now_user.token_version == seen.token_version
             && now_user.password_hash == seen.password_hash
     });
-    if !unchanged {
+    if !unchanged || (!session.mfa && totp::is_on_in(txn, seen.id)?) {
         return Ok(Written::nothing(false));
     }
+    let changes = open_checked_in(txn, family, seen.id, first_hash, session, now, policy)?;
+    Ok(Written::commit_with(true, changes))
+}
+
+/// Writes family `family` of `user`, whose standing the caller has checked in this
+/// transaction, revoking the user's oldest live sessions past the cap; returns the view
+/// changes.
+///
+/// # Errors
+/// `FamilyExists` if `family` (or a browser session's cookie) is already stored.
+pub(super) fn open_checked_in(
+    txn: &WriteTransaction,
+    family: FamilyId,
+    user: UserId,
+    first_hash: &[u8; 32],
+    session: &NewSession,
+    now: UnixTime,
+    policy: &SessionPolicy,
+) -> Result<Vec<Change>, StoreError> {
     let mut families = txn.open_table(FAMILIES)?;
     if families.get(family.0.as_u128())?.is_some() {
         return Err(StoreError::FamilyExists);
@@ -83,7 +101,7 @@ pub(super) fn open_in(
         return Err(StoreError::FamilyExists); // the same cookie twice: the RNG failed
     }
     changes.extend(browser_change(family, &rec));
-    Ok(Written::commit_with(true, changes))
+    Ok(changes)
 }
 
 /// Rotates a presented refresh token; see [`Storage::rotate`](crate::auth::storage::Storage::rotate).
@@ -142,6 +160,7 @@ pub(super) fn rotate_in(
             family,
             user,
             generation,
+            mfa: rec.mfa,
         }));
     }
     if presented.generation > current.generation {
@@ -161,6 +180,7 @@ pub(super) fn rotate_in(
                 generation: current.generation,
                 sealed: prev.sealed,
                 user,
+                mfa: rec.mfa,
             }));
         }
     }
@@ -330,7 +350,7 @@ pub(super) fn read_family(
 }
 
 /// Compares two hashes without an early exit, so timing does not reveal the matching prefix.
-fn hashes_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
+pub(super) fn hashes_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
     let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
     std::hint::black_box(diff) == 0
 }

@@ -8,7 +8,7 @@ use redb::{MultimapTableDefinition, TableDefinition};
 
 /// The schema this build writes and reads. Bump it (and add a migration) when a table or record
 /// changes shape.
-pub(super) const SCHEMA_VERSION: u64 = 3;
+pub(super) const SCHEMA_VERSION: u64 = 4;
 
 /// The `META` key holding [`SCHEMA_VERSION`].
 pub(super) const SCHEMA_VERSION_KEY: &str = "schema_version";
@@ -42,6 +42,13 @@ pub(super) const FAMILIES_BY_USER: MultimapTableDefinition<u128, u128> =
 /// SHA-256 of a browser session's cookie -> its family id (schema 3); swept with the family.
 pub(super) const BROWSER_SESSIONS: TableDefinition<&[u8; 32], u128> =
     TableDefinition::new("browser_sessions");
+
+/// User id -> JSON `TotpRecord`: the user's TOTP enrolment, pending or on (schema 4).
+pub(super) const TOTP: TableDefinition<u128, &[u8]> = TableDefinition::new("totp");
+
+/// SHA-256 of an `mfa_token` -> JSON `ChallengeRecord` (schema 4); swept once expired.
+pub(super) const MFA_CHALLENGES: TableDefinition<&[u8; 32], &[u8]> =
+    TableDefinition::new("mfa_challenges");
 
 /// Access-token jti -> exp (Unix seconds); the row may go once exp has passed.
 pub(super) const BLACKLIST: TableDefinition<u128, i64> = TableDefinition::new("blacklist");

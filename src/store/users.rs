@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::records::{decode, encode, UserRecord};
 use super::sessions::{read_family, revoke_all_in};
 use super::tables::{
-    BROWSER_SESSIONS, FAMILIES, FAMILIES_BY_USER, ROLE_MEMBERS, USERS, USER_BY_EMAIL,
+    BROWSER_SESSIONS, FAMILIES, FAMILIES_BY_USER, ROLE_MEMBERS, TOTP, USERS, USER_BY_EMAIL,
 };
 use super::{Change, StoreError, Written};
 use crate::model::{
@@ -120,7 +120,7 @@ pub(super) fn disable_in(
     Ok(Written::commit_with(UserUpdate::Done, changes))
 }
 
-/// Deletes the user, its email and role index rows, and all its families. Deleting the last
+/// Deletes the user, its email and role index rows, all its families and its TOTP enrolment. Deleting the last
 /// enabled admin is refused.
 pub(super) fn delete_in(
     txn: &WriteTransaction,
@@ -151,6 +151,7 @@ pub(super) fn delete_in(
     }
     txn.open_multimap_table(FAMILIES_BY_USER)?
         .remove_all(id.0.as_u128())?;
+    txn.open_table(TOTP)?.remove(id.0.as_u128())?;
     Ok(Written::commit_with(UserUpdate::Done, changes))
 }
 

@@ -214,7 +214,7 @@ fn check_ack(store: &Store, line: &str) {
             assert!(
                 matches!(
                     &got,
-                    Rotation::Rotated { family: f, user, generation: 2 }
+                    Rotation::Rotated { family: f, user, generation: 2, .. }
                         if *f == family && user.id == UserId(uuid(2))
                 ),
                 "{line}: {got:?}"

@@ -61,7 +61,8 @@ fn churn_then_sweep_returns_to_the_baseline_and_the_file_stops_growing() {
             Sweep {
                 blacklist: CHURN,
                 families: CHURN,
-                keys: 0
+                keys: 0,
+                challenges: 0
             },
             "round {round}"
         );
