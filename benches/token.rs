@@ -30,6 +30,7 @@ fn bench(c: &mut Criterion) {
         jti: Uuid::new_v4(),
         ver: 0,
         roles: vec!["admin".to_owned()],
+        amr: Some(vec!["pwd".to_owned()]),
         iat: NOW,
         nbf: NOW,
         exp: NOW.plus(900),

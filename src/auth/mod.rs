@@ -43,6 +43,10 @@ use crate::token::{AccessClaims, AccessTokens, FormKey, KeySecret, Keyring, Poli
 pub const MAX_EMAIL_BYTES: usize = 254;
 /// Longest role name, in characters (all ASCII).
 pub const MAX_ROLE_CHARS: usize = 64;
+/// RFC 8176 `amr` value of a password sign-in.
+pub const AMR_PASSWORD: &str = "pwd";
+/// RFC 8176 `amr` value of a one-time password (a TOTP or recovery code) as second factor.
+pub const AMR_OTP: &str = "otp";
 
 /// What the use cases are configured with. `Default` holds the contract's defaults (the
 /// configuration layer checks that its own defaults agree).
@@ -130,6 +134,8 @@ pub struct Principal {
     pub roles: Vec<String>,
     /// The token's expiry.
     pub exp: UnixTime,
+    /// Whether the session passed a second factor (`amr` holds `otp`).
+    pub mfa: bool,
 }
 
 impl Principal {
@@ -376,7 +382,7 @@ impl Authority {
             // Disabled, deleted, revoked or given a new password while the hash ran.
             return Err(AuthError::BadCredentials);
         }
-        Ok((self.pair(&user, family, first.token, now)?, user.id))
+        Ok((self.pair(&user, family, first.token, false, now)?, user.id))
     }
 
     /// Signs a browser in (`POST /login`): the credentials as for [`login`](Self::login), then
@@ -469,7 +475,7 @@ impl Authority {
                     // The token's roles: those it was issued with, which a role change
                     // retires with a version bump.
                     roles: Arc::from(principal.roles),
-                    mfa: false,
+                    mfa: principal.mfa,
                 })
             }
             (None, Some(cookie)) => self.verify_browser(cookie, now),
@@ -608,12 +614,13 @@ impl Authority {
             )
             .await?;
         self.emit(&Event::Refresh(refresh_outcome(&outcome)));
-        let (user, token) = match outcome {
-            Rotation::Rotated { user, .. } => (user, next.token),
+        let (user, token, mfa) = match outcome {
+            Rotation::Rotated { user, mfa, .. } => (user, next.token, mfa),
             Rotation::Retried {
                 user,
                 generation,
                 sealed,
+                mfa,
                 ..
             } => {
                 // Same successor again: only the holder of the superseded token can unseal it.
@@ -623,7 +630,7 @@ impl Authority {
                     generation,
                     &presented.unseal(&sealed),
                 );
-                (user, again.token)
+                (user, again.token, mfa)
             }
             Rotation::Reused { user, family } => {
                 tracing::warn!(%user, %family, "refresh token reuse: family revoked");
@@ -633,7 +640,7 @@ impl Authority {
                 return Err(AuthError::InvalidGrant)
             }
         };
-        self.pair(&user, family, token, now)
+        self.pair(&user, family, token, mfa, now)
     }
 
     /// Verifies an access token: the token rules, then its state in memory (blacklist, token
@@ -647,6 +654,10 @@ impl Authority {
             user: UserId(claims.sub),
             family: FamilyId(claims.sid),
             jti: Jti(claims.jti),
+            mfa: claims
+                .amr
+                .as_ref()
+                .is_some_and(|amr| amr.iter().any(|m| m == AMR_OTP)),
             roles: claims.roles,
             exp: claims.exp,
         };
@@ -932,19 +943,28 @@ impl Authority {
         }
     }
 
+    /// A token pair for `user`'s session `family`; `mfa` says whether the session passed a
+    /// second factor, which the access token's `amr` tells its verifiers.
     fn pair(
         &self,
         user: &User,
         family: FamilyId,
         refresh_token: RefreshToken,
+        mfa: bool,
         now: UnixTime,
     ) -> Result<TokenPair, AuthError> {
+        let amr: &[&str] = if mfa {
+            &[AMR_PASSWORD, AMR_OTP]
+        } else {
+            &[AMR_PASSWORD]
+        };
         let claims = AccessClaims {
             sub: user.id.0,
             sid: family.0,
             jti: uuid::Builder::from_random_bytes(self.random()?).into_uuid(),
             ver: user.token_version,
             roles: user.roles.clone(),
+            amr: Some(amr.iter().map(|m| (*m).to_owned()).collect()),
             iat: now,
             nbf: now,
             exp: now.plus(self.access_ttl_secs),

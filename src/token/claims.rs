@@ -27,6 +27,10 @@ pub struct AccessClaims {
     pub ver: u64,
     /// The user's roles when the token was issued.
     pub roles: Vec<String>,
+    /// How the session's user authenticated (RFC 8176 `amr`): `["pwd"]`, or `["pwd","otp"]`
+    /// after a second factor. `None` for a token without the claim (issued before latchd
+    /// wrote it).
+    pub amr: Option<Vec<String>>,
     /// Issued-at.
     pub iat: UnixTime,
     /// Not-before.
@@ -48,6 +52,7 @@ pub(crate) struct RawClaims<'a> {
     sid: Option<Value<'a>>,
     ver: Option<Value<'a>>,
     roles: Option<Value<'a>>,
+    amr: Option<Value<'a>>,
     client_id: Option<Value<'a>>,
 }
 
@@ -69,6 +74,7 @@ impl<'a> RawClaims<'a> {
                 "sid" => &mut raw.sid,
                 "ver" => &mut raw.ver,
                 "roles" => &mut raw.roles,
+                "amr" => &mut raw.amr,
                 // Written by latchd but not demanded: RFC 9068 lets resource servers use it,
                 // and latchd's own checks do not. Known, so it costs no duplicate bookkeeping.
                 "client_id" => &mut raw.client_id,
@@ -87,7 +93,7 @@ impl<'a> RawClaims<'a> {
 
     /// Gives the claims their types, in this order: `exp`, `iat`, `nbf` present integers;
     /// `sub`, `jti`, `sid` present lowercase hyphenated UUIDs; `ver` a non-negative integer;
-    /// `roles` an array of strings. Whether `iss` and `aud` match the policy is recorded for
+    /// `roles` an array of strings; `amr`, when present, an array of strings. Whether `iss` and `aud` match the policy is recorded for
     /// [`Typed::check`].
     pub(crate) fn typed(self, policy: &Policy) -> Result<Typed, TokenError> {
         Ok(Typed {
@@ -111,6 +117,13 @@ impl<'a> RawClaims<'a> {
                 Some(Value::StrArray(list)) => list.into_iter().map(Cow::into_owned).collect(),
                 Some(_) => return Err(TokenError::BadClaim("roles")),
             },
+            amr: match self.amr {
+                None => None,
+                Some(Value::StrArray(list)) => {
+                    Some(list.into_iter().map(Cow::into_owned).collect())
+                }
+                Some(_) => return Err(TokenError::BadClaim("amr")),
+            },
         })
     }
 }
@@ -128,6 +141,7 @@ pub(crate) struct Typed {
     sid: Uuid,
     ver: u64,
     roles: Vec<String>,
+    amr: Option<Vec<String>>,
 }
 
 impl Typed {
@@ -159,7 +173,11 @@ impl Typed {
         c.literal(",\"ver\":")?;
         let ver = u64::try_from(c.int()?).ok()?;
         c.literal(",\"roles\":")?;
-        let roles = c.roles()?;
+        let roles = c.strings()?;
+        let amr = match c.literal(",\"amr\":") {
+            Some(()) => Some(c.strings()?),
+            None => None,
+        };
         c.literal(",\"client_id\":")?;
         c.literal(&policy.client_id_json)?;
         c.literal("}")?;
@@ -177,6 +195,7 @@ impl Typed {
             sid,
             ver,
             roles,
+            amr,
         })
     }
 
@@ -205,6 +224,7 @@ impl Typed {
             jti: self.jti,
             ver: self.ver,
             roles: self.roles,
+            amr: self.amr,
             iat: self.iat,
             nbf: self.nbf,
             exp: self.exp,
@@ -231,14 +251,13 @@ impl AccessClaims {
         out.push_str(self.jti.hyphenated().encode_lower(&mut uuid));
         out.push_str("\",\"sid\":\"");
         out.push_str(self.sid.hyphenated().encode_lower(&mut uuid));
-        let _ = write!(out, "\",\"ver\":{},\"roles\":[", self.ver);
-        for (i, role) in self.roles.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            push_json_string(out, role);
+        let _ = write!(out, "\",\"ver\":{},\"roles\":", self.ver);
+        push_json_strings(out, &self.roles);
+        if let Some(amr) = &self.amr {
+            out.push_str(",\"amr\":");
+            push_json_strings(out, amr);
         }
-        out.push_str("],\"client_id\":");
+        out.push_str(",\"client_id\":");
         out.push_str(&policy.client_id_json);
         out.push('}');
     }
@@ -303,7 +322,7 @@ impl<'a> Canonical<'a> {
     }
 
     /// `[` strings without escapes, separated by `,` `]`.
-    fn roles(&mut self) -> Option<Vec<String>> {
+    fn strings(&mut self) -> Option<Vec<String>> {
         self.literal("[")?;
         let mut roles = Vec::new();
         if self.literal("]").is_some() {
@@ -325,6 +344,18 @@ impl<'a> Canonical<'a> {
             self.literal(",")?;
         }
     }
+}
+
+/// Appends `list` as a JSON array of string literals.
+fn push_json_strings(out: &mut String, list: &[String]) {
+    out.push('[');
+    for (i, item) in list.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_string(out, item);
+    }
+    out.push(']');
 }
 
 /// Appends `s` as a JSON string literal (RFC 8259 §7).

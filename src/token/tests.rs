@@ -77,7 +77,16 @@ fn the_fixture_token_is_valid() {
     assert_eq!(got.sid.to_string(), fixture::SID);
     assert_eq!(got.ver, 3);
     assert_eq!(got.roles, ["admin"]);
+    assert_eq!(
+        got.amr, None,
+        "a token without amr (issued before latchd wrote it) is valid"
+    );
     assert_eq!(got.exp, NOW.plus(900));
+    let with_amr = verify(&with_claims(|c| {
+        c.insert("amr".into(), json!(["pwd", "otp"]));
+    }))
+    .unwrap();
+    assert_eq!(with_amr.amr, Some(vec!["pwd".to_owned(), "otp".to_owned()]));
 }
 
 #[test]
@@ -89,6 +98,7 @@ fn signed_tokens_round_trip_with_the_exact_contract_header_and_claims() {
         jti: Uuid::new_v4(),
         ver: 0,
         roles: vec!["admin".into(), "qu\"ote\\d\n".into()],
+        amr: Some(vec!["pwd".into(), "otp".into()]),
         iat: NOW,
         nbf: NOW,
         exp: NOW.plus(900),
@@ -117,6 +127,7 @@ fn signed_tokens_round_trip_with_the_exact_contract_header_and_claims() {
     assert_eq!(
         keys,
         [
+            "amr",
             "aud",
             "client_id",
             "exp",
@@ -135,6 +146,7 @@ fn signed_tokens_round_trip_with_the_exact_contract_header_and_claims() {
     assert_eq!(payload["aud"], "api");
     assert_eq!(payload["sub"], claims.sub.to_string());
     assert_eq!(payload["roles"][1], "qu\"ote\\d\n");
+    assert_eq!(payload["amr"], json!(["pwd", "otp"]));
 }
 
 #[test]
@@ -584,6 +596,26 @@ fn claim_rules_each_have_their_own_error() {
             set("roles", json!(["admin", 1])),
             TokenError::BadClaim("roles"),
         ),
+        (
+            "amr string",
+            set("amr", json!("pwd")),
+            TokenError::BadClaim("amr"),
+        ),
+        (
+            "amr null",
+            set("amr", json!(null)),
+            TokenError::BadClaim("amr"),
+        ),
+        (
+            "amr mixed",
+            set("amr", json!(["pwd", 1])),
+            TokenError::BadClaim("amr"),
+        ),
+        (
+            "amr object",
+            set("amr", json!({"pwd": true})),
+            TokenError::BadClaim("amr"),
+        ),
     ];
     for (name, edit, want) in cases {
         assert_eq!(verify(&with_claims(edit)).err(), Some(want), "{name}");
@@ -690,6 +722,7 @@ fn latchds_own_payloads_take_the_canonical_path_and_read_the_same() {
         jti: Uuid::new_v4(),
         ver: 7,
         roles: vec!["admin".into(), "ops:read".into()],
+        amr: Some(vec!["pwd".into()]),
         iat: NOW,
         nbf: NOW,
         exp: NOW.plus(900),
@@ -709,6 +742,9 @@ fn latchds_own_payloads_take_the_canonical_path_and_read_the_same() {
         text.replacen("admin", "adm\\u0069n", 1),
         text.replacen('}', ",\"x\":1}", 1),
         text.replacen("\"roles\"", "\"r\":1,\"roles\"", 1),
+        text.replacen("\"amr\":[\"pwd\"]", "\"amr\":[\"p\\u0077d\"]", 1),
+        text.replacen("\"amr\":[\"pwd\"],", "", 1)
+            .replacen('}', ",\"amr\":[\"pwd\"]}", 1),
     ] {
         assert!(
             Typed::parse_canonical(other.as_bytes(), &tokens.policy).is_none(),
@@ -730,6 +766,7 @@ fn rules_hold_for_tokens_in_latchds_own_layout() {
         jti: Uuid::new_v4(),
         ver: 0,
         roles: vec![],
+        amr: None,
         iat: NOW,
         nbf: NOW,
         exp: NOW.plus(900),
