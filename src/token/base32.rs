@@ -1,11 +1,14 @@
-//! Unpadded base32 (RFC 4648 §6) over a caller's alphabet, for TOTP secrets. Pure; knows
-//! nothing of what the bytes mean.
+//! Unpadded base32 (RFC 4648 §6) over a caller's alphabet: the standard one for TOTP secrets,
+//! Crockford's lowercase one for recovery codes. Pure; knows nothing of what the bytes mean.
 //!
 //! Decoding is strict, like `b64`: impossible lengths, characters outside the alphabet and
 //! non-zero trailing bits are refused, so every byte string has exactly one accepted encoding.
 
 /// RFC 4648 §6, as TOTP secrets are written in `otpauth://` URIs.
 pub(super) const RFC4648: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+
+/// Crockford's base32 in lowercase: no `i`, `l`, `o` or `u`, so no two symbols look alike.
+pub(super) const CROCKFORD_LOWER: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
 
 /// Bytes in one full block, and the characters that encode it.
 const BLOCK_BYTES: usize = 5;
@@ -97,15 +100,17 @@ mod tests {
     }
 
     #[test]
-    fn every_length_round_trips() {
+    fn every_length_round_trips_in_both_alphabets() {
         let bytes: Vec<u8> = (0..=255).collect();
         for len in 0..40 {
-            let text = encode(&bytes[..len], RFC4648);
-            assert_eq!(text.len(), (len * 8).div_ceil(5));
-            assert_eq!(
-                decode(text.as_bytes(), RFC4648).as_deref(),
-                Some(&bytes[..len])
-            );
+            for alphabet in [RFC4648, CROCKFORD_LOWER] {
+                let text = encode(&bytes[..len], alphabet);
+                assert_eq!(text.len(), (len * 8).div_ceil(5));
+                assert_eq!(
+                    decode(text.as_bytes(), alphabet).as_deref(),
+                    Some(&bytes[..len])
+                );
+            }
         }
     }
 
@@ -127,10 +132,13 @@ mod tests {
     }
 
     #[test]
-    fn the_alphabet_has_32_distinct_symbols() {
-        let mut sorted = RFC4648.to_vec();
-        sorted.sort_unstable();
-        sorted.dedup();
-        assert_eq!(sorted.len(), 32);
+    fn alphabets_have_32_distinct_symbols() {
+        for alphabet in [RFC4648, CROCKFORD_LOWER] {
+            let mut sorted = alphabet.to_vec();
+            sorted.sort_unstable();
+            sorted.dedup();
+            assert_eq!(sorted.len(), 32);
+        }
+        assert!(!CROCKFORD_LOWER.iter().any(|c| b"ilou".contains(c)));
     }
 }

@@ -4,7 +4,7 @@
 //! alone can decide; the rules that need state (blacklist, token version, user and family
 //! state) belong to the auth layer, which gets `jti`, `sid`, `sub` and `ver` from here.
 //! Refresh tokens, opaque to clients, are in [`refresh`]; the second factor's TOTP codes in
-//! [`totp`].
+//! [`totp`] and its recovery codes in [`recovery`].
 #![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 mod b64;
@@ -15,6 +15,7 @@ mod error;
 mod header;
 mod json;
 mod keyring;
+pub mod recovery;
 pub mod refresh;
 pub mod totp;
 
