@@ -3,7 +3,8 @@
 //! them, and asserts properties of whatever it accepts.
 
 use crate::time::UnixTime;
-use crate::token::refresh;
+use crate::token::totp::{self, TotpError, TotpSecret};
+use crate::token::{recovery, refresh};
 use crate::token::{AccessClaims, AccessTokens, KeySecret, Keyring, Policy, RefreshKey};
 
 /// A fuzz entry point.
@@ -15,6 +16,7 @@ pub const TARGETS: &[(&str, FuzzTarget)] = &[
     ("signed_token", signed_token),
     ("refresh_token", refresh_token),
     ("request_parts", request_parts),
+    ("totp_input", totp_input),
 ];
 
 /// The parsers of what a client sends besides tokens: the redirect check, form and query
@@ -29,6 +31,9 @@ pub fn request_parts(data: &[u8]) {
 
 /// The fixed signing key of the fuzz keyring (also in `fuzz/README.md`, to build seeds).
 pub const KEY: [u8; 32] = [0x42; 32];
+/// The fixed TOTP secret of `totp_input`: the RFC 6238 Appendix B SHA-1 one. At [`NOW`] (step
+/// 60000000) its codes are 385088, 768147 and 050219 for the steps before, at and after.
+pub const TOTP_SECRET: [u8; 20] = *b"12345678901234567890";
 /// The fixed "now" of the fuzz targets.
 pub const NOW: UnixTime = UnixTime(1_800_000_000);
 const LEEWAY_SECS: u32 = 5;
@@ -99,6 +104,55 @@ pub fn refresh_token(data: &[u8]) {
         // Only a minted token verifies, and minting is deterministic given the random bits.
         assert_eq!(data.len(), refresh::REFRESH_TOKEN_CHARS);
         assert_eq!(presented.unseal(&presented.seal(&[7; 32])), [7; 32]);
+    }
+}
+
+/// Arbitrary bytes, as lossy UTF-8, into the second factor's parsers: [`totp::verify`] with a
+/// fixed secret and `now`, [`recovery::normalize`] and [`TotpSecret::from_base32`].
+///
+/// # Panics
+/// When a code is accepted that is not six digits of a step in the window, or accepted twice;
+/// when a normalized recovery code does not normalize to itself; when a secret is accepted
+/// from text other than what `to_base32` writes for it.
+pub fn totp_input(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let secret = TotpSecret::from_bytes(TOTP_SECRET);
+    if let Ok(step) = totp::verify(&secret, &text, NOW, None) {
+        let code = text.trim_ascii();
+        assert!(
+            code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()),
+            "accepted {code:?}"
+        );
+        let current = totp::step_at(NOW);
+        assert!(
+            step.saturating_add(totp::SKEW_STEPS) >= current
+                && step <= current.saturating_add(totp::SKEW_STEPS),
+            "accepted step {step} outside the window around {current}"
+        );
+        assert_eq!(
+            format!("{:06}", totp::code_at(&secret, step, totp::DIGITS)),
+            code
+        );
+        assert_ne!(
+            totp::verify(&secret, &text, NOW, Some(step)),
+            Ok(step),
+            "accepted the same step twice"
+        );
+        assert_eq!(
+            totp::verify(&secret, &text, NOW, Some(current.saturating_add(1))),
+            Err(TotpError::Replayed)
+        );
+    }
+    if let Some(once) = recovery::normalize(&text) {
+        assert_eq!(once.len(), recovery::CODE_CHARS);
+        assert_eq!(
+            recovery::normalize(&once).as_deref(),
+            Some(once.as_str()),
+            "normalize is not canonical"
+        );
+    }
+    if let Ok(parsed) = TotpSecret::from_base32(&text) {
+        assert_eq!(parsed.to_base32(), text, "a second spelling of a secret");
     }
 }
 

@@ -14,6 +14,7 @@ mod handlers;
 mod html;
 mod pages;
 mod portal;
+mod qr;
 mod respond;
 mod routes;
 mod server;

@@ -11,6 +11,11 @@
 //! - Verification compares in constant time (`ring::pbkdf2::verify`), and [`Hasher::verify_dummy`]
 //!   spends the same work when the account does not exist, so timing does not reveal it.
 //! - [`PasswordPolicy`] holds the rules of NIST SP 800-63B-4 §3.1.1.2 for new passwords.
+//! - Recovery codes are look-up secrets of 60 bits, under the 112 below which NIST SP 800-63B
+//!   §5.1.2.2 demands a salted one-way key derivation function: [`hash_code`] is the same
+//!   PBKDF2 with one salt per user, and [`code_matches`] checks a presented code against all
+//!   of that user's hashes with one derivation. What a code looks like and how it is
+//!   normalized is `token::recovery`'s.
 
 mod error;
 mod phc;
@@ -131,6 +136,43 @@ pub fn needs_rehash(phc: &str, iterations: NonZeroU32) -> bool {
     Phc::parse(phc).map_or(true, |stored| stored.iterations < iterations)
 }
 
+/// PBKDF2-HMAC-SHA256 of a normalized recovery code under the user's code salt.
+///
+/// One salt serves all of a user's codes, so checking a presented code costs one derivation,
+/// not one per stored code. `iterations` is the configured work factor, which the caller has
+/// held to [`MAX_ITERATIONS`] (as [`Hasher::new`] does).
+pub fn hash_code(
+    normalized: &str,
+    salt: &[u8; SALT_BYTES],
+    iterations: NonZeroU32,
+) -> [u8; KEY_BYTES] {
+    let mut key = [0u8; KEY_BYTES];
+    pbkdf2::derive(ALGORITHM, iterations, salt, normalized.as_bytes(), &mut key);
+    key
+}
+
+/// The index of the stored hash that `normalized` matches, if any.
+///
+/// Derives once, then compares against every entry in constant time with no early exit, so the
+/// work done does not depend on where (or whether) the code matched. With duplicate entries
+/// the first index wins.
+pub fn code_matches(
+    normalized: &str,
+    salt: &[u8; SALT_BYTES],
+    iterations: NonZeroU32,
+    stored: &[[u8; KEY_BYTES]],
+) -> Option<usize> {
+    let derived = hash_code(normalized, salt, iterations);
+    let mut found = None;
+    for (index, candidate) in stored.iter().enumerate() {
+        let equal = keys_equal(&derived, candidate);
+        if equal && found.is_none() {
+            found = Some(index);
+        }
+    }
+    found
+}
+
 /// Hashes and verifies passwords with the configured work factor, including for unknown accounts.
 ///
 /// Login for an unknown email calls [`Hasher::verify_dummy`], which runs the same parse and the
@@ -201,6 +243,12 @@ impl fmt::Debug for Hasher {
             .field("iterations", &self.iterations)
             .finish_non_exhaustive()
     }
+}
+
+/// Compares two derived keys without an early exit, so timing does not reveal a matching prefix.
+fn keys_equal(a: &[u8; KEY_BYTES], b: &[u8; KEY_BYTES]) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
 }
 
 #[cfg(test)]

@@ -255,3 +255,89 @@ fn errors_display_short_lowercase_text() {
         "minimum password length 6 is below 8"
     );
 }
+
+/// The user's code salt of the recovery-code tests.
+const CODE_SALT: [u8; SALT_BYTES] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut out, b| {
+        write!(out, "{b:02x}").unwrap();
+        out
+    })
+}
+
+#[test]
+fn hash_code_is_pbkdf2_hmac_sha256_of_the_normalized_text() {
+    // Computed independently: Python's hashlib.pbkdf2_hmac("sha256", code, salt, n).
+    assert_eq!(
+        hex(&hash_code("0123-4567-89ab", &CODE_SALT, iterations(1000))),
+        "94bdc1171d71faa191bdc6ffdd56f9992b48b727c4422d6c4d4ff3dc312ca329"
+    );
+    assert_eq!(
+        hex(&hash_code("0123-4567-89ab", &CODE_SALT, iterations(1))),
+        "8ba5ebe0d7318cd511ca3713509ae6307f3affeb694f0bc9560b8af7c7f41eba"
+    );
+    // The same scheme as password hashes: a PHC string of it verifies the code.
+    let key = hash_code("0123-4567-89ab", &CODE_SALT, FAST);
+    let phc = Phc::format(FAST, &CODE_SALT, &key);
+    assert_eq!(verify("0123-4567-89ab", &phc), Ok(Verified::Match));
+}
+
+#[test]
+fn code_matches_finds_the_index_of_the_matching_hash() {
+    let codes: Vec<String> = (0..10).map(|i| format!("0000-0000-000{i}")).collect();
+    let stored: Vec<[u8; KEY_BYTES]> = codes
+        .iter()
+        .map(|c| hash_code(c, &CODE_SALT, FAST))
+        .collect();
+    for (i, code) in codes.iter().enumerate() {
+        assert_eq!(
+            code_matches(code, &CODE_SALT, FAST, &stored),
+            Some(i),
+            "{code}"
+        );
+    }
+    // A used code whose hash was removed matches nothing; the others keep their new places.
+    let rest = &stored[1..];
+    assert_eq!(code_matches(&codes[0], &CODE_SALT, FAST, rest), None);
+    assert_eq!(code_matches(&codes[9], &CODE_SALT, FAST, rest), Some(8));
+}
+
+#[test]
+fn code_matches_refuses_other_codes_salts_and_work_factors() {
+    let stored = [hash_code("0123-4567-89ab", &CODE_SALT, FAST)];
+    let other_salt = [9u8; SALT_BYTES];
+    assert_eq!(
+        code_matches("0123-4567-89ab", &CODE_SALT, FAST, &stored),
+        Some(0)
+    );
+    assert_eq!(
+        code_matches("0123-4567-89ac", &CODE_SALT, FAST, &stored),
+        None
+    );
+    assert_eq!(
+        code_matches("012345678 9ab", &CODE_SALT, FAST, &stored),
+        None,
+        "not normalized"
+    );
+    assert_eq!(
+        code_matches("0123-4567-89ab", &other_salt, FAST, &stored),
+        None
+    );
+    assert_eq!(
+        code_matches("0123-4567-89ab", &CODE_SALT, iterations(1001), &stored),
+        None
+    );
+    assert_eq!(code_matches("0123-4567-89ab", &CODE_SALT, FAST, &[]), None);
+}
+
+#[test]
+fn code_matches_takes_the_first_of_duplicate_hashes() {
+    let a = hash_code("aaaa-aaaa-aaaa", &CODE_SALT, FAST);
+    let b = hash_code("bbbb-bbbb-bbbb", &CODE_SALT, FAST);
+    assert_eq!(
+        code_matches("bbbb-bbbb-bbbb", &CODE_SALT, FAST, &[a, b, a, b]),
+        Some(1)
+    );
+}

@@ -1,5 +1,5 @@
-//! HS256 keys and the only use of `ring::hmac` in latchd: signing, verifying, refresh-token MACs
-//! and the successor seal.
+//! HS256 keys and the only use of `ring::hmac` in latchd: signing, verifying, refresh-token MACs,
+//! the successor seal, and the HMAC-SHA1 that TOTP (RFC 6238) is defined over.
 
 use std::fmt;
 
@@ -233,6 +233,19 @@ pub(crate) fn derive_from_token(token: &[u8], label: &[u8]) -> [u8; 32] {
     out
 }
 
+/// HMAC-SHA1 of `msg` under `key`, for TOTP only: RFC 6238 with SHA-1 is what every
+/// authenticator app computes. HMAC-SHA1 stays sound as a PRF (RFC 6194) although SHA-1 is
+/// broken for collisions, which is why ring still offers it, under a name that says so.
+pub(crate) fn hmac_sha1(key: &[u8], msg: &[u8]) -> [u8; 20] {
+    let tag = hmac::sign(
+        &hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, key),
+        msg,
+    );
+    let mut out = [0; 20];
+    out.copy_from_slice(tag.as_ref());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,6 +281,26 @@ mod tests {
         assert_ne!(a.kid(), b.kid());
         assert_eq!(a.kid().len(), 12);
         assert!(!format!("{a:?}").contains(&b64::encode(a.as_bytes())));
+    }
+
+    #[test]
+    fn hmac_sha1_matches_rfc_2202() {
+        // RFC 2202 §3, test cases 1 and 2.
+        let hex = |tag: [u8; 20]| {
+            use std::fmt::Write as _;
+            tag.iter().fold(String::new(), |mut out, b| {
+                write!(out, "{b:02x}").unwrap();
+                out
+            })
+        };
+        assert_eq!(
+            hex(hmac_sha1(&[0x0b; 20], b"Hi There")),
+            "b617318655057264e28bc0b6fb378c8ef146be00"
+        );
+        assert_eq!(
+            hex(hmac_sha1(b"Jefe", b"what do ya want for nothing?")),
+            "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"
+        );
     }
 
     #[test]

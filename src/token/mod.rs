@@ -3,17 +3,21 @@
 //! [`AccessTokens::verify`] is the list of rules of API.md "Verification rejects" that a token
 //! alone can decide; the rules that need state (blacklist, token version, user and family
 //! state) belong to the auth layer, which gets `jti`, `sid`, `sub` and `ver` from here.
-//! Refresh tokens, opaque to clients, are in [`refresh`].
+//! Refresh tokens, opaque to clients, are in [`refresh`]; the second factor's TOTP codes in
+//! [`totp`] and its recovery codes in [`recovery`].
 #![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 mod b64;
+mod base32;
 pub mod browser;
 mod claims;
 mod error;
 mod header;
 mod json;
 mod keyring;
+pub mod recovery;
 pub mod refresh;
+pub mod totp;
 
 pub use claims::AccessClaims;
 #[cfg(test)]

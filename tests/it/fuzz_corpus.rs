@@ -4,7 +4,8 @@ use std::fs;
 use std::path::Path;
 
 use latchd::fuzzing;
-use latchd::token::{AccessTokens, KeySecret, Keyring, Policy};
+use latchd::token::totp::{self, TotpSecret};
+use latchd::token::{recovery, AccessTokens, KeySecret, Keyring, Policy};
 
 fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -49,4 +50,30 @@ fn the_valid_seed_still_verifies_so_the_fuzzer_starts_past_the_mac() {
         .unwrap()
         .1;
     assert!(tokens.verify(reordered, fuzzing::NOW).is_ok());
+}
+
+#[test]
+fn the_totp_seeds_are_accepted_so_the_fuzzer_starts_past_every_check() {
+    let secret = TotpSecret::from_bytes(fuzzing::TOTP_SECRET);
+    let seeds = corpus("totp_input");
+    let seed = |name: &str| {
+        let bytes = &seeds.iter().find(|(n, _)| n == name).unwrap().1;
+        String::from_utf8(bytes.clone()).unwrap()
+    };
+    let now = totp::step_at(fuzzing::NOW);
+    assert_eq!(
+        totp::verify(&secret, &seed("current_code"), fuzzing::NOW, None),
+        Ok(now)
+    );
+    assert_eq!(
+        totp::verify(
+            &secret,
+            &seed("next_code_with_whitespace"),
+            fuzzing::NOW,
+            None
+        ),
+        Ok(now + 1)
+    );
+    assert!(recovery::normalize(&seed("recovery_confusables")).is_some());
+    assert!(TotpSecret::from_base32(&seed("base32_secret")).is_ok());
 }

@@ -53,6 +53,7 @@ const CONFINED: &[(&str, &[&str])] = &[
     ("clap", &["cli", "main"]),
     ("tracing_subscriber", &["telemetry"]),
     ("thread_priority", &["auth/hashing.rs"]),
+    ("qrcodegen", &["http/qr.rs"]),
     // The outside signers of the token tests and the fuzz targets play a foreign issuer, so
     // they sign by themselves.
     (
