@@ -35,7 +35,8 @@ use crate::model::{
 };
 use crate::password::{Hasher, PasswordPolicy, Verified, WeakPassword, MAX_PASSWORD_BYTES};
 use crate::time::UnixTime;
-use crate::token::browser::{self, cookie_hash, SessionCookie};
+use crate::token::browser;
+use crate::token::opaque::{opaque_hash, Opaque};
 use crate::token::refresh::{self, RefreshToken};
 use crate::token::{AccessClaims, AccessTokens, FormKey, KeySecret, Keyring, Policy, RefreshKey};
 
@@ -393,7 +394,7 @@ impl Authority {
         password: &str,
         client: IpAddr,
         now: UnixTime,
-    ) -> Result<(SessionCookie, User), AuthError> {
+    ) -> Result<(Opaque, User), AuthError> {
         let result = self
             .open_browser_session(email, password, client, now)
             .await;
@@ -407,9 +408,9 @@ impl Authority {
         password: &str,
         client: IpAddr,
         now: UnixTime,
-    ) -> Result<(SessionCookie, User), AuthError> {
+    ) -> Result<(Opaque, User), AuthError> {
         let user = self.check_credentials(email, password, client, now).await?;
-        let (cookie, hash) = SessionCookie::mint(&self.random()?);
+        let (cookie, hash) = Opaque::mint(&self.random()?);
         let session = NewSession {
             kind: SessionKind::Browser,
             mfa: false,
@@ -427,7 +428,7 @@ impl Authority {
     /// Who presents the browser session cookie `cookie`, from memory only. Reported as
     /// [`Event::Verified`] or [`Event::Rejected`].
     pub fn verify_browser(&self, cookie: &str, now: UnixTime) -> Result<Identity, AuthError> {
-        let standing = cookie_hash(cookie)
+        let standing = opaque_hash(cookie)
             .ok_or(AccessDenied::UnknownSession)
             .and_then(|hash| self.storage.check_browser(&hash, now, &self.session));
         let standing = match standing {
@@ -486,7 +487,7 @@ impl Authority {
     /// Ends the browser session of `cookie` (`POST /logout`), on disk; a cookie that names no
     /// live session ends nothing.
     pub async fn sign_out(&self, cookie: &str, now: UnixTime) -> Result<(), AuthError> {
-        let Some(hash) = cookie_hash(cookie) else {
+        let Some(hash) = opaque_hash(cookie) else {
             return Ok(());
         };
         if let Ok(standing) = self.storage.check_browser(&hash, now, &self.session) {

@@ -15,6 +15,7 @@ mod error;
 mod header;
 mod json;
 mod keyring;
+pub mod opaque;
 pub mod recovery;
 pub mod refresh;
 pub mod totp;
