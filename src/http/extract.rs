@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use super::error::ApiError;
 use super::respond::REFRESH_COOKIE;
 use super::server::ConnInfo;
+use super::site::hex_value;
 use crate::model::UserId;
 
 /// The de-facto proxy header (RFC 7239's `Forwarded` is not read).
@@ -324,9 +325,12 @@ fn form_decode(text: &str) -> Option<String> {
         match b {
             b'+' => out.push(b' '),
             b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
+                // Two hex digits, nothing else: `from_str_radix` would also take `%+a`.
+                let (hi, lo) = match bytes.get(i + 1..i + 3)? {
+                    &[hi, lo] => (hex_value(hi)?, hex_value(lo)?),
+                    _ => return None,
+                };
+                out.push(hi << 4 | lo);
                 i += 2;
             }
             b => out.push(b),
@@ -693,6 +697,23 @@ mod tests {
                 cookie_request_allowed(&request_headers(&headers)).is_err(),
                 "{headers:?}"
             );
+        }
+    }
+
+    #[test]
+    fn form_fields_decode_plus_and_escapes_and_refuse_malformed_ones() {
+        let pairs = form_pairs("email=ada%40example.com&password=a+b%2Bc&rd=").unwrap();
+        assert_eq!(
+            pairs,
+            [
+                ("email".to_owned(), "ada@example.com".to_owned()),
+                ("password".to_owned(), "a b+c".to_owned()),
+                ("rd".to_owned(), String::new()),
+            ]
+        );
+        // Two hex digits or a 400: `%+a` and `%-1` are what `from_str_radix` would take.
+        for bad in ["x=%+a", "x=%-1", "x=%a", "x=%", "x=%zz", "x=%e9", "%0=x"] {
+            assert!(form_pairs(bad).is_err(), "{bad}");
         }
     }
 }

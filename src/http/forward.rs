@@ -19,6 +19,9 @@ use super::routes::Answer;
 use crate::auth::{AuthError, Identity};
 use crate::time::UnixTime;
 
+/// The longest original URL the sign-in redirect carries as `rd`.
+const MAX_RD_BYTES: usize = 1024;
+
 /// `/v1/auth/verify`.
 pub(super) fn verify(cx: &Ctx) -> Answer {
     let headers = cx.req.headers();
@@ -112,7 +115,14 @@ fn unauthenticated(cx: &Ctx, err: AuthError) -> Response<Body> {
         .then(|| Original::read(headers))
         .flatten();
     let mut location = format!("{}/login", public.origin());
-    if let Some(url) = original.as_ref().map(|o| o.url.as_str()) {
+    // Encoding can triple a URL; past this, the Location header would outgrow a proxy's
+    // buffer for answer headers (nginx's proxy_buffer_size is 4 KiB) and the browser would
+    // get a 502 instead of the sign-in page. Such a browser signs in and lands on `/`.
+    let rd = original
+        .as_ref()
+        .map(|o| o.url.as_str())
+        .filter(|url| url.len() <= MAX_RD_BYTES);
+    if let Some(url) = rd {
         location.push_str("?rd=");
         location.push_str(&respond::query_encode(url));
     }

@@ -192,8 +192,13 @@ pub(super) fn csp(site: &Site) -> String {
         } else {
             &["https", "http"]
         };
+        // `:*`: a source without a port matches only the scheme's default one, and an app
+        // may well listen on another.
         for scheme in schemes {
-            let _ = write!(form_action, " {scheme}://{domain} {scheme}://*.{domain}");
+            let _ = write!(
+                form_action,
+                " {scheme}://{domain}:* {scheme}://*.{domain}:*"
+            );
         }
     }
     format!(
@@ -273,7 +278,7 @@ mod tests {
         for part in [
             "default-src 'none'",
             "frame-ancestors 'none'",
-            "form-action 'self' https://example.test https://*.example.test;",
+            "form-action 'self' https://example.test:* https://*.example.test:*;",
             "base-uri 'none'",
         ] {
             assert!(policy.contains(part), "{policy}");

@@ -76,6 +76,11 @@ pub(super) async fn sign_in(cx: Ctx) -> Answer {
         .await
     {
         Ok((cookie, _)) => {
+            // A session this browser held before (another account, or the same one) ends:
+            // one browser, one session.
+            if let Some(old) = extract::cookie(&headers, SESSION_COOKIE)? {
+                app.auth.sign_out(old, UnixTime::now()).await?;
+            }
             let mut response = respond::see_other(rd.unwrap_or("/"));
             let max_age = app.settings.session_max_secs;
             if let Some(value) = respond::session_cookie(cookie.as_str(), max_age, &app.settings) {

@@ -20,7 +20,7 @@ pub struct PublicUrl {
     scheme: &'static str,
     /// The host, lowercase ASCII (a name or an IP address literal).
     host: String,
-    /// An explicit port, if any.
+    /// An explicit port other than the scheme's default, if any.
     port: Option<u16>,
 }
 
@@ -54,6 +54,9 @@ impl PublicUrl {
         if !is_ip && !is_host_name(&host) {
             return Err(format!("{host:?} is not a host name"));
         }
+        // Browsers leave the scheme's own port out of `Origin`; so does the origin compared.
+        let default_port = if scheme == "https" { 443 } else { 80 };
+        let port = port.filter(|p| *p != default_port);
         Ok(Self { scheme, host, port })
     }
 
@@ -109,6 +112,11 @@ impl Site {
             None => None,
             Some(domain) => {
                 let domain = domain.trim_start_matches('.').to_ascii_lowercase();
+                if domain.is_empty() {
+                    return Err(
+                        "is only dots; expected a domain name such as example.com".to_owned()
+                    );
+                }
                 // No top-level domain is all digits: `0.0.1` is an address in disguise.
                 let numeric = domain
                     .rsplit('.')
@@ -167,7 +175,7 @@ impl Site {
         let domain = self.redirect_domain()?;
         // Nothing a browser, a proxy and this function might read differently.
         let plain = |b: u8| b.is_ascii_graphic() && b != b'\\';
-        if !target.bytes().all(plain) || encodes_a_forbidden_byte(target) {
+        if !target.bytes().all(plain) || encodes_a_forbidden_char(target) {
             return None;
         }
         let rest = if let Some(rest) = target.strip_prefix("https://") {
@@ -188,30 +196,57 @@ impl Site {
     }
 }
 
-/// Whether a percent-escape in `text` stands for a control character, whitespace or a
-/// backslash (`%0a`, `%09`, `%5c`, and their doubly-encoded `%250a` forms).
-fn encodes_a_forbidden_byte(text: &str) -> bool {
-    let bytes = text.as_bytes();
+/// How many layers of percent-encoding [`encodes_a_forbidden_char`] peels before it gives up
+/// (and refuses): `%250a` is two.
+const MAX_DECODES: usize = 4;
+
+/// Whether `text`, percent-decoded as often as it decodes (doubly-encoded `%250a` included),
+/// holds a control character, whitespace (Unicode's, so `%C2%A0` and `%E2%80%A8` too), a
+/// backslash, or bytes that are not UTF-8: what a browser, a proxy, a log or the app behind
+/// might each read differently. A target still decoding after [`MAX_DECODES`] layers counts.
+fn encodes_a_forbidden_char(text: &str) -> bool {
+    let mut current = text.as_bytes().to_vec();
+    for _ in 0..=MAX_DECODES {
+        let decoded = percent_decode(&current);
+        if decoded == current {
+            return match std::str::from_utf8(&current) {
+                Ok(text) => text
+                    .chars()
+                    .any(|c| c.is_control() || c.is_whitespace() || c == '\\'),
+                Err(_) => true,
+            };
+        }
+        current = decoded;
+    }
+    true
+}
+
+/// One layer of percent-decoding: `%` and two hex digits become that byte; a `%` without them
+/// stays as it is.
+fn percent_decode(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
-            let mut j = i + 1;
-            // `%25` is an escaped `%`: look at what it escapes.
-            while bytes.get(j..j + 2) == Some(b"25") {
-                j += 2;
-            }
-            if let Some(hex) = bytes.get(j..j + 2) {
-                let decoded = std::str::from_utf8(hex)
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                if decoded.is_some_and(|c| c.is_ascii_control() || c == b' ' || c == b'\\') {
-                    return true;
-                }
-            }
+        let escaped = match bytes.get(i + 1..i + 3) {
+            Some(&[hi, lo]) if b == b'%' => hex_value(hi).zip(hex_value(lo)),
+            _ => None,
+        };
+        if let Some((hi, lo)) = escaped {
+            out.push(hi << 4 | lo);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
         }
-        i += 1;
     }
-    false
+    out
+}
+
+/// The value of one hex digit.
+pub(super) fn hex_value(digit: u8) -> Option<u8> {
+    char::from(digit)
+        .to_digit(16)
+        .and_then(|v| u8::try_from(v).ok())
 }
 
 /// `host[:port]` -> (host, port); `None` for a port that is not 1-65535.

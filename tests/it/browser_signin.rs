@@ -93,6 +93,31 @@ fn a_person_signs_in_through_nginx_stays_signed_in_and_signs_out() {
     assert_eq!(page_hits(&app), before, "the app saw a signed-out browser");
 }
 
+#[test]
+fn a_sign_in_returns_to_an_app_on_a_port_of_its_own() {
+    if !require("nginx", "nginx") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    add_user(dir.path(), "ada@example.com", &[]);
+    let server = TestServer::start_in(dir, &LATCHD_ENV);
+    let app = Upstream::start();
+    let nginx = Nginx::start(server.addr(), app.addr(), &Options::default());
+    let Some(browser) = Browser::start_behind(nginx.addr()) else {
+        return;
+    };
+    // The pages' form-action must allow the redirect after the post to any port of an app in
+    // the cookie domain: a source without a port would allow only port 80.
+    let page = "http://app.example.com:8080/dash";
+    browser.goto(page);
+    browser.wait_for_url(LOGIN);
+    browser.find("#email").type_text("ada@example.com");
+    browser.find("#password").type_text(PASSWORD);
+    browser.find("button[type=submit]").click();
+    assert_eq!(browser.wait_for_url(page), page, "{}", nginx.log());
+    assert!(app.requests().iter().any(|r| r.target == "/dash"));
+}
+
 /// How often the app was asked for the page (the browser also asks it for a favicon).
 fn page_hits(app: &Upstream) -> usize {
     app.requests().iter().filter(|r| r.target == TARGET).count()

@@ -166,6 +166,29 @@ fn signing_in_sets_the_session_cookie_and_forward_auth_answers_for_it() {
         b"",
     );
     assert_eq!((again.status, again.header("location")), (303, Some(rd)));
+    // Signing in again from this browser (a stale tab) ends the session it held.
+    let first = jar.get("latchd_session").expect("cookie").to_owned();
+    let reply = post_form(
+        &server,
+        &mut jar,
+        "/login",
+        &[
+            ("email", "ada@example.test"),
+            ("password", PASSWORD),
+            ("csrf", &csrf),
+        ],
+        &[],
+    );
+    assert_eq!(reply.status, 303, "{}", reply.body);
+    assert_ne!(jar.get("latchd_session"), Some(first.as_str()));
+    assert_eq!(verify(&server, &mut jar, &[]).status, 200);
+    let old = server.request(
+        "GET",
+        "/v1/auth/verify",
+        &[("Cookie", &format!("latchd_session={first}"))],
+        b"",
+    );
+    assert_eq!(old.status, 401, "the first session still verifies");
 }
 
 #[test]
@@ -645,6 +668,19 @@ fn forward_auth_sends_a_navigation_to_the_sign_in_page() {
         reply.assert_error(401, "invalid_token");
         assert_eq!(reply.header("location"), None, "{headers:?}");
     }
+    // A URL too long to carry (past 1 KiB, as its encoding could outgrow a proxy's header
+    // buffer) is dropped: the sign-in page, then `/`.
+    let long = format!("https://app.example.test/{}", "a".repeat(1024));
+    let reply = server.request(
+        "GET",
+        "/v1/auth/verify",
+        &[html, ("X-Original-URL", &long)],
+        b"",
+    );
+    assert_eq!(
+        (reply.status, reply.header("location")),
+        (401, Some(format!("{PUBLIC}/login").as_str()))
+    );
     // A dead cookie is no better than none.
     let dead = server.request(
         "GET",

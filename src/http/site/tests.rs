@@ -19,6 +19,9 @@ fn targets_inside_the_cookie_domain_are_followed() {
         "https://deep.app.EXAMPLE.test/a/b",
         "https://auth.example.test/",
         "https://app.example.test/%7Euser",
+        "https://app.example.test/wiki/%C3%89t%C3%A9", // Été: non-ASCII that is not a space
+        "https://app.example.test/100%25",
+        "https://app.example.test/a%zz",
     ] {
         assert_eq!(s.safe_redirect(ok), Some(ok), "{ok}");
     }
@@ -66,6 +69,13 @@ fn hostile_targets_are_never_followed() {
         "https://app.example.test/%0D%0ASet-Cookie:x",
         "https://app.example.test/%250a",
         "https://app.example.test/%5c",
+        "https://app.example.test/%C2%85x",    // NEL, a C1 control
+        "https://app.example.test/%C2%A0x",    // no-break space
+        "https://app.example.test/%E2%80%A8x", // line separator
+        "https://app.example.test/%E3%80%80x", // ideographic space
+        "https://app.example.test/%25E2%2580%25A8", // the same, encoded twice
+        "https://app.example.test/%FFx",       // not UTF-8
+        "https://app.example.test/%25252525250a", // deeper than anyone encodes
         "\thttps://app.example.test/",
         "https://app.example.test./",
         "https://app..example.test/",
@@ -116,6 +126,13 @@ fn the_public_url_is_an_origin() {
         ("https://Auth.Example.test/", "https://auth.example.test"),
         ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
         ("http://[::1]:8080", "http://[::1]:8080"),
+        // Browsers leave the default port out of Origin, and so does latchd.
+        ("https://auth.example.test:443", "https://auth.example.test"),
+        ("http://auth.example.test:80", "http://auth.example.test"),
+        (
+            "https://auth.example.test:80",
+            "https://auth.example.test:80",
+        ),
     ] {
         assert_eq!(PublicUrl::parse(text).unwrap().origin(), origin, "{text}");
     }
@@ -150,6 +167,7 @@ fn the_cookie_domain_must_contain_the_public_host() {
         ("app.auth.example.test", "parent"),
         ("exa_mple.test", "domain name"),
         ("0.0.1", "IP address"),
+        (".", "only dots"),
     ] {
         let err = Site::new(public(), Some(bad), true).unwrap_err();
         assert!(err.contains(why), "{bad}: {err}");
