@@ -1,4 +1,5 @@
-//! The operator's commands: `user add|list|disable|enable|delete`, `key rotate`, `gc`.
+//! The operator's commands: `user add|list|disable|enable|delete|totp-reset`, `key rotate`,
+//! `gc`.
 //!
 //! Each opens the database named by `LATCHD_DB` and runs one use case of the auth layer on the
 //! operator's authority ([`Actor::Operator`]); nothing here touches storage or HTTP itself.
@@ -50,6 +51,13 @@ pub enum UserCommand {
     },
     /// Delete a user and all its sessions.
     Delete {
+        /// The user's id or email.
+        #[arg(value_name = "ID_OR_EMAIL")]
+        user: String,
+    },
+    /// Turn a user's two-step verification (TOTP) off, for a user who lost the device, and end
+    /// all its sessions; the user signs in with the password alone and may enrol again.
+    TotpReset {
         /// The user's id or email.
         #[arg(value_name = "ID_OR_EMAIL")]
         user: String,
@@ -156,6 +164,17 @@ pub fn user(config: &Config, command: UserCommand) -> ExitCode {
                 writeln!(out, "deleted {} ({})", found.id, found.email)?;
                 Ok(())
             }
+            UserCommand::TotpReset { user } => {
+                let found = find(&auth, &user).await?;
+                auth.reset_totp(Actor::Operator, found.id, UnixTime::now())
+                    .await?;
+                writeln!(
+                    out,
+                    "two-step verification is off for {} ({}); its sessions are revoked",
+                    found.id, found.email
+                )?;
+                Ok(())
+            }
         }
     }))
 }
@@ -184,8 +203,8 @@ pub fn gc(config: &Config) -> ExitCode {
         let swept = auth.sweep(UnixTime::now()).await?;
         writeln!(
             out,
-            "swept blacklist={} families={} keys={}",
-            swept.blacklist, swept.families, swept.keys
+            "swept blacklist={} families={} keys={} challenges={}",
+            swept.blacklist, swept.families, swept.keys, swept.challenges
         )?;
         Ok(())
     }))

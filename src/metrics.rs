@@ -33,6 +33,7 @@ pub struct Metrics {
     verified: AtomicU64,
     rejected: Vec<(&'static str, AtomicU64)>,
     registrations: AtomicU64,
+    second_factor: [AtomicU64; Event::SECOND_FACTOR.len()],
 }
 
 impl Metrics {
@@ -46,6 +47,7 @@ impl Metrics {
                 .map(|label| (label, AtomicU64::new(0)))
                 .collect(),
             registrations: AtomicU64::new(0),
+            second_factor: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 
@@ -118,6 +120,21 @@ impl Metrics {
             load(&self.registrations)
         )?;
 
+        write_family(
+            out,
+            "latchd_second_factor_total",
+            "counter",
+            "TOTP events: enrolments confirmed, turned off, wrong codes at sign-in, recovery \
+             codes used, operator resets.",
+        )?;
+        for (event, n) in Event::SECOND_FACTOR.iter().zip(&self.second_factor) {
+            writeln!(
+                out,
+                "latchd_second_factor_total{{event=\"{event}\"}} {}",
+                load(n)
+            )?;
+        }
+
         write_family(out, "latchd_users", "gauge", "Registered users.")?;
         writeln!(out, "latchd_users {}", counts.users)?;
 
@@ -156,6 +173,11 @@ impl Subscriber for Metrics {
                 }
             }
             Event::Registered { .. } => bump(&self.registrations),
+            other => {
+                if let Some(i) = other.second_factor() {
+                    bump(&self.second_factor[i]);
+                }
+            }
         }
     }
 

@@ -19,6 +19,16 @@ pub enum AuthError {
     BadCredentials,
     /// A refresh token was unknown, expired, revoked or reused.
     InvalidGrant,
+    /// An `mfa_token` was unknown, used, expired or killed by wrong codes: log in again.
+    InvalidMfaToken,
+    /// A TOTP or recovery code was wrong, replayed or already used.
+    InvalidCode,
+    /// TOTP is already on: turn it off before enrolling again.
+    TotpOn,
+    /// TOTP is not on, so it cannot be turned off.
+    TotpOff,
+    /// No TOTP enrolment is pending, so there is nothing to confirm.
+    NoPendingTotp,
     /// Registration with an email that is already registered (case-insensitively).
     EmailTaken,
     /// The email is not a plausible address.
@@ -63,6 +73,11 @@ impl fmt::Display for AuthError {
             Self::Revoked(why) => write!(f, "access token revoked: {why:?}"),
             Self::BadCredentials => f.write_str("bad credentials"),
             Self::InvalidGrant => f.write_str("invalid refresh token"),
+            Self::InvalidMfaToken => f.write_str("invalid mfa_token"),
+            Self::InvalidCode => f.write_str("wrong code"),
+            Self::TotpOn => f.write_str("TOTP is already on"),
+            Self::TotpOff => f.write_str("TOTP is not on"),
+            Self::NoPendingTotp => f.write_str("no TOTP enrolment is pending"),
             Self::EmailTaken => f.write_str("email is already registered"),
             Self::InvalidEmail(why) => f.write_str(why),
             Self::WeakPassword(why) => write!(f, "{why}"),

@@ -27,6 +27,62 @@ pub enum Event {
         /// The new user.
         user: UserId,
     },
+    /// A user confirmed a TOTP enrolment: sign-ins now need a second factor.
+    MfaEnabled {
+        /// The user.
+        user: UserId,
+    },
+    /// A user turned TOTP off (with the password and a code).
+    MfaDisabled {
+        /// The user.
+        user: UserId,
+    },
+    /// A wrong TOTP or recovery code at the second step of a sign-in.
+    MfaFailed {
+        /// The user whose password step passed.
+        user: UserId,
+    },
+    /// A recovery code was spent for a sign-in.
+    RecoveryCodeUsed {
+        /// The user.
+        user: UserId,
+        /// How many codes the user has left.
+        left: usize,
+    },
+    /// An operator turned a user's TOTP off and ended its sessions.
+    TotpReset {
+        /// The user.
+        user: UserId,
+        /// The admin who did it through the API; `None` for the CLI.
+        actor: Option<UserId>,
+    },
+}
+
+impl Event {
+    /// Every label [`Event::second_factor`] answers, in order.
+    pub const SECOND_FACTOR: [&'static str; 5] = [
+        "enabled",
+        "disabled",
+        "failed",
+        "recovery_code_used",
+        "reset",
+    ];
+
+    /// The index into [`Event::SECOND_FACTOR`] of a second-factor event.
+    pub fn second_factor(&self) -> Option<usize> {
+        match self {
+            Self::MfaEnabled { .. } => Some(0),
+            Self::MfaDisabled { .. } => Some(1),
+            Self::MfaFailed { .. } => Some(2),
+            Self::RecoveryCodeUsed { .. } => Some(3),
+            Self::TotpReset { .. } => Some(4),
+            Self::Login { .. }
+            | Self::Refresh(_)
+            | Self::Verified
+            | Self::Rejected(_)
+            | Self::Registered { .. } => None,
+        }
+    }
 }
 
 /// How a login attempt ended.
@@ -38,11 +94,14 @@ pub enum LoginOutcome {
     Failed,
     /// Refused by the rate limiter before the password was checked.
     RateLimited,
+    /// The password matched an account with TOTP on: the session waits for the code.
+    MfaRequired,
 }
 
 impl LoginOutcome {
     /// Every outcome, in the order of their labels.
-    pub const ALL: [LoginOutcome; 3] = [Self::Ok, Self::Failed, Self::RateLimited];
+    pub const ALL: [LoginOutcome; 4] =
+        [Self::Ok, Self::Failed, Self::RateLimited, Self::MfaRequired];
 
     /// The label of this outcome.
     pub fn label(self) -> &'static str {
@@ -50,6 +109,7 @@ impl LoginOutcome {
             Self::Ok => "ok",
             Self::Failed => "failed",
             Self::RateLimited => "rate_limited",
+            Self::MfaRequired => "mfa_required",
         }
     }
 }

@@ -14,9 +14,15 @@ mod error;
 pub mod event;
 pub mod hashing;
 pub mod limiter;
+mod mfa;
 pub mod storage;
 
+/// What the use cases hand out: a session cookie or an `mfa_token` ([`Opaque`]), the recovery
+/// codes of an enrolment ([`RecoveryCode`]).
+pub use crate::token::opaque::Opaque;
+pub use crate::token::recovery::RecoveryCode;
 pub use error::AuthError;
+pub use mfa::{Enrolment, SignIn, TotpStatus, MFA_TOKEN_SECS, MFA_WRONG_CODES_SURVIVED};
 
 use std::fmt;
 use std::net::IpAddr;
@@ -36,7 +42,7 @@ use crate::model::{
 use crate::password::{Hasher, PasswordPolicy, Verified, WeakPassword, MAX_PASSWORD_BYTES};
 use crate::time::UnixTime;
 use crate::token::browser;
-use crate::token::opaque::{opaque_hash, Opaque};
+use crate::token::opaque::opaque_hash;
 use crate::token::refresh::{self, RefreshToken};
 use crate::token::{AccessClaims, AccessTokens, FormKey, KeySecret, Keyring, Policy, RefreshKey};
 
@@ -339,7 +345,8 @@ impl Authority {
     }
 
     /// Checks a password and opens a new session (`POST /v1/auth/login`) for a request from
-    /// `client`.
+    /// `client`; for an account with TOTP on, the session waits for a code instead
+    /// ([`SignIn::CodeNeeded`], then [`login_code`](Self::login_code)).
     ///
     /// Before any hashing: the password's size, the login limiter (see [`limiter`]), and the
     /// address's hashing budget. The attempt then counts as a failure unless the password
@@ -352,7 +359,7 @@ impl Authority {
         password: &str,
         client: IpAddr,
         now: UnixTime,
-    ) -> Result<TokenPair, AuthError> {
+    ) -> Result<SignIn<TokenPair>, AuthError> {
         let result = self.open_session(email, password, client, now).await;
         self.report_login(result.as_ref().map(|(_, user)| *user));
         result.map(|(pair, _)| pair)
@@ -364,8 +371,14 @@ impl Authority {
         password: &str,
         client: IpAddr,
         now: UnixTime,
-    ) -> Result<(TokenPair, UserId), AuthError> {
-        let user = self.check_credentials(email, password, client, now).await?;
+    ) -> Result<(SignIn<TokenPair>, Option<UserId>), AuthError> {
+        let user = match self.check_credentials(email, password, client, now).await? {
+            Checked::Password(user) => user,
+            Checked::NeedsCode(user) => {
+                let token = self.challenge(&user, SessionKind::Api, now).await?;
+                return Ok((SignIn::CodeNeeded(token), None));
+            }
+        };
         let family = FamilyId::new();
         let first = refresh::mint(&self.refresh_key, family.0, 0, &self.random()?);
         let opened = self
@@ -380,26 +393,28 @@ impl Authority {
             )
             .await?;
         if !opened {
-            // Disabled, deleted, revoked or given a new password while the hash ran.
+            // Disabled, deleted, revoked, given a new password or TOTP while the hash ran.
             return Err(AuthError::BadCredentials);
         }
-        Ok((self.pair(&user, family, first.token, false, now)?, user.id))
+        let pair = self.pair(&user, family, first.token, false, now)?;
+        Ok((SignIn::Done(pair), Some(user.id)))
     }
 
     /// Signs a browser in (`POST /login`): the credentials as for [`login`](Self::login), then
-    /// a browser session, whose cookie the answer sets. Reported as [`Event::Login`].
+    /// a browser session, whose cookie the answer sets, or the code step for an account with
+    /// TOTP on ([`sign_in_code`](Self::sign_in_code)). Reported as [`Event::Login`].
     pub async fn sign_in(
         &self,
         email: &str,
         password: &str,
         client: IpAddr,
         now: UnixTime,
-    ) -> Result<(Opaque, User), AuthError> {
+    ) -> Result<SignIn<(Opaque, User)>, AuthError> {
         let result = self
             .open_browser_session(email, password, client, now)
             .await;
-        self.report_login(result.as_ref().map(|(_, user)| user.id));
-        result
+        self.report_login(result.as_ref().map(|(_, user)| *user));
+        result.map(|(done, _)| done)
     }
 
     async fn open_browser_session(
@@ -408,8 +423,14 @@ impl Authority {
         password: &str,
         client: IpAddr,
         now: UnixTime,
-    ) -> Result<(Opaque, User), AuthError> {
-        let user = self.check_credentials(email, password, client, now).await?;
+    ) -> Result<(SignIn<(Opaque, User)>, Option<UserId>), AuthError> {
+        let user = match self.check_credentials(email, password, client, now).await? {
+            Checked::Password(user) => user,
+            Checked::NeedsCode(user) => {
+                let token = self.challenge(&user, SessionKind::Browser, now).await?;
+                return Ok((SignIn::CodeNeeded(token), None));
+            }
+        };
         let (cookie, hash) = Opaque::mint(&self.random()?);
         let session = NewSession {
             kind: SessionKind::Browser,
@@ -422,7 +443,8 @@ impl Authority {
         if !opened {
             return Err(AuthError::BadCredentials);
         }
-        Ok((cookie, user))
+        let id = user.id;
+        Ok((SignIn::Done((cookie, user)), Some(id)))
     }
 
     /// Who presents the browser session cookie `cookie`, from memory only. Reported as
@@ -516,14 +538,16 @@ impl Authority {
     }
 
     /// The user, its password checked: the limits and the hashing budget first, then the hash
-    /// (a dummy one for an unknown email), then a work-factor upgrade if one is due.
+    /// (a dummy one for an unknown email), then a work-factor upgrade if one is due. For an
+    /// account with TOTP on, the attempt keeps counting as a failure in the limiter until its
+    /// code is right (see [`mfa`]).
     async fn check_credentials(
         &self,
         email: &str,
         password: &str,
         client: IpAddr,
         now: UnixTime,
-    ) -> Result<User, AuthError> {
+    ) -> Result<Checked, AuthError> {
         if password.len() > MAX_PASSWORD_BYTES {
             // Refused before hashing: a megabyte password must not cost a megabyte of PBKDF2.
             return Err(AuthError::BadCredentials);
@@ -542,11 +566,14 @@ impl Authority {
         {
             return Err(AuthError::BadCredentials);
         }
-        self.limiter.succeeded(email, client, now);
         if self.hasher.needs_rehash(&user.password_hash) {
             user = self.upgrade_hash(user, password).await?;
         }
-        Ok(user)
+        if self.storage.totp(user.id).await?.is_some_and(|t| t.is_on()) {
+            return Ok(Checked::NeedsCode(user));
+        }
+        self.limiter.succeeded(email, client, now);
+        Ok(Checked::Password(user))
     }
 
     /// The work factor was raised since `user`'s hash was made: upgrade it now that the
@@ -715,13 +742,9 @@ impl Authority {
         if current.len() > MAX_PASSWORD_BYTES {
             return Err(AuthError::WrongPassword);
         }
-        self.limiter.admit_hashing(client, now)?;
         let user = self.me(principal).await?;
-        self.limiter.admit(&user.email, client, now)?;
-        if self.verify_password(current, &user.password_hash).await? != Verified::Match {
-            return Err(AuthError::WrongPassword);
-        }
-        self.limiter.succeeded(&user.email, client, now);
+        self.confirm_password(&user, current, client, now, mfa::Settle::Now)
+            .await?;
         self.password_policy
             .check(new, &user.email)
             .map_err(AuthError::WeakPassword)?;
@@ -926,14 +949,15 @@ impl Authority {
         })
     }
 
-    /// Reports how a login ended; a storage, pool or RNG failure says nothing about the
-    /// credentials and is not reported.
-    fn report_login(&self, result: Result<UserId, &AuthError>) {
+    /// Reports how a login ended. A storage, pool or RNG failure says nothing about the
+    /// credentials and is not reported; a login that waits for its code (`Ok(None)`) was
+    /// reported when its challenge was stored.
+    fn report_login(&self, result: Result<Option<UserId>, &AuthError>) {
         let (outcome, user) = match result {
-            Ok(user) => (LoginOutcome::Ok, Some(user)),
+            Ok(Some(user)) => (LoginOutcome::Ok, Some(user)),
             Err(AuthError::BadCredentials) => (LoginOutcome::Failed, None),
             Err(AuthError::RateLimited { .. }) => (LoginOutcome::RateLimited, None),
-            Err(_) => return,
+            Ok(None) | Err(_) => return,
         };
         self.emit(&Event::Login { outcome, user });
     }
@@ -984,6 +1008,14 @@ impl Authority {
             .map_err(|_| AuthError::Password(crate::password::PasswordError::Random))?;
         Ok(out)
     }
+}
+
+/// A password step that passed.
+enum Checked {
+    /// The password is all the account needs.
+    Password(User),
+    /// The account has TOTP on: a code must follow.
+    NeedsCode(User),
 }
 
 /// Whether `actor` may run an operator use case: the operator always, a caller with the admin

@@ -16,6 +16,8 @@ pub(crate) struct ApiError {
     retry_after: Option<u64>,
     /// Close the connection after this answer.
     close: bool,
+    /// One more member of the body (`mfa_token` beside `mfa_required`).
+    extra: Option<(&'static str, String)>,
 }
 
 impl ApiError {
@@ -27,6 +29,21 @@ impl ApiError {
             challenge: None,
             retry_after: None,
             close: false,
+            extra: None,
+        }
+    }
+
+    /// 401 `mfa_required` after a correct password for an account with TOTP on: the body
+    /// carries the `mfa_token` for `POST /v1/auth/login/mfa`.
+    pub(crate) fn mfa_required(mfa_token: &str) -> Self {
+        Self {
+            extra: Some(("mfa_token", mfa_token.to_owned())),
+            ..Self::new(
+                StatusCode::UNAUTHORIZED,
+                "mfa_required",
+                "this account has a second factor: send a code with the mfa_token to \
+                 POST /v1/auth/login/mfa within 300 seconds",
+            )
         }
     }
 
@@ -170,7 +187,11 @@ impl ApiError {
 
     /// The response for this error.
     pub(crate) fn into_response(self) -> Response<Body> {
-        let body = serde_json::json!({"error": self.code, "error_description": self.description});
+        let mut body =
+            serde_json::json!({"error": self.code, "error_description": self.description});
+        if let Some((name, value)) = self.extra {
+            body[name] = serde_json::Value::String(value);
+        }
         let mut response = respond::json(self.status, &body);
         let headers = response.headers_mut();
         if let Some(challenge) = self.challenge {
@@ -201,6 +222,21 @@ impl From<AuthError> for ApiError {
             AuthError::InvalidGrant => {
                 Self::invalid_grant("the refresh token is invalid, expired or revoked")
             }
+            AuthError::InvalidMfaToken => Self::invalid_grant(
+                "the mfa_token is invalid, used, expired or ended by wrong codes; log in again",
+            ),
+            AuthError::InvalidCode => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_code",
+                "the code is wrong, was already used, or is not the current one",
+            ),
+            AuthError::TotpOn => {
+                Self::conflict("TOTP is already on; turn it off before enrolling again")
+            }
+            AuthError::TotpOff => Self::conflict("TOTP is not on"),
+            AuthError::NoPendingTotp => Self::conflict(
+                "no TOTP enrolment is pending; start one with POST /v1/users/me/totp",
+            ),
             AuthError::EmailTaken => Self::conflict("email is already registered"),
             AuthError::InvalidEmail(why) => Self::invalid_request(why),
             AuthError::WeakPassword(why) => Self::invalid_request(why.to_string()),

@@ -13,7 +13,7 @@ use super::extract;
 use super::respond;
 use super::routes::Answer;
 use super::App;
-use crate::auth::{Actor, Principal};
+use crate::auth::{Actor, Principal, RecoveryCode, SignIn};
 use crate::metrics::metrics_allowed;
 use crate::model::UserId;
 use crate::time::UnixTime;
@@ -85,6 +85,32 @@ struct PasswordChange {
     new_password: String,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MfaCode {
+    mfa_token: String,
+    code: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CurrentPassword {
+    current_password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Code {
+    code: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordAndCode {
+    current_password: String,
+    code: String,
+}
+
 #[allow(clippy::unnecessary_wraps)] // the signature of every route handler
 pub(super) fn healthz(_: &Ctx) -> Answer {
     Ok(respond::empty(StatusCode::OK))
@@ -112,12 +138,86 @@ pub(super) async fn register(cx: Ctx) -> Answer {
 pub(super) async fn login(cx: Ctx) -> Answer {
     let client = cx.client()?;
     let creds: Credentials = extract::json(cx.req).await?;
-    let pair = cx
+    let signed = cx
         .app
         .auth
         .login(&creds.email, &creds.password, client, UnixTime::now())
         .await?;
+    match signed {
+        SignIn::Done(pair) => Ok(respond::token_pair(&pair, &cx.app.settings)),
+        SignIn::CodeNeeded(token) => Err(ApiError::mfa_required(token.as_str())),
+    }
+}
+
+/// `POST /v1/auth/login/mfa`: the code step of a login whose account has TOTP on.
+pub(super) async fn login_mfa(cx: Ctx) -> Answer {
+    let client = cx.client()?;
+    let body: MfaCode = extract::json(cx.req).await?;
+    let pair = cx
+        .app
+        .auth
+        .login_code(&body.mfa_token, &body.code, client, UnixTime::now())
+        .await?;
     Ok(respond::token_pair(&pair, &cx.app.settings))
+}
+
+/// `POST /v1/users/me/totp`: a pending enrolment.
+pub(super) async fn totp_begin(cx: Ctx) -> Answer {
+    let principal = cx.principal()?;
+    let client = cx.client()?;
+    let body: CurrentPassword = extract::json(cx.req).await?;
+    let enrolment = cx
+        .app
+        .auth
+        .begin_totp(
+            principal.user,
+            &body.current_password,
+            client,
+            UnixTime::now(),
+        )
+        .await?;
+    Ok(respond::json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "secret": enrolment.secret,
+            "otpauth_uri": enrolment.otpauth_uri,
+        }),
+    ))
+}
+
+/// `POST /v1/users/me/totp/confirm`: TOTP on, and the recovery codes, once.
+pub(super) async fn totp_confirm(cx: Ctx) -> Answer {
+    let principal = cx.principal()?;
+    let client = cx.client()?;
+    let body: Code = extract::json(cx.req).await?;
+    let codes = cx
+        .app
+        .auth
+        .confirm_totp(principal.user, &body.code, client, UnixTime::now())
+        .await?;
+    let codes: Vec<&str> = codes.iter().map(RecoveryCode::as_str).collect();
+    Ok(respond::json(
+        StatusCode::OK,
+        &serde_json::json!({ "recovery_codes": codes }),
+    ))
+}
+
+/// `DELETE /v1/users/me/totp`: TOTP off, with the password and a code.
+pub(super) async fn totp_disable(cx: Ctx) -> Answer {
+    let principal = cx.principal()?;
+    let client = cx.client()?;
+    let body: PasswordAndCode = extract::json(cx.req).await?;
+    cx.app
+        .auth
+        .disable_totp(
+            principal.user,
+            &body.current_password,
+            &body.code,
+            client,
+            UnixTime::now(),
+        )
+        .await?;
+    Ok(respond::empty(StatusCode::NO_CONTENT))
 }
 
 pub(super) async fn refresh(cx: Ctx) -> Answer {
@@ -234,6 +334,18 @@ pub(super) async fn admin_revoke(cx: Ctx) -> Answer {
     cx.app
         .auth
         .revoke_user(Actor::Caller(&principal), id, UnixTime::now())
+        .await?;
+    Ok(respond::empty(StatusCode::NO_CONTENT))
+}
+
+/// `DELETE /v1/admin/users/{id}/totp`: TOTP off for a user who lost the device; its
+/// sessions end.
+pub(super) async fn admin_totp_reset(cx: Ctx) -> Answer {
+    let principal = cx.principal()?;
+    let id = cx.id()?;
+    cx.app
+        .auth
+        .reset_totp(Actor::Caller(&principal), id, UnixTime::now())
         .await?;
     Ok(respond::empty(StatusCode::NO_CONTENT))
 }

@@ -1,7 +1,8 @@
 //! The one writer of HTML. Text reaches a page only through [`Html::text`] and attribute
 //! values only through [`Html::open`]'s pairs, both escaped; markup comes only from
-//! `&'static str` (tags, attribute names, fixed fragments), which a request cannot produce.
-//! So user data cannot become markup, by construction.
+//! `&'static str` (tags, attribute names, fixed fragments), which a request cannot produce,
+//! and from a [`QrSvg`](super::qr::QrSvg), which only `qr.rs` draws (numbers, fixed markup,
+//! and a label it escapes). So user data cannot become markup, by construction.
 
 /// An HTML document being written.
 pub(super) struct Html {
@@ -62,6 +63,12 @@ impl Html {
     /// renders itself).
     pub(super) fn markup(&mut self, fragment: &'static str) -> &mut Self {
         self.out.push_str(fragment);
+        self
+    }
+
+    /// An inline SVG QR code, as [`qr::svg`](super::qr::svg) drew it.
+    pub(super) fn qr(&mut self, svg: &super::qr::QrSvg) -> &mut Self {
+        self.out.push_str(svg.as_str());
         self
     }
 

@@ -11,6 +11,7 @@ use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 
 use super::html::Html;
+use super::qr::QrSvg;
 use super::respond::{self, Body};
 use super::site::Site;
 
@@ -41,7 +42,11 @@ border-radius:8px;padding:10px 12px;margin:0 0 8px}\
 dl{margin:0 0 8px}dt{color:var(--muted);font-size:.85rem;margin-top:10px}\
 dd{margin:0;word-break:break-all}\
 .brand{font-size:.8rem;letter-spacing:.08em;text-transform:uppercase;color:var(--muted);\
-margin:0 0 14px}";
+margin:0 0 14px}\
+h2{font-size:1.05rem;margin:24px 0 4px}\
+.qr svg{display:block;width:100%;max-width:232px;height:auto;margin:0 auto}\
+.secret{font-family:ui-monospace,monospace;letter-spacing:.05em;margin:0 0 8px}\
+.codes{font-family:ui-monospace,monospace;columns:2;padding-left:20px}";
 
 /// The sign-in form.
 pub(super) struct LoginForm<'a> {
@@ -98,28 +103,214 @@ pub(super) fn login(form: &LoginForm<'_>) -> String {
     foot(html)
 }
 
-/// `GET /`: who is signed in, and a sign-out button.
-pub(super) fn home(email: &str, roles: &[String], csrf: &str) -> String {
+/// The code step of a sign-in (`POST /login` for an account with TOTP on, and
+/// `POST /login/totp` after a wrong code).
+pub(super) fn code_form(rd: Option<&str>, csrf: &str, message: Option<&str>) -> String {
+    let mut html = head("Enter your code");
+    if let Some(message) = message {
+        html.element("p", &[("class", "error"), ("role", "alert")], message);
+    }
+    html.element(
+        "p",
+        &[("class", "sub")],
+        "Open your authenticator app and enter the 6-digit code for latchd, or one of your \
+         recovery codes.",
+    );
+    html.open(
+        "form",
+        &[
+            ("method", "post"),
+            ("action", "/login/totp"),
+            ("novalidate", ""),
+        ],
+    );
+    hidden(&mut html, "csrf", csrf);
+    if let Some(rd) = rd {
+        hidden(&mut html, "rd", rd);
+    }
+    code_field(&mut html, Focus::Here);
+    html.element("button", &[("type", "submit")], "Continue")
+        .close("form");
+    html.open("p", &[])
+        .element("a", &[("href", "/login")], "Start over")
+        .close("p");
+    foot(html)
+}
+
+/// What `/` shows of the signed-in user's second factor.
+pub(super) enum TotpView<'a> {
+    /// Off: a form to turn it on.
+    Off,
+    /// Enrolled, waiting for a first code: the QR code, the secret, and the code form.
+    Pending {
+        /// The secret as base32, for typing in.
+        secret: &'a str,
+        /// The `otpauth://` URI as a QR code, when it fits one.
+        qr: Option<&'a QrSvg>,
+    },
+    /// On: how many recovery codes are left, and a form to turn it off.
+    On {
+        /// Unused recovery codes.
+        recovery_left: usize,
+    },
+}
+
+/// `GET /`: who is signed in, their second factor, and a sign-out button.
+pub(super) struct Home<'a> {
+    /// The user's email.
+    pub(super) email: &'a str,
+    /// The user's roles.
+    pub(super) roles: &'a [String],
+    /// The browser's CSRF token.
+    pub(super) csrf: &'a str,
+    /// The second factor.
+    pub(super) totp: TotpView<'a>,
+    /// One message about the last form, above the second factor.
+    pub(super) message: Option<&'a str>,
+}
+
+/// `GET /`, and `/` again after a second-factor form.
+pub(super) fn home(page: &Home<'_>) -> String {
     let mut html = head("Signed in");
     html.open("dl", &[])
         .element("dt", &[], "Email")
-        .element("dd", &[], email)
+        .element("dd", &[], page.email)
         .element("dt", &[], "Roles")
         .element(
             "dd",
             &[],
-            &if roles.is_empty() {
+            &if page.roles.is_empty() {
                 "none".to_owned()
             } else {
-                roles.join(", ")
+                page.roles.join(", ")
             },
         )
         .close("dl");
+    html.element("h2", &[], "Two-step verification");
+    if let Some(message) = page.message {
+        html.element("p", &[("class", "error"), ("role", "alert")], message);
+    }
+    match &page.totp {
+        TotpView::Off => {
+            html.element(
+                "p",
+                &[("class", "sub")],
+                "Off. Turn it on to ask for a code from an authenticator app at every \
+                 sign-in.",
+            );
+            html.open("form", &[("method", "post"), ("action", "/totp")]);
+            hidden(&mut html, "csrf", page.csrf);
+            password_field(&mut html);
+            html.element("button", &[("type", "submit")], "Turn on")
+                .close("form");
+        }
+        TotpView::Pending { secret, qr } => {
+            html.element(
+                "p",
+                &[("class", "sub")],
+                "Scan this code with your authenticator app, or type the key in, then enter \
+                 the 6-digit code it shows.",
+            );
+            if let Some(qr) = qr {
+                html.open("p", &[("class", "qr")]).qr(qr).close("p");
+            }
+            // In groups of four, as authenticator apps take it typed (spaces are ignored).
+            let grouped: Vec<String> = secret
+                .as_bytes()
+                .chunks(4)
+                .map(|group| String::from_utf8_lossy(group).into_owned())
+                .collect();
+            html.element("p", &[("class", "sub")], "Or type this key:")
+                .element("p", &[("class", "secret")], &grouped.join(" "));
+            html.open("form", &[("method", "post"), ("action", "/totp/confirm")]);
+            hidden(&mut html, "csrf", page.csrf);
+            code_field(&mut html, Focus::Elsewhere);
+            html.element("button", &[("type", "submit")], "Confirm")
+                .close("form");
+        }
+        TotpView::On { recovery_left } => {
+            html.element(
+                "p",
+                &[("class", "sub")],
+                &format!("On. {recovery_left} of 10 recovery codes left."),
+            );
+            html.open("form", &[("method", "post"), ("action", "/totp/disable")]);
+            hidden(&mut html, "csrf", page.csrf);
+            password_field(&mut html);
+            code_field(&mut html, Focus::Elsewhere);
+            html.element(
+                "button",
+                &[("type", "submit"), ("class", "plain")],
+                "Turn off",
+            )
+            .close("form");
+        }
+    }
     html.open("form", &[("method", "post"), ("action", "/logout")]);
-    hidden(&mut html, "csrf", csrf);
+    hidden(&mut html, "csrf", page.csrf);
     html.element("button", &[("type", "submit")], "Sign out")
         .close("form");
     foot(html)
+}
+
+/// The recovery codes, right after TOTP was turned on: shown this once.
+pub(super) fn recovery_codes(codes: &[&str]) -> String {
+    let mut html = head("Two-step verification is on");
+    html.element(
+        "p",
+        &[("class", "sub")],
+        "Keep these recovery codes somewhere safe. Each signs you in once without your \
+         phone. They are shown only now.",
+    );
+    html.open("ul", &[("class", "codes")]);
+    for code in codes {
+        html.element("li", &[], code);
+    }
+    html.close("ul");
+    html.open("p", &[])
+        .element("a", &[("href", "/")], "Done")
+        .close("p");
+    foot(html)
+}
+
+fn password_field(html: &mut Html) {
+    html.element("label", &[("for", "current_password")], "Password")
+        .open(
+            "input",
+            &[
+                ("id", "current_password"),
+                ("name", "current_password"),
+                ("type", "password"),
+                ("autocomplete", "current-password"),
+                ("required", ""),
+            ],
+        );
+}
+
+/// Whether a field takes the focus when the page loads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Focus {
+    Here,
+    Elsewhere,
+}
+
+/// The field for a TOTP or recovery code: text (recovery codes have letters), with the
+/// `one-time-code` hint that lets phones offer a code they were sent.
+fn code_field(html: &mut Html, focus: Focus) {
+    let mut attrs = vec![
+        ("id", "code"),
+        ("name", "code"),
+        ("type", "text"),
+        ("autocomplete", "one-time-code"),
+        ("autocapitalize", "none"),
+        ("spellcheck", "false"),
+        ("required", ""),
+    ];
+    if focus == Focus::Here {
+        attrs.push(("autofocus", ""));
+    }
+    html.element("label", &[("for", "code")], "Code")
+        .open("input", &attrs);
 }
 
 /// `GET /` with no session: a link to the form.
@@ -325,16 +516,53 @@ mod tests {
         assert!(!page.contains("http://"), "no third-party resources");
     }
 
+    fn home_of<'a>(email: &'a str, roles: &'a [String], totp: TotpView<'a>) -> String {
+        home(&Home {
+            email,
+            roles,
+            csrf: "T",
+            totp,
+            message: None,
+        })
+    }
+
     #[test]
     fn home_escapes_the_email_and_lists_roles() {
-        let page = home(
-            "<x>@example.test",
-            &["admin".to_owned(), "ops".to_owned()],
-            "T",
-        );
+        let roles = ["admin".to_owned(), "ops".to_owned()];
+        let page = home_of("<x>@example.test", &roles, TotpView::Off);
         assert!(page.contains("&lt;x&gt;@example.test"));
         assert!(page.contains("admin, ops"));
         assert!(page.contains("action=\"/logout\""));
-        assert!(home("a@example.test", &[], "T").contains(">none<"));
+        assert!(home_of("a@example.test", &[], TotpView::Off).contains(">none<"));
+    }
+
+    #[test]
+    fn home_offers_what_the_second_factor_allows() {
+        let off = home_of("a@example.test", &[], TotpView::Off);
+        assert!(off.contains("action=\"/totp\""), "{off}");
+        assert!(off.contains("autocomplete=\"current-password\""));
+        let qr = crate::http::qr::svg("otpauth://totp/x", "QR").unwrap();
+        let pending = home_of(
+            "a@example.test",
+            &[],
+            TotpView::Pending {
+                secret: "ABC<DEF",
+                qr: Some(&qr),
+            },
+        );
+        assert!(pending.contains("action=\"/totp/confirm\""));
+        assert!(pending.contains("<svg "), "the QR code is inline");
+        assert!(
+            pending.contains("ABC&lt; DEF"),
+            "the key is escaped, in groups of four"
+        );
+        assert!(pending.contains("autocomplete=\"one-time-code\""));
+        let on = home_of("a@example.test", &[], TotpView::On { recovery_left: 7 });
+        assert!(on.contains("action=\"/totp/disable\""));
+        assert!(on.contains("7 of 10 recovery codes left"));
+        for page in [off, pending, on] {
+            assert!(page.contains("action=\"/logout\""));
+            assert!(!page.contains("<script"));
+        }
     }
 }

@@ -6,10 +6,6 @@
 //! reaches it, through `html::escape_into` (the pages' one escaper); everything else is
 //! numbers and fixed markup. No script, no `style` (which the pages' CSP would block anyway)
 //! and nothing fetched.
-#![cfg_attr(
-    not(test),
-    expect(dead_code, reason = "the TOTP enrolment page will be its first caller")
-)]
 
 use std::fmt::Write as _;
 
@@ -22,13 +18,24 @@ const QUIET_ZONE_MODULES: i32 = 4;
 /// Size of one module in CSS pixels when the page does not scale the image.
 const MODULE_PX: i32 = 4;
 
+/// An SVG drawn here: only [`svg`] makes one, so the pages can embed it as markup
+/// ([`Html::qr`](super::html::Html::qr)) without opening a way for other strings.
+pub(super) struct QrSvg(String);
+
+impl QrSvg {
+    /// The markup.
+    pub(super) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// The QR code of `text` (error correction level M or better) as a standalone `<svg>` element
 /// named `label` for assistive technology; `None` when `text` is over the capacity of the
 /// largest QR code (2331 bytes of arbitrary UTF-8 at level M).
 ///
 /// Dark modules are one `<path>`, drawn as horizontal runs over a white `<rect>`, so the code
 /// stays dark on light (what scanners read) even on a dark page.
-pub(super) fn svg(text: &str, label: &str) -> Option<String> {
+pub(super) fn svg(text: &str, label: &str) -> Option<QrSvg> {
     // `encode_text` raises the level above M when that costs no extra size: free robustness.
     let qr = QrCode::encode_text(text, QrCodeEcc::Medium).ok()?;
     let side = qr.size() + 2 * QUIET_ZONE_MODULES;
@@ -47,7 +54,7 @@ pub(super) fn svg(text: &str, label: &str) -> Option<String> {
     .expect("writing to a String cannot fail");
     push_runs(&mut out, &qr);
     out.push_str(r#""/></svg>"#);
-    Some(out)
+    Some(QrSvg(out))
 }
 
 /// Appends one `M x,y h n v1 h -n z` rectangle per horizontal run of dark modules, offset by
@@ -131,7 +138,7 @@ mod tests {
 
     #[test]
     fn the_svg_is_one_element_with_one_path_and_nothing_active() {
-        let svg = svg(URI, "TOTP setup code").unwrap();
+        let svg = svg(URI, "TOTP setup code").unwrap().0;
         assert!(
             svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\" "),
             "{svg}"
@@ -161,7 +168,7 @@ mod tests {
 
     #[test]
     fn modules_sit_inside_a_four_module_quiet_zone() {
-        let svg = svg(URI, "code").unwrap();
+        let svg = svg(URI, "code").unwrap().0;
         let qr = QrCode::encode_text(URI, QrCodeEcc::Medium).unwrap();
         let side = qr.size() + 8;
         assert_eq!(attr(&svg, "<svg", "viewBox"), format!("0 0 {side} {side}"));
@@ -198,7 +205,7 @@ mod tests {
 
     #[test]
     fn the_label_is_escaped() {
-        let svg = svg("x", r#"a"b'c<d>e&f" onload="alert(1)"#).unwrap();
+        let svg = svg("x", r#"a"b'c<d>e&f" onload="alert(1)"#).unwrap().0;
         assert_eq!(
             attr(&svg, "<svg", "aria-label"),
             "a&quot;b&#39;c&lt;d&gt;e&amp;f&quot; onload=&quot;alert(1)"
@@ -210,7 +217,7 @@ mod tests {
 
     #[test]
     fn the_text_never_reaches_the_markup() {
-        let svg = svg("</svg><script>alert(1)</script>", "code").unwrap();
+        let svg = svg("</svg><script>alert(1)</script>", "code").unwrap().0;
         assert!(!svg.contains("script"));
         assert_eq!(svg.matches('<').count(), 4);
     }

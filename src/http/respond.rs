@@ -19,13 +19,45 @@ pub(crate) const REFRESH_COOKIE: &str = "refresh_token";
 /// The cookie of a browser session (API.md v2).
 pub(crate) const SESSION_COOKIE: &str = "latchd_session";
 
-/// The name of the CSRF nonce cookie: `__Host-` when it is Secure, so that no sibling
-/// subdomain can set it (browsers refuse a `__Host-` cookie with a Domain or without Secure).
-pub(crate) fn csrf_cookie_name(secure: bool) -> &'static str {
-    if secure {
-        "__Host-latchd_csrf"
-    } else {
-        "latchd_csrf"
+/// A host-only cookie of the pages, other than the session: its name is `__Host-<base>` when
+/// it is Secure, so that no sibling subdomain can set it (browsers refuse a `__Host-` cookie
+/// with a Domain or without Secure).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PageCookie {
+    /// The browser's CSRF nonce, for the browser's session.
+    Csrf,
+    /// The `mfa_token` between a sign-in's password and its code, for 300 s.
+    Mfa,
+}
+
+impl PageCookie {
+    /// The cookie's name under `LATCHD_COOKIE_SECURE=secure`.
+    pub(crate) fn name(self, secure: bool) -> &'static str {
+        match (self, secure) {
+            (Self::Csrf, true) => "__Host-latchd_csrf",
+            (Self::Csrf, false) => "latchd_csrf",
+            (Self::Mfa, true) => "__Host-latchd_mfa",
+            (Self::Mfa, false) => "latchd_mfa",
+        }
+    }
+
+    /// `Set-Cookie` for `value`: host-only, `HttpOnly; SameSite=Strict; Path=/`, and
+    /// `Max-Age` when given (0 clears it).
+    pub(crate) fn set(
+        self,
+        value: &str,
+        max_age_secs: Option<i64>,
+        secure: bool,
+    ) -> Option<HeaderValue> {
+        let name = self.name(secure);
+        let secure = if secure { "; Secure" } else { "" };
+        let max_age = max_age_secs
+            .map(|secs| format!("; Max-Age={secs}"))
+            .unwrap_or_default();
+        HeaderValue::from_str(&format!(
+            "{name}={value}; HttpOnly{secure}; SameSite=Strict; Path=/{max_age}"
+        ))
+        .ok()
     }
 }
 
@@ -51,17 +83,6 @@ pub(crate) fn session_cookie(
     HeaderValue::from_str(&format!(
         "{SESSION_COOKIE}={value}; HttpOnly{secure}; SameSite=Lax; Path=/{domain}; \
          Max-Age={max_age_secs}"
-    ))
-    .ok()
-}
-
-/// `Set-Cookie` for the browser's CSRF nonce: host-only, `HttpOnly; SameSite=Strict; Path=/`,
-/// for the browser's session.
-pub(crate) fn csrf_cookie(nonce: &str, secure: bool) -> Option<HeaderValue> {
-    let name = csrf_cookie_name(secure);
-    let secure = if secure { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!(
-        "{name}={nonce}; HttpOnly{secure}; SameSite=Strict; Path=/"
     ))
     .ok()
 }

@@ -74,12 +74,28 @@ pub(super) const ROUTES: &[Route] = &[
         ]),
     },
     Route {
+        pattern: "/login/totp",
+        methods: Methods::Only(&[(Method::POST, later!(portal::sign_in_code))]),
+    },
+    Route {
         pattern: "/logout",
         methods: Methods::Only(&[(Method::POST, later!(portal::sign_out))]),
     },
     Route {
         pattern: "/metrics",
         methods: Methods::Only(&[(Method::GET, Handler::Now(h::metrics))]),
+    },
+    Route {
+        pattern: "/totp",
+        methods: Methods::Only(&[(Method::POST, later!(portal::totp_begin))]),
+    },
+    Route {
+        pattern: "/totp/confirm",
+        methods: Methods::Only(&[(Method::POST, later!(portal::totp_confirm))]),
+    },
+    Route {
+        pattern: "/totp/disable",
+        methods: Methods::Only(&[(Method::POST, later!(portal::totp_disable))]),
     },
     Route {
         pattern: "/v1/admin/users",
@@ -94,8 +110,16 @@ pub(super) const ROUTES: &[Route] = &[
         methods: Methods::Only(&[(Method::POST, later!(h::admin_revoke))]),
     },
     Route {
+        pattern: "/v1/admin/users/{id}/totp",
+        methods: Methods::Only(&[(Method::DELETE, later!(h::admin_totp_reset))]),
+    },
+    Route {
         pattern: "/v1/auth/login",
         methods: Methods::Only(&[(Method::POST, later!(h::login))]),
+    },
+    Route {
+        pattern: "/v1/auth/login/mfa",
+        methods: Methods::Only(&[(Method::POST, later!(h::login_mfa))]),
     },
     Route {
         pattern: "/v1/auth/logout",
@@ -125,6 +149,17 @@ pub(super) const ROUTES: &[Route] = &[
     Route {
         pattern: "/v1/users/me/password",
         methods: Methods::Only(&[(Method::PUT, later!(h::change_password))]),
+    },
+    Route {
+        pattern: "/v1/users/me/totp",
+        methods: Methods::Only(&[
+            (Method::POST, later!(h::totp_begin)),
+            (Method::DELETE, later!(h::totp_disable)),
+        ]),
+    },
+    Route {
+        pattern: "/v1/users/me/totp/confirm",
+        methods: Methods::Only(&[(Method::POST, later!(h::totp_confirm))]),
     },
 ];
 

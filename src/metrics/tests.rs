@@ -83,6 +83,7 @@ fn every_family_has_help_and_type_before_its_samples_in_name_order() {
             "latchd_logins_total",
             "latchd_refreshes_total",
             "latchd_registrations_total",
+            "latchd_second_factor_total",
             "latchd_users",
             "latchd_verifications_total",
         ],
@@ -211,6 +212,7 @@ fn label_values_come_only_from_the_fixed_lists() {
     allowed.extend(LoginOutcome::ALL.map(LoginOutcome::label));
     allowed.extend(RefreshOutcome::ALL.map(RefreshOutcome::label));
     allowed.extend(Rejection::labels());
+    allowed.extend(Event::SECOND_FACTOR);
     allowed.extend(["ok", "rejected"]);
     let series = samples(&text);
     for name in series.keys() {
@@ -220,7 +222,10 @@ fn label_values_come_only_from_the_fixed_lists() {
         let labels = labels.strip_suffix('}').expect("closing brace");
         for pair in labels.split("\",") {
             let (key, value) = pair.split_once("=\"").expect("key=\"value\"");
-            assert!(["outcome", "result", "reason"].contains(&key), "{name}");
+            assert!(
+                ["outcome", "result", "reason", "event"].contains(&key),
+                "{name}"
+            );
             let value = value.trim_end_matches('"');
             assert!(allowed.contains(&value), "{name}: {value}");
             assert!(!value.contains(['"', '\\', '\n']), "{name}: needs escaping");
@@ -376,4 +381,27 @@ fn metrics_are_allowed_to_loopback_and_listed_addresses_only() {
         metrics_allowed(listed, &[mapped_entry]),
         "a v4-mapped list entry"
     );
+}
+
+#[test]
+fn second_factor_events_are_counted_by_kind() {
+    let metrics = Metrics::new();
+    let user = UserId(Uuid::nil());
+    let events = [
+        Event::MfaEnabled { user },
+        Event::MfaDisabled { user },
+        Event::MfaFailed { user },
+        Event::RecoveryCodeUsed { user, left: 3 },
+        Event::TotpReset { user, actor: None },
+    ];
+    for (i, event) in events.iter().enumerate() {
+        for _ in 0..=i {
+            metrics.on(event);
+        }
+    }
+    let text = metrics.render(COUNTS);
+    for (i, label) in Event::SECOND_FACTOR.iter().enumerate() {
+        let series = format!("latchd_second_factor_total{{event=\"{label}\"}}");
+        assert_eq!(value(&text, &series), i as u64 + 1, "{series}");
+    }
 }

@@ -6,20 +6,20 @@
 //! The browser reaches `app.example.com` and `auth.example.com` through nginx as its HTTP
 //! proxy, so every URL is the one a user sees, without a port; nginx picks the site by host.
 //!
-//! `docs/login.png`, the screenshot the README shows, is what this test sees: it checks the
-//! committed file is a screenshot of this size, and writes a fresh one there when
-//! `LATCHD_UPDATE_SCREENSHOTS=1`.
+//! `docs/login.png` and `docs/totp.png`, the screenshots the README shows, are what these
+//! tests see: they check the committed files are screenshots of this size, and write fresh
+//! ones there when `LATCHD_UPDATE_SCREENSHOTS=1`.
 
 use std::path::Path;
 
-use crate::support::browser::{png_size, Browser, ColorScheme, Viewport, KEY_TAB};
+use crate::support::browser::{png_size, Browser, ColorScheme, Element, Viewport, KEY_TAB};
+use crate::support::otp::{self, Secret};
 use crate::support::proxy::{Nginx, Options, Proxy, Upstream, LATCHD_ENV};
 use crate::support::{add_user, require, TestServer, PASSWORD};
 
 const PAGE: &str = "http://app.example.com/wiki/Start?lang=en";
 const TARGET: &str = "/wiki/Start?lang=en";
 const LOGIN: &str = "http://auth.example.com/login";
-const SCREENSHOT: &str = "docs/login.png";
 
 #[test]
 fn a_person_signs_in_through_nginx_stays_signed_in_and_signs_out() {
@@ -45,7 +45,7 @@ fn a_person_signs_in_through_nginx_stays_signed_in_and_signs_out() {
     );
     assert_eq!(page_hits(&app), 0, "the app saw a signed-out browser");
     assert_eq!(browser.title(), "Sign in · latchd");
-    keep_screenshot(&browser.screenshot_png());
+    keep_screenshot("login.png", &browser.screenshot_png());
 
     // Signing in: a wrong password first gives the form back with one message.
     browser.find("#email").type_text("ada@example.com");
@@ -84,7 +84,7 @@ fn a_person_signs_in_through_nginx_stays_signed_in_and_signs_out() {
     // is out of reach again.
     browser.goto("http://auth.example.com/");
     browser.wait_for_text("ada@example.com");
-    browser.find("button[type=submit]").click();
+    browser.find("form[action='/logout'] button").click();
     browser.wait_for_url(LOGIN);
     assert!(browser.cookie("latchd_session").is_none(), "cookie cleared");
     let before = page_hits(&app);
@@ -118,22 +118,90 @@ fn a_sign_in_returns_to_an_app_on_a_port_of_its_own() {
     assert!(app.requests().iter().any(|r| r.target == "/dash"));
 }
 
+#[test]
+fn a_person_turns_totp_on_and_signs_in_with_a_code_in_a_real_browser() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    add_user(dir.path(), "ada@example.com", &[]);
+    let server = TestServer::start_in(dir, &[]);
+    let Some(browser) = Browser::start() else {
+        return;
+    };
+    let base = format!("http://{}", server.addr());
+    browser.goto(&format!("{base}/login"));
+    browser.find("#email").type_text("ada@example.com");
+    browser.find("#password").type_text(PASSWORD);
+    browser.find("button[type=submit]").click();
+    browser.wait_for_text("Two-step verification");
+
+    // Turn it on: the password again, then the QR code and the key.
+    browser.find("#current_password").type_text(PASSWORD);
+    browser.find("form[action='/totp'] button").click();
+    let qr = browser.wait_for_element(".qr svg");
+    assert!(
+        qr.property("clientWidth")
+            .as_u64()
+            .is_some_and(|w| w >= 100),
+        "the QR code shows"
+    );
+    keep_screenshot("totp.png", &browser.screenshot_png());
+    let secret = Secret::from_base32(&browser.find(".secret").text());
+    let now = otp::steady(0, 4);
+    browser.find("#code").type_text(&secret.code_at(now));
+    browser.find("form[action='/totp/confirm'] button").click();
+    browser.wait_for_text("Keep these recovery codes");
+    let codes: Vec<String> = browser
+        .find_all(".codes li")
+        .iter()
+        .map(Element::text)
+        .collect();
+    assert_eq!(codes.len(), 10, "{codes:?}");
+    browser.find("a[href='/']").click();
+    browser.wait_for_text("10 of 10 recovery codes left");
+
+    // Signed out and in again: the password, then the code the app shows now.
+    browser.find("form[action='/logout'] button").click();
+    browser.wait_for_url(&format!("{base}/login"));
+    browser.find("#email").type_text("ada@example.com");
+    browser.find("#password").type_text(PASSWORD);
+    browser.find("button[type=submit]").click();
+    let field = browser.wait_for_element("#code");
+    assert_eq!(
+        field.attribute("autocomplete").as_deref(),
+        Some("one-time-code")
+    );
+    assert!(
+        browser.cookie("latchd_session").is_none(),
+        "no session before the code"
+    );
+    let now = otp::steady(0, 4);
+    field.type_text(&secret.code_at_step(otp::step_of(now) + 1));
+    browser.find("button[type=submit]").click();
+    browser.wait_for_text("10 of 10 recovery codes left");
+    assert!(browser.cookie("latchd_session").is_some());
+    assert!(
+        browser.cookie("latchd_mfa").is_none(),
+        "the code step's cookie is gone"
+    );
+}
+
 /// How often the app was asked for the page (the browser also asks it for a favicon).
 fn page_hits(app: &Upstream) -> usize {
     app.requests().iter().filter(|r| r.target == TARGET).count()
 }
 
-/// Checks the committed screenshot is one of these pages at the desktop size, or replaces it
-/// with `png` when `LATCHD_UPDATE_SCREENSHOTS=1`.
-fn keep_screenshot(png: &[u8]) {
+/// Checks the committed screenshot `name` (under `docs/`) is one of these pages at the desktop
+/// size, or replaces it with `png` when `LATCHD_UPDATE_SCREENSHOTS=1`.
+fn keep_screenshot(name: &str, png: &[u8]) {
     let want = (Viewport::DESKTOP.width, Viewport::DESKTOP.height);
     assert_eq!(png_size(png), Some(want), "the screenshot taken");
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(SCREENSHOT);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("docs")
+        .join(name);
     if std::env::var_os("LATCHD_UPDATE_SCREENSHOTS").is_some_and(|v| v == "1") {
         std::fs::write(&path, png).expect("write the screenshot");
     }
-    let committed = std::fs::read(&path).expect("docs/login.png is committed");
-    assert_eq!(png_size(&committed), Some(want), "{SCREENSHOT}");
+    let committed = std::fs::read(&path).expect("the screenshot is committed in docs/");
+    assert_eq!(png_size(&committed), Some(want), "docs/{name}");
 }
 
 #[test]

@@ -273,9 +273,15 @@ fn gc_deletes_expired_rows_and_prints_the_counts() {
     }
     let out = run(&db, &[], &["gc"], b"");
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "swept blacklist=5 families=5 keys=1\n");
+    assert_eq!(
+        text(&out.stdout),
+        "swept blacklist=5 families=5 keys=1 challenges=0\n"
+    );
     let out = run(&db, &[], &["gc"], b"");
-    assert_eq!(text(&out.stdout), "swept blacklist=0 families=0 keys=0\n");
+    assert_eq!(
+        text(&out.stdout),
+        "swept blacklist=0 families=0 keys=0 challenges=0\n"
+    );
 }
 
 /// Runs `latchd user add --email <email> <extra>` with [`PASSWORD`] on stdin; returns the id.

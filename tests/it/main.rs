@@ -20,3 +20,5 @@ mod storage;
 mod store_crash;
 mod support;
 mod sweep;
+mod totp;
+mod totp_pages;

@@ -4,9 +4,13 @@
 
 pub mod browser;
 
-pub mod proxy;
+pub mod clock;
 
 pub mod jar;
+
+pub mod otp;
+
+pub mod proxy;
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -63,6 +67,22 @@ impl TestServer {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
+        Self::spawn(dir, env)
+    }
+
+    /// A server with the base environment plus `extra`, whose wall clock is `clock`.
+    pub fn start_on(clock: &clock::FakeClock, extra: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut env: Vec<(String, String)> = clock
+            .env()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        env.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         Self::spawn(dir, env)
     }
 
@@ -253,6 +273,20 @@ impl TestServer {
         );
         assert_eq!(reply.status, 200, "login {email}: {}", reply.body);
         reply.pair()
+    }
+
+    /// The value of one sample of `/metrics`, e.g. `latchd_families_live` or
+    /// `latchd_logins_total{outcome="ok"}`.
+    pub fn metric(&self, series: &str) -> u64 {
+        let reply = self.get("/metrics", None);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply
+            .body
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no sample {series} in\n{}", reply.body))
+            .parse()
+            .expect("a whole number")
     }
 
     /// Presents a refresh token in the body.
