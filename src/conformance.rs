@@ -24,7 +24,7 @@ use crate::auth::storage::{Storage, StoreError};
 use crate::model::{
     normalize_email, AccessDenied, Counts, CreateUser, FamilyId, Jti, MfaChallenge, MfaCompletion,
     NewSession, NewUser, Presented, Rotation, SecondFactor, SessionKind, SessionPolicy, StoredKey,
-    Successor, Sweep, TotpUpdate, User, UserId, UserUpdate,
+    Successor, Sweep, TotpUpdate, User, UserId, UserUpdate, PENDING_TOTP_SECS,
 };
 use crate::time::UnixTime;
 
@@ -106,7 +106,8 @@ macro_rules! storage_conformance {
             totp_is_pending_until_confirmed_and_on_until_turned_off,
             a_second_factor_opens_one_session_and_is_spent_for_good,
             a_challenge_dies_of_wrong_codes_of_age_and_of_changes_to_its_user,
-            a_totp_reset_ends_every_session_and_deleting_the_user_deletes_its_totp
+            a_totp_reset_ends_every_session_and_deleting_the_user_deletes_its_totp,
+            a_pending_enrolment_is_swept_after_ten_minutes_and_one_that_is_on_never
         );
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {
@@ -1495,7 +1496,10 @@ type UserChange = for<'a> fn(&'a dyn Storage, UserId) -> Pin<Box<dyn Future<Outp
 async fn with_totp(store: &dyn Storage, email: &str) -> UserId {
     let user = new_user(store, email).await.id;
     assert_eq!(
-        store.begin_totp(user, SECRET, NOW).await.unwrap(),
+        store
+            .begin_totp(user, SECRET, FamilyId::new(), NOW)
+            .await
+            .unwrap(),
         TotpUpdate::Done
     );
     let recovery = vec![[0xc1; 32], [0xc2; 32]];
@@ -1542,15 +1546,25 @@ pub async fn totp_is_pending_until_confirmed_and_on_until_turned_off(h: &mut dyn
     let user = new_user(&*store, "totp@example.com").await.id;
     assert_eq!(store.totp(user).await.unwrap(), None);
     assert_eq!(
-        store.begin_totp(user, [1; 20], NOW).await.unwrap(),
+        store
+            .begin_totp(user, [1; 20], FamilyId::new(), NOW)
+            .await
+            .unwrap(),
         TotpUpdate::Done
     );
     let pending = store.totp(user).await.unwrap().unwrap();
     assert!(!pending.is_on());
     assert_eq!(pending.secret, [1; 20]);
+    assert!(
+        pending.began_in.is_some(),
+        "the session that began it is kept"
+    );
     // A second start replaces the pending secret; a confirmation of the first one then fails.
     assert_eq!(
-        store.begin_totp(user, SECRET, NOW).await.unwrap(),
+        store
+            .begin_totp(user, SECRET, FamilyId::new(), NOW)
+            .await
+            .unwrap(),
         TotpUpdate::Done
     );
     let confirm = |secret: [u8; 20], step: u64| {
@@ -1560,14 +1574,17 @@ pub async fn totp_is_pending_until_confirmed_and_on_until_turned_off(h: &mut dyn
     assert_eq!(confirm(SECRET, 50).await.unwrap(), TotpUpdate::Done);
     assert_eq!(confirm(SECRET, 51).await.unwrap(), TotpUpdate::AlreadyOn);
     assert_eq!(
-        store.begin_totp(user, [2; 20], NOW).await.unwrap(),
+        store
+            .begin_totp(user, [2; 20], FamilyId::new(), NOW)
+            .await
+            .unwrap(),
         TotpUpdate::AlreadyOn
     );
     let store = h.reopen(store).await;
     let on = store.totp(user).await.unwrap().unwrap();
     assert_eq!(
-        (on.secret, on.confirmed_at, on.last_step),
-        (SECRET, Some(NOW.plus(1)), Some(50))
+        (on.secret, on.confirmed_at, on.last_step, on.began_in),
+        (SECRET, Some(NOW.plus(1)), Some(50), None)
     );
     assert_eq!(
         (on.recovery_salt, &on.recovery),
@@ -1610,7 +1627,10 @@ pub async fn totp_is_pending_until_confirmed_and_on_until_turned_off(h: &mut dyn
     // Neither a missing nor a disabled user can enrol.
     let ghost = UserId(Uuid::new_v4());
     assert_eq!(
-        store.begin_totp(ghost, SECRET, NOW).await.unwrap(),
+        store
+            .begin_totp(ghost, SECRET, FamilyId::new(), NOW)
+            .await
+            .unwrap(),
         TotpUpdate::NoSuchUser
     );
     assert_eq!(
@@ -1618,7 +1638,10 @@ pub async fn totp_is_pending_until_confirmed_and_on_until_turned_off(h: &mut dyn
         UserUpdate::Done
     );
     assert_eq!(
-        store.begin_totp(user, SECRET, NOW).await.unwrap(),
+        store
+            .begin_totp(user, SECRET, FamilyId::new(), NOW)
+            .await
+            .unwrap(),
         TotpUpdate::NoSuchUser
     );
     assert_eq!(
@@ -1820,4 +1843,29 @@ pub async fn a_totp_reset_ends_every_session_and_deleting_the_user_deletes_its_t
     let store = h.reopen(store).await;
     assert_eq!(store.totp(gone).await.unwrap(), None);
     assert_eq!(store.totp(user).await.unwrap(), None);
+}
+
+pub async fn a_pending_enrolment_is_swept_after_ten_minutes_and_one_that_is_on_never(
+    h: &mut dyn Harness,
+) {
+    let store = h.open().await;
+    let on = with_totp(&*store, "on@example.com").await;
+    let user = new_user(&*store, "pending@example.com").await.id;
+    let session = FamilyId::new();
+    assert_eq!(
+        store.begin_totp(user, SECRET, session, NOW).await.unwrap(),
+        TotpUpdate::Done
+    );
+    let pending = store.totp(user).await.unwrap().unwrap();
+    assert!(pending.is_pending_for(session, NOW.plus(PENDING_TOTP_SECS - 1)));
+    assert!(!pending.is_pending_for(session, NOW.plus(PENDING_TOTP_SECS)));
+    assert!(
+        !pending.is_pending_for(FamilyId::new(), NOW),
+        "another session's"
+    );
+    let end = NOW.plus(PENDING_TOTP_SECS);
+    assert_eq!(store.sweep(end.minus(1), 0).await.unwrap().challenges, 0);
+    assert_eq!(store.sweep(end, 0).await.unwrap().challenges, 1);
+    assert_eq!(store.totp(user).await.unwrap(), None);
+    assert!(store.totp(on).await.unwrap().is_some_and(|t| t.is_on()));
 }

@@ -118,10 +118,14 @@ pub fn totp_input(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let secret = TotpSecret::from_bytes(TOTP_SECRET);
     if let Ok(step) = totp::verify(&secret, &text, NOW, None) {
-        let code = text.trim_ascii();
+        let code: String = text.trim_ascii().chars().filter(|c| *c != ' ').collect();
         assert!(
             code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()),
             "accepted {code:?}"
+        );
+        assert!(
+            !text.trim_ascii().contains("  "),
+            "accepted two spaces in a row: {text:?}"
         );
         let current = totp::step_at(NOW);
         assert!(

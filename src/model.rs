@@ -275,6 +275,10 @@ pub enum Rotation {
     Unknown,
 }
 
+/// How long a pending TOTP enrolment can be confirmed (and shown again) after it began; the
+/// sweep deletes it after that.
+pub const PENDING_TOTP_SECS: i64 = 600;
+
 /// A user's TOTP enrolment as stored: pending until a first code confirms it, then on.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Totp {
@@ -282,6 +286,8 @@ pub struct Totp {
     pub secret: [u8; 20],
     /// When the enrolment began.
     pub created_at: UnixTime,
+    /// While pending: the session that began it, the only one that may see and confirm it.
+    pub began_in: Option<FamilyId>,
     /// When a code confirmed it; `None` while pending.
     pub confirmed_at: Option<UnixTime>,
     /// The last time step accepted; a code of this step or an earlier one is refused.
@@ -297,6 +303,13 @@ impl Totp {
     pub fn is_on(&self) -> bool {
         self.confirmed_at.is_some()
     }
+
+    /// Whether this is a pending enrolment that `session` began and may still confirm at `now`.
+    pub fn is_pending_for(&self, session: FamilyId, now: UnixTime) -> bool {
+        !self.is_on()
+            && self.began_in == Some(session)
+            && now < self.created_at.plus(PENDING_TOTP_SECS)
+    }
 }
 
 impl fmt::Debug for Totp {
@@ -304,6 +317,7 @@ impl fmt::Debug for Totp {
         f.debug_struct("Totp")
             .field("secret", &"<hidden>")
             .field("created_at", &self.created_at)
+            .field("began_in", &self.began_in)
             .field("confirmed_at", &self.confirmed_at)
             .field("last_step", &self.last_step)
             .field("recovery_left", &self.recovery.len())
@@ -341,8 +355,9 @@ pub enum TotpUpdate {
 }
 
 /// A password step that passed, waiting for its second factor (the `mfa_token` of API.md).
-/// Stored under the SHA-256 of the token; the token itself is never stored.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Stored under the SHA-256 of the token; the token itself is never stored. Its `Debug` leaves
+/// the password hash out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct MfaChallenge {
     /// The user whose password was checked.
     pub user: UserId,
@@ -356,6 +371,18 @@ pub struct MfaChallenge {
     pub expires_at: UnixTime,
     /// Wrong codes so far.
     pub failures: u32,
+}
+
+impl fmt::Debug for MfaChallenge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MfaChallenge")
+            .field("user", &self.user)
+            .field("token_version", &self.token_version)
+            .field("kind", &self.kind)
+            .field("expires_at", &self.expires_at)
+            .field("failures", &self.failures)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What became of a second factor presented for a challenge.
@@ -388,7 +415,8 @@ pub struct Sweep {
     pub families: u64,
     /// Signing keys retired longer ago than the retention.
     pub keys: u64,
-    /// Second-factor challenges that expired.
+    /// Second-factor challenges that expired, and pending TOTP enrolments past
+    /// [`PENDING_TOTP_SECS`].
     pub challenges: u64,
 }
 

@@ -40,6 +40,35 @@ pub(super) enum Settle {
     Later,
 }
 
+/// A user whose enrolment is being confirmed by this process, until dropped.
+pub(super) struct Confirming<'a> {
+    set: &'a std::sync::Mutex<std::collections::HashSet<UserId>>,
+    user: UserId,
+}
+
+impl<'a> Confirming<'a> {
+    /// Claims `user`, unless a confirmation of it is already under way.
+    fn claim(
+        set: &'a std::sync::Mutex<std::collections::HashSet<UserId>>,
+        user: UserId,
+    ) -> Option<Self> {
+        let claimed = set
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(user);
+        claimed.then_some(Self { set, user })
+    }
+}
+
+impl Drop for Confirming<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.user);
+    }
+}
+
 /// How a sign-in's password step ended.
 #[derive(Debug)]
 pub enum SignIn<T> {
@@ -49,13 +78,18 @@ pub enum SignIn<T> {
     CodeNeeded(Opaque),
 }
 
-/// A pending enrolment, as its user is shown it once.
-#[derive(Debug)]
+/// A pending enrolment, as its user is shown it. Its `Debug` never shows the secret.
 pub struct Enrolment {
     /// The secret, base32 without padding.
     pub secret: String,
     /// The `otpauth://` URI an authenticator app enrols from.
     pub otpauth_uri: String,
+}
+
+impl std::fmt::Debug for Enrolment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Enrolment(..)")
+    }
 }
 
 /// Where a user's TOTP stands, for the pages.
@@ -73,39 +107,58 @@ pub enum TotpStatus {
 }
 
 impl Authority {
-    /// Where `user`'s TOTP stands.
+    /// Where `user`'s TOTP stands, as `session` may see it: a pending enrolment shows its key
+    /// only to the session that began it, for [`PENDING_TOTP_SECS`](crate::model::PENDING_TOTP_SECS); to any other it is off.
     ///
     /// # Errors
     /// `Revoked(UnknownUser)` for a user that is gone; storage failures.
-    pub async fn totp_status(&self, user: UserId) -> Result<TotpStatus, AuthError> {
+    pub async fn totp_status(
+        &self,
+        user: UserId,
+        session: FamilyId,
+        now: UnixTime,
+    ) -> Result<TotpStatus, AuthError> {
         let user = self.existing(user).await?;
         Ok(match self.storage.totp(user.id).await? {
-            None => TotpStatus::Off,
             Some(t) if t.is_on() => TotpStatus::On {
                 recovery_left: t.recovery.len(),
             },
-            Some(t) => TotpStatus::Pending(enrolment(&t.secret, &user.email)),
+            Some(t) if t.is_pending_for(session, now) => {
+                TotpStatus::Pending(enrolment(&t.secret, &user.email))
+            }
+            Some(_) | None => TotpStatus::Off,
         })
     }
 
-    /// Starts a TOTP enrolment for `user` (`POST /v1/users/me/totp`), its password checked like
-    /// a login's: a fresh secret, pending until a code confirms it. A pending enrolment is
-    /// replaced.
+    /// Starts a TOTP enrolment for `user` from `session` (`POST /v1/users/me/totp`), its
+    /// password checked like a login's: a fresh secret, pending until a code from the same
+    /// session confirms it within [`PENDING_TOTP_SECS`](crate::model::PENDING_TOTP_SECS). A pending enrolment is replaced.
+    ///
+    /// With TOTP already on, the answer is `TotpOn` before the password is looked at: a right
+    /// password here must not clear the account's failed codes in the limiter.
     ///
     /// # Errors
-    /// `WrongPassword`, `RateLimited`, `Busy`, `TotpOn`.
+    /// `TotpOn`, `WrongPassword`, `RateLimited`, `Busy`.
     pub async fn begin_totp(
         &self,
         user: UserId,
+        session: FamilyId,
         current_password: &str,
         client: IpAddr,
         now: UnixTime,
     ) -> Result<Enrolment, AuthError> {
         let user = self.existing(user).await?;
+        if self.storage.totp(user.id).await?.is_some_and(|t| t.is_on()) {
+            return Err(AuthError::TotpOn);
+        }
         self.confirm_password(&user, current_password, client, now, Settle::Now)
             .await?;
         let secret: [u8; totp::SECRET_BYTES] = self.random()?;
-        match self.storage.begin_totp(user.id, secret, now).await? {
+        match self
+            .storage
+            .begin_totp(user.id, secret, session, now)
+            .await?
+        {
             TotpUpdate::Done => Ok(enrolment(&secret, &user.email)),
             TotpUpdate::AlreadyOn => Err(AuthError::TotpOn),
             TotpUpdate::NoSuchUser | TotpUpdate::NotEnrolled | TotpUpdate::Spent => {
@@ -114,29 +167,37 @@ impl Authority {
         }
     }
 
-    /// Confirms `user`'s pending enrolment with a current code (`POST /v1/users/me/totp/confirm`):
-    /// TOTP is on, and here are the recovery codes, shown this once and stored only as hashes.
+    /// Confirms the enrolment `session` began with a current code
+    /// (`POST /v1/users/me/totp/confirm`): TOTP is on, and here are the recovery codes, shown
+    /// this once and stored only as hashes.
+    ///
+    /// Hashing the ten codes is the costly part: it is charged to the address's hashing budget,
+    /// and one user's confirmations run one at a time (another one meanwhile is `Busy`).
     ///
     /// # Errors
-    /// `NoPendingTotp`, `TotpOn`, `InvalidCode` (wrong or replayed), `RateLimited`, `Busy`.
+    /// `NoPendingTotp` (none, another session's, or older than [`PENDING_TOTP_SECS`](crate::model::PENDING_TOTP_SECS)),
+    /// `TotpOn`, `InvalidCode` (wrong or replayed), `RateLimited`, `Busy`.
     pub async fn confirm_totp(
         &self,
         user: UserId,
+        session: FamilyId,
         code: &str,
         client: IpAddr,
         now: UnixTime,
     ) -> Result<Vec<RecoveryCode>, AuthError> {
         let user = self.existing(user).await?;
         let pending = match self.storage.totp(user.id).await? {
-            None => return Err(AuthError::NoPendingTotp),
             Some(t) if t.is_on() => return Err(AuthError::TotpOn),
-            Some(t) => t,
+            Some(t) if t.is_pending_for(session, now) => t,
+            Some(_) | None => return Err(AuthError::NoPendingTotp),
         };
         self.limiter.admit(&user.email, client, now)?;
         let secret = TotpSecret::from_bytes(pending.secret);
         let Ok(step) = totp::verify(&secret, code, now, pending.last_step) else {
             return Err(AuthError::InvalidCode);
         };
+        let _only_one = Confirming::claim(&self.confirming, user.id).ok_or(AuthError::Busy)?;
+        self.limiter.admit_hashing(client, now)?;
         let codes = recovery::generate(&self.random()?);
         let salt: [u8; password::SALT_BYTES] = self.random()?;
         let hashes = self.hash_codes(&codes, salt).await?;

@@ -221,6 +221,8 @@ pub struct Authority {
     key_configured: bool,
     rng: SystemRandom,
     subscribers: Vec<Arc<dyn Subscriber>>,
+    /// Users whose TOTP enrolment is being confirmed here (see [`mfa`]).
+    confirming: std::sync::Mutex<std::collections::HashSet<UserId>>,
 }
 
 impl fmt::Debug for Authority {
@@ -268,6 +270,7 @@ impl Authority {
             storage,
             rng,
             subscribers,
+            confirming: std::sync::Mutex::default(),
         };
         Ok((authority, source))
     }
@@ -743,7 +746,16 @@ impl Authority {
             return Err(AuthError::WrongPassword);
         }
         let user = self.me(principal).await?;
-        self.confirm_password(&user, current, client, now, mfa::Settle::Now)
+        // With TOTP on, a right password from a session that never passed a code must not
+        // clear the account's failed codes (so a stolen password-only session cannot reset
+        // the limit on guessing them).
+        let totp_on = self.storage.totp(user.id).await?.is_some_and(|t| t.is_on());
+        let settle = if totp_on && !principal.mfa {
+            mfa::Settle::Later
+        } else {
+            mfa::Settle::Now
+        };
+        self.confirm_password(&user, current, client, now, settle)
             .await?;
         self.password_policy
             .check(new, &user.email)

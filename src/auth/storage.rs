@@ -182,11 +182,17 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// The user's TOTP enrolment, pending or on.
     fn totp(&self, user: UserId) -> Pending<'_, Option<Totp>>;
 
-    /// Stores a pending enrolment with `secret` for an enabled user, replacing an earlier
-    /// pending one.
+    /// Stores a pending enrolment with `secret` for an enabled user, begun in `session`,
+    /// replacing an earlier pending one.
     ///
     /// Resolves to `Done`, `NoSuchUser` (also for a disabled user) or `AlreadyOn`.
-    fn begin_totp(&self, user: UserId, secret: [u8; 20], now: UnixTime) -> Pending<'_, TotpUpdate>;
+    fn begin_totp(
+        &self,
+        user: UserId,
+        secret: [u8; 20],
+        session: FamilyId,
+        now: UnixTime,
+    ) -> Pending<'_, TotpUpdate>;
 
     /// Turns on the pending enrolment whose secret is `secret`: `step` (of the code that
     /// confirmed it) becomes the last accepted step, and `recovery`, hashed under `salt`, the
@@ -265,8 +271,9 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn retire_signing_keys(&self, at: UnixTime) -> Pending<'_, u64>;
 
     /// Deletes blacklist rows whose `exp <= now`, sessions that ended (expired or revoked) at
-    /// least `retain_secs` ago, signing keys retired at least `retain_secs` ago, and
-    /// second-factor challenges expired by `now`.
+    /// least `retain_secs` ago, signing keys retired at least `retain_secs` ago,
+    /// second-factor challenges expired by `now`, and pending TOTP enrolments older than
+    /// [`PENDING_TOTP_SECS`](crate::model::PENDING_TOTP_SECS).
     fn sweep(&self, now: UnixTime, retain_secs: i64) -> Pending<'_, Sweep>;
 }
 

@@ -171,6 +171,7 @@ pub(super) async fn totp_begin(cx: Ctx) -> Answer {
         .auth
         .begin_totp(
             principal.user,
+            principal.family,
             &body.current_password,
             client,
             UnixTime::now(),
@@ -193,7 +194,13 @@ pub(super) async fn totp_confirm(cx: Ctx) -> Answer {
     let codes = cx
         .app
         .auth
-        .confirm_totp(principal.user, &body.code, client, UnixTime::now())
+        .confirm_totp(
+            principal.user,
+            principal.family,
+            &body.code,
+            client,
+            UnixTime::now(),
+        )
         .await?;
     let codes: Vec<&str> = codes.iter().map(RecoveryCode::as_str).collect();
     Ok(respond::json(

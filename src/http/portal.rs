@@ -150,6 +150,7 @@ pub(super) async fn totp_begin(cx: Ctx) -> Answer {
     };
     let begun = form.app.auth.begin_totp(
         identity.user,
+        identity.session,
         form.field("current_password"),
         form.client,
         UnixTime::now(),
@@ -168,6 +169,7 @@ pub(super) async fn totp_confirm(cx: Ctx) -> Answer {
     };
     let confirmed = form.app.auth.confirm_totp(
         identity.user,
+        identity.session,
         form.field("code"),
         form.client,
         UnixTime::now(),
@@ -318,7 +320,10 @@ impl Form {
 
 /// `/` for `identity`, with the forms of where its second factor stands.
 async fn home_page(app: &App, identity: &Identity, nonce: &str, message: Option<&str>) -> Answer {
-    let status = app.auth.totp_status(identity.user).await?;
+    let status = app
+        .auth
+        .totp_status(identity.user, identity.session, UnixTime::now())
+        .await?;
     let qr = match &status {
         TotpStatus::Pending(e) => qr::svg(&e.otpauth_uri, "QR code for your authenticator app"),
         TotpStatus::Off | TotpStatus::On { .. } => None,

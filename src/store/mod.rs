@@ -307,8 +307,14 @@ impl Storage for Store {
         self.read(move |txn| totp::read_totp(&txn.open_table(TOTP)?, user))
     }
 
-    fn begin_totp(&self, user: UserId, secret: [u8; 20], now: UnixTime) -> Pending<'_, TotpUpdate> {
-        self.write(move |txn| totp::begin_in(txn, user, secret, now))
+    fn begin_totp(
+        &self,
+        user: UserId,
+        secret: [u8; 20],
+        session: FamilyId,
+        now: UnixTime,
+    ) -> Pending<'_, TotpUpdate> {
+        self.write(move |txn| totp::begin_in(txn, user, secret, session, now))
     }
 
     fn confirm_totp(

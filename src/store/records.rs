@@ -5,7 +5,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::StoreError;
-use crate::model::{MfaChallenge, SessionKind, StoredKey, Totp, User, UserId};
+use crate::model::{FamilyId, MfaChallenge, SessionKind, StoredKey, Totp, User, UserId};
 use crate::time::UnixTime;
 
 /// A user row; the id is the key.
@@ -133,6 +133,8 @@ pub(super) struct TotpRecord {
     #[serde(with = "hex")]
     pub(super) secret: [u8; 20],
     pub(super) created_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) began_in: Option<Uuid>,
     pub(super) confirmed_at: Option<i64>,
     pub(super) last_step: Option<u64>,
     #[serde(with = "hex")]
@@ -146,6 +148,7 @@ impl TotpRecord {
         Self {
             secret: totp.secret,
             created_at: totp.created_at.secs(),
+            began_in: totp.began_in.map(|f| f.0),
             confirmed_at: totp.confirmed_at.map(UnixTime::secs),
             last_step: totp.last_step,
             recovery_salt: totp.recovery_salt,
@@ -157,6 +160,7 @@ impl TotpRecord {
         Totp {
             secret: self.secret,
             created_at: UnixTime(self.created_at),
+            began_in: self.began_in.map(FamilyId),
             confirmed_at: self.confirmed_at.map(UnixTime),
             last_step: self.last_step,
             recovery_salt: self.recovery_salt,

@@ -15,7 +15,7 @@ use super::users::read_user;
 use super::{StoreError, Written};
 use crate::model::{
     FamilyId, MfaChallenge, MfaCompletion, NewSession, SecondFactor, SessionPolicy, Totp,
-    TotpUpdate, UserId,
+    TotpUpdate, UserId, PENDING_TOTP_SECS,
 };
 use crate::time::UnixTime;
 
@@ -49,11 +49,13 @@ fn is_enabled_in(txn: &WriteTransaction, user: UserId) -> Result<bool, StoreErro
     Ok(read_user(&txn.open_table(USERS)?, user)?.is_some_and(|u| !u.disabled))
 }
 
-/// Stores a pending enrolment for an enabled user, replacing an earlier pending one.
+/// Stores a pending enrolment for an enabled user, begun in `session`, replacing an earlier
+/// pending one.
 pub(super) fn begin_in(
     txn: &WriteTransaction,
     user: UserId,
     secret: [u8; 20],
+    session: FamilyId,
     now: UnixTime,
 ) -> Result<Written<TotpUpdate>, StoreError> {
     if !is_enabled_in(txn, user)? {
@@ -66,6 +68,7 @@ pub(super) fn begin_in(
     let pending = Totp {
         secret,
         created_at: now,
+        began_in: Some(session),
         confirmed_at: None,
         last_step: None,
         recovery_salt: [0; 16],
@@ -104,6 +107,7 @@ pub(super) fn confirm_in(
         return Ok(Written::nothing(TotpUpdate::Spent));
     }
     totp.confirmed_at = Some(now);
+    totp.began_in = None;
     totp.last_step = Some(step);
     totp.recovery_salt = salt;
     totp.recovery = recovery;
@@ -273,7 +277,8 @@ fn spend(totp: &mut Totp, factor: SecondFactor) -> bool {
     }
 }
 
-/// Deletes challenges that expired at or before `now`; answers how many.
+/// Deletes challenges that expired at or before `now`, and pending enrolments older than
+/// [`PENDING_TOTP_SECS`]; answers how many.
 pub(super) fn sweep_challenges_in(
     txn: &WriteTransaction,
     now: UnixTime,
@@ -290,5 +295,18 @@ pub(super) fn sweep_challenges_in(
     for hash in &gone {
         table.remove(hash)?;
     }
-    Ok(gone.len() as u64)
+    let mut enrolments = txn.open_table(TOTP)?;
+    let mut stale = Vec::new();
+    for row in enrolments.iter()? {
+        let (user, bytes) = row?;
+        let rec: TotpRecord = decode("totp", bytes.value())?;
+        let ends = rec.created_at.saturating_add(PENDING_TOTP_SECS);
+        if rec.confirmed_at.is_none() && ends <= now.secs() {
+            stale.push(user.value());
+        }
+    }
+    for user in &stale {
+        enrolments.remove(*user)?;
+    }
+    Ok((gone.len() + stale.len()) as u64)
 }

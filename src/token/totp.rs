@@ -189,11 +189,24 @@ pub fn otpauth_uri(secret: &TotpSecret, email: &str) -> String {
     uri
 }
 
-/// Exactly six ASCII digits, after trimming surrounding ASCII whitespace.
+/// Exactly six ASCII digits, once surrounding ASCII whitespace and the single spaces that
+/// apps print between groups (`123 456`) are taken out.
 fn parse_code(presented: &str) -> Result<[u8; 6], TotpError> {
-    let code =
-        <[u8; 6]>::try_from(presented.trim_ascii().as_bytes()).map_err(|_| TotpError::Malformed)?;
-    if !code.iter().all(u8::is_ascii_digit) {
+    let mut code = [0u8; 6];
+    let mut len = 0usize;
+    let mut last_was_space = true; // no space before the first digit
+    for &b in presented.trim_ascii().as_bytes() {
+        match b {
+            b' ' if !last_was_space => last_was_space = true,
+            b'0'..=b'9' => {
+                *code.get_mut(len).ok_or(TotpError::Malformed)? = b;
+                len = len.saturating_add(1);
+                last_was_space = false;
+            }
+            _ => return Err(TotpError::Malformed),
+        }
+    }
+    if len != code.len() {
         return Err(TotpError::Malformed);
     }
     Ok(code)
@@ -387,7 +400,11 @@ mod tests {
             ("seven digits", format!("{right}0")),
             ("eight digits", format!("{right}00")),
             ("a letter", format!("{}a", &right[..5])),
-            ("inner space", format!("{} {}", &right[..3], &right[3..])),
+            (
+                "two inner spaces",
+                format!("{}  {}", &right[..3], &right[3..]),
+            ),
+            ("inner tab", format!("{}\t{}", &right[..3], &right[3..])),
             ("inner hyphen", format!("{}-{}", &right[..3], &right[3..])),
             ("plus sign", format!("+{}", &right[..5])),
             ("minus sign", format!("-{}", &right[..5])),
@@ -407,13 +424,15 @@ mod tests {
     }
 
     #[test]
-    fn surrounding_ascii_whitespace_is_trimmed() {
+    fn surrounding_ascii_whitespace_is_trimmed_and_a_space_between_groups_is_read_past() {
         let secret = rfc_secret();
         let right = code(STEP);
         for presented in [
             format!(" {right}"),
             format!("{right}\n"),
             format!("\t {right} \r\n"),
+            format!("{} {}", &right[..3], &right[3..]),
+            format!("{} {} {}", &right[..2], &right[2..4], &right[4..]),
         ] {
             assert_eq!(
                 verify(&secret, &presented, NOW, None),

@@ -505,3 +505,109 @@ fn the_cli_reset_works_on_the_file_for_a_user_who_lost_the_device() {
         .assert_error(401, "invalid_token");
     server.login(&ada.email);
 }
+
+#[test]
+fn with_totp_on_a_right_password_elsewhere_never_clears_the_failed_codes() {
+    // The default limiter: five failures in a row, then a delay. Neither a new enrolment
+    // (409 at once, before the password is looked at) nor a password change from a session
+    // that never passed a code may reset the count the code guesses build.
+    let server = TestServer::start();
+    let ada = enrolled(&server, "ada@example.test", 0);
+    begin(&server, &ada.bearer, "not even the password").assert_error(409, "conflict");
+    let token = mfa_token(&server, &ada.email); // 1
+    for _ in 0..3 {
+        send_code(&server, &token, "000000").assert_error(401, "invalid_code"); // 2, 3, 4
+    }
+    begin(&server, &ada.bearer, PASSWORD).assert_error(409, "conflict");
+    let changed = server.put_json_auth(
+        "/v1/users/me/password",
+        &ada.bearer,
+        &json!({"current_password": PASSWORD, "new_password": PASSWORD}),
+    );
+    assert_eq!(changed.status, 204, "{}", changed.body); // 5, not cleared
+    let login = server.post_json(
+        "/v1/auth/login",
+        &json!({ "email": ada.email, "password": PASSWORD }),
+    );
+    login.assert_error(429, "rate_limited");
+}
+
+#[test]
+fn a_pending_enrolment_is_seen_and_confirmed_only_from_the_session_that_began_it() {
+    let server = TestServer::start_with(LENIENT);
+    server.register("ada@example.test");
+    let (first, _) = server.login("ada@example.test");
+    let (other, _) = server.login("ada@example.test");
+    let started = begin(&server, &first, PASSWORD);
+    let secret = Secret::from_base32(started.json()["secret"].as_str().expect("secret"));
+    let now = otp::steady(0, 4);
+    // Another session of the same user (a stolen token, say) cannot confirm it.
+    confirm(&server, &other, &secret.code_at(now)).assert_error(409, "conflict");
+    let on = confirm(&server, &first, &secret.code_at(now));
+    assert_eq!(on.status, 200, "{}", on.body);
+}
+
+#[test]
+fn a_pending_enrolment_expires_after_ten_minutes() {
+    let Some(clock) = FakeClock::new() else {
+        return;
+    };
+    let server = TestServer::start_on(&clock, LENIENT);
+    server.register("ada@example.test");
+    let (bearer, _) = server.login("ada@example.test");
+    let started = begin(&server, &bearer, PASSWORD);
+    let secret = Secret::from_base32(started.json()["secret"].as_str().expect("secret"));
+    clock.advance(600);
+    confirm(&server, &bearer, &secret.code_at(clock.now())).assert_error(409, "conflict");
+    // A fresh one works.
+    let started = begin(&server, &bearer, PASSWORD);
+    let secret = Secret::from_base32(started.json()["secret"].as_str().expect("secret"));
+    let on = confirm(&server, &bearer, &secret.code_at(clock.now()));
+    assert_eq!(on.status, 200, "{}", on.body);
+}
+
+#[test]
+fn concurrent_confirmations_turn_totp_on_once_and_hash_within_the_budget() {
+    let server = TestServer::start_with(&[
+        ("LATCHD_LOGIN_ACCOUNT_FAILURES", "100"),
+        ("LATCHD_HASH_ADDRESS_PER_MIN", "4"),
+    ]);
+    server.register("ada@example.test"); // hash 1
+    let (bearer, _) = server.login("ada@example.test"); // 2
+    let started = begin(&server, &bearer, PASSWORD); // 3
+    let secret = Secret::from_base32(started.json()["secret"].as_str().expect("secret"));
+    let code = secret.code_at(otp::steady(0, 6));
+    let answers: Vec<u16> = std::thread::scope(|s| {
+        let confirms: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| confirm(&server, &bearer, &code).status))
+            .collect();
+        confirms.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    assert_eq!(
+        answers.iter().filter(|s| **s == 200).count(),
+        1,
+        "{answers:?}"
+    );
+    // The others lost the race: already on (409), a step spent (401), another confirmation
+    // under way (503), or the address's hashing budget spent (429). None hashed for nothing
+    // past that budget.
+    for status in &answers {
+        assert!([200, 401, 409, 429, 503].contains(status), "{answers:?}");
+    }
+    // The budget (4 a minute, a burst of 8) is what is left for logins now.
+    let mut refused = false;
+    for _ in 0..8 {
+        let reply = server.post_json(
+            "/v1/auth/login",
+            &json!({ "email": "ada@example.test", "password": PASSWORD }),
+        );
+        if reply.status == 429 {
+            refused = true;
+            break;
+        }
+    }
+    assert!(
+        refused,
+        "the confirmations' hashing was not charged to the address"
+    );
+}

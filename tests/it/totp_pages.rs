@@ -135,9 +135,14 @@ fn totp_is_turned_on_from_the_home_page_with_a_qr_code_and_recovery_codes_shown_
     assert_eq!(key.len(), 39, "32 characters in groups of four: {key}");
     assert!(pending.body.contains("autocomplete=\"one-time-code\""));
     assert!(!pending.body.contains("<script"));
-    // The same pending key on a reload, until it is confirmed.
+    // The same pending key on a reload, until it is confirmed; another session of the same
+    // user (a stolen cookie, say) sees none and cannot confirm it.
     let again = jar.request(&server, "GET", "/", &[], b"");
     assert_eq!(by_class(&again.body, "secret"), Some(key.clone()));
+    let mut elsewhere = signed_in(&server, "ada@example.test");
+    let theirs = elsewhere.request(&server, "GET", "/", &[], b"");
+    assert!(!theirs.body.contains("<svg") && !theirs.body.contains(&key[..9]));
+    assert!(theirs.body.contains("action=\"/totp\""), "{}", theirs.body);
 
     let secret = Secret::from_base32(&key);
     let now = otp::steady(0, 4);
