@@ -55,7 +55,8 @@ pub enum AuthError {
         /// Whole seconds until an attempt can be admitted again.
         retry_after_secs: u64,
     },
-    /// Password hashing is saturated: the request was refused at once rather than queued.
+    /// Password hashing, or the storage backend's write queue, is saturated: the request was
+    /// refused at once rather than queued.
     Busy,
     /// The storage layer failed.
     Store(StoreError),
@@ -101,7 +102,7 @@ impl fmt::Display for AuthError {
             Self::RateLimited { retry_after_secs } => {
                 write!(f, "too many login attempts; retry in {retry_after_secs} s")
             }
-            Self::Busy => f.write_str("password hashing is saturated; retry shortly"),
+            Self::Busy => f.write_str("password hashing or writes are saturated; retry shortly"),
             Self::Store(e) => write!(f, "storage: {e}"),
             Self::Internal(what) => write!(f, "internal error: {what}"),
             Self::Password(e) => write!(f, "password: {e}"),
@@ -113,7 +114,11 @@ impl std::error::Error for AuthError {}
 
 impl From<StoreError> for AuthError {
     fn from(err: StoreError) -> Self {
-        Self::Store(err)
+        match err {
+            // A full write queue is load, not a fault: 503 with Retry-After, like the pool.
+            StoreError::Busy => Self::Busy,
+            err => Self::Store(err),
+        }
     }
 }
 

@@ -307,6 +307,8 @@ pub enum StoreError {
     Permissions(Arc<std::io::Error>),
     /// The backend is shut down or its writer is gone.
     Closed,
+    /// Too many writes are waiting for the backend; this one was refused at once.
+    Busy,
     /// The backend itself failed (I/O, a transaction, a commit); `what` says at which step.
     Backend {
         /// The step that failed, e.g. `"commit"`.
@@ -344,6 +346,7 @@ impl fmt::Display for StoreError {
             Self::Random => f.write_str("system random number generator failed"),
             Self::Permissions(e) => write!(f, "restricting the file to its owner: {e}"),
             Self::Closed => f.write_str("the storage backend is shut down"),
+            Self::Busy => f.write_str("too many writes are waiting; retry shortly"),
             Self::Backend { what, source } => write!(f, "{what}: {source}"),
         }
     }
@@ -360,7 +363,8 @@ impl std::error::Error for StoreError {
             | Self::KidTaken(_)
             | Self::FamilyExists
             | Self::Random
-            | Self::Closed => None,
+            | Self::Closed
+            | Self::Busy => None,
         }
     }
 }

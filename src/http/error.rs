@@ -271,3 +271,21 @@ impl From<AuthError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::storage::StoreError;
+
+    #[test]
+    fn a_full_write_queue_is_a_503_with_retry_after_not_a_failure() {
+        let answer = ApiError::from(AuthError::from(StoreError::Busy)).into_response();
+        assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            answer.headers().get(RETRY_AFTER).map(HeaderValue::as_bytes),
+            Some(&b"1"[..])
+        );
+        let failed = ApiError::from(AuthError::from(StoreError::Closed)).into_response();
+        assert_eq!(failed.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}

@@ -2,12 +2,14 @@
 //! access-token blacklist and signing keys in one redb file. Knows redb, not HTTP or tokens:
 //! it is given ids, hashes and times, never a token.
 //!
-//! Every write is a job for the one writer thread ([`writer`]), which runs it in a write
-//! transaction committed with redb's `Durability::Immediate` before the job's caller is
-//! answered, so an `Ok` means the change is on disk. An in-memory view (token versions,
-//! disabled flags, live families, blacklist) answers the per-request checks without touching
-//! redb; the writer applies each commit's changes to it after the commit returned, in commit
-//! order. Reads run on the caller's thread in their own read transaction.
+//! Every write is a job for the one writer thread ([`writer`]), which runs the jobs waiting at
+//! once each in its own transaction and makes them durable together with one
+//! `Durability::Immediate` commit (group commit) before any of their callers is answered, so an
+//! `Ok` means the change is on disk. An in-memory view (token versions, disabled flags, live
+//! families, blacklist) answers the per-request checks without touching redb; the writer
+//! applies each job's changes to it after the batch is durable, in commit order. Reads run on
+//! the caller's thread in their own read transaction (and may see a write of the batch being
+//! made durable, whose caller has not been answered yet).
 
 use std::fmt;
 use std::path::Path;

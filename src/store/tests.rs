@@ -313,3 +313,146 @@ fn the_in_memory_lookups_answer_from_the_view() {
     assert_eq!(store.token_version(user), Some(1));
     assert_eq!(store.token_version(UserId(Uuid::new_v4())), None);
 }
+
+/// A table only these tests write, for jobs that do nothing else.
+const SCRATCH: TableDefinition<&str, u64> = TableDefinition::new("test_scratch");
+
+/// Occupies the writer until the returned sender is dropped or sent to, so that the jobs
+/// submitted meanwhile queue up and form the next batch together.
+fn hold_the_writer(store: &Store) -> (std::sync::mpsc::Sender<()>, Pending<'static, ()>) {
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (started, running) = std::sync::mpsc::channel::<()>();
+    let blocker = store.write(move |_| {
+        started.send(()).unwrap();
+        let _ = held.recv();
+        Ok(Written::nothing(()))
+    });
+    running.recv().unwrap();
+    (release, blocker)
+}
+
+fn scratch(store: &Store, key: &'static str) -> Option<u64> {
+    let txn = store.shared.db.begin_read().unwrap();
+    match txn.open_table(SCRATCH) {
+        Ok(table) => table.get(key).unwrap().map(|v| v.value()),
+        Err(redb::TableError::TableDoesNotExist(_)) => None,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn jobs_of_one_batch_are_isolated_a_failed_or_panicking_one_is_undone_alone() {
+    let (dir, store) = temp_store();
+    let (release, blocker) = hold_the_writer(&store);
+    let put = |key: &'static str, value: u64, then: fn() -> Result<(), StoreError>| {
+        store.write(move |txn| {
+            txn.open_table(SCRATCH)?.insert(key, value)?;
+            then()?;
+            Ok(Written::commit(()))
+        })
+    };
+    let failed = put("a", 1, || {
+        Err(StoreError::Corrupt {
+            table: "test_scratch",
+            detail: "a row that does not decode".to_owned(),
+        })
+    });
+    let kept = put("b", 2, || Ok(()));
+    let panicked = put("c", 3, || panic!("a job that panics after writing"));
+    // A later job of the same batch sees the earlier jobs' writes, and only the kept ones.
+    let seen = store.write(|txn| {
+        let table = txn.open_table(SCRATCH)?;
+        let get = |key| table.get(key).map(|v| v.map(|v| v.value()));
+        Ok(Written::nothing((get("a")?, get("b")?, get("c")?)))
+    });
+    drop(release);
+    wait(blocker).unwrap();
+    assert!(matches!(
+        wait(failed),
+        Err(StoreError::Corrupt {
+            table: "test_scratch",
+            ..
+        })
+    ));
+    assert!(wait(kept).is_ok());
+    assert!(matches!(wait(panicked), Err(StoreError::Closed)));
+    assert_eq!(wait(seen).unwrap(), (None, Some(2), None));
+    assert_eq!(
+        (
+            scratch(&store, "a"),
+            scratch(&store, "b"),
+            scratch(&store, "c")
+        ),
+        (None, Some(2), None)
+    );
+    // What was answered Ok is on disk; the writer goes on after a panic.
+    assert!(wait(put("d", 4, || Ok(()))).is_ok());
+    drop(store);
+    let store = Store::open(&dir.path().join("latchd.redb")).unwrap();
+    assert_eq!(
+        (
+            scratch(&store, "a"),
+            scratch(&store, "b"),
+            scratch(&store, "d")
+        ),
+        (None, Some(2), Some(4))
+    );
+}
+
+#[test]
+fn two_rotations_of_one_token_in_one_batch_resolve_as_they_would_in_turn() {
+    let no_grace = SessionPolicy {
+        grace_secs: 0,
+        ..POLICY
+    };
+    for (policy, second) in [(POLICY, "retried"), (no_grace, "reused")] {
+        let (_dir, store) = temp_store();
+        let (_, family) = session(&store);
+        let (release, blocker) = hold_the_writer(&store);
+        let first = store.rotate(presented(family, 0, [0; 32]), successor(1), NOW, policy);
+        let again = store.rotate(presented(family, 0, [0; 32]), successor(2), NOW, policy);
+        drop(release);
+        wait(blocker).unwrap();
+        assert!(matches!(
+            wait(first).unwrap(),
+            Rotation::Rotated { generation: 1, .. }
+        ));
+        let got = wait(again).unwrap();
+        match second {
+            "retried" => assert!(
+                matches!(&got, Rotation::Retried { generation: 1, sealed, .. } if *sealed == successor(1).sealed),
+                "{got:?}"
+            ),
+            _ => assert!(matches!(got, Rotation::Reused { .. }), "{got:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_full_write_queue_refuses_at_once_and_the_queued_writes_still_land() {
+    let (_dir, store) = temp_store();
+    let (release, blocker) = hold_the_writer(&store);
+    let queued: Vec<_> = (0..writer::QUEUE)
+        .map(|i| {
+            let value = u64::try_from(i).unwrap();
+            store.write(move |txn| {
+                txn.open_table(SCRATCH)?.insert("n", value)?;
+                Ok(Written::commit(()))
+            })
+        })
+        .collect();
+    // Refused before the writer is free again: nothing waits behind a full queue.
+    let refused = store.write(|_| Ok(Written::nothing(())));
+    assert!(matches!(wait(refused), Err(StoreError::Busy)));
+    drop(release);
+    wait(blocker).unwrap();
+    for write in queued {
+        wait(write).unwrap();
+    }
+    let last = u64::try_from(writer::QUEUE - 1).unwrap();
+    assert_eq!(
+        scratch(&store, "n"),
+        Some(last),
+        "in the order they were queued"
+    );
+}

@@ -519,6 +519,43 @@ pub fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Reply {
+    raw(addr, &request_bytes(addr, method, path, headers, body))
+}
+
+/// As [`http`], but `None` instead of a panic when the server is not there or hangs up before
+/// a whole answer (for tests that kill it under load).
+pub fn try_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<Reply> {
+    let request = request_bytes(addr, method, path, headers, body);
+    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).ok()?;
+    stream.set_read_timeout(Some(IO_TIMEOUT)).ok()?;
+    stream.write_all(&request).ok()?;
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).ok()?;
+    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let length: usize = std::str::from_utf8(&bytes[..end])
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })?;
+    (bytes.len() == end + 4 + length).then(|| parse(&bytes))
+}
+
+fn request_bytes(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Vec<u8> {
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (name, value) in headers {
         let _ = write!(head, "{name}: {value}\r\n");
@@ -532,7 +569,7 @@ pub fn http(
     head.push_str("\r\n");
     let mut request = head.into_bytes();
     request.extend_from_slice(body);
-    raw(addr, &request)
+    request
 }
 
 /// Writes `request` as is and parses the answer.
