@@ -43,6 +43,21 @@ pub(super) enum Methods {
     Only(&'static [(Method, Handler)]),
 }
 
+impl Methods {
+    /// The `Allow` header of a 405: the methods served, in the table's order.
+    fn allow(self) -> String {
+        match self {
+            // Never answers 405.
+            Methods::Any(_) => String::new(),
+            Methods::Only(methods) => methods
+                .iter()
+                .map(|(method, _)| method.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+}
+
 /// One path and how it is served.
 pub(super) struct Route {
     /// The path, with `{id}` standing for a user id; also the latency label.
@@ -196,7 +211,8 @@ pub(super) async fn dispatch(
     let answer = match found {
         None => Err(ApiError::not_found()),
         Some((index, id)) => {
-            let handler = match ROUTES[index].methods {
+            let methods = ROUTES[index].methods;
+            let handler = match methods {
                 Methods::Any(handler) => Some(handler),
                 Methods::Only(methods) => methods
                     .iter()
@@ -205,7 +221,7 @@ pub(super) async fn dispatch(
             };
             let cx = Ctx { req, app, peer, id };
             match handler {
-                None => Err(ApiError::method_not_allowed()),
+                None => Ok(ApiError::method_not_allowed(&methods.allow())),
                 Some(Handler::Now(handle)) => handle(&cx),
                 Some(Handler::Later(handle)) => handle(cx).await,
             }
@@ -402,6 +418,14 @@ mod tests {
         patterns.dedup();
         assert_eq!(patterns.len(), ROUTES.len(), "two routes share a pattern");
         assert!(!patterns.contains(&OTHER));
+    }
+
+    #[test]
+    fn a_405_allows_the_methods_of_its_route() {
+        let allow = |path| ROUTES[find(path).unwrap().0].methods.allow();
+        assert_eq!(allow("/login"), "GET, POST");
+        assert_eq!(allow("/v1/users"), "POST");
+        assert_eq!(allow(&format!("/v1/admin/users/{ID}")), "DELETE");
     }
 
     #[test]
