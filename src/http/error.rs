@@ -1,6 +1,6 @@
 //! `ApiError`: the one place an error becomes a status code and an OAuth-style JSON body.
 
-use hyper::header::{HeaderValue, CONNECTION, RETRY_AFTER, WWW_AUTHENTICATE};
+use hyper::header::{HeaderValue, ALLOW, CONNECTION, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 
 use super::respond::{self, Body};
@@ -131,12 +131,20 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
     }
 
-    pub(crate) fn method_not_allowed() -> Self {
-        Self::new(
+    /// The 405 answer for a path that serves other methods, which `Allow` lists (`allow`, e.g.
+    /// `"GET, POST"`): RFC 9110 §15.5.6 says an origin server MUST send it. A response rather
+    /// than an `ApiError`, which would grow every `Result` for a header only the router sets.
+    pub(crate) fn method_not_allowed(allow: &str) -> Response<Body> {
+        let mut response = Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "invalid_request",
             "method not allowed on this path",
         )
+        .into_response();
+        if let Ok(value) = HeaderValue::from_str(allow) {
+            response.headers_mut().insert(ALLOW, value);
+        }
+        response
     }
 
     /// 429 with `Retry-After` (RFC 6585 §4, RFC 9110 §10.2.3): too many failed logins.

@@ -116,6 +116,15 @@ pub(super) fn healthz(_: &Ctx) -> Answer {
     Ok(respond::empty(StatusCode::OK))
 }
 
+/// The OpenAPI 3.1 description committed at the repository root, served as it is.
+pub(super) const OPENAPI_JSON: &str = include_str!("../../openapi.json");
+
+/// `GET /openapi.json` (API.md v2): the committed description, byte for byte.
+#[allow(clippy::unnecessary_wraps)] // the signature of every route handler
+pub(super) fn openapi(_: &Ctx) -> Answer {
+    Ok(respond::json_text(StatusCode::OK, OPENAPI_JSON))
+}
+
 pub(super) async fn register(cx: Ctx) -> Answer {
     let caller = cx.optional_principal()?;
     cx.app.auth.check_registration(caller.as_ref())?;

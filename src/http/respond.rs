@@ -125,6 +125,16 @@ pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Bo
     response
 }
 
+/// A JSON response whose text is already written (a document compiled into the binary).
+pub(crate) fn json_text(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
 /// 200 with the Prometheus text exposition.
 pub(crate) fn metrics(text: String) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(text)));

@@ -229,17 +229,23 @@ fn unknown_paths_get_404_and_wrong_methods_405() {
         reply.assert_error(404, "not_found");
         assert_eq!(reply.header("content-type"), Some("application/json"));
     }
-    for (method, path) in [
-        ("GET", "/v1/auth/login"),
-        ("GET", "/v1/users"),
-        ("DELETE", "/v1/auth/refresh"),
-        ("POST", "/v1/auth/me"),
-        ("GET", "/v1/users/me/password"),
-        ("POST", "/healthz"),
+    // RFC 9110 §15.5.6: a 405 names the methods the path serves.
+    for (method, path, allow) in [
+        ("GET", "/v1/auth/login", "POST"),
+        ("GET", "/v1/users", "POST"),
+        ("DELETE", "/v1/auth/refresh", "POST"),
+        ("POST", "/v1/auth/me", "GET"),
+        ("GET", "/v1/users/me/password", "PUT"),
+        ("POST", "/healthz", "GET"),
+        ("TRACE", "/login", "GET, POST"),
+        ("HEAD", "/", "GET"),
     ] {
         let reply = server.request(method, path, &[], b"");
         assert_eq!(reply.status, 405, "{method} {path}: {}", reply.body);
-        reply.assert_error(405, "invalid_request");
+        assert_eq!(reply.header("allow"), Some(allow), "{method} {path}");
+        if method != "HEAD" {
+            reply.assert_error(405, "invalid_request");
+        }
     }
 }
 

@@ -12,6 +12,7 @@ mod http_lifecycle;
 mod http_limits;
 mod layering;
 mod metrics;
+mod openapi;
 mod proxy;
 mod proxy_signin;
 mod rate_limit;

@@ -402,16 +402,27 @@ pub fn run(db: &Path, extra: &[(&str, &str)], args: &[&str], stdin: &[u8]) -> Ou
 /// is set (to anything but empty, `0` or `false`), this fails the test: CI must not skip, and
 /// `.ci/run` installs the package. Otherwise it prints one line and the caller returns early.
 pub fn require(tool: &str, package: &str) -> bool {
-    if tool_path(tool).is_some() {
-        return true;
+    require_found(
+        tool,
+        tool_path(tool),
+        &format!("Debian: apt-get install {package}"),
+    )
+    .is_some()
+}
+
+/// [`require`] for a tool found another way: `found` is where it is, if anywhere, and `how`
+/// says how to get it. `None` (after one line, or a failure under `CI`) means skip.
+pub fn require_found(tool: &str, found: Option<PathBuf>, how: &str) -> Option<PathBuf> {
+    if found.is_some() {
+        return found;
     }
     let ci = std::env::var("CI").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"));
     assert!(
         !ci,
-        "{tool} is not installed and CI is set: install it (Debian: apt-get install {package})"
+        "{tool} is not installed and CI is set: install it ({how})"
     );
-    eprintln!("skipping: {tool} not installed; CI installs it (Debian package {package})");
-    false
+    eprintln!("skipping: {tool} not installed; CI installs it ({how})");
+    None
 }
 
 /// Where the executable `tool` is: on PATH, or in /usr/sbin or /sbin, which a non-root PATH may
