@@ -44,7 +44,9 @@ use crate::time::UnixTime;
 use crate::token::browser;
 use crate::token::opaque::opaque_hash;
 use crate::token::refresh::{self, RefreshToken};
-use crate::token::{AccessClaims, AccessTokens, FormKey, KeySecret, Keyring, Policy, RefreshKey};
+use crate::token::{
+    AccessClaims, AccessTokens, FormKey, KeySecret, Keyring, Policy, RefreshKey, Strings,
+};
 
 /// Longest email accepted, in bytes (RFC 5321 §4.5.3.1.3 path limit, less the brackets).
 pub const MAX_EMAIL_BYTES: usize = 254;
@@ -138,7 +140,7 @@ pub struct Principal {
     /// The token's id.
     pub jti: Jti,
     /// Roles at issue time.
-    pub roles: Vec<String>,
+    pub roles: Strings,
     /// The token's expiry.
     pub exp: UnixTime,
     /// Whether the session passed a second factor (`amr` holds `otp`).
@@ -148,7 +150,7 @@ pub struct Principal {
 impl Principal {
     /// Whether the token carries `role`.
     pub fn has_role(&self, role: &str) -> bool {
-        self.roles.iter().any(|r| r == role)
+        self.roles.contains(role)
     }
 }
 
@@ -500,7 +502,7 @@ impl Authority {
                     email: facts.email,
                     // The token's roles: those it was issued with, which a role change
                     // retires with a version bump.
-                    roles: Arc::from(principal.roles),
+                    roles: principal.roles.iter().map(str::to_owned).collect(),
                     mfa: principal.mfa,
                 })
             }
@@ -685,10 +687,7 @@ impl Authority {
             user: UserId(claims.sub),
             family: FamilyId(claims.sid),
             jti: Jti(claims.jti),
-            mfa: claims
-                .amr
-                .as_ref()
-                .is_some_and(|amr| amr.iter().any(|m| m == AMR_OTP)),
+            mfa: claims.amr.as_ref().is_some_and(|amr| amr.contains(AMR_OTP)),
             roles: claims.roles,
             exp: claims.exp,
         };
@@ -1000,8 +999,8 @@ impl Authority {
             sid: family.0,
             jti: uuid::Builder::from_random_bytes(self.random()?).into_uuid(),
             ver: user.token_version,
-            roles: user.roles.clone(),
-            amr: Some(amr.iter().map(|m| (*m).to_owned()).collect()),
+            roles: user.roles.iter().collect(),
+            amr: Some(amr.iter().collect()),
             iat: now,
             nbf: now,
             exp: now.plus(self.access_ttl_secs),

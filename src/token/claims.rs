@@ -1,7 +1,7 @@
 //! The claim set of an access token (RFC 9068 §2.2) and the time and audience rules.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 
 use uuid::Uuid;
 
@@ -26,17 +26,115 @@ pub struct AccessClaims {
     /// The user's token version when the token was issued.
     pub ver: u64,
     /// The user's roles when the token was issued.
-    pub roles: Vec<String>,
+    pub roles: Strings,
     /// How the session's user authenticated (RFC 8176 `amr`): `["pwd"]`, or `["pwd","otp"]`
     /// after a second factor. `None` for a token without the claim (issued before latchd
     /// wrote it).
-    pub amr: Option<Vec<String>>,
+    pub amr: Option<Strings>,
     /// Issued-at.
     pub iat: UnixTime,
     /// Not-before.
     pub nbf: UnixTime,
     /// Expiry.
     pub exp: UnixTime,
+}
+
+/// The strings of an array claim (`roles`, `amr`), kept in one allocation (none for the
+/// usual short lists): each string followed by a NUL. A string that itself holds a NUL is
+/// refused when read from a token ([`TokenError::BadClaim`]) and has its NULs replaced by
+/// U+FFFD when built from other strings, so the list always reads back as it was given.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Strings(Cow<'static, str>);
+
+/// The lists latchd writes most, which then cost no allocation to read.
+const COMMON_LISTS: [&str; 4] = ["", "pwd\0", "pwd\0otp\0", "admin\0"];
+
+impl Strings {
+    /// The strings, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+        self.0.split_terminator('\0')
+    }
+
+    /// How many strings there are.
+    pub fn len(&self) -> usize {
+        self.0.bytes().filter(|b| *b == 0).count()
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether one of the strings is `wanted`.
+    pub fn contains(&self, wanted: &str) -> bool {
+        self.iter().any(|s| s == wanted)
+    }
+
+    /// The list in the NUL-terminated form `joined`, shared with a common list when it is one.
+    fn from_joined(joined: String) -> Self {
+        match COMMON_LISTS.iter().find(|common| **common == joined) {
+            Some(common) => Self(Cow::Borrowed(common)),
+            None => Self(Cow::Owned(joined)),
+        }
+    }
+
+    /// The items of `inner`, the inside of a JSON array of strings without escapes
+    /// (`"a","b"`, or nothing), as latchd writes them; a common list costs no allocation.
+    pub(super) fn from_json_items(inner: &str) -> Self {
+        let common = match inner {
+            "" => Some(COMMON_LISTS[0]),
+            "\"pwd\"" => Some(COMMON_LISTS[1]),
+            "\"pwd\",\"otp\"" => Some(COMMON_LISTS[2]),
+            "\"admin\"" => Some(COMMON_LISTS[3]),
+            _ => None,
+        };
+        if let Some(common) = common {
+            return Self(Cow::Borrowed(common));
+        }
+        let mut joined = String::with_capacity(inner.len());
+        let items = inner.strip_prefix('"').and_then(|i| i.strip_suffix('"'));
+        for item in items.unwrap_or_default().split("\",\"") {
+            joined.push_str(item);
+            joined.push('\0');
+        }
+        Self(Cow::Owned(joined))
+    }
+
+    /// The strings of a token's array, or `None` if one holds a NUL.
+    fn from_claim<'a>(items: impl IntoIterator<Item = &'a str>) -> Option<Self> {
+        let mut joined = String::new();
+        for item in items {
+            if item.contains('\0') {
+                return None;
+            }
+            joined.push_str(item);
+            joined.push('\0');
+        }
+        Some(Self::from_joined(joined))
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for Strings {
+    fn from_iter<I: IntoIterator<Item = S>>(items: I) -> Self {
+        let mut joined = String::new();
+        for item in items {
+            joined.push_str(&item.as_ref().replace('\0', "\u{fffd}"));
+            joined.push('\0');
+        }
+        Self::from_joined(joined)
+    }
+}
+
+impl fmt::Debug for Strings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<const N: usize> PartialEq<[&str; N]> for Strings {
+    fn eq(&self, other: &[&str; N]) -> bool {
+        self.iter().eq(other.iter().copied())
+    }
 }
 
 /// The claims as read, before the rules that need the policy and the clock.
@@ -93,7 +191,8 @@ impl<'a> RawClaims<'a> {
 
     /// Gives the claims their types, in this order: `exp`, `iat`, `nbf` present integers;
     /// `sub`, `jti`, `sid` present lowercase hyphenated UUIDs; `ver` a non-negative integer;
-    /// `roles` an array of strings; `amr`, when present, an array of strings. Whether `iss` and `aud` match the policy is recorded for
+    /// `roles` an array of strings; `amr`, when present, an array of strings; neither with a
+    /// NUL in a string. Whether `iss` and `aud` match the policy is recorded for
     /// [`Typed::check`].
     pub(crate) fn typed(self, policy: &Policy) -> Result<Typed, TokenError> {
         Ok(Typed {
@@ -114,14 +213,16 @@ impl<'a> RawClaims<'a> {
             },
             roles: match self.roles {
                 None => return Err(TokenError::MissingClaim("roles")),
-                Some(Value::StrArray(list)) => list.into_iter().map(Cow::into_owned).collect(),
+                Some(Value::StrArray(list)) => Strings::from_claim(list.iter().map(|s| &**s))
+                    .ok_or(TokenError::BadClaim("roles"))?,
                 Some(_) => return Err(TokenError::BadClaim("roles")),
             },
             amr: match self.amr {
                 None => None,
-                Some(Value::StrArray(list)) => {
-                    Some(list.into_iter().map(Cow::into_owned).collect())
-                }
+                Some(Value::StrArray(list)) => Some(
+                    Strings::from_claim(list.iter().map(|s| &**s))
+                        .ok_or(TokenError::BadClaim("amr"))?,
+                ),
                 Some(_) => return Err(TokenError::BadClaim("amr")),
             },
         })
@@ -140,8 +241,8 @@ pub(crate) struct Typed {
     jti: Uuid,
     sid: Uuid,
     ver: u64,
-    roles: Vec<String>,
-    amr: Option<Vec<String>>,
+    roles: Strings,
+    amr: Option<Strings>,
 }
 
 impl Typed {
@@ -152,8 +253,7 @@ impl Typed {
     /// `signed_token` fuzz target checks it on every input), so [`Typed::check`] sees no
     /// difference; it only skips the general reader's work for latchd's own tokens.
     pub(crate) fn parse_canonical(bytes: &[u8], policy: &Policy) -> Option<Self> {
-        let text = std::str::from_utf8(bytes).ok()?;
-        let mut c = Canonical { text, pos: 0 };
+        let mut c = Canonical { bytes, pos: 0 };
         c.literal("{\"iss\":")?;
         c.literal(&policy.issuer_json)?;
         c.literal(",\"aud\":")?;
@@ -181,7 +281,7 @@ impl Typed {
         c.literal(",\"client_id\":")?;
         c.literal(&policy.client_id_json)?;
         c.literal("}")?;
-        if c.pos != text.len() {
+        if c.pos != bytes.len() {
             return None;
         }
         Some(Self {
@@ -252,10 +352,10 @@ impl AccessClaims {
         out.push_str("\",\"sid\":\"");
         out.push_str(self.sid.hyphenated().encode_lower(&mut uuid));
         let _ = write!(out, "\",\"ver\":{},\"roles\":", self.ver);
-        push_json_strings(out, &self.roles);
+        push_json_strings(out, self.roles.iter());
         if let Some(amr) = &self.amr {
             out.push_str(",\"amr\":");
-            push_json_strings(out, amr);
+            push_json_strings(out, amr.iter());
         }
         out.push_str(",\"client_id\":");
         out.push_str(&policy.client_id_json);
@@ -264,15 +364,16 @@ impl AccessClaims {
 }
 
 /// A cursor for [`RawClaims::parse_canonical`]: every step either matches latchd's own layout
-/// or gives up.
+/// or gives up. It reads bytes: the literals are ASCII, the numbers and UUIDs are checked
+/// digit by digit, and only the strings of the arrays are checked to be UTF-8.
 struct Canonical<'a> {
-    text: &'a str,
+    bytes: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Canonical<'a> {
-    fn rest(&self) -> &'a str {
-        self.text.get(self.pos..).unwrap_or_default()
+    fn rest(&self) -> &'a [u8] {
+        self.bytes.get(self.pos..).unwrap_or_default()
     }
 
     fn advance(&mut self, len: usize) {
@@ -281,75 +382,128 @@ impl<'a> Canonical<'a> {
 
     fn literal(&mut self, expected: &str) -> Option<()> {
         self.rest()
-            .starts_with(expected)
+            .starts_with(expected.as_bytes())
             .then(|| self.advance(expected.len()))
     }
 
-    /// A quoted UUID in the one form `uuid_claim` accepts, parsed.
+    /// A quoted UUID in the one form `uuid_claim` accepts (lowercase, hyphenated), parsed.
     fn uuid(&mut self) -> Option<Uuid> {
-        let rest = self.rest().as_bytes();
-        if rest.first() != Some(&b'"') || rest.get(37) != Some(&b'"') {
+        let quoted = self.rest().get(..38)?;
+        let (b'"', inner, b'"') = (*quoted.first()?, quoted.get(1..37)?, *quoted.get(37)?) else {
             return None;
-        }
-        let inner = self
-            .text
-            .get(self.pos.checked_add(1)?..self.pos.checked_add(37)?)?;
-        let id = parse_uuid(inner)?;
+        };
+        let id = canonical_uuid(inner)?;
         self.advance(38);
         Some(id)
     }
 
     /// `-?(0|[1-9][0-9]*)` that fits `i64`.
     fn int(&mut self) -> Option<i64> {
-        let rest = self.rest().as_bytes();
-        let sign = usize::from(rest.first() == Some(&b'-'));
-        let digits = rest
-            .get(sign..)?
-            .iter()
-            .take_while(|b| b.is_ascii_digit())
-            .count();
-        let first = rest.get(sign)?;
-        if digits == 0 || (*first == b'0' && digits > 1) {
+        let rest = self.rest();
+        let negative = rest.first() == Some(&b'-');
+        let digits = rest.get(usize::from(negative)..)?;
+        let count = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+        if count == 0 || (digits.first() == Some(&b'0') && count > 1) {
             return None;
         }
-        let len = sign.checked_add(digits)?;
-        if matches!(rest.get(len), Some(b'.' | b'e' | b'E')) {
+        if matches!(digits.get(count), Some(b'.' | b'e' | b'E')) {
             return None;
         }
-        let value = self.rest().get(..len)?.parse::<i64>().ok()?;
-        self.advance(len);
+        let digits = digits.get(..count)?;
+        let value = if count <= 18 {
+            // At most 18 digits: below 10^18 < 2^63, so no step can overflow.
+            let magnitude = digits.iter().fold(0i64, |acc, d| {
+                acc.wrapping_mul(10)
+                    .wrapping_add(i64::from(d.wrapping_sub(b'0')))
+            });
+            if negative {
+                magnitude.wrapping_neg()
+            } else {
+                magnitude
+            }
+        } else {
+            // Rare (no timestamp or version this large): the standard parser, sign included.
+            let signed = self
+                .rest()
+                .get(..usize::from(negative).checked_add(count)?)?;
+            std::str::from_utf8(signed).ok()?.parse::<i64>().ok()?
+        };
+        self.advance(usize::from(negative).checked_add(count)?);
         Some(value)
     }
 
-    /// `[` strings without escapes, separated by `,` `]`.
-    fn strings(&mut self) -> Option<Vec<String>> {
+    /// `[` strings without escapes or control characters, separated by `,` `]`.
+    fn strings(&mut self) -> Option<Strings> {
         self.literal("[")?;
-        let mut roles = Vec::new();
-        if self.literal("]").is_some() {
-            return Some(roles);
-        }
-        loop {
-            self.literal("\"")?;
-            let rest = self.rest();
-            let end = memchr::memchr2(b'"', b'\\', rest.as_bytes())?;
-            let role = rest.get(..end)?;
-            if rest.as_bytes().get(end) != Some(&b'"') || role.bytes().any(|b| b < 0x20) {
-                return None;
+        let start = self.pos;
+        if self.literal("]").is_none() {
+            loop {
+                self.literal("\"")?;
+                let rest = self.rest();
+                let end = memchr::memchr2(b'"', b'\\', rest)?;
+                let item = rest.get(..end)?;
+                if rest.get(end) != Some(&b'"') || item.iter().any(|b| *b < 0x20) {
+                    return None;
+                }
+                self.advance(end.checked_add(1)?);
+                if self.literal("]").is_some() {
+                    break;
+                }
+                self.literal(",")?;
             }
-            roles.push(role.to_owned());
-            self.advance(end.checked_add(1)?);
-            if self.literal("]").is_some() {
-                return Some(roles);
-            }
-            self.literal(",")?;
         }
+        // `"a","b"`: the items hold no quote, so splitting at `","` is exact.
+        let inner = self.bytes.get(start..self.pos.checked_sub(1)?)?;
+        let inner = std::str::from_utf8(inner).ok()?;
+        Some(Strings::from_json_items(inner))
     }
 }
 
+/// The value of each lowercase hex digit; 0xff for every other byte.
+// Evaluated at compile time, where an index out of range or an overflow fails the build.
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+const HEX: [u8; 256] = {
+    let mut table = [0xff; 256];
+    let mut value = 0u8;
+    while value < 16 {
+        table[b"0123456789abcdef"[value as usize] as usize] = value;
+        value += 1;
+    }
+    table
+};
+
+/// Where the 32 hex digits of an 8-4-4-4-12 UUID are.
+const UUID_DIGITS: [usize; 32] = [
+    0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 16, 17, 19, 20, 21, 22, 24, 25, 26, 27, 28, 29,
+    30, 31, 32, 33, 34, 35,
+];
+
+/// The UUID of `text` in its lowercase hyphenated form (8-4-4-4-12), as
+/// [`parse_uuid`](crate::model::parse_uuid) would read it, without its general parser.
+fn canonical_uuid(text: &[u8]) -> Option<Uuid> {
+    let text: &[u8; 36] = text.try_into().ok()?;
+    if [text[8], text[13], text[18], text[23]] != [b'-'; 4] {
+        return None;
+    }
+    let mut value = 0u128;
+    let mut invalid = 0u8;
+    for at in UUID_DIGITS {
+        // Both lookups are in range (`at` < 36, a byte < 256); the compiler sees it too.
+        let digit = text
+            .get(at)
+            .and_then(|b| HEX.get(usize::from(*b)))
+            .copied()
+            .unwrap_or(0xff);
+        invalid |= digit;
+        value = (value << 4) | u128::from(digit & 0x0f);
+    }
+    (invalid & 0xf0 == 0).then(|| Uuid::from_u128(value))
+}
+
 /// Appends `list` as a JSON array of string literals.
-fn push_json_strings(out: &mut String, list: &[String]) {
+fn push_json_strings<'a>(out: &mut String, list: impl Iterator<Item = &'a str>) {
     out.push('[');
-    for (i, item) in list.iter().enumerate() {
+    for (i, item) in list.enumerate() {
         if i > 0 {
             out.push(',');
         }

@@ -86,7 +86,7 @@ fn the_fixture_token_is_valid() {
         c.insert("amr".into(), json!(["pwd", "otp"]));
     }))
     .unwrap();
-    assert_eq!(with_amr.amr, Some(vec!["pwd".to_owned(), "otp".to_owned()]));
+    assert!(with_amr.amr.is_some_and(|amr| amr == ["pwd", "otp"]));
 }
 
 #[test]
@@ -97,8 +97,8 @@ fn signed_tokens_round_trip_with_the_exact_contract_header_and_claims() {
         sid: Uuid::new_v4(),
         jti: Uuid::new_v4(),
         ver: 0,
-        roles: vec!["admin".into(), "qu\"ote\\d\n".into()],
-        amr: Some(vec!["pwd".into(), "otp".into()]),
+        roles: ["admin", "qu\"ote\\d\n"].into_iter().collect(),
+        amr: Some(["pwd", "otp"].into_iter().collect()),
         iat: NOW,
         nbf: NOW,
         exp: NOW.plus(900),
@@ -721,8 +721,8 @@ fn latchds_own_payloads_take_the_canonical_path_and_read_the_same() {
         sid: Uuid::new_v4(),
         jti: Uuid::new_v4(),
         ver: 7,
-        roles: vec!["admin".into(), "ops:read".into()],
-        amr: Some(vec!["pwd".into()]),
+        roles: ["admin", "ops:read"].into_iter().collect(),
+        amr: Some(["pwd"].into_iter().collect()),
         iat: NOW,
         nbf: NOW,
         exp: NOW.plus(900),
@@ -765,7 +765,7 @@ fn rules_hold_for_tokens_in_latchds_own_layout() {
         sid: Uuid::new_v4(),
         jti: Uuid::new_v4(),
         ver: 0,
-        roles: vec![],
+        roles: Strings::default(),
         amr: None,
         iat: NOW,
         nbf: NOW,
@@ -875,5 +875,105 @@ fn uuid_claims_take_only_the_lowercase_hyphenated_form() {
             Some(TokenError::BadClaim("sub")),
             "{bad}"
         );
+    }
+}
+
+#[test]
+fn a_nul_inside_a_role_or_amr_string_is_a_bad_claim() {
+    for (claim, list) in [
+        ("roles", json!(["ad\u{0}min"])),
+        ("amr", json!(["pwd", "\u{0}"])),
+    ] {
+        let token = with_claims(|c| drop(c.insert(claim.into(), list.clone())));
+        assert_eq!(
+            verify(&token).err(),
+            Some(TokenError::BadClaim(claim)),
+            "{list}"
+        );
+    }
+}
+
+#[test]
+fn a_payload_longer_than_the_stack_buffer_verifies_and_reads_the_same() {
+    let tokens = fixture::verifier();
+    let roles: Vec<String> = (0..100).map(|i| format!("team-{i:03}:read")).collect();
+    let claims = AccessClaims {
+        sub: Uuid::new_v4(),
+        sid: Uuid::new_v4(),
+        jti: Uuid::new_v4(),
+        ver: 1,
+        roles: roles.iter().collect(),
+        amr: Some(["pwd", "otp"].into_iter().collect()),
+        iat: NOW,
+        nbf: NOW,
+        exp: NOW.plus(900),
+    };
+    let token = tokens.sign(&claims);
+    let payload = b64::decode(token.split('.').nth(1).unwrap().as_bytes()).unwrap();
+    assert!(payload.len() > super::PAYLOAD_ON_STACK, "{}", payload.len());
+    let got = tokens.verify(token.as_bytes(), NOW).unwrap();
+    assert_eq!(got, claims);
+    assert!(got.roles.iter().eq(roles.iter().map(String::as_str)));
+}
+
+#[test]
+fn strings_read_back_as_given() {
+    let empty = Strings::default();
+    assert!(empty.is_empty());
+    assert_eq!(empty.len(), 0);
+    assert_eq!(empty.iter().count(), 0);
+    assert_eq!(empty, Strings::from_iter(Vec::<String>::new()));
+
+    let list: Strings = ["admin", "", "ops:read"].into_iter().collect();
+    assert_eq!(list.len(), 3, "an empty string is an item");
+    assert_eq!(list, ["admin", "", "ops:read"]);
+    assert!(list.contains("ops:read") && list.contains("") && !list.contains("ops"));
+    assert_eq!(format!("{list:?}"), r#"["admin", "", "ops:read"]"#);
+
+    // A NUL cannot end an item early: it is replaced, so the count stays right.
+    let odd: Strings = ["a\0b"].into_iter().collect();
+    assert_eq!(odd, ["a\u{fffd}b"]);
+
+    // A common list read from a token equals one built from strings.
+    let pwd_otp: Strings = ["pwd", "otp"].into_iter().collect();
+    assert_eq!(pwd_otp, Strings::from_json_items("\"pwd\",\"otp\""));
+    assert_eq!(
+        Strings::from_json_items("\"x\",\"y z\""),
+        ["x", "y z"].into_iter().collect::<Strings>()
+    );
+    assert_eq!(Strings::from_json_items(""), empty);
+}
+
+#[test]
+fn the_canonical_reader_agrees_on_every_uuid_and_integer_edge() {
+    let tokens = fixture::verifier();
+    let valid = AccessClaims {
+        sub: Uuid::from_u128(0),
+        sid: Uuid::from_u128(u128::MAX),
+        jti: Uuid::new_v4(),
+        ver: u64::try_from(i64::MAX).unwrap(),
+        roles: ["admin"].into_iter().collect(),
+        amr: None,
+        iat: NOW,
+        nbf: NOW,
+        exp: NOW.plus(900),
+    };
+    let token = tokens.sign(&valid);
+    let payload = b64::decode(token.split('.').nth(1).unwrap().as_bytes()).unwrap();
+    assert!(Typed::parse_canonical(&payload, &tokens.policy).is_some());
+    assert_eq!(tokens.verify(token.as_bytes(), NOW), Ok(valid));
+    let text = String::from_utf8(payload).unwrap();
+    let max = i64::MAX.to_string();
+    for other in [
+        text.replacen(&max, "9223372036854775808", 1), // one past i64::MAX
+        text.replacen(&max, "-0", 1),
+        text.replacen(&max, "01", 1),
+        text.replacen("00000000-0000", "00000000+0000", 1),
+        text.replacen("ffffffff-ffff", "FFFFFFFF-ffff", 1),
+        text.replacen("ffffffff-ffff", "fffffffg-ffff", 1),
+        text.replacen("\"admin\"", "\"ad\tmin\"", 1),
+        text.replacen("[\"admin\"]", "[\"admin\",]", 1),
+    ] {
+        assert!(canonical_agrees(&tokens, other.as_bytes()), "{other}");
     }
 }
