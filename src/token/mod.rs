@@ -36,8 +36,9 @@ pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 pub const MIN_KEY_BYTES: usize = 32;
 /// Length of an HS256 signature, in bytes.
 const SIGNATURE_BYTES: usize = 32;
-/// Payloads whose decoded length is surely at most this are decoded into a stack buffer.
-const PAYLOAD_ON_STACK: usize = 1024;
+/// Payloads whose decoded length is surely at most this (latchd's own are ~330 bytes) are
+/// decoded into a stack buffer.
+const PAYLOAD_ON_STACK: usize = 512;
 
 /// The configured values every access token carries and every presented one must match.
 #[derive(Debug)]
