@@ -406,7 +406,11 @@ impl Storage for Store {
         let started = std::thread::Builder::new()
             .name("latchd-backup".to_owned())
             .spawn(move || {
-                let _ = reply.send(backup::backup_to(&shared.db, &dest));
+                let done = backup::backup_to(&shared.db, &dest);
+                // Let go of the database before answering: a caller that then drops the store
+                // must find the file closed.
+                drop(shared);
+                let _ = reply.send(done);
             });
         Box::pin(async move {
             started.map_err(|e| StoreError::backend("starting the backup thread", e))?;
