@@ -353,7 +353,16 @@ fn help_exits_0_and_names_every_subcommand() {
     let out = run(&db, &[], &["--help"], b"");
     assert!(out.status.success());
     let help = text(&out.stdout);
-    for word in ["serve", "user", "key", "gc", "LATCHD_DB", "stdin"] {
+    for word in [
+        "serve",
+        "user",
+        "key",
+        "gc",
+        "backup",
+        ".sock",
+        "LATCHD_DB",
+        "stdin",
+    ] {
         assert!(help.contains(word), "--help lacks {word}:\n{help}");
     }
     let out = run(&db, &[], &["user", "--help"], b"");
