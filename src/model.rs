@@ -420,6 +420,19 @@ pub struct Sweep {
     pub challenges: u64,
 }
 
+/// What an online backup wrote (`latchd backup`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backup {
+    /// Users in the copy.
+    pub users: u64,
+    /// Sessions (refresh-token families, live or ended but not yet swept) in the copy.
+    pub sessions: u64,
+    /// Rows in the copy, every table counted.
+    pub rows: u64,
+    /// The size of the copy's file in bytes.
+    pub bytes: u64,
+}
+
 /// Sizes of the in-memory view, for metrics and tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {

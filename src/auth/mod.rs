@@ -880,6 +880,18 @@ impl Authority {
         Ok(self.storage.sweep(now, self.access_ttl_secs).await?)
     }
 
+    /// Writes a consistent snapshot of the whole database to a new file at `dest`, durable when
+    /// this returns, while the server keeps serving (`latchd backup`): every write answered
+    /// before the call is in it.
+    pub async fn backup(
+        &self,
+        actor: Actor<'_>,
+        dest: &std::path::Path,
+    ) -> Result<crate::model::Backup, AuthError> {
+        authorize(actor)?;
+        Ok(self.storage.backup(dest).await?)
+    }
+
     /// How long a retired signing key keeps verifying, and an ended session is kept.
     pub fn access_ttl_secs(&self) -> i64 {
         self.access_ttl_secs

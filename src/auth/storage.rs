@@ -19,13 +19,14 @@
 
 use std::fmt;
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::model::{
-    AccessDenied, BrowserStanding, Counts, CreateUser, FamilyId, Jti, MfaChallenge, MfaCompletion,
-    NewSession, NewUser, Presented, Rotation, SecondFactor, SessionPolicy, StoredKey, Successor,
-    Sweep, Totp, TotpUpdate, User, UserFacts, UserId, UserUpdate,
+    AccessDenied, Backup, BrowserStanding, Counts, CreateUser, FamilyId, Jti, MfaChallenge,
+    MfaCompletion, NewSession, NewUser, Presented, Rotation, SecondFactor, SessionPolicy,
+    StoredKey, Successor, Sweep, Totp, TotpUpdate, User, UserFacts, UserId, UserUpdate,
 };
 use crate::time::UnixTime;
 
@@ -275,6 +276,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// second-factor challenges expired by `now`, and pending TOTP enrolments older than
     /// [`PENDING_TOTP_SECS`](crate::model::PENDING_TOTP_SECS).
     fn sweep(&self, now: UnixTime, retain_secs: i64) -> Pending<'_, Sweep>;
+
+    /// Writes a consistent snapshot of the whole state to a new file at `dest` (never over an
+    /// existing one), durable when this resolves, while every other operation goes on. The copy
+    /// holds every write that resolved before this was called; a backend opened on it starts
+    /// where the snapshot was taken.
+    fn backup(&self, dest: &Path) -> Pending<'_, Backup>;
 }
 
 /// A failure of a storage backend. Domain outcomes (a taken email, a reused token) are values,
@@ -297,6 +304,9 @@ pub enum StoreError {
         /// What failed to decode.
         detail: String,
     },
+    /// The path does not hold a latchd database (a directory, another program's file); it
+    /// was left as it was.
+    NotADatabase(String),
     /// A signing key with this `kid` is already stored.
     KidTaken(String),
     /// A session with this id already exists (the caller reused an id).
@@ -341,6 +351,7 @@ impl fmt::Display for StoreError {
                  ({supported}); upgrade latchd or use a different file"
             ),
             Self::Corrupt { table, detail } => write!(f, "corrupt data in {table}: {detail}"),
+            Self::NotADatabase(why) => write!(f, "not a latchd database: {why}"),
             Self::KidTaken(kid) => write!(f, "signing key id {kid:?} is already stored"),
             Self::FamilyExists => f.write_str("refresh family id already exists"),
             Self::Random => f.write_str("system random number generator failed"),
@@ -360,6 +371,7 @@ impl std::error::Error for StoreError {
             Self::Locked
             | Self::SchemaTooNew { .. }
             | Self::Corrupt { .. }
+            | Self::NotADatabase(_)
             | Self::KidTaken(_)
             | Self::FamilyExists
             | Self::Random

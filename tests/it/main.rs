@@ -1,6 +1,7 @@
 //! The one integration-test binary: one module per area.
 
 mod admin;
+mod backup;
 mod browser;
 mod browser_signin;
 mod cli;
@@ -13,6 +14,7 @@ mod http_limits;
 mod layering;
 mod metrics;
 mod openapi;
+mod operator;
 mod proxy;
 mod proxy_signin;
 mod rate_limit;
