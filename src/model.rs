@@ -187,6 +187,62 @@ pub struct NewSession {
     pub kind: SessionKind,
     /// Whether the sign-in passed a second factor.
     pub mfa: bool,
+    /// Where the sign-in came from, as the session list shows it.
+    pub origin: Origin,
+}
+
+/// Where a sign-in came from: its `User-Agent` (bounded) and client address. Kept with the
+/// session for its owner's list, never used to decide anything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The `User-Agent`, at most [`MAX_USER_AGENT_BYTES`], control characters dropped.
+    pub user_agent: Option<String>,
+    /// The client address (through trusted proxies only).
+    pub client_ip: Option<std::net::IpAddr>,
+}
+
+/// Most bytes of a `User-Agent` kept with a session; a longer one is cut at a character
+/// boundary, so a session row has a bounded size.
+pub const MAX_USER_AGENT_BYTES: usize = 256;
+
+impl Origin {
+    /// An origin of `client_ip` with `user_agent` bounded to [`MAX_USER_AGENT_BYTES`].
+    pub fn new(user_agent: Option<&str>, client_ip: Option<std::net::IpAddr>) -> Self {
+        let user_agent = user_agent.map(|ua| {
+            let mut kept = String::with_capacity(ua.len().min(MAX_USER_AGENT_BYTES));
+            for c in ua.chars().filter(|c| !c.is_control()) {
+                if kept.len() + c.len_utf8() > MAX_USER_AGENT_BYTES {
+                    break;
+                }
+                kept.push(c);
+            }
+            kept
+        });
+        Self {
+            user_agent: user_agent.filter(|ua| !ua.is_empty()),
+            client_ip,
+        }
+    }
+}
+
+/// One live session as its owner's list shows it (`GET /v1/users/me/sessions`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The session (refresh family) id.
+    pub id: FamilyId,
+    /// API tokens or a browser cookie.
+    pub kind: SessionKind,
+    /// When it began.
+    pub created_at: UnixTime,
+    /// Its last rotation (API) or last recorded use (browser; written at most every quarter of
+    /// the idle window); its start if neither happened yet.
+    pub last_used_at: UnixTime,
+    /// When it ends if not used again (the sliding or idle expiry, capped by the absolute one).
+    pub expires_at: UnixTime,
+    /// Where it began.
+    pub origin: Origin,
+    /// Whether its sign-in passed a second factor.
+    pub mfa: bool,
 }
 
 /// What the in-memory view knows of a user, for forward-auth's headers.

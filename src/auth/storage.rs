@@ -24,8 +24,8 @@ use std::sync::Arc;
 
 use crate::model::{
     AccessDenied, BrowserStanding, Counts, CreateUser, FamilyId, Jti, MfaChallenge, MfaCompletion,
-    NewSession, NewUser, Presented, Rotation, SecondFactor, SessionPolicy, StoredKey, Successor,
-    Sweep, Totp, TotpUpdate, User, UserFacts, UserId, UserUpdate,
+    NewSession, NewUser, Origin, Presented, Rotation, SecondFactor, SessionInfo, SessionPolicy,
+    StoredKey, Successor, Sweep, Totp, TotpUpdate, User, UserFacts, UserId, UserUpdate,
 };
 use crate::time::UnixTime;
 
@@ -137,6 +137,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
         now: UnixTime,
     ) -> Pending<'_, ()>;
 
+    /// The live sessions of `user` at `now`, newest first, read from storage (not the view).
+    fn sessions(&self, user: UserId, now: UnixTime) -> Pending<'_, Vec<SessionInfo>>;
+
+    /// Revokes session `family` if it is one of `user`'s live sessions; `false` (nothing
+    /// written) if it is missing, ended, or another user's.
+    fn end_own_session(&self, user: UserId, family: FamilyId, now: UnixTime) -> Pending<'_, bool>;
+
     /// Revokes one session; `false` if it was missing or already revoked.
     fn revoke_session(&self, family: FamilyId, now: UnixTime) -> Pending<'_, bool>;
 
@@ -237,7 +244,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
     /// The second step of a sign-in, in one transaction: the live challenge under `hash` is
     /// deleted, `factor` spent, and session `family` opened for its user (of the challenge's
-    /// kind, with `mfa`), whose first token hashes to `first_hash`.
+    /// kind, with `mfa`, from `origin`), whose first token hashes to `first_hash`.
     ///
     /// `UnknownChallenge` if there is no live challenge; `Stale` (the challenge deleted) if its
     /// user is gone, disabled, revoked or has a new password since, or has TOTP off; `Spent`
@@ -249,6 +256,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
         factor: SecondFactor,
         family: FamilyId,
         first_hash: [u8; 32],
+        origin: Origin,
         now: UnixTime,
         policy: SessionPolicy,
     ) -> Pending<'_, MfaCompletion>;

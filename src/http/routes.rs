@@ -129,6 +129,10 @@ pub(super) const ROUTES: &[Route] = &[
         methods: Methods::Only(&[(Method::POST, later!(h::admin_revoke))]),
     },
     Route {
+        pattern: "/v1/admin/users/{id}/sessions",
+        methods: Methods::Only(&[(Method::GET, later!(h::admin_user_sessions))]),
+    },
+    Route {
         pattern: "/v1/admin/users/{id}/totp",
         methods: Methods::Only(&[(Method::DELETE, later!(h::admin_totp_reset))]),
     },
@@ -168,6 +172,14 @@ pub(super) const ROUTES: &[Route] = &[
     Route {
         pattern: "/v1/users/me/password",
         methods: Methods::Only(&[(Method::PUT, later!(h::change_password))]),
+    },
+    Route {
+        pattern: "/v1/users/me/sessions",
+        methods: Methods::Only(&[(Method::GET, later!(h::my_sessions))]),
+    },
+    Route {
+        pattern: "/v1/users/me/sessions/{id}",
+        methods: Methods::Only(&[(Method::DELETE, later!(h::end_my_session))]),
     },
     Route {
         pattern: "/v1/users/me/totp",
@@ -275,11 +287,7 @@ impl RequestTimes {
 /// until both are gone. This list only ever shrinks, to empty.
 #[cfg(test)]
 const NOT_YET_SERVED: &[(&str, &str)] = &[
-    // API.md v2 "Sessions, introspection, revocation, audit": the sessions issue.
-    ("GET", "/v1/users/me/sessions"),
-    ("DELETE", "/v1/users/me/sessions/{id}"),
-    ("GET", "/v1/admin/users/{id}/sessions"),
-    // The same section: the RFC 7662 / RFC 7009 issue.
+    // API.md v2 "Sessions, introspection, revocation, audit": the RFC 7662 / RFC 7009 issue.
     ("POST", "/v1/oauth/introspect"),
     ("POST", "/v1/oauth/revoke"),
     // The same section: the audit-log issue.

@@ -16,6 +16,7 @@ mod openapi;
 mod proxy;
 mod proxy_signin;
 mod rate_limit;
+mod sessions;
 mod signin;
 mod storage;
 mod store_crash;
