@@ -245,6 +245,17 @@ pub struct SessionInfo {
     pub mfa: bool,
 }
 
+/// A refresh token that would rotate now, as introspection describes it (RFC 7662 §2.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefreshStanding {
+    /// The session's user.
+    pub user: UserId,
+    /// The session.
+    pub family: FamilyId,
+    /// When the token stops rotating: its sliding expiry, capped by the session's absolute one.
+    pub expires_at: UnixTime,
+}
+
 /// What the in-memory view knows of a user, for forward-auth's headers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UserFacts {

@@ -15,6 +15,7 @@ pub mod event;
 pub mod hashing;
 pub mod limiter;
 mod mfa;
+mod oauth;
 pub mod storage;
 
 /// What the use cases hand out: a session cookie or an `mfa_token` ([`Opaque`]), the recovery
@@ -23,6 +24,7 @@ pub use crate::token::opaque::Opaque;
 pub use crate::token::recovery::RecoveryCode;
 pub use error::AuthError;
 pub use mfa::{Enrolment, SignIn, TotpStatus, MFA_TOKEN_SECS, MFA_WRONG_CODES_SURVIVED};
+pub use oauth::{ActiveAccess, Introspection, INTROSPECT_ROLE};
 
 use std::fmt;
 use std::net::IpAddr;
@@ -186,6 +188,14 @@ pub enum Actor<'a> {
     Operator,
 }
 
+/// The configured `iss`, `aud` and `client_id`, as introspection shows them.
+#[derive(Clone, Debug)]
+struct Names {
+    issuer: String,
+    audience: String,
+    client_id: String,
+}
+
 /// A new access token and refresh token, as login and refresh hand them out.
 #[derive(Debug)]
 pub struct TokenPair {
@@ -223,6 +233,7 @@ pub struct Authority {
     open_registration: bool,
     key_configured: bool,
     rng: SystemRandom,
+    names: Names,
     subscribers: Vec<Arc<dyn Subscriber>>,
     /// Users whose TOTP enrolment is being confirmed here (see [`mfa`]).
     confirming: std::sync::Mutex<std::collections::HashSet<UserId>>,
@@ -270,6 +281,11 @@ impl Authority {
             limiter: LoginLimiter::new(settings.limits),
             open_registration: settings.open_registration,
             key_configured: settings.signing_key.is_some(),
+            names: Names {
+                issuer: settings.issuer.clone(),
+                audience: settings.audience.clone(),
+                client_id: settings.client_id.clone(),
+            },
             storage,
             rng,
             subscribers,

@@ -24,8 +24,9 @@ use std::sync::Arc;
 
 use crate::model::{
     AccessDenied, BrowserStanding, Counts, CreateUser, FamilyId, Jti, MfaChallenge, MfaCompletion,
-    NewSession, NewUser, Origin, Presented, Rotation, SecondFactor, SessionInfo, SessionPolicy,
-    StoredKey, Successor, Sweep, Totp, TotpUpdate, User, UserFacts, UserId, UserUpdate,
+    NewSession, NewUser, Origin, Presented, RefreshStanding, Rotation, SecondFactor, SessionInfo,
+    SessionPolicy, StoredKey, Successor, Sweep, Totp, TotpUpdate, User, UserFacts, UserId,
+    UserUpdate,
 };
 use crate::time::UnixTime;
 
@@ -143,6 +144,19 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Revokes session `family` if it is one of `user`'s live sessions; `false` (nothing
     /// written) if it is missing, ended, or another user's.
     fn end_own_session(&self, user: UserId, family: FamilyId, now: UnixTime) -> Pending<'_, bool>;
+
+    /// How a presented refresh token stands, read only (introspection never rotates): `Some`
+    /// when it is the current, unexpired token of a live API session of an enabled user.
+    fn refresh_standing(
+        &self,
+        presented: Presented,
+        now: UnixTime,
+    ) -> Pending<'_, Option<RefreshStanding>>;
+
+    /// Revokes the session of a presented refresh token if it is the session's current token
+    /// (RFC 7009); a superseded, expired or unknown token revokes nothing. Resolves to the
+    /// session's user when it revoked.
+    fn revoke_refresh(&self, presented: Presented, now: UnixTime) -> Pending<'_, Option<UserId>>;
 
     /// Revokes one session; `false` if it was missing or already revoked.
     fn revoke_session(&self, family: FamilyId, now: UnixTime) -> Pending<'_, bool>;

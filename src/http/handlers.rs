@@ -419,3 +419,43 @@ pub(super) async fn admin_user_sessions(cx: Ctx) -> Answer {
         .await?;
     Ok(respond::sessions(&list, None))
 }
+
+/// The `token` of an RFC 7662 / RFC 7009 form. `token_type_hint`, when given, must be one of
+/// the two kinds latchd issues; it is a hint only, every kind is tried whatever it says.
+/// Other parameters are ignored (RFC 6749 §3.1).
+fn token_form(pairs: &[(String, String)]) -> Result<&str, ApiError> {
+    if let Some(hint) = extract::field(pairs, "token_type_hint") {
+        if !matches!(hint, "access_token" | "refresh_token") {
+            return Err(ApiError::invalid_request(
+                "token_type_hint must be access_token or refresh_token",
+            ));
+        }
+    }
+    extract::field(pairs, "token")
+        .ok_or_else(|| ApiError::invalid_request("the token parameter is required"))
+}
+
+/// `POST /v1/oauth/introspect` (RFC 7662), for callers with the role `admin` or
+/// `introspect`.
+pub(super) async fn introspect(cx: Ctx) -> Answer {
+    let principal = cx.principal()?;
+    let pairs = extract::form(cx.req).await?;
+    let token = token_form(&pairs)?;
+    let found = cx
+        .app
+        .auth
+        .introspect(&principal, token, UnixTime::now())
+        .await?;
+    Ok(respond::json(
+        StatusCode::OK,
+        &respond::introspection(&found),
+    ))
+}
+
+/// `POST /v1/oauth/revoke` (RFC 7009): 200 whatever the token was.
+pub(super) async fn revoke_token(cx: Ctx) -> Answer {
+    let pairs = extract::form(cx.req).await?;
+    let token = token_form(&pairs)?;
+    cx.app.auth.revoke_token(token, UnixTime::now()).await?;
+    Ok(respond::empty(StatusCode::OK))
+}

@@ -8,7 +8,7 @@ use hyper::{Response, StatusCode};
 use serde_json::json;
 
 use super::Settings;
-use crate::auth::{Identity, TokenPair};
+use crate::auth::{Identity, Introspection, TokenPair};
 use crate::model::{FamilyId, SessionInfo, User};
 
 /// The response body type of every route.
@@ -258,6 +258,35 @@ pub(crate) fn sessions(list: &[SessionInfo], current: Option<FamilyId>) -> Respo
         })
         .collect();
     json(StatusCode::OK, &serde_json::Value::Array(rows))
+}
+
+/// An RFC 7662 §2.2 answer; an inactive token is exactly `{"active": false}`.
+pub(crate) fn introspection(found: &Introspection) -> serde_json::Value {
+    match found {
+        Introspection::Access(a) => json!({
+            "active": true,
+            "token_type": "access_token",
+            "sub": a.user.to_string(),
+            "client_id": a.client_id,
+            "iss": a.issuer,
+            "aud": a.audience,
+            "exp": a.exp.secs(),
+            "iat": a.iat.secs(),
+            "nbf": a.nbf.secs(),
+            "jti": a.jti.0.to_string(),
+            "sid": a.session.0.to_string(),
+            "roles": a.roles,
+            "amr": a.amr,
+        }),
+        Introspection::Refresh(r) => json!({
+            "active": true,
+            "token_type": "refresh_token",
+            "sub": r.user.to_string(),
+            "sid": r.family.0.to_string(),
+            "exp": r.expires_at.secs(),
+        }),
+        Introspection::Inactive => json!({ "active": false }),
+    }
 }
 
 /// A user as the admin listing shows it.

@@ -21,8 +21,9 @@ use uuid::Uuid;
 use crate::auth::storage::{Pending, Storage, StoreError};
 use crate::model::{
     AccessDenied, BrowserStanding, Counts, CreateUser, FamilyId, Jti, MfaChallenge, MfaCompletion,
-    NewSession, NewUser, Origin, Presented, Rotation, SecondFactor, SessionInfo, SessionPolicy,
-    StoredKey, Successor, Sweep, Totp, TotpUpdate, User, UserFacts, UserId, UserUpdate,
+    NewSession, NewUser, Origin, Presented, RefreshStanding, Rotation, SecondFactor, SessionInfo,
+    SessionPolicy, StoredKey, Successor, Sweep, Totp, TotpUpdate, User, UserFacts, UserId,
+    UserUpdate,
 };
 use crate::time::UnixTime;
 
@@ -236,6 +237,18 @@ impl Storage for Store {
 
     fn end_own_session(&self, user: UserId, family: FamilyId, now: UnixTime) -> Pending<'_, bool> {
         self.write(move |txn| sessions::end_own_in(txn, user, family, now))
+    }
+
+    fn refresh_standing(
+        &self,
+        presented: Presented,
+        now: UnixTime,
+    ) -> Pending<'_, Option<RefreshStanding>> {
+        self.read(move |txn| sessions::standing_in(txn, &presented, now))
+    }
+
+    fn revoke_refresh(&self, presented: Presented, now: UnixTime) -> Pending<'_, Option<UserId>> {
+        self.write(move |txn| sessions::revoke_current_in(txn, &presented, now))
     }
 
     fn revoke_session(&self, family: FamilyId, now: UnixTime) -> Pending<'_, bool> {

@@ -14,8 +14,8 @@ use super::tables::{BROWSER_SESSIONS, FAMILIES, FAMILIES_BY_USER, USERS};
 use super::users::{families_of, read_user, user_change, write_user};
 use super::{totp, Change, StoreError, Written};
 use crate::model::{
-    FamilyId, NewSession, Presented, Rotation, SessionInfo, SessionKind, SessionPolicy, Successor,
-    User, UserId,
+    FamilyId, NewSession, Presented, RefreshStanding, Rotation, SessionInfo, SessionKind,
+    SessionPolicy, Successor, User, UserId,
 };
 use crate::time::UnixTime;
 
@@ -264,6 +264,61 @@ pub(super) fn end_own_in(
         return Ok(Written::commit_with(true, vec![Change::FamilyGone(family)]));
     }
     Ok(Written::nothing(false))
+}
+
+/// How the presented refresh token stands, read without writing anything: `Some` only when it
+/// is the current token of a live API session of an enabled user, as a rotation now would
+/// accept it (a superseded token, even inside the retry grace, is not).
+pub(super) fn standing_in(
+    txn: &ReadTransaction,
+    presented: &Presented,
+    now: UnixTime,
+) -> Result<Option<RefreshStanding>, StoreError> {
+    let Some(rec) = read_family(&txn.open_table(FAMILIES)?, presented.family)? else {
+        return Ok(None);
+    };
+    if !is_current(&rec, presented, now) {
+        return Ok(None);
+    }
+    let enabled =
+        read_user(&txn.open_table(USERS)?, UserId(rec.user))?.is_some_and(|u| !u.disabled);
+    Ok(enabled.then(|| RefreshStanding {
+        user: UserId(rec.user),
+        family: presented.family,
+        expires_at: UnixTime(rec.current.expires_at.min(rec.expires_at_max)),
+    }))
+}
+
+/// Revokes the session of the presented refresh token if it is that session's current token
+/// (RFC 7009): a superseded token revokes nothing, so that presenting a stolen old token here
+/// cannot end the victim's session (reuse detection is the refresh endpoint's job). Answers
+/// the session's user when it revoked.
+pub(super) fn revoke_current_in(
+    txn: &WriteTransaction,
+    presented: &Presented,
+    now: UnixTime,
+) -> Result<Written<Option<UserId>>, StoreError> {
+    let mut families = txn.open_table(FAMILIES)?;
+    let Some(rec) = read_family(&families, presented.family)? else {
+        return Ok(Written::nothing(None));
+    };
+    if !is_current(&rec, presented, now) || !revoke_in(&mut families, presented.family, now)? {
+        return Ok(Written::nothing(None));
+    }
+    Ok(Written::commit_with(
+        Some(UserId(rec.user)),
+        vec![Change::FamilyGone(presented.family)],
+    ))
+}
+
+/// Whether `presented` is the current, unexpired token of `rec`, a live API session.
+fn is_current(rec: &FamilyRecord, presented: &Presented, now: UnixTime) -> bool {
+    rec.revoked_at.is_none()
+        && rec.kind == SessionKind::Api
+        && presented.generation == rec.current.generation
+        && hashes_equal(&presented.hash, &rec.current.hash)
+        && now.secs() < rec.current.expires_at
+        && now.secs() < rec.expires_at_max
 }
 
 /// The view change that mirrors a live browser session's cookie, if `rec` is one.

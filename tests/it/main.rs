@@ -10,6 +10,7 @@ mod http_errors;
 mod http_flow;
 mod http_lifecycle;
 mod http_limits;
+mod introspect;
 mod layering;
 mod metrics;
 mod openapi;
