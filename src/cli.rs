@@ -1,4 +1,5 @@
-//! The operator's commands: `user add|list|disable|enable|delete|totp-reset`, `key rotate`,
+//! The operator's commands: `user add|list|disable|enable|delete|set-roles|totp-reset`,
+//! `key rotate`,
 //! `gc`.
 //!
 //! Each opens the database named by `LATCHD_DB` and runs one use case of the auth layer on the
@@ -54,6 +55,17 @@ pub enum UserCommand {
         /// The user's id or email.
         #[arg(value_name = "ID_OR_EMAIL")]
         user: String,
+    },
+    /// Replace a user's roles (none given: no roles). Its access tokens with the old roles stop
+    /// working at once (token version bump); its sessions live on and refresh with the new
+    /// roles. The last enabled admin cannot lose `admin`.
+    SetRoles {
+        /// The user's id or email.
+        #[arg(value_name = "ID_OR_EMAIL")]
+        user: String,
+        /// A role the user is to hold; repeat for several. 1-64 characters of [a-z0-9_.:-].
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
     },
     /// Turn a user's two-step verification (TOTP) off, for a user who lost the device, and end
     /// all its sessions; the user signs in with the password alone and may enrol again.
@@ -129,7 +141,7 @@ impl Args for Flags {
 
 /// Runs a `latchd user` command; returns the process exit code.
 pub fn user(config: &Config, command: UserCommand) -> ExitCode {
-    if let UserCommand::Add { roles, .. } = &command {
+    if let UserCommand::Add { roles, .. } | UserCommand::SetRoles { roles, .. } = &command {
         // Refused before the file is opened (or created) and before a password is typed.
         if let Some(bad) = roles.iter().find(|r| !crate::auth::is_valid_role(r)) {
             return finish(Err(AuthError::InvalidRole(bad.clone()).into()));
@@ -162,6 +174,19 @@ pub fn user(config: &Config, command: UserCommand) -> ExitCode {
                 let found = find(&auth, &user).await?;
                 auth.delete_user(Actor::Operator, found.id).await?;
                 writeln!(out, "deleted {} ({})", found.id, found.email)?;
+                Ok(())
+            }
+            UserCommand::SetRoles { user, roles } => {
+                let found = find(&auth, &user).await?;
+                auth.set_roles(Actor::Operator, found.id, &roles).await?;
+                let now_held = find(&auth, &found.id.to_string()).await?;
+                writeln!(
+                    out,
+                    "roles of {} ({}) are now: {}",
+                    found.id,
+                    found.email,
+                    now_held.roles.join(",")
+                )?;
                 Ok(())
             }
             UserCommand::TotpReset { user } => {

@@ -111,6 +111,12 @@ struct PasswordAndCode {
     code: String,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RolesBody {
+    roles: Vec<String>,
+}
+
 #[allow(clippy::unnecessary_wraps)] // the signature of every route handler
 pub(super) fn healthz(_: &Ctx) -> Answer {
     Ok(respond::empty(StatusCode::OK))
@@ -458,4 +464,16 @@ pub(super) async fn revoke_token(cx: Ctx) -> Answer {
     let token = token_form(&pairs)?;
     cx.app.auth.revoke_token(token, UnixTime::now()).await?;
     Ok(respond::empty(StatusCode::OK))
+}
+
+/// `PUT /v1/admin/users/{id}/roles`: the user's roles replaced, its older tokens retired.
+pub(super) async fn admin_set_roles(cx: Ctx) -> Answer {
+    let principal = cx.principal()?;
+    let id = cx.id()?;
+    let body: RolesBody = extract::json(cx.req).await?;
+    cx.app
+        .auth
+        .set_roles(Actor::Caller(&principal), id, &body.roles)
+        .await?;
+    Ok(respond::empty(StatusCode::NO_CONTENT))
 }

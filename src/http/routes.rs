@@ -129,6 +129,10 @@ pub(super) const ROUTES: &[Route] = &[
         methods: Methods::Only(&[(Method::POST, later!(h::admin_revoke))]),
     },
     Route {
+        pattern: "/v1/admin/users/{id}/roles",
+        methods: Methods::Only(&[(Method::PUT, later!(h::admin_set_roles))]),
+    },
+    Route {
         pattern: "/v1/admin/users/{id}/sessions",
         methods: Methods::Only(&[(Method::GET, later!(h::admin_user_sessions))]),
     },
@@ -297,8 +301,6 @@ impl RequestTimes {
 const NOT_YET_SERVED: &[(&str, &str)] = &[
     // API.md v2 "Sessions, introspection, revocation, audit": the audit-log issue.
     ("GET", "/v1/admin/audit"),
-    // API.md v2 "Operations": the set-roles issue (`latchd user set-roles` and this route).
-    ("PUT", "/v1/admin/users/{id}/roles"),
 ];
 
 #[cfg(test)]

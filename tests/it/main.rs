@@ -17,6 +17,7 @@ mod openapi;
 mod proxy;
 mod proxy_signin;
 mod rate_limit;
+mod roles;
 mod sessions;
 mod signin;
 mod storage;
