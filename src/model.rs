@@ -573,6 +573,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_origin_keeps_a_bounded_user_agent_cut_at_a_character() {
+        let ip = Some("192.0.2.1".parse().unwrap());
+        // 255 ASCII bytes then a 2-byte character: it would end past the bound, so it goes.
+        let ua = format!("{}é", "a".repeat(MAX_USER_AGENT_BYTES - 1));
+        let kept = Origin::new(Some(&ua), ip).user_agent.unwrap();
+        assert_eq!(kept, "a".repeat(MAX_USER_AGENT_BYTES - 1));
+        let ua = format!("{}é", "a".repeat(MAX_USER_AGENT_BYTES - 2));
+        assert_eq!(Origin::new(Some(&ua), ip).user_agent.unwrap(), ua);
+        assert_eq!(
+            Origin::new(Some("a\tb\u{7}c\r\n"), ip)
+                .user_agent
+                .as_deref(),
+            Some("abc")
+        );
+        assert_eq!(Origin::new(Some("\u{1}\u{2}"), ip).user_agent, None);
+        assert_eq!(Origin::new(None, ip).client_ip, ip);
+    }
+
+    #[test]
     fn ids_take_only_the_canonical_spelling() {
         let id = "00000000-0000-4000-8000-00000000000a";
         assert!(UserId::parse(id).is_some());
