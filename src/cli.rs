@@ -1,5 +1,5 @@
-//! The operator's commands: `user add|list|disable|enable|delete|totp-reset`, `key rotate`,
-//! `gc`, `backup`.
+//! The operator's commands: `user add|list|disable|enable|delete|set-roles|totp-reset`,
+//! `key rotate`, `gc`, `backup`.
 //!
 //! Each becomes one [`Request`] of the operator channel ([`crate::control`]): sent to the
 //! server running on the database named by `LATCHD_DB` when one answers on its socket, else
@@ -52,6 +52,17 @@ pub enum UserCommand {
         /// The user's id or email.
         #[arg(value_name = "ID_OR_EMAIL")]
         user: String,
+    },
+    /// Replace a user's roles (none given: no roles). Its access tokens with the old roles stop
+    /// working at once (token version bump); its sessions live on and refresh with the new
+    /// roles. The last enabled admin cannot lose `admin`.
+    SetRoles {
+        /// The user's id or email.
+        #[arg(value_name = "ID_OR_EMAIL")]
+        user: String,
+        /// A role the user is to hold; repeat for several. 1-64 characters of [a-z0-9_.:-].
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
     },
     /// Turn a user's two-step verification (TOTP) off, for a user who lost the device, and end
     /// all its sessions; the user signs in with the password alone and may enrol again.
@@ -127,7 +138,7 @@ impl Args for Flags {
 
 /// Runs a `latchd user` command; returns the process exit code.
 pub fn user(config: &Config, command: UserCommand) -> ExitCode {
-    if let UserCommand::Add { roles, .. } = &command {
+    if let UserCommand::Add { roles, .. } | UserCommand::SetRoles { roles, .. } = &command {
         // Refused before the file is opened (or created) and before a password is typed.
         if let Some(bad) = roles.iter().find(|r| !crate::auth::is_valid_role(r)) {
             return finish(Err(AuthError::InvalidRole(bad.clone()).into()));
@@ -152,6 +163,7 @@ pub fn user(config: &Config, command: UserCommand) -> ExitCode {
             UserCommand::Disable { user } => Request::UserDisable { user },
             UserCommand::Enable { user } => Request::UserEnable { user },
             UserCommand::Delete { user } => Request::UserDelete { user },
+            UserCommand::SetRoles { user, roles } => Request::UserSetRoles { user, roles },
             UserCommand::TotpReset { user } => Request::UserTotpReset { user },
         })
     }))

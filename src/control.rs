@@ -57,6 +57,13 @@ pub enum Request {
         /// The user's id or email.
         user: String,
     },
+    /// `latchd user set-roles`: the user's roles become exactly `roles`.
+    UserSetRoles {
+        /// The user's id or email.
+        user: String,
+        /// The roles it holds afterwards.
+        roles: Vec<String>,
+    },
     /// `latchd user totp-reset`.
     UserTotpReset {
         /// The user's id or email.
@@ -358,6 +365,7 @@ impl Request {
             Self::UserDisable { .. } => "user disable",
             Self::UserEnable { .. } => "user enable",
             Self::UserDelete { .. } => "user delete",
+            Self::UserSetRoles { .. } => "user set-roles",
             Self::UserTotpReset { .. } => "user totp-reset",
             Self::KeyRotate => "key rotate",
             Self::Gc => "gc",
@@ -425,6 +433,18 @@ async fn run(auth: &Authority, request: Request, out: &mut Reply) -> Result<(), 
             let found = find(auth, &user).await?;
             auth.delete_user(Actor::Operator, found.id).await?;
             let _ = writeln!(stdout, "deleted {} ({})", found.id, found.email);
+        }
+        Request::UserSetRoles { user, roles } => {
+            let found = find(auth, &user).await?;
+            auth.set_roles(Actor::Operator, found.id, &roles).await?;
+            let now_held = find(auth, &found.id.to_string()).await?;
+            let _ = writeln!(
+                stdout,
+                "roles of {} ({}) are now: {}",
+                found.id,
+                found.email,
+                now_held.roles.join(",")
+            );
         }
         Request::UserTotpReset { user } => {
             let found = find(auth, &user).await?;

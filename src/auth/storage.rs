@@ -25,8 +25,9 @@ use std::sync::Arc;
 
 use crate::model::{
     AccessDenied, Backup, BrowserStanding, Counts, CreateUser, FamilyId, Jti, MfaChallenge,
-    MfaCompletion, NewSession, NewUser, Presented, Rotation, SecondFactor, SessionPolicy,
-    StoredKey, Successor, Sweep, Totp, TotpUpdate, User, UserFacts, UserId, UserUpdate,
+    MfaCompletion, NewSession, NewUser, Origin, Presented, RefreshStanding, Rotation, SecondFactor,
+    SessionInfo, SessionPolicy, StoredKey, Successor, Sweep, Totp, TotpUpdate, User, UserFacts,
+    UserId, UserUpdate,
 };
 use crate::time::UnixTime;
 
@@ -138,6 +139,26 @@ pub trait Storage: Send + Sync + fmt::Debug {
         now: UnixTime,
     ) -> Pending<'_, ()>;
 
+    /// The live sessions of `user` at `now`, newest first, read from storage (not the view).
+    fn sessions(&self, user: UserId, now: UnixTime) -> Pending<'_, Vec<SessionInfo>>;
+
+    /// Revokes session `family` if it is one of `user`'s live sessions; `false` (nothing
+    /// written) if it is missing, ended, or another user's.
+    fn end_own_session(&self, user: UserId, family: FamilyId, now: UnixTime) -> Pending<'_, bool>;
+
+    /// How a presented refresh token stands, read only (introspection never rotates): `Some`
+    /// when it is the current, unexpired token of a live API session of an enabled user.
+    fn refresh_standing(
+        &self,
+        presented: Presented,
+        now: UnixTime,
+    ) -> Pending<'_, Option<RefreshStanding>>;
+
+    /// Revokes the session of a presented refresh token if it is the session's current token
+    /// (RFC 7009); a superseded, expired or unknown token revokes nothing. Resolves to the
+    /// session's user when it revoked.
+    fn revoke_refresh(&self, presented: Presented, now: UnixTime) -> Pending<'_, Option<UserId>>;
+
     /// Revokes one session; `false` if it was missing or already revoked.
     fn revoke_session(&self, family: FamilyId, now: UnixTime) -> Pending<'_, bool>;
 
@@ -238,7 +259,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
     /// The second step of a sign-in, in one transaction: the live challenge under `hash` is
     /// deleted, `factor` spent, and session `family` opened for its user (of the challenge's
-    /// kind, with `mfa`), whose first token hashes to `first_hash`.
+    /// kind, with `mfa`, from `origin`), whose first token hashes to `first_hash`.
     ///
     /// `UnknownChallenge` if there is no live challenge; `Stale` (the challenge deleted) if its
     /// user is gone, disabled, revoked or has a new password since, or has TOTP off; `Spent`
@@ -250,6 +271,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
         factor: SecondFactor,
         family: FamilyId,
         first_hash: [u8; 32],
+        origin: Origin,
         now: UnixTime,
         policy: SessionPolicy,
     ) -> Pending<'_, MfaCompletion>;

@@ -21,8 +21,9 @@ use uuid::Uuid;
 use crate::auth::storage::{Pending, Storage, StoreError};
 use crate::model::{
     AccessDenied, Backup, BrowserStanding, Counts, CreateUser, FamilyId, Jti, MfaChallenge,
-    MfaCompletion, NewSession, NewUser, Presented, Rotation, SecondFactor, SessionPolicy,
-    StoredKey, Successor, Sweep, Totp, TotpUpdate, User, UserFacts, UserId, UserUpdate,
+    MfaCompletion, NewSession, NewUser, Origin, Presented, RefreshStanding, Rotation, SecondFactor,
+    SessionInfo, SessionPolicy, StoredKey, Successor, Sweep, Totp, TotpUpdate, User, UserFacts,
+    UserId, UserUpdate,
 };
 use crate::time::UnixTime;
 
@@ -236,6 +237,26 @@ impl Storage for Store {
         })
     }
 
+    fn sessions(&self, user: UserId, now: UnixTime) -> Pending<'_, Vec<SessionInfo>> {
+        self.read(move |txn| sessions::list_in(txn, user, now))
+    }
+
+    fn end_own_session(&self, user: UserId, family: FamilyId, now: UnixTime) -> Pending<'_, bool> {
+        self.write(move |txn| sessions::end_own_in(txn, user, family, now))
+    }
+
+    fn refresh_standing(
+        &self,
+        presented: Presented,
+        now: UnixTime,
+    ) -> Pending<'_, Option<RefreshStanding>> {
+        self.read(move |txn| sessions::standing_in(txn, &presented, now))
+    }
+
+    fn revoke_refresh(&self, presented: Presented, now: UnixTime) -> Pending<'_, Option<UserId>> {
+        self.write(move |txn| sessions::revoke_current_in(txn, &presented, now))
+    }
+
     fn revoke_session(&self, family: FamilyId, now: UnixTime) -> Pending<'_, bool> {
         self.write(move |txn| {
             if sessions::revoke_in(&mut txn.open_table(FAMILIES)?, family, now)? {
@@ -371,11 +392,21 @@ impl Storage for Store {
         factor: SecondFactor,
         family: FamilyId,
         first_hash: [u8; 32],
+        origin: Origin,
         now: UnixTime,
         policy: SessionPolicy,
     ) -> Pending<'_, MfaCompletion> {
         self.write(move |txn| {
-            totp::complete_in(txn, &hash, factor, family, &first_hash, now, &policy)
+            totp::complete_in(
+                txn,
+                &hash,
+                factor,
+                family,
+                &first_hash,
+                origin,
+                now,
+                &policy,
+            )
         })
     }
 
