@@ -111,11 +111,15 @@ fn serve(config: Config) -> Result<(), String> {
     })?;
     let operator = runtime.spawn(control::serve(socket, Arc::clone(&auth)));
     let sweeper = runtime.spawn(runtime::sweep_forever(Arc::clone(&auth)));
+    let shutdown = {
+        let _inside = runtime.enter();
+        runtime::shutdown_signal()
+    };
     let served = runtime.block_on(latchd::http::serve(
         listener,
         Arc::clone(&auth),
         config.http,
-        runtime::shutdown_signal(),
+        shutdown,
     ));
     sweeper.abort();
     operator.abort();
