@@ -358,7 +358,7 @@ where
         .build()
         .map_err(CliError::Runtime)?;
     // Open first, so a locked or missing file is reported before anyone types a password.
-    let storage = open_storage(&config.db, create).map_err(|e| match e {
+    let storage = open_storage(&config.db, config.store, create).map_err(|e| match e {
         OpenError::Locked(path) => CliError::Locked(path),
         OpenError::Missing(path) => CliError::NoDatabase(path),
         OpenError::Failed(path, source) => CliError::Open { path, source },

@@ -4,6 +4,7 @@ mod admin;
 mod browser;
 mod browser_signin;
 mod cli;
+mod footprint;
 mod fuzz_corpus;
 mod hardening;
 mod http_errors;
