@@ -79,7 +79,7 @@ pub const VARS: &[Var] = &[
     var(
         "LATCHD_CACHE_MB",
         "cache-mb",
-        Value("16"),
+        Value("8"),
         "MiB of the redb file redb may keep cached in memory",
     ),
     Var {

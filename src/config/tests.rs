@@ -15,7 +15,7 @@ fn defaults_match_the_contract() {
     let c = config(&[]).unwrap();
     assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(c.db, PathBuf::from("./latchd.redb"));
-    assert_eq!(c.store.cache_bytes, 16 << 20);
+    assert_eq!(c.store.cache_bytes, 8 << 20);
     let a = &c.auth;
     assert!(a.signing_key.is_none());
     assert_eq!(

@@ -60,7 +60,7 @@ pub struct Settings {
 }
 
 /// The page cache's default size, in MiB (`LATCHD_CACHE_MB`).
-pub const DEFAULT_CACHE_MB: usize = 16;
+pub const DEFAULT_CACHE_MB: usize = 8;
 
 impl Default for Settings {
     fn default() -> Self {
