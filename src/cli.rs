@@ -314,7 +314,7 @@ fn dispatch(
         .build()
         .map_err(CliError::Runtime)?;
     let existed = config.db.exists();
-    let storage = open_storage(&config.db, create).map_err(|e| match e {
+    let storage = open_storage(&config.db, config.store, create).map_err(|e| match e {
         OpenError::Locked(path) => CliError::Locked(path),
         OpenError::Missing(path) => CliError::NoDatabase(path),
         OpenError::Failed(path, source) => CliError::Open { path, source },

@@ -76,6 +76,12 @@ pub const VARS: &[Var] = &[
         Value("./latchd.redb"),
         "path of the redb file",
     ),
+    var(
+        "LATCHD_CACHE_MB",
+        "cache-mb",
+        Value("8"),
+        "MiB of the redb file redb may keep cached in memory",
+    ),
     Var {
         name: "LATCHD_SIGNING_KEY",
         // No flag: a key on the command line would be readable by every local user.
@@ -261,6 +267,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `LATCHD_DB`.
     pub db: PathBuf,
+    /// How the redb file is opened (`LATCHD_CACHE_MB`).
+    pub store: crate::store::Settings,
     /// `LATCHD_LOG`: a tracing filter.
     pub log: String,
     /// `LATCHD_LOG_FORMAT=json`.
@@ -327,6 +335,13 @@ impl Config {
                 .map_err(|_| "expected address:port, e.g. 127.0.0.1:8080".to_owned())
         });
         let db = r.parse("LATCHD_DB", |s| Ok(PathBuf::from(s)));
+        let cache_bytes = r.parse("LATCHD_CACHE_MB", |s| {
+            s.parse::<usize>()
+                .ok()
+                .filter(|v| (1..=MAX_CACHE_MB).contains(v))
+                .and_then(|v| v.checked_mul(1 << 20))
+                .ok_or_else(|| format!("expected whole MiB from 1 to {MAX_CACHE_MB}"))
+        });
         let signing_key = r.text("LATCHD_SIGNING_KEY").and_then(|text| {
             KeySecret::from_base64url(text.trim())
                 .map_err(|e| r.fail("LATCHD_SIGNING_KEY", e.to_string()))
@@ -466,6 +481,9 @@ impl Config {
         Ok(Self {
             listen: listen.ok_or_else(missing)?,
             db: db.ok_or_else(missing)?,
+            store: crate::store::Settings {
+                cache_bytes: cache_bytes.ok_or_else(missing)?,
+            },
             log: log.ok_or_else(missing)?,
             log_json: log_json.ok_or_else(missing)?,
             auth,
@@ -473,6 +491,9 @@ impl Config {
         })
     }
 }
+
+/// The largest `LATCHD_CACHE_MB`: 64 GiB, far past any file latchd is meant for.
+const MAX_CACHE_MB: usize = 65_536;
 
 /// The variable named `name` in [`VARS`].
 ///

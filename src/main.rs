@@ -88,7 +88,8 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: Config) -> Result<(), String> {
-    let storage = runtime::open_storage(&config.db, true).map_err(|e| e.to_string())?;
+    let storage =
+        runtime::open_storage(&config.db, config.store, true).map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::auth::storage::{Storage, StoreError};
 use crate::auth::{Authority, KeySource};
 use crate::model::Sweep;
-use crate::store::Store;
+use crate::store::{self, Store};
 use crate::time::UnixTime;
 
 /// How often the background sweeper deletes expired rows.
@@ -41,15 +41,20 @@ impl fmt::Display for OpenError {
 
 impl std::error::Error for OpenError {}
 
-/// Opens the storage backend at `db` (the redb file), creating it only if `create`.
+/// Opens the storage backend at `db` (the redb file) with `settings`, creating it only if
+/// `create`.
 ///
 /// # Errors
 /// [`OpenError`]: locked by a running server, missing, or unreadable.
-pub fn open_storage(db: &Path, create: bool) -> Result<Arc<dyn Storage>, OpenError> {
+pub fn open_storage(
+    db: &Path,
+    settings: store::Settings,
+    create: bool,
+) -> Result<Arc<dyn Storage>, OpenError> {
     if !create && !db.exists() {
         return Err(OpenError::Missing(db.to_owned()));
     }
-    match Store::open(db) {
+    match Store::open_with(db, settings) {
         Ok(store) => Ok(Arc::new(store)),
         Err(StoreError::Locked) => Err(OpenError::Locked(db.to_owned())),
         Err(e) => Err(OpenError::Failed(db.to_owned(), e)),

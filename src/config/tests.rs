@@ -15,6 +15,7 @@ fn defaults_match_the_contract() {
     let c = config(&[]).unwrap();
     assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(c.db, PathBuf::from("./latchd.redb"));
+    assert_eq!(c.store.cache_bytes, 8 << 20);
     let a = &c.auth;
     assert!(a.signing_key.is_none());
     assert_eq!(
@@ -45,6 +46,7 @@ fn the_listed_defaults_are_the_layers_own() {
     // Every field but the signing key (no Debug of secrets needed here: it is None on both).
     assert_eq!(format!("{:?}", c.auth), format!("{want:?}"));
     assert_eq!(c.http, crate::http::Settings::default());
+    assert_eq!(c.store, crate::store::Settings::default());
 }
 
 #[test]
@@ -214,4 +216,30 @@ fn refresh_ttl_cannot_exceed_the_session_maximum() {
     let errors =
         config(&[("LATCHD_REFRESH_TTL", "100"), ("LATCHD_SESSION_MAX", "50")]).unwrap_err();
     assert_eq!(errors[0].var, "LATCHD_REFRESH_TTL");
+}
+
+#[test]
+fn cache_size_is_whole_mib_within_bounds() {
+    let c = config(&[("LATCHD_CACHE_MB", "64")]).unwrap();
+    assert_eq!(c.store.cache_bytes, 64 << 20);
+    let c = config(&[("LATCHD_CACHE_MB", "65536")]).unwrap();
+    assert_eq!(c.store.cache_bytes, 65_536 << 20);
+    for bad in [
+        "0",
+        "-1",
+        "1.5",
+        "65537",
+        "16MB",
+        "",
+        "99999999999999999999",
+    ] {
+        let errors = config(&[("LATCHD_CACHE_MB", bad)]).unwrap_err();
+        assert_eq!(errors.len(), 1, "{bad}: {errors:?}");
+        assert_eq!(errors[0].var, "LATCHD_CACHE_MB", "{bad}");
+        assert!(
+            errors[0].problem.contains("MiB from 1 to 65536"),
+            "{bad}: {}",
+            errors[0]
+        );
+    }
 }

@@ -15,7 +15,9 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableHandle, WriteTransaction};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableHandle, WriteTransaction,
+};
 use uuid::Uuid;
 
 use crate::auth::storage::{Pending, Storage, StoreError};
@@ -43,12 +45,32 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-use records::{decode, FamilyRecord, UserRecord};
+use records::{decode, FamilyRecord, FamilyViewRecord, UserViewRecord};
 use tables::{
     BLACKLIST, BROWSER_SESSIONS, FAMILIES, FAMILIES_BY_USER, META, MFA_CHALLENGES, ROLE_MEMBERS,
     SCHEMA_VERSION, SCHEMA_VERSION_KEY, SECRETS, SIGNING_KEYS, TOTP, USERS, USER_BY_EMAIL,
 };
 use view::{Change, View};
+
+/// How the redb file is opened (`LATCHD_CACHE_MB`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// The most bytes redb's page cache may hold (reads and the write buffer together). redb's
+    /// own default is 1 GiB, so memory would follow the file; the view, not this cache, is what
+    /// the per-request checks read.
+    pub cache_bytes: usize,
+}
+
+/// The page cache's default size, in MiB (`LATCHD_CACHE_MB`).
+pub const DEFAULT_CACHE_MB: usize = 8;
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            cache_bytes: DEFAULT_CACHE_MB << 20,
+        }
+    }
+}
 
 /// The storage layer: one redb file, its in-memory view, and the writer thread.
 /// `Send + Sync`; share it in an `Arc`.
@@ -73,26 +95,34 @@ impl fmt::Debug for Store {
 }
 
 impl Store {
+    /// Opens (creating if needed) the database at `path` with the default [`Settings`]; see
+    /// [`open_with`](Self::open_with).
+    ///
+    /// # Errors
+    /// As [`open_with`](Self::open_with).
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Self::open_with(path, Settings::default())
+    }
+
     /// Opens (creating if needed) the database at `path`, checks its schema version (migrating
     /// an older one), loads the in-memory view, and starts the writer thread.
     ///
     /// # Errors
     /// `Locked` if another process has the file open; `SchemaTooNew` if a newer latchd wrote
     /// it; `Corrupt` if it holds tables but no schema version, or a row fails to decode.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    pub fn open_with(path: &Path, settings: Settings) -> Result<Store, StoreError> {
         // What the path holds is checked before anything touches it: a directory or another
         // program's file is refused as it is, its permissions unchanged.
         let created = create_or_check(path)?;
-        let db = Database::create(path)?;
+        let db = redb::Builder::new()
+            .set_cache_size(settings.cache_bytes)
+            .create(path)?;
         let refresh_mac_key = init_schema(&db)?;
         if !created {
             owner_only(path)?;
         }
-        let shared = Arc::new(Shared {
-            db,
-            view: View::default(),
-        });
-        shared.view.apply(load_view(&shared.db)?);
+        let view = load_view(&db)?;
+        let shared = Arc::new(Shared { db, view });
         let writer = writer::Writer::start(Arc::clone(&shared))?;
         Ok(Store {
             shared,
@@ -550,37 +580,80 @@ fn init_schema(db: &Database) -> Result<[u8; 32], StoreError> {
     Ok(key)
 }
 
-/// Rebuilds the view's contents from the tables.
-fn load_view(db: &Database) -> Result<Vec<Change>, StoreError> {
-    let txn = db.begin_read()?;
-    let mut changes = Vec::new();
-    for row in txn.open_table(USERS)?.iter()? {
-        let (id, bytes) = row?;
-        let rec: UserRecord = decode("users", bytes.value())?;
-        changes.push(Change::user(
-            &rec.into_user(UserId(Uuid::from_u128(id.value()))),
-        ));
-    }
-    for row in txn.open_table(FAMILIES)?.iter()? {
-        let (id, bytes) = row?;
-        let rec: FamilyRecord = decode("families", bytes.value())?;
-        if rec.revoked_at.is_none() {
-            let id = FamilyId(Uuid::from_u128(id.value()));
-            changes.push(Change::Family {
-                id,
-                user: UserId(rec.user),
+/// Builds the view from the tables. Users and the blacklist are read on this thread while a
+/// second one reads the families (the two big tables, in a read transaction each): nothing
+/// writes yet, so both see the same state.
+fn load_view(db: &Database) -> Result<View, StoreError> {
+    std::thread::scope(|scope| {
+        let families = std::thread::Builder::new()
+            .name("latchd-load".to_owned())
+            .spawn_scoped(scope, || live_families(db))
+            .map_err(|e| StoreError::backend("starting the loading thread", e))?;
+        let txn = db.begin_read()?;
+        let users = txn.open_table(USERS)?;
+        let families_rows = txn.open_table(FAMILIES)?.len()?;
+        let mut view = view::Builder::new(table_len(users.len()?), table_len(families_rows));
+        for row in users.iter()? {
+            let (id, bytes) = row?;
+            let rec: UserViewRecord<'_> = decode("users", bytes.value())?;
+            view.user(
+                UserId(Uuid::from_u128(id.value())),
+                rec.token_version,
+                rec.disabled,
+                &rec.email,
+                &rec.roles,
+            );
+        }
+        for row in txn.open_table(BLACKLIST)?.iter()? {
+            let (jti, exp) = row?;
+            view.change(Change::Blacklisted {
+                jti: Jti(Uuid::from_u128(jti.value())),
+                exp: exp.value(),
             });
-            changes.extend(sessions::browser_change(id, &rec));
+        }
+        let (families, browser) = families.join().map_err(|_| StoreError::Corrupt {
+            table: "families",
+            detail: "loading the families panicked".to_owned(),
+        })??;
+        for (id, user) in families {
+            view.family(id, user);
+        }
+        for change in browser {
+            view.change(change);
+        }
+        Ok(view.finish())
+    })
+}
+
+/// The live families with their users, and the browser sessions among them.
+type LiveFamilies = (Vec<(FamilyId, UserId)>, Vec<Change>);
+
+/// The live families and the browser sessions among them, from their own read transaction.
+fn live_families(db: &Database) -> Result<LiveFamilies, StoreError> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(FAMILIES)?;
+    let mut live = Vec::with_capacity(table_len(table.len()?));
+    let mut browser = Vec::new();
+    for row in table.iter()? {
+        let (id, bytes) = row?;
+        let bytes = bytes.value();
+        let rec: FamilyViewRecord = decode("families", bytes)?;
+        if rec.revoked_at.is_some() {
+            continue;
+        }
+        let id = FamilyId(Uuid::from_u128(id.value()));
+        live.push((id, UserId(rec.user)));
+        if rec.browser.is_some() {
+            let full: FamilyRecord = decode("families", bytes)?;
+            browser.extend(sessions::browser_change(id, &full));
         }
     }
-    for row in txn.open_table(BLACKLIST)?.iter()? {
-        let (jti, exp) = row?;
-        changes.push(Change::Blacklisted {
-            jti: Jti(Uuid::from_u128(jti.value())),
-            exp: exp.value(),
-        });
-    }
-    Ok(changes)
+    Ok((live, browser))
+}
+
+/// A table's row count as a capacity (a hint: a count past `usize` asks for none).
+fn table_len(rows: u64) -> usize {
+    usize::try_from(rows).unwrap_or(0)
 }
 
 /// Creates the file owner-only (0600) if nothing is at `path` (`true`), or checks that what is

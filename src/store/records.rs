@@ -1,7 +1,9 @@
 //! Row encodings: `serde_json` for every record value, hex for byte strings. A row that fails to
 //! decode is a `StoreError::Corrupt`, never a panic.
 
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::StoreError;
@@ -44,6 +46,27 @@ impl UserRecord {
             token_version: self.token_version,
         }
     }
+}
+
+/// The part of a user row the in-memory view holds, read at open without the rest (the
+/// password hash is skipped, the email borrowed from the row).
+#[derive(Deserialize)]
+pub(super) struct UserViewRecord<'a> {
+    #[serde(borrow)]
+    pub(super) email: Cow<'a, str>,
+    pub(super) roles: Vec<String>,
+    pub(super) disabled: bool,
+    pub(super) token_version: u64,
+}
+
+/// The part of a family row that says whether the view holds it: its user, whether it was
+/// revoked, and whether it is a browser session (whose whole row is then read).
+#[derive(Deserialize)]
+pub(super) struct FamilyViewRecord {
+    pub(super) user: Uuid,
+    pub(super) revoked_at: Option<i64>,
+    #[serde(default)]
+    pub(super) browser: Option<BrowserRecord>,
 }
 
 /// A refresh family row. Its size does not grow with rotations: only the current token and the
@@ -276,9 +299,9 @@ pub(super) fn encode<T: Serialize>(record: &T) -> Vec<u8> {
 }
 
 /// Decodes a row of `table`, turning any failure into `StoreError::Corrupt`.
-pub(super) fn decode<T: DeserializeOwned>(
+pub(super) fn decode<'de, T: Deserialize<'de>>(
     table: &'static str,
-    bytes: &[u8],
+    bytes: &'de [u8],
 ) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
         table,

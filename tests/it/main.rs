@@ -5,6 +5,7 @@ mod backup;
 mod browser;
 mod browser_signin;
 mod cli;
+mod footprint;
 mod fuzz_corpus;
 mod hardening;
 mod http_errors;
