@@ -13,6 +13,7 @@ mod http_limits;
 mod layering;
 mod metrics;
 mod openapi;
+mod packaging;
 mod proxy;
 mod proxy_signin;
 mod rate_limit;
