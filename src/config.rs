@@ -362,7 +362,7 @@ impl Config {
                 .filter(|n| n.get() <= MAX_ITERATIONS)
                 .ok_or_else(|| "expected an iteration count from 1 to 10000000".to_owned())
         });
-        let log = r.parse("LATCHD_LOG", |s| Ok(s.to_owned()));
+        let log = r.parse("LATCHD_LOG", log_filter);
         let log_json = r.parse("LATCHD_LOG_FORMAT", |s| match s {
             "json" => Ok(true),
             "text" | "" => Ok(false),
@@ -472,6 +472,68 @@ impl Config {
             http,
         })
     }
+}
+
+/// The targets latchd's log lines carry: the crate, each of its top-level modules (an event's
+/// target is its module path), the access log, and h2, the one dependency that logs through
+/// `tracing` (HTTP/2 frames, at debug and trace). A `LATCHD_LOG` target must be one of these
+/// or a path below one but the crate itself (`latchd::http::server`).
+pub const LOG_TARGETS: &[&str] = &[
+    "latchd",
+    "latchd::access",
+    "latchd::auth",
+    "latchd::cli",
+    "latchd::config",
+    "latchd::conformance",
+    "latchd::fuzzing",
+    "latchd::http",
+    "latchd::metrics",
+    "latchd::model",
+    "latchd::password",
+    "latchd::runtime",
+    "latchd::store",
+    "latchd::telemetry",
+    "latchd::time",
+    "latchd::token",
+    "h2",
+];
+
+const LOG_LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
+
+/// Checks a `LATCHD_LOG` filter: comma-separated directives, each a level, a known target,
+/// or `target=level`; returns it without the blanks around its parts. The filter itself would
+/// take any word as a target and, with no level given for everything else, silence every line
+/// (`verbose`): refused here instead.
+fn log_filter(text: &str) -> Result<String, String> {
+    let level = |l: &str| LOG_LEVELS.iter().any(|k| k.eq_ignore_ascii_case(l));
+    // Below `latchd` only its modules: `latchd::acces` is a typo, not a target.
+    let target = |t: &str| {
+        LOG_TARGETS.iter().any(|k| {
+            t.strip_prefix(k)
+                .is_some_and(|rest| rest.is_empty() || (*k != "latchd" && rest.starts_with("::")))
+        })
+    };
+    if text.is_empty() {
+        return Err("expected a level or target=level pairs, e.g. info".to_owned());
+    }
+    let mut clean = Vec::new();
+    for directive in text.split(',').map(str::trim) {
+        let known = if let Some((t, l)) = directive.split_once('=') {
+            clean.push(format!("{}={}", t.trim(), l.trim()));
+            target(t.trim()) && level(l.trim())
+        } else {
+            clean.push(directive.to_owned());
+            level(directive) || target(directive)
+        };
+        if !known {
+            return Err(format!(
+                "{directive:?} is not a level ({}), a latchd target (latchd::<module>, \
+                 latchd::access, h2) or target=level",
+                LOG_LEVELS.join(", ")
+            ));
+        }
+    }
+    Ok(clean.join(","))
 }
 
 /// The variable named `name` in [`VARS`].

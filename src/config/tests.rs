@@ -215,3 +215,53 @@ fn refresh_ttl_cannot_exceed_the_session_maximum() {
         config(&[("LATCHD_REFRESH_TTL", "100"), ("LATCHD_SESSION_MAX", "50")]).unwrap_err();
     assert_eq!(errors[0].var, "LATCHD_REFRESH_TTL");
 }
+
+#[test]
+fn a_log_filter_naming_no_known_level_or_target_is_refused() {
+    for (good, filter) in [
+        ("info", "info"),
+        ("WARN", "WARN"),
+        ("off", "off"),
+        ("warn,latchd::access=off", "warn,latchd::access=off"),
+        ("latchd=debug", "latchd=debug"),
+        (
+            " latchd::http::server = trace, h2=debug",
+            "latchd::http::server=trace,h2=debug",
+        ),
+        ("latchd::store", "latchd::store"),
+    ] {
+        let c = config(&[("LATCHD_LOG", good)]).unwrap_or_else(|e| panic!("{good}: {e:?}"));
+        assert_eq!(c.log, filter, "{good}");
+    }
+    for bad in [
+        "verbose",
+        "",
+        "inf",
+        "info,",
+        "latchd=loud",
+        "hyper=debug",
+        "latchdx=info",
+        "latchd::acces=off",
+        "=info",
+        "info=latchd",
+    ] {
+        let errors = config(&[("LATCHD_LOG", bad)]).unwrap_err();
+        assert_eq!(errors.len(), 1, "{bad:?}: {errors:?}");
+        assert_eq!(errors[0].var, "LATCHD_LOG", "{bad:?}");
+    }
+}
+
+#[test]
+fn the_log_targets_are_the_crates_modules() {
+    let modules: Vec<String> = include_str!("../lib.rs")
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("pub mod "))
+        .map(|name| format!("latchd::{}", name.trim_end_matches(';')))
+        .collect();
+    let listed: Vec<&str> = LOG_TARGETS
+        .iter()
+        .copied()
+        .filter(|t| t.starts_with("latchd::") && *t != "latchd::access")
+        .collect();
+    assert_eq!(listed, modules);
+}
