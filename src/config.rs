@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::auth::hashing::HashPriority;
 use crate::auth::limiter::LimitPolicy;
-use crate::http::{PublicUrl, Site};
+use crate::http::{AddressRange, PublicUrl, Site, TrustedProxies};
 use crate::model::SessionPolicy;
 use crate::password::{MAX_ITERATIONS, MIN_CHARS_FLOOR};
 use crate::token::KeySecret;
@@ -184,7 +184,7 @@ pub const VARS: &[Var] = &[
         "LATCHD_TRUSTED_PROXIES",
         "trusted-proxies",
         Described("none"),
-        "proxies whose X-Forwarded-For is believed",
+        "proxies (addresses or CIDR ranges) whose X-Forwarded-For is believed",
     ),
     var(
         "LATCHD_LOGIN_ACCOUNT_FAILURES",
@@ -384,7 +384,7 @@ impl Config {
         .map_err(|e| r.fail("LATCHD_COOKIE_DOMAIN", e))
         .ok();
         let open_registration = r.flag("LATCHD_OPEN_REGISTRATION");
-        let trusted_proxies = r.addresses("LATCHD_TRUSTED_PROXIES");
+        let trusted_proxies = r.ranges("LATCHD_TRUSTED_PROXIES");
         let account_failures = r.count("LATCHD_LOGIN_ACCOUNT_FAILURES", 1000);
         let address_failures_per_min = r.count("LATCHD_LOGIN_ADDRESS_PER_MIN", 1_000_000);
         let address_hashes_per_min = r.count("LATCHD_HASH_ADDRESS_PER_MIN", 1_000_000);
@@ -632,6 +632,19 @@ impl Reader<'_> {
             } else {
                 Ok(s.to_owned())
             }
+        })
+        .unwrap_or_default()
+    }
+
+    /// Comma-separated addresses or CIDR ranges.
+    fn ranges(&mut self, var: &'static str) -> TrustedProxies {
+        self.parse(var, |s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(|a| AddressRange::parse(a).map_err(|e| format!("{a:?}: {e}")))
+                .collect::<Result<Vec<_>, _>>()
+                .map(TrustedProxies::new)
         })
         .unwrap_or_default()
     }

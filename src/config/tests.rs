@@ -265,3 +265,27 @@ fn the_log_targets_are_the_crates_modules() {
         .collect();
     assert_eq!(listed, modules);
 }
+
+#[test]
+fn trusted_proxies_take_addresses_and_ranges_and_name_a_bad_one() {
+    let c = config(&[(
+        "LATCHD_TRUSTED_PROXIES",
+        "127.0.0.1, 172.16.0.0/12,fd00::/8",
+    )])
+    .unwrap();
+    let want = ["127.0.0.1", "172.16.0.0/12", "fd00::/8"]
+        .map(|r| AddressRange::parse(r).unwrap())
+        .to_vec();
+    assert_eq!(c.http.trusted_proxies, TrustedProxies::new(want));
+    for (bad, names) in [
+        ("10.0.0.1,172.16.0.1/12", "172.16.0.0/12"),
+        ("10.0.0.0/33", "10.0.0.0/33"),
+        ("0.0.0.0/0", "0.0.0.0/0"),
+        ("fd00::/x", "fd00::/x"),
+    ] {
+        let errors = config(&[("LATCHD_TRUSTED_PROXIES", bad)]).unwrap_err();
+        assert_eq!(errors.len(), 1, "{bad}");
+        assert_eq!(errors[0].var, "LATCHD_TRUSTED_PROXIES");
+        assert!(errors[0].problem.contains(names), "{bad}: {}", errors[0]);
+    }
+}

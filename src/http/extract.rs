@@ -14,6 +14,7 @@ use hyper::{HeaderMap, Request};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use super::proxies::TrustedProxies;
 use super::respond::REFRESH_COOKIE;
 use super::server::ConnInfo;
 use super::site::hex_value;
@@ -25,8 +26,7 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// Largest request body accepted.
 pub(crate) const BODY_LIMIT_BYTES: usize = 16 * 1024;
 
-/// The address a request comes from: the TCP `peer`, unless `trusted` (canonical addresses)
-/// lists it; then the right-most `X-Forwarded-For` entry that is not itself a trusted proxy.
+/// The address a request comes from: the TCP `peer`, unless it is in a `trusted` range; then the right-most `X-Forwarded-For` entry that is not itself a trusted proxy.
 ///
 /// Only entries appended by trusted proxies can be believed, and each proxy appends the
 /// address it received from, so the walk goes right to left and stops at the first untrusted
@@ -41,10 +41,10 @@ pub(crate) const BODY_LIMIT_BYTES: usize = 16 * 1024;
 pub(crate) fn client_ip(
     headers: &HeaderMap,
     peer: IpAddr,
-    trusted: &[IpAddr],
+    trusted: &TrustedProxies,
 ) -> Result<IpAddr, ApiError> {
     let peer = peer.to_canonical();
-    if !trusted.contains(&peer) {
+    if !trusted.trusts(peer) {
         return Ok(peer);
     }
     // Entries are split on raw bytes and only those walked are decoded: a client's garbage at
@@ -69,7 +69,7 @@ pub(crate) fn client_ip(
                 )
             })?;
         client = hop.to_canonical();
-        if !trusted.contains(&client) {
+        if !trusted.trusts(client) {
             return Ok(client);
         }
     }
@@ -447,6 +447,7 @@ mod tests {
     use hyper::header::HeaderValue;
 
     use super::*;
+    use crate::http::proxies::AddressRange;
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()
@@ -462,7 +463,26 @@ mod tests {
 
     /// `client_ip`, with a refusal as `None`.
     fn client(headers: &HeaderMap, peer: &str, trusted: &[IpAddr]) -> Option<IpAddr> {
-        client_ip(headers, ip(peer), trusted).ok()
+        let trusted = trusted
+            .iter()
+            .map(|a| AddressRange::parse(&a.to_string()).unwrap())
+            .collect();
+        client_ip(headers, ip(peer), &TrustedProxies::new(trusted)).ok()
+    }
+
+    #[test]
+    fn a_peer_inside_a_trusted_range_is_a_proxy() {
+        let ranges = ["10.0.0.0/8", "fd00::/8"].map(|r| AddressRange::parse(r).unwrap());
+        let trusted = TrustedProxies::new(ranges.to_vec());
+        let headers = xff(&["198.51.100.9, 10.200.0.7"]);
+        // Both hops are in 10/8: the client is the first address outside it.
+        let got = client_ip(&headers, ip("10.1.2.3"), &trusted).ok();
+        assert_eq!(got, Some(ip("198.51.100.9")));
+        let got = client_ip(&headers, ip("fd12::1"), &trusted).ok();
+        assert_eq!(got, Some(ip("198.51.100.9")));
+        // A peer outside every range is the client, whatever it forwards.
+        let got = client_ip(&headers, ip("11.0.0.1"), &trusted).ok();
+        assert_eq!(got, Some(ip("11.0.0.1")));
     }
 
     #[test]
@@ -551,7 +571,7 @@ mod tests {
         ] {
             let headers = xff(&[value]);
             assert!(
-                client_ip(&headers, ip("10.0.0.1"), &trusted).is_err(),
+                client(&headers, "10.0.0.1", &trusted).is_none(),
                 "{value:?}"
             );
         }
@@ -560,7 +580,7 @@ mod tests {
             X_FORWARDED_FOR,
             HeaderValue::from_bytes(b"198.51.100.9\xff").unwrap(),
         );
-        assert!(client_ip(&headers, ip("10.0.0.1"), &trusted).is_err());
+        assert!(client(&headers, "10.0.0.1", &trusted).is_none());
     }
 
     #[test]
