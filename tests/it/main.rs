@@ -5,6 +5,7 @@ mod browser;
 mod browser_signin;
 mod cli;
 mod fuzz_corpus;
+mod grafana;
 mod hardening;
 mod http_errors;
 mod http_flow;
