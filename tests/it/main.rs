@@ -4,6 +4,7 @@ mod admin;
 mod browser;
 mod browser_signin;
 mod cli;
+mod cookie_logout;
 mod fuzz_corpus;
 mod grafana;
 mod hardening;
