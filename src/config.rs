@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::auth::hashing::HashPriority;
 use crate::auth::limiter::LimitPolicy;
-use crate::http::{AddressRange, PublicUrl, Site, TrustedProxies};
+use crate::http::{AddressRange, CorsOrigins, PublicUrl, Site, TrustedProxies};
 use crate::model::SessionPolicy;
 use crate::password::{MAX_ITERATIONS, MIN_CHARS_FLOOR};
 use crate::token::KeySecret;
@@ -173,6 +173,12 @@ pub const VARS: &[Var] = &[
         "cookie-domain",
         Described("the public host"),
         "domain the browser session cookie is set for",
+    ),
+    var(
+        "LATCHD_CORS_ORIGINS",
+        "cors-origins",
+        Described("none"),
+        "origins (scheme://host[:port]) whose pages may call the API, cookies included",
     ),
     var(
         "LATCHD_OPEN_REGISTRATION",
@@ -383,6 +389,9 @@ impl Config {
         )
         .map_err(|e| r.fail("LATCHD_COOKIE_DOMAIN", e))
         .ok();
+        let cors_origins = r.parse("LATCHD_CORS_ORIGINS", |s| {
+            CorsOrigins::parse(s).map_err(|(entry, e)| format!("{entry:?}: {e}"))
+        });
         let open_registration = r.flag("LATCHD_OPEN_REGISTRATION");
         let trusted_proxies = r.ranges("LATCHD_TRUSTED_PROXIES");
         let account_failures = r.count("LATCHD_LOGIN_ACCOUNT_FAILURES", 1000);
@@ -460,6 +469,7 @@ impl Config {
             site: site.ok_or_else(missing)?,
             refresh_cookie_max_age_secs: refresh_ttl_secs,
             session_max_secs: auth.session.session_max_secs,
+            cors_origins: cors_origins.ok_or_else(missing)?,
             trusted_proxies,
             metrics_allow,
         };

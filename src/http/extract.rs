@@ -13,6 +13,7 @@ use hyper::header::{
 use hyper::{HeaderMap, Request};
 use serde::de::DeserializeOwned;
 
+use super::cors::CorsOrigins;
 use super::error::ApiError;
 use super::proxies::TrustedProxies;
 use super::respond::REFRESH_COOKIE;
@@ -133,19 +134,26 @@ pub(crate) fn refresh_cookie(headers: &HeaderMap) -> Result<Option<String>, ApiE
 
 /// Refuses a request authenticated by the refresh cookie alone that a browser could have been
 /// made to send cross-site: it must say it is JSON (a form, `text/plain` or multipart cannot,
-/// without a CORS preflight), and an `Origin`, when present, must be this server's own.
+/// without a CORS preflight), and an `Origin`, when present, must be this server's own or one
+/// of `cors` (`LATCHD_CORS_ORIGINS`).
 ///
 /// # Errors
 /// 400 `invalid_request` naming the rule.
-pub(crate) fn cookie_request_allowed(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn cookie_request_allowed(
+    headers: &HeaderMap,
+    cors: &CorsOrigins,
+) -> Result<(), ApiError> {
     if !is_json(headers) {
         return Err(ApiError::invalid_request(
             "a request authenticated by the refresh cookie must be application/json",
         ));
     }
-    if !same_origin(headers) {
+    let allowed = headers
+        .get(ORIGIN)
+        .is_some_and(|origin| cors.allows(origin.as_bytes()));
+    if !allowed && !same_origin(headers) {
         return Err(ApiError::invalid_request(
-            "cross-origin request refused: Origin is not this server",
+            "cross-origin request refused: Origin is not this server or an allowed one",
         ));
     }
     Ok(())
@@ -652,6 +660,7 @@ mod tests {
 
     #[test]
     fn a_cookie_request_must_be_json_and_same_origin() {
+        let none = CorsOrigins::default();
         let json = (CONTENT_TYPE, "application/json");
         let host = (HOST, "auth.example.test");
         let ok = [
@@ -678,7 +687,7 @@ mod tests {
         ];
         for headers in ok {
             assert!(
-                cookie_request_allowed(&request_headers(&headers)).is_ok(),
+                cookie_request_allowed(&request_headers(&headers), &none).is_ok(),
                 "{headers:?}"
             );
         }
@@ -714,8 +723,34 @@ mod tests {
         ];
         for headers in refused {
             assert!(
-                cookie_request_allowed(&request_headers(&headers)).is_err(),
+                cookie_request_allowed(&request_headers(&headers), &none).is_err(),
                 "{headers:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_cors_origin_passes_the_origin_rule_and_only_that_rule() {
+        let cors = CorsOrigins::parse("https://app.example.test").unwrap();
+        let with = |content_type: &'static str, origin: &'static str| {
+            request_headers(&[
+                (CONTENT_TYPE, content_type),
+                (HOST, "auth.example.test"),
+                (ORIGIN, origin),
+            ])
+        };
+        let ok = with("application/json", "https://app.example.test");
+        assert!(cookie_request_allowed(&ok, &cors).is_ok());
+        assert!(cookie_request_allowed(&ok, &CorsOrigins::default()).is_err());
+        for (content_type, origin) in [
+            ("text/plain", "https://app.example.test"),
+            ("application/json", "https://evil.test"),
+            ("application/json", "https://app.example.test:8443"),
+        ] {
+            let headers = with(content_type, origin);
+            assert!(
+                cookie_request_allowed(&headers, &cors).is_err(),
+                "{content_type} {origin}"
             );
         }
     }

@@ -259,7 +259,7 @@ pub(super) async fn refresh(cx: Ctx) -> Answer {
         (Some(token), _) => token,
         (None, Some(token)) => {
             // Ambient authority: a browser attaches the cookie to whatever a page makes it send.
-            extract::cookie_request_allowed(&headers)?;
+            extract::cookie_request_allowed(&headers, &cx.app.settings.cors_origins)?;
             token
         }
         (None, None) => {
@@ -292,7 +292,7 @@ async fn logout_by_cookie(cx: Ctx) -> Answer {
     // Credentials first (a forged cookie is 401 whatever else is wrong), then the rules of
     // ambient authority, as for a refresh by the cookie: a page elsewhere must not end it.
     let family = cx.app.auth.refresh_session(&token)?;
-    extract::cookie_request_allowed(cx.req.headers())?;
+    extract::cookie_request_allowed(cx.req.headers(), &cx.app.settings.cors_origins)?;
     let bytes = extract::body(cx.req).await?;
     if !bytes.is_empty() {
         extract::parse_json::<NoFields>(&bytes)?;

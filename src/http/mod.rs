@@ -6,6 +6,7 @@
 //! access log are each set once (`server.rs`, `conn.rs`, `extract.rs`, `respond.rs`).
 
 mod conn;
+mod cors;
 mod error;
 mod extract;
 mod forward;
@@ -30,6 +31,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::Authority;
 
+pub use cors::{CorsOrigins, OriginError};
 pub use proxies::{AddressRange, RangeError, TrustedProxies};
 pub use site::{PublicUrl, Site};
 
@@ -52,6 +54,8 @@ pub struct Settings {
     pub refresh_cookie_max_age_secs: i64,
     /// `Max-Age` of the browser session cookie (the session's absolute lifetime).
     pub session_max_secs: i64,
+    /// Origins whose pages may call the JSON API from a browser (CORS), credentials included.
+    pub cors_origins: CorsOrigins,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: TrustedProxies,
     /// Clients besides loopback that may read `/metrics`.
@@ -72,6 +76,7 @@ impl Default for Settings {
             },
             refresh_cookie_max_age_secs: crate::auth::DEFAULT_REFRESH_TTL_SECS,
             session_max_secs: crate::auth::DEFAULT_SESSION_MAX_SECS,
+            cors_origins: CorsOrigins::default(),
             trusted_proxies: TrustedProxies::default(),
             metrics_allow: Vec::new(),
         }

@@ -180,6 +180,10 @@ fn each_bad_setting_is_named_and_refused() {
         // A word the log filter would take as a target: every line off, silently.
         ("LATCHD_LOG", "verbose"),
         ("LATCHD_LOG", "latchd=loud"),
+        // With credentials allowed, every origin must be named, and an origin has no path.
+        ("LATCHD_CORS_ORIGINS", "*"),
+        ("LATCHD_CORS_ORIGINS", "https://app.example.com/"),
+        ("LATCHD_TRUSTED_PROXIES", "172.16.0.1/12"),
     ];
     for (var, value) in cases {
         let out = run_to_exit(&db, &[(var, value)]);

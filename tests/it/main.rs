@@ -5,6 +5,7 @@ mod browser;
 mod browser_signin;
 mod cli;
 mod cookie_logout;
+mod cors;
 mod fuzz_corpus;
 mod grafana;
 mod hardening;
