@@ -1,25 +1,23 @@
-//! The operator's commands: `user add|list|disable|enable|delete|totp-reset`, `key rotate`,
-//! `gc`.
+//! The operator's commands: `user add|list|disable|enable|delete|set-roles|totp-reset`,
+//! `key rotate`, `gc`, `backup`.
 //!
-//! Each opens the database named by `LATCHD_DB` and runs one use case of the auth layer on the
-//! operator's authority ([`Actor::Operator`]); nothing here touches storage or HTTP itself.
-//! redb lets one process hold the file, so these run while the server is stopped; against a
-//! running server they say so in one line. Every failure is one line on stderr and exit code 1.
+//! Each becomes one [`Request`] of the operator channel ([`crate::control`]): sent to the
+//! server running on the database named by `LATCHD_DB` when one answers on its socket, else
+//! carried out here on the file itself, with the same code ([`control::execute`]). Nothing here
+//! touches storage or HTTP. Every failure is one line on stderr and exit code 1.
 
 use std::fmt;
 use std::io::{self, BufRead, IsTerminal as _, Read as _, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Arg, ArgMatches, Args, Command, FromArgMatches, Subcommand};
 
 use crate::auth::storage::StoreError;
-use crate::auth::{Actor, AuthError, Authority};
+use crate::auth::{AuthError, Authority};
 use crate::config::{Config, VARS};
-use crate::model::UserId;
+use crate::control::{self, ChannelError, Client, Reply, Request};
 use crate::runtime::{open_storage, OpenError};
-use crate::time::UnixTime;
 
 /// `latchd user …`: manage accounts in the database file.
 #[derive(Debug, Subcommand)]
@@ -54,6 +52,17 @@ pub enum UserCommand {
         /// The user's id or email.
         #[arg(value_name = "ID_OR_EMAIL")]
         user: String,
+    },
+    /// Replace a user's roles (none given: no roles). Its access tokens with the old roles stop
+    /// working at once (token version bump); its sessions live on and refresh with the new
+    /// roles. The last enabled admin cannot lose `admin`.
+    SetRoles {
+        /// The user's id or email.
+        #[arg(value_name = "ID_OR_EMAIL")]
+        user: String,
+        /// A role the user is to hold; repeat for several. 1-64 characters of [a-z0-9_.:-].
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
     },
     /// Turn a user's two-step verification (TOTP) off, for a user who lost the device, and end
     /// all its sessions; the user signs in with the password alone and may enrol again.
@@ -129,7 +138,7 @@ impl Args for Flags {
 
 /// Runs a `latchd user` command; returns the process exit code.
 pub fn user(config: &Config, command: UserCommand) -> ExitCode {
-    if let UserCommand::Add { roles, .. } = &command {
+    if let UserCommand::Add { roles, .. } | UserCommand::SetRoles { roles, .. } = &command {
         // Refused before the file is opened (or created) and before a password is typed.
         if let Some(bad) = roles.iter().find(|r| !crate::auth::is_valid_role(r)) {
             return finish(Err(AuthError::InvalidRole(bad.clone()).into()));
@@ -137,76 +146,54 @@ pub fn user(config: &Config, command: UserCommand) -> ExitCode {
     }
     // The admin bootstrap (`user add`) runs before any server has created the file.
     let create = matches!(command, UserCommand::Add { .. });
-    finish(run(config, create, |auth, mut out| async move {
-        match command {
-            UserCommand::Add { email, roles } => user_add(&auth, &email, &roles, &mut out).await,
-            UserCommand::List => user_list(&auth, &mut out).await,
-            UserCommand::Disable { user } => {
-                let found = find(&auth, &user).await?;
-                auth.disable_user(Actor::Operator, found.id, UnixTime::now())
-                    .await?;
-                writeln!(
-                    out,
-                    "disabled {} ({}); its sessions are revoked",
-                    found.id, found.email
-                )?;
-                Ok(())
+    finish(dispatch(config, create, move || {
+        Ok(match command {
+            UserCommand::Add { email, roles } => {
+                if io::stdin().is_terminal() {
+                    eprint!("password for {email} (echoed; one line): ");
+                }
+                let password = read_password(&mut io::stdin().lock())?;
+                Request::UserAdd {
+                    email,
+                    roles,
+                    password,
+                }
             }
-            UserCommand::Enable { user } => {
-                let found = find(&auth, &user).await?;
-                auth.enable_user(Actor::Operator, found.id).await?;
-                writeln!(out, "enabled {} ({})", found.id, found.email)?;
-                Ok(())
-            }
-            UserCommand::Delete { user } => {
-                let found = find(&auth, &user).await?;
-                auth.delete_user(Actor::Operator, found.id).await?;
-                writeln!(out, "deleted {} ({})", found.id, found.email)?;
-                Ok(())
-            }
-            UserCommand::TotpReset { user } => {
-                let found = find(&auth, &user).await?;
-                auth.reset_totp(Actor::Operator, found.id, UnixTime::now())
-                    .await?;
-                writeln!(
-                    out,
-                    "two-step verification is off for {} ({}); its sessions are revoked",
-                    found.id, found.email
-                )?;
-                Ok(())
-            }
-        }
+            UserCommand::List => Request::UserList,
+            UserCommand::Disable { user } => Request::UserDisable { user },
+            UserCommand::Enable { user } => Request::UserEnable { user },
+            UserCommand::Delete { user } => Request::UserDelete { user },
+            UserCommand::SetRoles { user, roles } => Request::UserSetRoles { user, roles },
+            UserCommand::TotpReset { user } => Request::UserTotpReset { user },
+        })
     }))
 }
 
 /// Runs a `latchd key` command; returns the process exit code.
 pub fn key(config: &Config, command: KeyCommand) -> ExitCode {
-    let access_ttl = config.auth.access_ttl_secs;
     match command {
-        KeyCommand::Rotate => finish(run(config, false, move |auth, mut out| async move {
-            let now = UnixTime::now();
-            let kid = auth.rotate_signing_key(Actor::Operator, now).await?;
-            writeln!(out, "{kid}")?;
-            eprintln!(
-                "latchd: retired the older key(s); they verify until {} (one access TTL), \
-                 then the sweeper deletes them",
-                now.plus(access_ttl).to_rfc3339()
-            );
-            Ok(())
-        })),
+        KeyCommand::Rotate => finish(dispatch(config, false, || Ok(Request::KeyRotate))),
     }
 }
 
 /// Runs `latchd gc`: one sweep with the server's retention; returns the process exit code.
 pub fn gc(config: &Config) -> ExitCode {
-    finish(run(config, false, |auth, mut out| async move {
-        let swept = auth.sweep(UnixTime::now()).await?;
-        writeln!(
-            out,
-            "swept blacklist={} families={} keys={} challenges={}",
-            swept.blacklist, swept.families, swept.keys, swept.challenges
-        )?;
-        Ok(())
+    finish(dispatch(config, false, || Ok(Request::Gc)))
+}
+
+/// Runs `latchd backup PATH`: a consistent copy of the whole database at `path`, by the
+/// running server when there is one; returns the process exit code.
+pub fn backup(config: &Config, path: &Path) -> ExitCode {
+    // Resolved here: the server runs in another directory.
+    let path = match std::path::absolute(path) {
+        Ok(path) => path,
+        Err(e) => return finish(Err(CliError::Io(e))),
+    };
+    if path.exists() {
+        return finish(Err(CliError::BackupExists(path)));
+    }
+    finish(dispatch(config, false, move || {
+        Ok(Request::Backup { path })
     }))
 }
 
@@ -226,8 +213,12 @@ pub enum CliError {
     },
     /// No password line arrived on stdin.
     NoPassword,
-    /// No user has this id or email.
-    NoSuchUser(String),
+    /// The backup's destination exists; a backup never overwrites a file.
+    BackupExists(PathBuf),
+    /// The running server could not be reached or answered badly.
+    Channel(ChannelError),
+    /// The command ran and failed; its one line.
+    Command(String),
     /// Reading stdin or writing stdout failed.
     Io(io::Error),
     /// The runtime the use cases run on could not start.
@@ -241,9 +232,10 @@ impl fmt::Display for CliError {
         match self {
             Self::Locked(path) => write!(
                 f,
-                "{} is in use by a running latchd server; stop it first \
-                 (or use the HTTP admin API)",
-                path.display()
+                "{} is locked by a process that does not answer on {} (a latchd older than \
+                 this CLI, or another program); stop it first",
+                path.display(),
+                control::socket_path(path).display()
             ),
             Self::NoDatabase(path) => write!(
                 f,
@@ -252,7 +244,13 @@ impl fmt::Display for CliError {
             ),
             Self::Open { path, source } => write!(f, "cannot open {}: {source}", path.display()),
             Self::NoPassword => f.write_str("no password on stdin (expected one line)"),
-            Self::NoSuchUser(who) => write!(f, "no user with id or email {who:?}"),
+            Self::BackupExists(path) => write!(
+                f,
+                "{} already exists; latchd backup never overwrites a file",
+                path.display()
+            ),
+            Self::Channel(e) => write!(f, "{e}"),
+            Self::Command(line) => f.write_str(line),
             Self::Io(e) => write!(f, "i/o: {e}"),
             Self::Runtime(e) => write!(f, "cannot start the runtime: {e}"),
             Self::Auth(AuthError::WeakPassword(why)) => write!(f, "password refused: {why}"),
@@ -298,76 +296,59 @@ pub fn read_password(input: &mut impl BufRead) -> Result<String, CliError> {
     Ok(password.to_owned())
 }
 
-async fn user_add(
-    auth: &Authority,
-    email: &str,
-    roles: &[String],
-    out: &mut impl Write,
+/// Carries out the request `make` builds: by the running server when one answers on the
+/// database's socket, else on the file itself (creating it only if `create`). The file is
+/// opened, or the server reached, before `make` runs, so a missing or locked file is
+/// reported before anyone types a password.
+fn dispatch(
+    config: &Config,
+    create: bool,
+    make: impl FnOnce() -> Result<Request, CliError>,
 ) -> Result<(), CliError> {
-    if io::stdin().is_terminal() {
-        eprint!("password for {email} (echoed; one line): ");
+    if let Some(client) = Client::connect(&config.db).map_err(CliError::Channel)? {
+        let request = make()?;
+        return print(client.send(&request).map_err(CliError::Channel)?);
     }
-    let password = read_password(&mut io::stdin().lock())?;
-    // The API's own email check, password policy and hashing.
-    let created = auth
-        .create_user(Actor::Operator, email, &password, roles, UnixTime::now())
-        .await?;
-    writeln!(out, "{}", created.id)?;
-    Ok(())
-}
-
-/// The user named by a UUID or, failing that, an email.
-async fn find(auth: &Authority, who: &str) -> Result<crate::model::User, CliError> {
-    match auth.find_user(Actor::Operator, who).await {
-        Err(AuthError::NotFound) => Err(CliError::NoSuchUser(who.to_owned())),
-        found => Ok(found?),
-    }
-}
-
-async fn user_list(auth: &Authority, out: &mut impl Write) -> Result<(), CliError> {
-    let mut after: Option<UserId> = None;
-    loop {
-        let page = auth.list_users(Actor::Operator, LIST_PAGE, after).await?;
-        for user in &page {
-            writeln!(
-                out,
-                "{}\t{}\t{}\t{}\t{}",
-                user.id,
-                user.email,
-                user.roles.join(","),
-                user.created_at.to_rfc3339(),
-                if user.disabled { "disabled" } else { "enabled" }
-            )?;
-        }
-        match page.last() {
-            Some(last) if page.len() == LIST_PAGE => after = Some(last.id),
-            _ => return Ok(()),
-        }
-    }
-}
-
-/// Opens the database (creating it only if `create`), sets up the use cases on it, and runs
-/// `command` with stdout on a current-thread runtime.
-fn run<F, Fut>(config: &Config, create: bool, command: F) -> Result<(), CliError>
-where
-    F: FnOnce(Arc<Authority>, io::Stdout) -> Fut,
-    Fut: std::future::Future<Output = Result<(), CliError>>,
-{
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(CliError::Runtime)?;
-    // Open first, so a locked or missing file is reported before anyone types a password.
+    let existed = config.db.exists();
     let storage = open_storage(&config.db, create).map_err(|e| match e {
         OpenError::Locked(path) => CliError::Locked(path),
         OpenError::Missing(path) => CliError::NoDatabase(path),
         OpenError::Failed(path, source) => CliError::Open { path, source },
     })?;
-    runtime.block_on(async {
-        // On a file with no key yet this also generates and stores one, as `serve` would.
-        let (auth, _) = Authority::open(config.auth.clone(), storage, Vec::new()).await?;
-        command(Arc::new(auth), io::stdout()).await
-    })
+    let outcome = make().and_then(|request| {
+        let reply = runtime.block_on(async {
+            // On a file with no key yet this also generates and stores one, as `serve` would.
+            let (auth, _) = Authority::open(config.auth.clone(), storage, Vec::new()).await?;
+            Ok::<_, CliError>(control::execute(&auth, request).await)
+        })?;
+        print(reply)
+    });
+    if !existed {
+        // The store is closed by now (the authority that held it is gone).
+        if outcome.is_ok() {
+            eprintln!("latchd: created a new database at {}", config.db.display());
+        } else {
+            // A failed bootstrap leaves nothing behind: no empty database in the wrong place.
+            let _ = std::fs::remove_file(&config.db);
+        }
+    }
+    outcome
+}
+
+/// Prints a command's reply: stdout, the notes on stderr, and its error as the failure.
+fn print(reply: Reply) -> Result<(), CliError> {
+    io::stdout().write_all(reply.stdout.as_bytes())?;
+    for line in reply.stderr.lines() {
+        eprintln!("latchd: {line}");
+    }
+    match reply.error {
+        Some(error) => Err(CliError::Command(error)),
+        None => Ok(()),
+    }
 }
 
 /// Prints `err` as one line and picks the exit code.
@@ -381,8 +362,6 @@ fn finish(result: Result<(), CliError>) -> ExitCode {
     }
 }
 
-/// Users read per listing call.
-const LIST_PAGE: usize = 100;
 /// Most bytes read from stdin for the password line.
 const MAX_PASSWORD_LINE_BYTES: u64 = 4096;
 

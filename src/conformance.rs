@@ -23,8 +23,8 @@ use uuid::Uuid;
 use crate::auth::storage::{Storage, StoreError};
 use crate::model::{
     normalize_email, AccessDenied, Counts, CreateUser, FamilyId, Jti, MfaChallenge, MfaCompletion,
-    NewSession, NewUser, Presented, Rotation, SecondFactor, SessionKind, SessionPolicy, StoredKey,
-    Successor, Sweep, TotpUpdate, User, UserId, UserUpdate, PENDING_TOTP_SECS,
+    NewSession, NewUser, Origin, Presented, Rotation, SecondFactor, SessionKind, SessionPolicy,
+    StoredKey, Successor, Sweep, TotpUpdate, User, UserId, UserUpdate, PENDING_TOTP_SECS,
 };
 use crate::time::UnixTime;
 
@@ -107,7 +107,9 @@ macro_rules! storage_conformance {
             a_second_factor_opens_one_session_and_is_spent_for_good,
             a_challenge_dies_of_wrong_codes_of_age_and_of_changes_to_its_user,
             a_totp_reset_ends_every_session_and_deleting_the_user_deletes_its_totp,
-            a_pending_enrolment_is_swept_after_ten_minutes_and_one_that_is_on_never
+            a_pending_enrolment_is_swept_after_ten_minutes_and_one_that_is_on_never,
+            the_session_list_shows_live_sessions_newest_first_with_their_origin,
+            a_user_ends_only_its_own_live_sessions
         );
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {
@@ -230,6 +232,7 @@ async fn browser(store: &dyn Storage, user: UserId, hash: u8, at: UnixTime) -> F
     let session = NewSession {
         kind: SessionKind::Browser,
         mfa: true,
+        origin: Origin::default(),
     };
     assert!(store
         .open_session(family, &seen, [hash; 32], session, at, POLICY)
@@ -1535,7 +1538,15 @@ async fn complete(
 ) -> (FamilyId, MfaCompletion) {
     let family = FamilyId::new();
     let done = store
-        .complete_challenge([hash; 32], factor, family, [first; 32], NOW, POLICY)
+        .complete_challenge(
+            [hash; 32],
+            factor,
+            family,
+            [first; 32],
+            Origin::default(),
+            NOW,
+            POLICY,
+        )
         .await
         .unwrap();
     (family, done)
@@ -1759,6 +1770,7 @@ pub async fn a_challenge_dies_of_wrong_codes_of_age_and_of_changes_to_its_user(
             SecondFactor::Step(101),
             FamilyId::new(),
             [2; 32],
+            Origin::default(),
             end,
             POLICY,
         )
@@ -1868,4 +1880,125 @@ pub async fn a_pending_enrolment_is_swept_after_ten_minutes_and_one_that_is_on_n
     assert_eq!(store.sweep(end, 0).await.unwrap().challenges, 1);
     assert_eq!(store.totp(user).await.unwrap(), None);
     assert!(store.totp(on).await.unwrap().is_some_and(|t| t.is_on()));
+}
+
+pub async fn the_session_list_shows_live_sessions_newest_first_with_their_origin(
+    h: &mut dyn Harness,
+) {
+    let store = h.open().await;
+    let user = new_user(&*store, "list@example.com").await;
+    let api = FamilyId::new();
+    let origin = Origin {
+        user_agent: Some("curl/8".to_owned()),
+        client_ip: Some("192.0.2.7".parse().unwrap()),
+    };
+    let session = NewSession {
+        kind: SessionKind::Api,
+        mfa: false,
+        origin: origin.clone(),
+    };
+    assert!(store
+        .open_session(api, &user, [1; 32], session, NOW, POLICY)
+        .await
+        .unwrap());
+    let web = browser(&*store, user.id, 2, NOW.plus(5)).await;
+    let gone = FamilyId::new();
+    assert!(add_family(&*store, user.id, gone, 3).await.unwrap());
+    assert!(store.revoke_session(gone, NOW).await.unwrap());
+
+    let list = store.sessions(user.id, NOW.plus(5)).await.unwrap();
+    let ids: Vec<FamilyId> = list.iter().map(|s| s.id).collect();
+    assert_eq!(ids, [web, api], "live only, newest first");
+    let (web_row, api_row) = (&list[0], &list[1]);
+    assert_eq!(api_row.kind, SessionKind::Api);
+    assert_eq!(api_row.origin, origin);
+    assert_eq!(api_row.created_at, NOW);
+    assert_eq!(api_row.last_used_at, NOW);
+    assert_eq!(api_row.expires_at, NOW.plus(POLICY.refresh_ttl_secs));
+    assert!(!api_row.mfa);
+    assert_eq!(web_row.kind, SessionKind::Browser);
+    assert!(web_row.mfa);
+    assert_eq!(web_row.origin, Origin::default());
+    assert_eq!(web_row.expires_at, NOW.plus(5 + POLICY.idle_secs));
+
+    // Last use moves with each rotation (API) and each recorded touch (browser).
+    let rotated = store
+        .rotate(
+            presented(api, 0, [1; 32]),
+            successor(9),
+            NOW.plus(40),
+            POLICY,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(rotated, Rotation::Rotated { .. }), "{rotated:?}");
+    store.touch_session(web, NOW.plus(50));
+    let list = wait_for_list(&*store, user.id, NOW.plus(60), |l| {
+        l[0].last_used_at == NOW.plus(50)
+    })
+    .await;
+    assert_eq!(list[1].last_used_at, NOW.plus(40));
+    assert_eq!(list[1].expires_at, NOW.plus(40 + POLICY.refresh_ttl_secs));
+    assert_eq!(list[1].origin, origin, "the origin of the sign-in stays");
+
+    // An expired session is not listed; nor is anything after a reopen that was not live.
+    let store = h.reopen(store).await;
+    let later = NOW.plus(40 + POLICY.refresh_ttl_secs);
+    let ids: Vec<FamilyId> = store
+        .sessions(user.id, later)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(ids, [web]);
+    assert!(store
+        .sessions(UserId(Uuid::new_v4()), NOW)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// The list, once `ready` holds (a touch is written in the background), within a bound.
+async fn wait_for_list(
+    store: &dyn Storage,
+    user: UserId,
+    now: UnixTime,
+    ready: impl Fn(&[crate::model::SessionInfo]) -> bool,
+) -> Vec<crate::model::SessionInfo> {
+    for _ in 0..500 {
+        let list = store.sessions(user, now).await.unwrap();
+        if ready(&list) {
+            return list;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the session list never showed the touch");
+}
+
+pub async fn a_user_ends_only_its_own_live_sessions(h: &mut dyn Harness) {
+    let store = h.open().await;
+    let (alice, mine) = session(&*store).await;
+    let (bob, theirs) = session(&*store).await;
+    assert!(!store.end_own_session(alice, theirs, NOW).await.unwrap());
+    assert_eq!(store.check_access(bob, theirs, jti(), 0), Ok(()));
+    assert!(!store
+        .end_own_session(alice, FamilyId::new(), NOW)
+        .await
+        .unwrap());
+    // An expired session is not live: nothing to end.
+    let expired = NOW.plus(POLICY.refresh_ttl_secs);
+    assert!(!store.end_own_session(alice, mine, expired).await.unwrap());
+    assert!(store.end_own_session(alice, mine, NOW).await.unwrap());
+    assert_eq!(
+        store.check_access(alice, mine, jti(), 0),
+        Err(AccessDenied::FamilyRevoked)
+    );
+    assert!(!store.end_own_session(alice, mine, NOW).await.unwrap());
+    let store = h.reopen(store).await;
+    assert_eq!(
+        store.check_access(alice, mine, jti(), 0),
+        Err(AccessDenied::FamilyRevoked)
+    );
+    assert!(store.sessions(alice, NOW).await.unwrap().is_empty());
 }

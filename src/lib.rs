@@ -20,6 +20,7 @@ pub mod cli;
 pub mod config;
 #[doc(hidden)]
 pub mod conformance;
+pub mod control;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;

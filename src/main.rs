@@ -11,6 +11,7 @@ use latchd::auth::event::Subscriber;
 use latchd::auth::Authority;
 use latchd::cli;
 use latchd::config::Config;
+use latchd::control;
 use latchd::metrics::Metrics;
 use latchd::runtime;
 
@@ -28,14 +29,21 @@ struct Cli {
 enum Command {
     /// Run the HTTP server until SIGTERM or SIGINT.
     Serve,
-    /// Add, list, disable, enable or delete users (with the server stopped).
+    /// Add, list, disable, enable or delete users.
     #[command(subcommand)]
     User(cli::UserCommand),
-    /// Rotate the access-token signing key (with the server stopped).
+    /// Rotate the access-token signing key.
     #[command(subcommand)]
     Key(cli::KeyCommand),
     /// Delete expired blacklist rows, ended sessions and retired keys now, and print the counts.
     Gc,
+    /// Write a consistent copy of the whole database to PATH (a new file, mode 0600), while the
+    /// server keeps serving; durable when it exits 0.
+    Backup {
+        /// Where the copy goes; it must not exist yet.
+        #[arg(value_name = "PATH")]
+        path: std::path::PathBuf,
+    },
 }
 
 const LONG_ABOUT: &str = "\
@@ -45,9 +53,10 @@ Configuration comes from LATCHD_* environment variables, for every command; each
 LATCHD_SIGNING_KEY also has a flag of the same meaning (listed below with its variable and
 default) that overrides it. LATCHD_DB names the redb file (default ./latchd.redb).
 
-`user`, `key` and `gc` open the database file directly, so run them while the server is
-stopped; against a running server they say so and change nothing. Passwords for `user add`
-are read as one line from stdin, never from the command line or the environment:
+`user`, `key`, `gc` and `backup` work beside a running server: it carries them out, asked
+over the owner-only socket next to the database file (LATCHD_DB plus `.sock`), so run them as
+the server's user. With no server running they open the file themselves. Passwords for
+`user add` are read as one line from stdin, never from the command line or the environment:
 
   latchd user add --email you@example.com --role admin < password.txt";
 
@@ -74,6 +83,7 @@ fn main() -> ExitCode {
         Command::User(command) => cli::user(&config, command),
         Command::Key(command) => cli::key(&config, command),
         Command::Gc => cli::gc(&config),
+        Command::Backup { path } => cli::backup(&config, &path),
     }
 }
 
@@ -92,14 +102,27 @@ fn serve(config: Config) -> Result<(), String> {
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(config.listen))
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    // Bound only now that this process holds the file: a socket left there is a dead server's.
+    let socket = control::Socket::bind(&config.db).map_err(|e| {
+        format!(
+            "cannot listen for operator commands on {}: {e}",
+            control::socket_path(&config.db).display()
+        )
+    })?;
+    let operator = runtime.spawn(control::serve(socket, Arc::clone(&auth)));
     let sweeper = runtime.spawn(runtime::sweep_forever(Arc::clone(&auth)));
+    let shutdown = {
+        let _inside = runtime.enter();
+        runtime::shutdown_signal()
+    };
     let served = runtime.block_on(latchd::http::serve(
         listener,
         Arc::clone(&auth),
         config.http,
-        runtime::shutdown_signal(),
+        shutdown,
     ));
     sweeper.abort();
+    operator.abort();
     // Dropping the runtime ends every task still holding the authority; dropping the last
     // handle then closes the database before the process exits.
     drop(runtime);

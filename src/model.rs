@@ -187,6 +187,73 @@ pub struct NewSession {
     pub kind: SessionKind,
     /// Whether the sign-in passed a second factor.
     pub mfa: bool,
+    /// Where the sign-in came from, as the session list shows it.
+    pub origin: Origin,
+}
+
+/// Where a sign-in came from: its `User-Agent` (bounded) and client address. Kept with the
+/// session for its owner's list, never used to decide anything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The `User-Agent`, at most [`MAX_USER_AGENT_BYTES`], control characters dropped.
+    pub user_agent: Option<String>,
+    /// The client address (through trusted proxies only).
+    pub client_ip: Option<std::net::IpAddr>,
+}
+
+/// Most bytes of a `User-Agent` kept with a session; a longer one is cut at a character
+/// boundary, so a session row has a bounded size.
+pub const MAX_USER_AGENT_BYTES: usize = 256;
+
+impl Origin {
+    /// An origin of `client_ip` with `user_agent` bounded to [`MAX_USER_AGENT_BYTES`].
+    pub fn new(user_agent: Option<&str>, client_ip: Option<std::net::IpAddr>) -> Self {
+        let user_agent = user_agent.map(|ua| {
+            let mut kept = String::with_capacity(ua.len().min(MAX_USER_AGENT_BYTES));
+            for c in ua.chars().filter(|c| !c.is_control()) {
+                if kept.len() + c.len_utf8() > MAX_USER_AGENT_BYTES {
+                    break;
+                }
+                kept.push(c);
+            }
+            kept
+        });
+        Self {
+            user_agent: user_agent.filter(|ua| !ua.is_empty()),
+            client_ip,
+        }
+    }
+}
+
+/// One live session as its owner's list shows it (`GET /v1/users/me/sessions`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The session (refresh family) id.
+    pub id: FamilyId,
+    /// API tokens or a browser cookie.
+    pub kind: SessionKind,
+    /// When it began.
+    pub created_at: UnixTime,
+    /// Its last rotation (API) or last recorded use (browser; written at most every quarter of
+    /// the idle window); its start if neither happened yet.
+    pub last_used_at: UnixTime,
+    /// When it ends if not used again (the sliding or idle expiry, capped by the absolute one).
+    pub expires_at: UnixTime,
+    /// Where it began.
+    pub origin: Origin,
+    /// Whether its sign-in passed a second factor.
+    pub mfa: bool,
+}
+
+/// A refresh token that would rotate now, as introspection describes it (RFC 7662 §2.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefreshStanding {
+    /// The session's user.
+    pub user: UserId,
+    /// The session.
+    pub family: FamilyId,
+    /// When the token stops rotating: its sliding expiry, capped by the session's absolute one.
+    pub expires_at: UnixTime,
 }
 
 /// What the in-memory view knows of a user, for forward-auth's headers.
@@ -420,6 +487,19 @@ pub struct Sweep {
     pub challenges: u64,
 }
 
+/// What an online backup wrote (`latchd backup`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backup {
+    /// Users in the copy.
+    pub users: u64,
+    /// Sessions (refresh-token families, live or ended but not yet swept) in the copy.
+    pub sessions: u64,
+    /// Rows in the copy, every table counted.
+    pub rows: u64,
+    /// The size of the copy's file in bytes.
+    pub bytes: u64,
+}
+
 /// Sizes of the in-memory view, for metrics and tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -504,6 +584,25 @@ impl AccessDenied {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_origin_keeps_a_bounded_user_agent_cut_at_a_character() {
+        let ip = Some("192.0.2.1".parse().unwrap());
+        // 255 ASCII bytes then a 2-byte character: it would end past the bound, so it goes.
+        let ua = format!("{}é", "a".repeat(MAX_USER_AGENT_BYTES - 1));
+        let kept = Origin::new(Some(&ua), ip).user_agent.unwrap();
+        assert_eq!(kept, "a".repeat(MAX_USER_AGENT_BYTES - 1));
+        let ua = format!("{}é", "a".repeat(MAX_USER_AGENT_BYTES - 2));
+        assert_eq!(Origin::new(Some(&ua), ip).user_agent.unwrap(), ua);
+        assert_eq!(
+            Origin::new(Some("a\tb\u{7}c\r\n"), ip)
+                .user_agent
+                .as_deref(),
+            Some("abc")
+        );
+        assert_eq!(Origin::new(Some("\u{1}\u{2}"), ip).user_agent, None);
+        assert_eq!(Origin::new(None, ip).client_ip, ip);
+    }
 
     #[test]
     fn ids_take_only_the_canonical_spelling() {

@@ -16,8 +16,8 @@ use std::net::IpAddr;
 use super::event::{Event, LoginOutcome};
 use super::{Actor, AuthError, Authority, TokenPair};
 use crate::model::{
-    FamilyId, MfaChallenge, MfaCompletion, SecondFactor, SessionKind, Totp, TotpUpdate, User,
-    UserId,
+    FamilyId, MfaChallenge, MfaCompletion, Origin, SecondFactor, SessionKind, Totp, TotpUpdate,
+    User, UserId,
 };
 use crate::password;
 use crate::time::UnixTime;
@@ -296,6 +296,7 @@ impl Authority {
         mfa_token: &str,
         code: &str,
         client: IpAddr,
+        user_agent: Option<&str>,
         now: UnixTime,
     ) -> Result<TokenPair, AuthError> {
         let family = FamilyId::new();
@@ -308,6 +309,7 @@ impl Authority {
                 family,
                 first.hash,
                 client,
+                user_agent,
                 now,
             )
             .await?;
@@ -325,6 +327,7 @@ impl Authority {
         mfa_token: &str,
         code: &str,
         client: IpAddr,
+        user_agent: Option<&str>,
         now: UnixTime,
     ) -> Result<(Opaque, User), AuthError> {
         let (cookie, hash) = Opaque::mint(&self.random()?);
@@ -336,6 +339,7 @@ impl Authority {
                 FamilyId::new(),
                 hash,
                 client,
+                user_agent,
                 now,
             )
             .await?;
@@ -377,6 +381,7 @@ impl Authority {
         family: FamilyId,
         first_hash: [u8; 32],
         client: IpAddr,
+        user_agent: Option<&str>,
         now: UnixTime,
     ) -> Result<User, AuthError> {
         let hash = opaque_hash(mfa_token).ok_or(AuthError::InvalidMfaToken)?;
@@ -404,7 +409,15 @@ impl Authority {
         };
         let done = self
             .storage
-            .complete_challenge(hash, factor, family, first_hash, now, self.session)
+            .complete_challenge(
+                hash,
+                factor,
+                family,
+                first_hash,
+                Origin::new(user_agent, Some(client)),
+                now,
+                self.session,
+            )
             .await?;
         match done {
             MfaCompletion::Opened {

@@ -15,6 +15,7 @@ pub mod event;
 pub mod hashing;
 pub mod limiter;
 mod mfa;
+mod oauth;
 pub mod storage;
 
 /// What the use cases hand out: a session cookie or an `mfa_token` ([`Opaque`]), the recovery
@@ -23,6 +24,7 @@ pub use crate::token::opaque::Opaque;
 pub use crate::token::recovery::RecoveryCode;
 pub use error::AuthError;
 pub use mfa::{Enrolment, SignIn, TotpStatus, MFA_TOKEN_SECS, MFA_WRONG_CODES_SURVIVED};
+pub use oauth::{ActiveAccess, Introspection, INTROSPECT_ROLE};
 
 use std::fmt;
 use std::net::IpAddr;
@@ -36,8 +38,9 @@ use self::hashing::{HashPool, HashPriority, PoolError};
 use self::limiter::{LimitPolicy, LoginLimiter};
 use self::storage::Storage;
 use crate::model::{
-    AccessDenied, Counts, CreateUser, FamilyId, Jti, NewSession, NewUser, Presented, Rotation,
-    SessionKind, SessionPolicy, StoredKey, Successor, Sweep, User, UserId, UserUpdate, ADMIN_ROLE,
+    AccessDenied, Counts, CreateUser, FamilyId, Jti, NewSession, NewUser, Origin, Presented,
+    Rotation, SessionInfo, SessionKind, SessionPolicy, StoredKey, Successor, Sweep, User, UserId,
+    UserUpdate, ADMIN_ROLE,
 };
 use crate::password::{Hasher, PasswordPolicy, Verified, WeakPassword, MAX_PASSWORD_BYTES};
 use crate::time::UnixTime;
@@ -185,6 +188,14 @@ pub enum Actor<'a> {
     Operator,
 }
 
+/// The configured `iss`, `aud` and `client_id`, as introspection shows them.
+#[derive(Clone, Debug)]
+struct Names {
+    issuer: String,
+    audience: String,
+    client_id: String,
+}
+
 /// A new access token and refresh token, as login and refresh hand them out.
 #[derive(Debug)]
 pub struct TokenPair {
@@ -222,6 +233,7 @@ pub struct Authority {
     open_registration: bool,
     key_configured: bool,
     rng: SystemRandom,
+    names: Names,
     subscribers: Vec<Arc<dyn Subscriber>>,
     /// Users whose TOTP enrolment is being confirmed here (see [`mfa`]).
     confirming: std::sync::Mutex<std::collections::HashSet<UserId>>,
@@ -269,6 +281,11 @@ impl Authority {
             limiter: LoginLimiter::new(settings.limits),
             open_registration: settings.open_registration,
             key_configured: settings.signing_key.is_some(),
+            names: Names {
+                issuer: settings.issuer.clone(),
+                audience: settings.audience.clone(),
+                client_id: settings.client_id.clone(),
+            },
             storage,
             rng,
             subscribers,
@@ -363,9 +380,12 @@ impl Authority {
         email: &str,
         password: &str,
         client: IpAddr,
+        user_agent: Option<&str>,
         now: UnixTime,
     ) -> Result<SignIn<TokenPair>, AuthError> {
-        let result = self.open_session(email, password, client, now).await;
+        let result = self
+            .open_session(email, password, client, user_agent, now)
+            .await;
         self.report_login(result.as_ref().map(|(_, user)| *user));
         result.map(|(pair, _)| pair)
     }
@@ -375,6 +395,7 @@ impl Authority {
         email: &str,
         password: &str,
         client: IpAddr,
+        user_agent: Option<&str>,
         now: UnixTime,
     ) -> Result<(SignIn<TokenPair>, Option<UserId>), AuthError> {
         let user = match self.check_credentials(email, password, client, now).await? {
@@ -392,7 +413,11 @@ impl Authority {
                 family,
                 &user,
                 first.hash,
-                NewSession::default(),
+                NewSession {
+                    kind: SessionKind::Api,
+                    mfa: false,
+                    origin: Origin::new(user_agent, Some(client)),
+                },
                 now,
                 self.session,
             )
@@ -413,10 +438,11 @@ impl Authority {
         email: &str,
         password: &str,
         client: IpAddr,
+        user_agent: Option<&str>,
         now: UnixTime,
     ) -> Result<SignIn<(Opaque, User)>, AuthError> {
         let result = self
-            .open_browser_session(email, password, client, now)
+            .open_browser_session(email, password, client, user_agent, now)
             .await;
         self.report_login(result.as_ref().map(|(_, user)| *user));
         result.map(|(done, _)| done)
@@ -427,6 +453,7 @@ impl Authority {
         email: &str,
         password: &str,
         client: IpAddr,
+        user_agent: Option<&str>,
         now: UnixTime,
     ) -> Result<(SignIn<(Opaque, User)>, Option<UserId>), AuthError> {
         let user = match self.check_credentials(email, password, client, now).await? {
@@ -440,6 +467,7 @@ impl Authority {
         let session = NewSession {
             kind: SessionKind::Browser,
             mfa: false,
+            origin: Origin::new(user_agent, Some(client)),
         };
         let opened = self
             .storage
@@ -799,6 +827,55 @@ impl Authority {
         }
     }
 
+    /// The caller's live sessions, newest first (`GET /v1/users/me/sessions`).
+    pub async fn my_sessions(
+        &self,
+        principal: &Principal,
+        now: UnixTime,
+    ) -> Result<Vec<SessionInfo>, AuthError> {
+        Ok(self.storage.sessions(principal.user, now).await?)
+    }
+
+    /// `user`'s live sessions, newest first (`GET /v1/admin/users/{id}/sessions`).
+    ///
+    /// # Errors
+    /// `Forbidden` for a caller without the admin role; `NotFound` if there is no such user.
+    pub async fn user_sessions(
+        &self,
+        actor: Actor<'_>,
+        user: UserId,
+        now: UnixTime,
+    ) -> Result<Vec<SessionInfo>, AuthError> {
+        authorize(actor)?;
+        if self.storage.user(user).await?.is_none() {
+            return Err(AuthError::NotFound);
+        }
+        Ok(self.storage.sessions(user, now).await?)
+    }
+
+    /// Ends one of the caller's live sessions (`DELETE /v1/users/me/sessions/{id}`): revoked
+    /// on disk, so its access tokens, refresh token or cookie stop working at once.
+    ///
+    /// # Errors
+    /// `NotFound` if `family` is not one of the caller's live sessions (another user's looks
+    /// the same as none).
+    pub async fn end_my_session(
+        &self,
+        principal: &Principal,
+        family: FamilyId,
+        now: UnixTime,
+    ) -> Result<(), AuthError> {
+        if self
+            .storage
+            .end_own_session(principal.user, family, now)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(AuthError::NotFound)
+        }
+    }
+
     /// Up to `limit` users ordered by id, after `after` (`GET /v1/admin/users`,
     /// `latchd user list`).
     pub async fn list_users(
@@ -899,6 +976,18 @@ impl Authority {
     /// TTL ago, so that no access token outlives the rows it names (`latchd gc`, the sweeper).
     pub async fn sweep(&self, now: UnixTime) -> Result<Sweep, AuthError> {
         Ok(self.storage.sweep(now, self.access_ttl_secs).await?)
+    }
+
+    /// Writes a consistent snapshot of the whole database to a new file at `dest`, durable when
+    /// this returns, while the server keeps serving (`latchd backup`): every write answered
+    /// before the call is in it.
+    pub async fn backup(
+        &self,
+        actor: Actor<'_>,
+        dest: &std::path::Path,
+    ) -> Result<crate::model::Backup, AuthError> {
+        authorize(actor)?;
+        Ok(self.storage.backup(dest).await?)
     }
 
     /// How long a retired signing key keeps verifying, and an ended session is kept.

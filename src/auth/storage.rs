@@ -19,13 +19,15 @@
 
 use std::fmt;
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::model::{
-    AccessDenied, BrowserStanding, Counts, CreateUser, FamilyId, Jti, MfaChallenge, MfaCompletion,
-    NewSession, NewUser, Presented, Rotation, SecondFactor, SessionPolicy, StoredKey, Successor,
-    Sweep, Totp, TotpUpdate, User, UserFacts, UserId, UserUpdate,
+    AccessDenied, Backup, BrowserStanding, Counts, CreateUser, FamilyId, Jti, MfaChallenge,
+    MfaCompletion, NewSession, NewUser, Origin, Presented, RefreshStanding, Rotation, SecondFactor,
+    SessionInfo, SessionPolicy, StoredKey, Successor, Sweep, Totp, TotpUpdate, User, UserFacts,
+    UserId, UserUpdate,
 };
 use crate::time::UnixTime;
 
@@ -137,6 +139,26 @@ pub trait Storage: Send + Sync + fmt::Debug {
         now: UnixTime,
     ) -> Pending<'_, ()>;
 
+    /// The live sessions of `user` at `now`, newest first, read from storage (not the view).
+    fn sessions(&self, user: UserId, now: UnixTime) -> Pending<'_, Vec<SessionInfo>>;
+
+    /// Revokes session `family` if it is one of `user`'s live sessions; `false` (nothing
+    /// written) if it is missing, ended, or another user's.
+    fn end_own_session(&self, user: UserId, family: FamilyId, now: UnixTime) -> Pending<'_, bool>;
+
+    /// How a presented refresh token stands, read only (introspection never rotates): `Some`
+    /// when it is the current, unexpired token of a live API session of an enabled user.
+    fn refresh_standing(
+        &self,
+        presented: Presented,
+        now: UnixTime,
+    ) -> Pending<'_, Option<RefreshStanding>>;
+
+    /// Revokes the session of a presented refresh token if it is the session's current token
+    /// (RFC 7009); a superseded, expired or unknown token revokes nothing. Resolves to the
+    /// session's user when it revoked.
+    fn revoke_refresh(&self, presented: Presented, now: UnixTime) -> Pending<'_, Option<UserId>>;
+
     /// Revokes one session; `false` if it was missing or already revoked.
     fn revoke_session(&self, family: FamilyId, now: UnixTime) -> Pending<'_, bool>;
 
@@ -237,7 +259,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
     /// The second step of a sign-in, in one transaction: the live challenge under `hash` is
     /// deleted, `factor` spent, and session `family` opened for its user (of the challenge's
-    /// kind, with `mfa`), whose first token hashes to `first_hash`.
+    /// kind, with `mfa`, from `origin`), whose first token hashes to `first_hash`.
     ///
     /// `UnknownChallenge` if there is no live challenge; `Stale` (the challenge deleted) if its
     /// user is gone, disabled, revoked or has a new password since, or has TOTP off; `Spent`
@@ -249,6 +271,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
         factor: SecondFactor,
         family: FamilyId,
         first_hash: [u8; 32],
+        origin: Origin,
         now: UnixTime,
         policy: SessionPolicy,
     ) -> Pending<'_, MfaCompletion>;
@@ -275,6 +298,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// second-factor challenges expired by `now`, and pending TOTP enrolments older than
     /// [`PENDING_TOTP_SECS`](crate::model::PENDING_TOTP_SECS).
     fn sweep(&self, now: UnixTime, retain_secs: i64) -> Pending<'_, Sweep>;
+
+    /// Writes a consistent snapshot of the whole state to a new file at `dest` (never over an
+    /// existing one), durable when this resolves, while every other operation goes on. The copy
+    /// holds every write that resolved before this was called; a backend opened on it starts
+    /// where the snapshot was taken.
+    fn backup(&self, dest: &Path) -> Pending<'_, Backup>;
 }
 
 /// A failure of a storage backend. Domain outcomes (a taken email, a reused token) are values,
@@ -297,6 +326,9 @@ pub enum StoreError {
         /// What failed to decode.
         detail: String,
     },
+    /// The path does not hold a latchd database (a directory, another program's file); it
+    /// was left as it was.
+    NotADatabase(String),
     /// A signing key with this `kid` is already stored.
     KidTaken(String),
     /// A session with this id already exists (the caller reused an id).
@@ -341,6 +373,7 @@ impl fmt::Display for StoreError {
                  ({supported}); upgrade latchd or use a different file"
             ),
             Self::Corrupt { table, detail } => write!(f, "corrupt data in {table}: {detail}"),
+            Self::NotADatabase(why) => write!(f, "not a latchd database: {why}"),
             Self::KidTaken(kid) => write!(f, "signing key id {kid:?} is already stored"),
             Self::FamilyExists => f.write_str("refresh family id already exists"),
             Self::Random => f.write_str("system random number generator failed"),
@@ -360,6 +393,7 @@ impl std::error::Error for StoreError {
             Self::Locked
             | Self::SchemaTooNew { .. }
             | Self::Corrupt { .. }
+            | Self::NotADatabase(_)
             | Self::KidTaken(_)
             | Self::FamilyExists
             | Self::Random

@@ -40,7 +40,7 @@ fn register(auth: &Authority, email: &str) -> User {
 }
 
 fn login(auth: &Authority, email: &str) -> Result<TokenPair, AuthError> {
-    match block_on(auth.login(email, PASSWORD, CLIENT, UnixTime::now()))? {
+    match block_on(auth.login(email, PASSWORD, CLIENT, None, UnixTime::now()))? {
         SignIn::Done(pair) => Ok(pair),
         SignIn::CodeNeeded(_) => panic!("{email} has no second factor"),
     }

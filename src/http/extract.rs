@@ -100,6 +100,13 @@ fn is_port(text: &str) -> bool {
         && text.parse::<u16>().is_ok()
 }
 
+/// The request's `User-Agent`, when it is valid UTF-8; auth bounds its length before it is
+/// stored.
+pub(crate) fn user_agent(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(hyper::header::USER_AGENT)?;
+    std::str::from_utf8(value.as_bytes()).ok()
+}
+
 /// The bearer token of the `Authorization` header (RFC 6750 §2.1; the scheme name is
 /// case-insensitive). No header, or another scheme, is "no credentials"; a malformed or
 /// repeated header is an invalid token.

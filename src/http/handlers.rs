@@ -15,7 +15,7 @@ use super::routes::Answer;
 use super::App;
 use crate::auth::{Actor, Principal, RecoveryCode, SignIn};
 use crate::metrics::metrics_allowed;
-use crate::model::UserId;
+use crate::model::{FamilyId, UserId};
 use crate::time::UnixTime;
 
 /// A request on its way to a handler.
@@ -23,7 +23,7 @@ pub(super) struct Ctx {
     pub(super) req: Request<Incoming>,
     pub(super) app: Arc<App>,
     pub(super) peer: SocketAddr,
-    /// The user id of an `{id}` route.
+    /// The id of an `{id}` route: a user id, or a session id under `/v1/users/me/sessions`.
     pub(super) id: Option<UserId>,
 }
 
@@ -116,6 +116,12 @@ struct PasswordAndCode {
     code: String,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RolesBody {
+    roles: Vec<String>,
+}
+
 #[allow(clippy::unnecessary_wraps)] // the signature of every route handler
 pub(super) fn healthz(_: &Ctx) -> Answer {
     Ok(respond::empty(StatusCode::OK))
@@ -151,11 +157,18 @@ pub(super) async fn register(cx: Ctx) -> Answer {
 
 pub(super) async fn login(cx: Ctx) -> Answer {
     let client = cx.client()?;
+    let user_agent = extract::user_agent(cx.req.headers()).map(str::to_owned);
     let creds: Credentials = extract::json(cx.req).await?;
     let signed = cx
         .app
         .auth
-        .login(&creds.email, &creds.password, client, UnixTime::now())
+        .login(
+            &creds.email,
+            &creds.password,
+            client,
+            user_agent.as_deref(),
+            UnixTime::now(),
+        )
         .await?;
     match signed {
         SignIn::Done(pair) => Ok(respond::token_pair(&pair, &cx.app.settings)),
@@ -166,11 +179,18 @@ pub(super) async fn login(cx: Ctx) -> Answer {
 /// `POST /v1/auth/login/mfa`: the code step of a login whose account has TOTP on.
 pub(super) async fn login_mfa(cx: Ctx) -> Answer {
     let client = cx.client()?;
+    let user_agent = extract::user_agent(cx.req.headers()).map(str::to_owned);
     let body: MfaCode = extract::json(cx.req).await?;
     let pair = cx
         .app
         .auth
-        .login_code(&body.mfa_token, &body.code, client, UnixTime::now())
+        .login_code(
+            &body.mfa_token,
+            &body.code,
+            client,
+            user_agent.as_deref(),
+            UnixTime::now(),
+        )
         .await?;
     Ok(respond::token_pair(&pair, &cx.app.settings))
 }
@@ -400,6 +420,88 @@ pub(super) async fn admin_delete(cx: Ctx) -> Answer {
     cx.app
         .auth
         .delete_user(Actor::Caller(&principal), id)
+        .await?;
+    Ok(respond::empty(StatusCode::NO_CONTENT))
+}
+
+/// `GET /v1/users/me/sessions`: the caller's live sessions, its own marked `current`.
+pub(super) async fn my_sessions(cx: Ctx) -> Answer {
+    let principal = cx.principal()?;
+    let list = cx.app.auth.my_sessions(&principal, UnixTime::now()).await?;
+    Ok(respond::sessions(&list, Some(principal.family)))
+}
+
+/// `DELETE /v1/users/me/sessions/{id}`: ends one of the caller's sessions.
+pub(super) async fn end_my_session(cx: Ctx) -> Answer {
+    let principal = cx.principal()?;
+    let family = FamilyId(cx.id()?.0);
+    cx.app
+        .auth
+        .end_my_session(&principal, family, UnixTime::now())
+        .await?;
+    Ok(respond::empty(StatusCode::NO_CONTENT))
+}
+
+/// `GET /v1/admin/users/{id}/sessions`: any user's live sessions, none marked current.
+pub(super) async fn admin_user_sessions(cx: Ctx) -> Answer {
+    let principal = cx.principal()?;
+    let id = cx.id()?;
+    let list = cx
+        .app
+        .auth
+        .user_sessions(Actor::Caller(&principal), id, UnixTime::now())
+        .await?;
+    Ok(respond::sessions(&list, None))
+}
+
+/// The `token` of an RFC 7662 / RFC 7009 form. `token_type_hint`, when given, must be one of
+/// the two kinds latchd issues; it is a hint only, every kind is tried whatever it says.
+/// Other parameters are ignored (RFC 6749 §3.1).
+fn token_form(pairs: &[(String, String)]) -> Result<&str, ApiError> {
+    if let Some(hint) = extract::field(pairs, "token_type_hint") {
+        if !matches!(hint, "access_token" | "refresh_token") {
+            return Err(ApiError::invalid_request(
+                "token_type_hint must be access_token or refresh_token",
+            ));
+        }
+    }
+    extract::field(pairs, "token")
+        .ok_or_else(|| ApiError::invalid_request("the token parameter is required"))
+}
+
+/// `POST /v1/oauth/introspect` (RFC 7662), for callers with the role `admin` or
+/// `introspect`.
+pub(super) async fn introspect(cx: Ctx) -> Answer {
+    let principal = cx.principal()?;
+    let pairs = extract::form(cx.req).await?;
+    let token = token_form(&pairs)?;
+    let found = cx
+        .app
+        .auth
+        .introspect(&principal, token, UnixTime::now())
+        .await?;
+    Ok(respond::json(
+        StatusCode::OK,
+        &respond::introspection(&found),
+    ))
+}
+
+/// `POST /v1/oauth/revoke` (RFC 7009): 200 whatever the token was.
+pub(super) async fn revoke_token(cx: Ctx) -> Answer {
+    let pairs = extract::form(cx.req).await?;
+    let token = token_form(&pairs)?;
+    cx.app.auth.revoke_token(token, UnixTime::now()).await?;
+    Ok(respond::empty(StatusCode::OK))
+}
+
+/// `PUT /v1/admin/users/{id}/roles`: the user's roles replaced, its older tokens retired.
+pub(super) async fn admin_set_roles(cx: Ctx) -> Answer {
+    let principal = cx.principal()?;
+    let id = cx.id()?;
+    let body: RolesBody = extract::json(cx.req).await?;
+    cx.app
+        .auth
+        .set_roles(Actor::Caller(&principal), id, &body.roles)
         .await?;
     Ok(respond::empty(StatusCode::NO_CONTENT))
 }

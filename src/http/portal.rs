@@ -65,9 +65,13 @@ pub(super) async fn sign_in(cx: Ctx) -> Answer {
             message: Some(message),
         })
     };
-    let signed = app
-        .auth
-        .sign_in(email, password, form.client, UnixTime::now());
+    let signed = app.auth.sign_in(
+        email,
+        password,
+        form.client,
+        extract::user_agent(&form.headers),
+        UnixTime::now(),
+    );
     match signed.await {
         Ok(SignIn::Done((cookie, _))) => form.signed_in(&cookie, rd).await,
         Ok(SignIn::CodeNeeded(token)) => {
@@ -113,7 +117,13 @@ pub(super) async fn sign_in_code(cx: Ctx) -> Answer {
     let code = form.field("code");
     match app
         .auth
-        .sign_in_code(&token, code, form.client, UnixTime::now())
+        .sign_in_code(
+            &token,
+            code,
+            form.client,
+            extract::user_agent(&form.headers),
+            UnixTime::now(),
+        )
         .await
     {
         Ok((cookie, _)) => {

@@ -8,8 +8,8 @@ use hyper::{Response, StatusCode};
 use serde_json::json;
 
 use super::Settings;
-use crate::auth::{Identity, TokenPair};
-use crate::model::User;
+use crate::auth::{Identity, Introspection, TokenPair};
+use crate::model::{FamilyId, SessionInfo, User};
 
 /// The response body type of every route.
 pub(crate) type Body = Full<Bytes>;
@@ -236,6 +236,57 @@ pub(crate) fn user(user: &User) -> serde_json::Value {
         "roles": user.roles,
         "created_at": user.created_at.to_rfc3339(),
     })
+}
+
+/// A session list (API.md v2 "Sessions"); the session `current` belongs to, if any, is
+/// marked.
+pub(crate) fn sessions(list: &[SessionInfo], current: Option<FamilyId>) -> Response<Body> {
+    let rows: Vec<serde_json::Value> = list
+        .iter()
+        .map(|s| {
+            json!({
+                "id": s.id.0.to_string(),
+                "kind": s.kind.label(),
+                "created_at": s.created_at.to_rfc3339(),
+                "last_used_at": s.last_used_at.to_rfc3339(),
+                "expires_at": s.expires_at.to_rfc3339(),
+                "user_agent": s.origin.user_agent,
+                "client_ip": s.origin.client_ip.map(|ip| ip.to_string()),
+                "mfa": s.mfa,
+                "current": Some(s.id) == current,
+            })
+        })
+        .collect();
+    json(StatusCode::OK, &serde_json::Value::Array(rows))
+}
+
+/// An RFC 7662 §2.2 answer; an inactive token is exactly `{"active": false}`.
+pub(crate) fn introspection(found: &Introspection) -> serde_json::Value {
+    match found {
+        Introspection::Access(a) => json!({
+            "active": true,
+            "token_type": "access_token",
+            "sub": a.user.to_string(),
+            "client_id": a.client_id,
+            "iss": a.issuer,
+            "aud": a.audience,
+            "exp": a.exp.secs(),
+            "iat": a.iat.secs(),
+            "nbf": a.nbf.secs(),
+            "jti": a.jti.0.to_string(),
+            "sid": a.session.0.to_string(),
+            "roles": a.roles,
+            "amr": a.amr,
+        }),
+        Introspection::Refresh(r) => json!({
+            "active": true,
+            "token_type": "refresh_token",
+            "sub": r.user.to_string(),
+            "sid": r.family.0.to_string(),
+            "exp": r.expires_at.secs(),
+        }),
+        Introspection::Inactive => json!({ "active": false }),
+    }
 }
 
 /// A user as the admin listing shows it.

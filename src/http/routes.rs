@@ -129,6 +129,14 @@ pub(super) const ROUTES: &[Route] = &[
         methods: Methods::Only(&[(Method::POST, later!(h::admin_revoke))]),
     },
     Route {
+        pattern: "/v1/admin/users/{id}/roles",
+        methods: Methods::Only(&[(Method::PUT, later!(h::admin_set_roles))]),
+    },
+    Route {
+        pattern: "/v1/admin/users/{id}/sessions",
+        methods: Methods::Only(&[(Method::GET, later!(h::admin_user_sessions))]),
+    },
+    Route {
         pattern: "/v1/admin/users/{id}/totp",
         methods: Methods::Only(&[(Method::DELETE, later!(h::admin_totp_reset))]),
     },
@@ -162,12 +170,28 @@ pub(super) const ROUTES: &[Route] = &[
         methods: Methods::Any(Handler::Now(forward::verify)),
     },
     Route {
+        pattern: "/v1/oauth/introspect",
+        methods: Methods::Only(&[(Method::POST, later!(h::introspect))]),
+    },
+    Route {
+        pattern: "/v1/oauth/revoke",
+        methods: Methods::Only(&[(Method::POST, later!(h::revoke_token))]),
+    },
+    Route {
         pattern: "/v1/users",
         methods: Methods::Only(&[(Method::POST, later!(h::register))]),
     },
     Route {
         pattern: "/v1/users/me/password",
         methods: Methods::Only(&[(Method::PUT, later!(h::change_password))]),
+    },
+    Route {
+        pattern: "/v1/users/me/sessions",
+        methods: Methods::Only(&[(Method::GET, later!(h::my_sessions))]),
+    },
+    Route {
+        pattern: "/v1/users/me/sessions/{id}",
+        methods: Methods::Only(&[(Method::DELETE, later!(h::end_my_session))]),
     },
     Route {
         pattern: "/v1/users/me/totp",
@@ -286,17 +310,8 @@ impl RequestTimes {
 /// until both are gone. This list only ever shrinks, to empty.
 #[cfg(test)]
 const NOT_YET_SERVED: &[(&str, &str)] = &[
-    // API.md v2 "Sessions, introspection, revocation, audit": the sessions issue.
-    ("GET", "/v1/users/me/sessions"),
-    ("DELETE", "/v1/users/me/sessions/{id}"),
-    ("GET", "/v1/admin/users/{id}/sessions"),
-    // The same section: the RFC 7662 / RFC 7009 issue.
-    ("POST", "/v1/oauth/introspect"),
-    ("POST", "/v1/oauth/revoke"),
-    // The same section: the audit-log issue.
+    // API.md v2 "Sessions, introspection, revocation, audit": the audit-log issue.
     ("GET", "/v1/admin/audit"),
-    // API.md v2 "Operations": the set-roles issue (`latchd user set-roles` and this route).
-    ("PUT", "/v1/admin/users/{id}/roles"),
 ];
 
 #[cfg(test)]

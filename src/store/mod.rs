@@ -20,12 +20,14 @@ use uuid::Uuid;
 
 use crate::auth::storage::{Pending, Storage, StoreError};
 use crate::model::{
-    AccessDenied, BrowserStanding, Counts, CreateUser, FamilyId, Jti, MfaChallenge, MfaCompletion,
-    NewSession, NewUser, Presented, Rotation, SecondFactor, SessionPolicy, StoredKey, Successor,
-    Sweep, Totp, TotpUpdate, User, UserFacts, UserId, UserUpdate,
+    AccessDenied, Backup, BrowserStanding, Counts, CreateUser, FamilyId, Jti, MfaChallenge,
+    MfaCompletion, NewSession, NewUser, Origin, Presented, RefreshStanding, Rotation, SecondFactor,
+    SessionInfo, SessionPolicy, StoredKey, Successor, Sweep, Totp, TotpUpdate, User, UserFacts,
+    UserId, UserUpdate,
 };
 use crate::time::UnixTime;
 
+mod backup;
 mod error;
 mod keys;
 mod migrate;
@@ -78,9 +80,14 @@ impl Store {
     /// `Locked` if another process has the file open; `SchemaTooNew` if a newer latchd wrote
     /// it; `Corrupt` if it holds tables but no schema version, or a row fails to decode.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        owner_only(path)?;
+        // What the path holds is checked before anything touches it: a directory or another
+        // program's file is refused as it is, its permissions unchanged.
+        let created = create_or_check(path)?;
         let db = Database::create(path)?;
         let refresh_mac_key = init_schema(&db)?;
+        if !created {
+            owner_only(path)?;
+        }
         let shared = Arc::new(Shared {
             db,
             view: View::default(),
@@ -230,6 +237,26 @@ impl Storage for Store {
         })
     }
 
+    fn sessions(&self, user: UserId, now: UnixTime) -> Pending<'_, Vec<SessionInfo>> {
+        self.read(move |txn| sessions::list_in(txn, user, now))
+    }
+
+    fn end_own_session(&self, user: UserId, family: FamilyId, now: UnixTime) -> Pending<'_, bool> {
+        self.write(move |txn| sessions::end_own_in(txn, user, family, now))
+    }
+
+    fn refresh_standing(
+        &self,
+        presented: Presented,
+        now: UnixTime,
+    ) -> Pending<'_, Option<RefreshStanding>> {
+        self.read(move |txn| sessions::standing_in(txn, &presented, now))
+    }
+
+    fn revoke_refresh(&self, presented: Presented, now: UnixTime) -> Pending<'_, Option<UserId>> {
+        self.write(move |txn| sessions::revoke_current_in(txn, &presented, now))
+    }
+
     fn revoke_session(&self, family: FamilyId, now: UnixTime) -> Pending<'_, bool> {
         self.write(move |txn| {
             if sessions::revoke_in(&mut txn.open_table(FAMILIES)?, family, now)? {
@@ -365,11 +392,21 @@ impl Storage for Store {
         factor: SecondFactor,
         family: FamilyId,
         first_hash: [u8; 32],
+        origin: Origin,
         now: UnixTime,
         policy: SessionPolicy,
     ) -> Pending<'_, MfaCompletion> {
         self.write(move |txn| {
-            totp::complete_in(txn, &hash, factor, family, &first_hash, now, &policy)
+            totp::complete_in(
+                txn,
+                &hash,
+                factor,
+                family,
+                &first_hash,
+                origin,
+                now,
+                &policy,
+            )
         })
     }
 
@@ -391,6 +428,25 @@ impl Storage for Store {
 
     fn sweep(&self, now: UnixTime, retain_secs: i64) -> Pending<'_, Sweep> {
         self.write(move |txn| revocation::sweep_in(txn, now, retain_secs))
+    }
+
+    fn backup(&self, dest: &Path) -> Pending<'_, Backup> {
+        // Copying a large file takes a while: on a thread of its own, not the caller's task.
+        let (shared, dest) = (Arc::clone(&self.shared), dest.to_owned());
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let started = std::thread::Builder::new()
+            .name("latchd-backup".to_owned())
+            .spawn(move || {
+                let done = backup::backup_to(&shared.db, &dest);
+                // Let go of the database before answering: a caller that then drops the store
+                // must find the file closed.
+                drop(shared);
+                let _ = reply.send(done);
+            });
+        Box::pin(async move {
+            started.map_err(|e| StoreError::backend("starting the backup thread", e))?;
+            answer.await.map_err(|_| StoreError::Closed)?
+        })
     }
 }
 
@@ -527,37 +583,62 @@ fn load_view(db: &Database) -> Result<Vec<Change>, StoreError> {
     Ok(changes)
 }
 
-/// Creates the file owner-only (0600) if it does not exist, and takes group and other access
-/// away from one that does: it holds the signing keys and the refresh MAC key, so a reader of
-/// the file could mint access tokens for anyone. redb initialises an empty file.
+/// Creates the file owner-only (0600) if nothing is at `path` (`true`), or checks that what is
+/// there may be a latchd database: a regular file, empty (redb initialises it) or starting with
+/// redb's magic number (`false`). Whether a redb file is latchd's is the schema check's to say.
+fn create_or_check(path: &Path) -> Result<bool, StoreError> {
+    use std::io::Read as _;
+    let not_latchd = |detail: String| StoreError::NotADatabase(detail);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => return Ok(true),
+        // Any other error (a missing directory, an unwritable path) is left for redb to
+        // report in its own words.
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(_) => {}
+    }
+    let meta = std::fs::metadata(path).map_err(|e| StoreError::Permissions(Arc::new(e)))?;
+    if meta.is_dir() {
+        return Err(not_latchd("it is a directory".to_owned()));
+    }
+    if !meta.is_file() {
+        return Err(not_latchd("it is not a regular file".to_owned()));
+    }
+    let mut head = Vec::with_capacity(REDB_MAGIC.len());
+    std::fs::File::open(path)
+        .and_then(|f| f.take(REDB_MAGIC.len() as u64).read_to_end(&mut head))
+        .map_err(|e| StoreError::backend("reading the file's header", e))?;
+    if !head.is_empty() && head != REDB_MAGIC {
+        return Err(not_latchd("it is not a redb file".to_owned()));
+    }
+    Ok(false)
+}
+
+/// The first bytes of every redb file (redb's `MAGICNUMBER`).
+const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
+
+/// Takes group and other access away from a latchd database (checked by now): it holds the
+/// signing keys and the refresh MAC key, so a reader of the file could mint access tokens for
+/// anyone.
 fn owner_only(path: &Path) -> Result<(), StoreError> {
     #[cfg(unix)]
     {
-        use std::fs;
-        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        use std::os::unix::fs::PermissionsExt as _;
         let permissions = |e: std::io::Error| StoreError::Permissions(Arc::new(e));
-        let created = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path);
-        // Any other error (a missing directory, an unwritable path) is left for redb to
-        // report in its own words.
-        if let Err(e) = created {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                let mode = fs::metadata(path)
-                    .map_err(permissions)?
-                    .permissions()
-                    .mode();
-                if mode & 0o077 != 0 {
-                    fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o700))
-                        .map_err(permissions)?;
-                    tracing::warn!(
-                        path = %path.display(),
-                        "database file was readable by others; restricted it to its owner"
-                    );
-                }
-            }
+        let mode = std::fs::metadata(path)
+            .map_err(permissions)?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))
+                .map_err(permissions)?;
+            tracing::warn!(
+                path = %path.display(),
+                "database file was readable by others; restricted it to its owner"
+            );
         }
     }
     #[cfg(not(unix))]

@@ -5,7 +5,9 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::StoreError;
-use crate::model::{FamilyId, MfaChallenge, SessionKind, StoredKey, Totp, User, UserId};
+use crate::model::{
+    FamilyId, MfaChallenge, Origin, SessionInfo, SessionKind, StoredKey, Totp, User, UserId,
+};
 use crate::time::UnixTime;
 
 /// A user row; the id is the key.
@@ -67,6 +69,13 @@ pub(super) struct FamilyRecord {
     /// shorten it later), and its last use as last written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) browser: Option<BrowserRecord>,
+    /// The `User-Agent` at sign-in, at most `MAX_USER_AGENT_BYTES` (schema 5); set once, so
+    /// the row keeps its size however often the session rotates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) user_agent: Option<String>,
+    /// The client address at sign-in (schema 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) client_ip: Option<std::net::IpAddr>,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
@@ -103,6 +112,32 @@ impl FamilyRecord {
             None => self.current.expires_at,
         };
         sliding.min(self.expires_at_max)
+    }
+
+    /// The session as its owner's list shows it.
+    pub(super) fn info(&self, id: FamilyId) -> SessionInfo {
+        let (last_used, sliding) = match self.browser {
+            Some(b) => (b.last_used_at, b.last_used_at.saturating_add(b.idle_secs)),
+            // Every rotation writes `previous.rotated_at`: the last use of an API session.
+            None => (
+                self.previous
+                    .as_ref()
+                    .map_or(self.created_at, |p| p.rotated_at),
+                self.current.expires_at,
+            ),
+        };
+        SessionInfo {
+            id,
+            kind: self.kind,
+            created_at: UnixTime(self.created_at),
+            last_used_at: UnixTime(last_used),
+            expires_at: UnixTime(sliding.min(self.expires_at_max)),
+            origin: Origin {
+                user_agent: self.user_agent.clone(),
+                client_ip: self.client_ip,
+            },
+            mfa: self.mfa,
+        }
     }
 }
 
@@ -341,12 +376,15 @@ mod tests {
             kind: SessionKind::Api,
             mfa: false,
             browser: None,
+            user_agent: Some("x".repeat(crate::model::MAX_USER_AGENT_BYTES)),
+            client_ip: Some("2001:db8::1".parse().unwrap()),
         };
         let bytes = encode(&rec);
         let back: FamilyRecord = decode("families", &bytes).unwrap();
         assert_eq!(back.current.hash, [0xab; 32]);
         assert_eq!(back.previous.unwrap().sealed, [2; 32]);
-        assert!(bytes.len() < 400, "{}", bytes.len());
+        assert!(bytes.len() < 720, "{}", bytes.len());
+        assert_eq!(back.client_ip, rec.client_ip);
     }
 
     #[test]

@@ -6,14 +6,16 @@
 //! the grace). Older tokens are recognized as superseded from the generation number inside the
 //! token, which the auth layer has already authenticated with its MAC.
 
-use redb::{ReadableTable, Table, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, Table, WriteTransaction};
+use uuid::Uuid;
 
 use super::records::{decode, encode, BrowserRecord, Current, FamilyRecord, Previous};
 use super::tables::{BROWSER_SESSIONS, FAMILIES, FAMILIES_BY_USER, USERS};
 use super::users::{families_of, read_user, user_change, write_user};
 use super::{totp, Change, StoreError, Written};
 use crate::model::{
-    FamilyId, NewSession, Presented, Rotation, SessionKind, SessionPolicy, Successor, User, UserId,
+    FamilyId, NewSession, Presented, RefreshStanding, Rotation, SessionInfo, SessionKind,
+    SessionPolicy, Successor, User, UserId,
 };
 use crate::time::UnixTime;
 
@@ -88,6 +90,8 @@ pub(super) fn open_checked_in(
             idle_secs: policy.idle_secs,
             last_used_at: now.secs(),
         }),
+        user_agent: session.origin.user_agent.clone(),
+        client_ip: session.origin.client_ip,
     };
     families.insert(family.0.as_u128(), encode(&rec).as_slice())?;
     txn.open_multimap_table(FAMILIES_BY_USER)?
@@ -221,6 +225,100 @@ pub(super) fn touch_in(
             at: at.secs(),
         }],
     ))
+}
+
+/// The live sessions of `user` at `now`, newest first, read in one read transaction.
+pub(super) fn list_in(
+    txn: &ReadTransaction,
+    user: UserId,
+    now: UnixTime,
+) -> Result<Vec<SessionInfo>, StoreError> {
+    let index = txn.open_multimap_table(FAMILIES_BY_USER)?;
+    let families = txn.open_table(FAMILIES)?;
+    let mut out = Vec::new();
+    for id in index.get(user.0.as_u128())? {
+        let id = FamilyId(Uuid::from_u128(id?.value()));
+        if let Some(rec) = read_family(&families, id)? {
+            if rec.user == user.0 && now.secs() < rec.ended_at() {
+                out.push(rec.info(id));
+            }
+        }
+    }
+    // Family ids are UUID v7: within one second they sort in the order sessions began.
+    out.sort_unstable_by_key(|s| std::cmp::Reverse((s.created_at, s.id.0)));
+    Ok(out)
+}
+
+/// Revokes session `family` if it is a live session of `user`; false (nothing written)
+/// otherwise, so that one user cannot learn of or end another's sessions.
+pub(super) fn end_own_in(
+    txn: &WriteTransaction,
+    user: UserId,
+    family: FamilyId,
+    now: UnixTime,
+) -> Result<Written<bool>, StoreError> {
+    let mut families = txn.open_table(FAMILIES)?;
+    let live = read_family(&families, family)?
+        .is_some_and(|rec| rec.user == user.0 && now.secs() < rec.ended_at());
+    if live && revoke_in(&mut families, family, now)? {
+        return Ok(Written::commit_with(true, vec![Change::FamilyGone(family)]));
+    }
+    Ok(Written::nothing(false))
+}
+
+/// How the presented refresh token stands, read without writing anything: `Some` only when it
+/// is the current token of a live API session of an enabled user, as a rotation now would
+/// accept it (a superseded token, even inside the retry grace, is not).
+pub(super) fn standing_in(
+    txn: &ReadTransaction,
+    presented: &Presented,
+    now: UnixTime,
+) -> Result<Option<RefreshStanding>, StoreError> {
+    let Some(rec) = read_family(&txn.open_table(FAMILIES)?, presented.family)? else {
+        return Ok(None);
+    };
+    if !is_current(&rec, presented, now) {
+        return Ok(None);
+    }
+    let enabled =
+        read_user(&txn.open_table(USERS)?, UserId(rec.user))?.is_some_and(|u| !u.disabled);
+    Ok(enabled.then(|| RefreshStanding {
+        user: UserId(rec.user),
+        family: presented.family,
+        expires_at: UnixTime(rec.current.expires_at.min(rec.expires_at_max)),
+    }))
+}
+
+/// Revokes the session of the presented refresh token if it is that session's current token
+/// (RFC 7009): a superseded token revokes nothing, so that presenting a stolen old token here
+/// cannot end the victim's session (reuse detection is the refresh endpoint's job). Answers
+/// the session's user when it revoked.
+pub(super) fn revoke_current_in(
+    txn: &WriteTransaction,
+    presented: &Presented,
+    now: UnixTime,
+) -> Result<Written<Option<UserId>>, StoreError> {
+    let mut families = txn.open_table(FAMILIES)?;
+    let Some(rec) = read_family(&families, presented.family)? else {
+        return Ok(Written::nothing(None));
+    };
+    if !is_current(&rec, presented, now) || !revoke_in(&mut families, presented.family, now)? {
+        return Ok(Written::nothing(None));
+    }
+    Ok(Written::commit_with(
+        Some(UserId(rec.user)),
+        vec![Change::FamilyGone(presented.family)],
+    ))
+}
+
+/// Whether `presented` is the current, unexpired token of `rec`, a live API session.
+fn is_current(rec: &FamilyRecord, presented: &Presented, now: UnixTime) -> bool {
+    rec.revoked_at.is_none()
+        && rec.kind == SessionKind::Api
+        && presented.generation == rec.current.generation
+        && hashes_equal(&presented.hash, &rec.current.hash)
+        && now.secs() < rec.current.expires_at
+        && now.secs() < rec.expires_at_max
 }
 
 /// The view change that mirrors a live browser session's cookie, if `rec` is one.

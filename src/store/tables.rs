@@ -8,7 +8,7 @@ use redb::{MultimapTableDefinition, TableDefinition};
 
 /// The schema this build writes and reads. Bump it (and add a migration) when a table or record
 /// changes shape.
-pub(super) const SCHEMA_VERSION: u64 = 4;
+pub(super) const SCHEMA_VERSION: u64 = 5;
 
 /// The `META` key holding [`SCHEMA_VERSION`].
 pub(super) const SCHEMA_VERSION_KEY: &str = "schema_version";

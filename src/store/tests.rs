@@ -456,3 +456,44 @@ fn a_full_write_queue_refuses_at_once_and_the_queued_writes_still_land() {
         "in the order they were queued"
     );
 }
+
+#[test]
+fn a_backup_copies_every_table_and_opens_as_the_same_store() {
+    let (dir, store) = temp_store();
+    let (user, family) = session(&store);
+    let copy = dir.path().join("copy.redb");
+    let done = wait(store.backup(&copy)).unwrap();
+    assert_eq!((done.users, done.sessions), (1, 1));
+    assert!(done.rows > done.users + done.sessions, "{done:?}");
+    assert_eq!(done.bytes, std::fs::metadata(&copy).unwrap().len());
+    assert!(!dir.path().join("copy.redb.tmp").exists());
+    drop(store);
+    let restored = Store::open(&copy).unwrap();
+    assert_eq!(
+        restored.counts(),
+        Store::open(&dir.path().join("latchd.redb"))
+            .unwrap()
+            .counts()
+    );
+    let version = restored.token_version(user).unwrap();
+    assert_eq!(
+        restored.check_access(user, family, Jti(Uuid::nil()), version),
+        Ok(())
+    );
+}
+
+#[test]
+fn a_backup_refuses_a_table_it_does_not_know_and_leaves_no_file() {
+    let (dir, store) = temp_store();
+    {
+        let txn = store.shared.db.begin_write().unwrap();
+        let added: TableDefinition<u64, u64> = TableDefinition::new("added_later");
+        txn.open_table(added).unwrap().insert(1, 1).unwrap();
+        txn.commit().unwrap();
+    }
+    let copy = dir.path().join("copy.redb");
+    let err = wait(store.backup(&copy)).unwrap_err();
+    assert!(err.to_string().contains("\"added_later\""), "{err}");
+    assert!(!copy.exists());
+    assert!(!dir.path().join("copy.redb.tmp").exists());
+}

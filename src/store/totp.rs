@@ -14,7 +14,7 @@ use super::tables::{MFA_CHALLENGES, TOTP, USERS};
 use super::users::read_user;
 use super::{StoreError, Written};
 use crate::model::{
-    FamilyId, MfaChallenge, MfaCompletion, NewSession, SecondFactor, SessionPolicy, Totp,
+    FamilyId, MfaChallenge, MfaCompletion, NewSession, Origin, SecondFactor, SessionPolicy, Totp,
     TotpUpdate, UserId, PENDING_TOTP_SECS,
 };
 use crate::time::UnixTime;
@@ -204,12 +204,14 @@ pub(super) fn fail_challenge_in(
 
 /// Spends the challenge and `factor` and opens the session, in one transaction; see
 /// [`Storage::complete_challenge`](crate::auth::storage::Storage::complete_challenge).
+#[allow(clippy::too_many_arguments)] // the port's arguments, plus the transaction
 pub(super) fn complete_in(
     txn: &WriteTransaction,
     hash: &[u8; 32],
     factor: SecondFactor,
     family: FamilyId,
     first_hash: &[u8; 32],
+    origin: Origin,
     now: UnixTime,
     policy: &SessionPolicy,
 ) -> Result<Written<MfaCompletion>, StoreError> {
@@ -240,6 +242,7 @@ pub(super) fn complete_in(
     let session = NewSession {
         kind: challenge.kind,
         mfa: true,
+        origin,
     };
     let changes = open_checked_in(txn, family, user.id, first_hash, &session, now, policy)?;
     let recovery_left = matches!(factor, SecondFactor::Recovery(_)).then_some(totp.recovery.len());

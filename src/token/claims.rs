@@ -472,32 +472,30 @@ const HEX: [u8; 256] = {
     table
 };
 
-/// Where the 32 hex digits of an 8-4-4-4-12 UUID are.
-const UUID_DIGITS: [usize; 32] = [
-    0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 16, 17, 19, 20, 21, 22, 24, 25, 26, 27, 28, 29,
-    30, 31, 32, 33, 34, 35,
-];
+/// Where each of the 16 two-digit bytes of an 8-4-4-4-12 UUID starts.
+const UUID_PAIRS: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
 
 /// The UUID of `text` in its lowercase hyphenated form (8-4-4-4-12), as
 /// [`parse_uuid`](crate::model::parse_uuid) would read it, without its general parser.
 fn canonical_uuid(text: &[u8]) -> Option<Uuid> {
-    let text: &[u8; 36] = text.try_into().ok()?;
-    if [text[8], text[13], text[18], text[23]] != [b'-'; 4] {
+    if text.len() != 36 || [8, 13, 18, 23].iter().any(|at| text.get(*at) != Some(&b'-')) {
         return None;
     }
-    let mut value = 0u128;
-    let mut invalid = 0u8;
-    for at in UUID_DIGITS {
-        // Both lookups are in range (`at` < 36, a byte < 256); the compiler sees it too.
-        let digit = text
-            .get(at)
+    // A non-digit is 0xff, so any one of them leaves a high nibble set in `invalid`.
+    let digit = |at: usize| {
+        text.get(at)
             .and_then(|b| HEX.get(usize::from(*b)))
             .copied()
-            .unwrap_or(0xff);
-        invalid |= digit;
-        value = (value << 4) | u128::from(digit & 0x0f);
+            .unwrap_or(0xff)
+    };
+    let mut bytes = [0u8; 16];
+    let mut invalid = 0u8;
+    for (byte, at) in bytes.iter_mut().zip(UUID_PAIRS) {
+        let (high, low) = (digit(at), digit(at.wrapping_add(1)));
+        invalid |= high | low;
+        *byte = high.wrapping_shl(4) | (low & 0x0f);
     }
-    (invalid & 0xf0 == 0).then(|| Uuid::from_u128(value))
+    (invalid & 0xf0 == 0).then(|| Uuid::from_bytes(bytes))
 }
 
 /// Appends `list` as a JSON array of string literals.

@@ -36,8 +36,9 @@ pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 pub const MIN_KEY_BYTES: usize = 32;
 /// Length of an HS256 signature, in bytes.
 const SIGNATURE_BYTES: usize = 32;
-/// Payloads whose decoded length is surely at most this are decoded into a stack buffer.
-const PAYLOAD_ON_STACK: usize = 1024;
+/// Payloads whose decoded length is surely at most this (latchd's own are ~330 bytes) are
+/// decoded into a stack buffer.
+const PAYLOAD_ON_STACK: usize = 512;
 
 /// The configured values every access token carries and every presented one must match.
 #[derive(Debug)]
@@ -113,6 +114,37 @@ impl AccessTokens {
     /// # Errors
     /// The first rule of API.md "Verification rejects" that `token` breaks.
     pub fn verify(&self, token: &[u8], now: UnixTime) -> Result<AccessClaims, TokenError> {
+        self.verify_tracked(token, now, &mut false)
+    }
+
+    /// As [`verify`](Self::verify), but every presentation costs exactly one HMAC-SHA256:
+    /// one that fails before its signature is checked (a refresh token, garbage, an unknown
+    /// kid) pays for a MAC over its first `MAX_TOKEN_BYTES` with the signer key, so that an
+    /// introspection answer's timing does not tell how far a token got.
+    ///
+    /// # Errors
+    /// As [`verify`](Self::verify).
+    pub fn verify_with_constant_mac(
+        &self,
+        token: &[u8],
+        now: UnixTime,
+    ) -> Result<AccessClaims, TokenError> {
+        let mut maced = false;
+        let result = self.verify_tracked(token, now, &mut maced);
+        if !maced {
+            let input = token.get(..MAX_TOKEN_BYTES).unwrap_or(token);
+            std::hint::black_box(self.keys.signer().sign(input));
+        }
+        result
+    }
+
+    /// [`verify`](Self::verify), setting `maced` once the signature's MAC has been computed.
+    fn verify_tracked(
+        &self,
+        token: &[u8],
+        now: UnixTime,
+        maced: &mut bool,
+    ) -> Result<AccessClaims, TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::TooLong); // before any decoding
         }
@@ -133,6 +165,7 @@ impl AccessTokens {
         let mut signature = [0u8; SIGNATURE_BYTES];
         let len = decode_signature(parts.signature, &mut signature)?;
         // ring compares in constant time; a wrong length fails there too.
+        *maced = true;
         key.verify(
             parts.signing_input,
             signature.get(..len).unwrap_or_default(),

@@ -1,5 +1,6 @@
-//! The operator CLI, run as the built binary against a temp redb file, with a real server on the
-//! same file before and after (never at the same time: redb lets one process hold it).
+//! The operator CLI, run as the built binary against a temp redb file with no server on it (a
+//! real server on the same file before and after), and the checks of what `--db` names.
+//! Beside a running server: `operator.rs`.
 
 use std::process::Output;
 
@@ -70,9 +71,8 @@ fn weak_password_or_bad_role_is_refused_in_one_line_with_exit_1() {
     let role = add(format!("{PASSWORD}\n").as_bytes(), &["--role", "Admin"]);
     assert_failed_with(&role, "latchd: invalid role \"Admin\"");
 
-    let list = run(&db, &[], &["user", "list"], b"");
-    assert!(list.status.success(), "{}", text(&list.stderr));
-    assert_eq!(text(&list.stdout), "", "no user may have been created");
+    // No user, and not even the new empty file, was left behind.
+    assert!(!db.exists());
 }
 
 #[test]
@@ -195,41 +195,155 @@ fn key_rotate_refuses_while_a_configured_key_signs() {
 }
 
 #[test]
-fn commands_against_a_running_server_say_it_is_in_use() {
-    let server = TestServer::start();
-    let db = server.db_path();
-    let want = format!(
-        "latchd: {} is in use by a running latchd server; stop it first (or use the HTTP admin API)",
-        db.display()
-    );
-    let password = format!("{PASSWORD}\n");
-    for args in [
-        &["user", "add", "--email", "x@example.com"][..],
-        &["user", "list"],
-        &["user", "disable", "x@example.com"],
-        &["user", "delete", "x@example.com"],
-        &["key", "rotate"],
-        &["gc"],
-    ] {
-        let out = run(&db, &[], args, password.as_bytes());
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
-        assert_eq!(text(&out.stderr).trim_end(), want, "{args:?}");
-        assert_eq!(text(&out.stdout), "", "{args:?}");
-    }
-    // The server is untouched.
-    assert_eq!(server.get("/healthz", None).status, 200);
-}
-
-#[test]
 fn commands_other_than_user_add_refuse_a_missing_file() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = db_in(dir.path());
-    for args in [&["user", "list"][..], &["key", "rotate"], &["gc"]] {
+    let want = format!(
+        "latchd: {} does not exist (set LATCHD_DB to the server's database file)",
+        db.display()
+    );
+    for args in [
+        &["user", "list"][..],
+        &["user", "disable", "a@example.com"],
+        &["user", "enable", "a@example.com"],
+        &["user", "delete", "a@example.com"],
+        &["user", "totp-reset", "a@example.com"],
+        &["key", "rotate"],
+        &["gc"],
+        &["backup", "/nonexistent-dir/copy.redb"],
+    ] {
         let out = run(&db, &[], args, b"");
-        assert_failed_with(&out, "latchd: ");
-        assert!(text(&out.stderr).contains("does not exist"), "{args:?}");
+        assert_failed_with(&out, &want);
     }
     assert!(!db.exists());
+}
+
+#[test]
+fn user_add_on_a_new_file_says_it_created_the_database_and_a_failed_one_leaves_none() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = db_in(dir.path());
+    let weak = run(
+        &db,
+        &[],
+        &["user", "add", "--email", "a@example.com"],
+        b"short\n",
+    );
+    assert_failed_with(&weak, "latchd: password refused:");
+    assert!(
+        !db.exists(),
+        "a failed bootstrap must not leave an empty database"
+    );
+
+    let out = run(
+        &db,
+        &[],
+        &["user", "add", "--email", "a@example.com"],
+        format!("{PASSWORD}\n").as_bytes(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr),
+        format!("latchd: created a new database at {}\n", db.display())
+    );
+    // The second add finds the file: no note.
+    let out = run(
+        &db,
+        &[],
+        &["user", "add", "--email", "b@example.com"],
+        format!("{PASSWORD}\n").as_bytes(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "");
+}
+
+#[test]
+fn a_directory_or_a_foreign_file_is_refused_with_its_permissions_untouched() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let directory = dir.path().join("var-lib-latchd");
+    std::fs::create_dir(&directory).expect("mkdir");
+    std::fs::set_permissions(&directory, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let text_file = dir.path().join("notes.txt");
+    std::fs::write(&text_file, "not a database\n").expect("write");
+    let other_redb = dir.path().join("other.redb");
+    {
+        // Another program's redb file: tables, but no latchd schema.
+        let db = redb::Database::create(&other_redb).expect("redb");
+        let txn = db.begin_write().expect("txn");
+        let table: redb::TableDefinition<u64, u64> = redb::TableDefinition::new("theirs");
+        txn.open_table(table)
+            .expect("table")
+            .insert(1, 2)
+            .expect("insert");
+        txn.commit().expect("commit");
+    }
+    let password = format!("{PASSWORD}\n");
+    for (path, why) in [
+        (&directory, "not a latchd database: it is a directory"),
+        (&text_file, "not a latchd database: it is not a redb file"),
+        (
+            &other_redb,
+            "tables without a schema version: not a latchd file",
+        ),
+    ] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let before = std::fs::read(path).ok();
+        for args in [
+            &["serve"][..],
+            &["user", "list"],
+            &["user", "add", "--email", "a@example.com"],
+            &["gc"],
+        ] {
+            let out = run(
+                path,
+                &[("LATCHD_LISTEN", "127.0.0.1:0")],
+                args,
+                password.as_bytes(),
+            );
+            let stderr = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+            let line = stderr.lines().last().unwrap_or_default();
+            assert!(
+                line.starts_with(&format!("latchd: cannot open {}: ", path.display()))
+                    && line.contains(why),
+                "{args:?}: {stderr}"
+            );
+            let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(
+                mode,
+                0o755,
+                "{args:?} changed the permissions of {}",
+                path.display()
+            );
+            // redb itself marks a redb file it opened (another program's too); others are
+            // not written at all.
+            if path != &other_redb {
+                assert!(
+                    std::fs::read(path).ok() == before,
+                    "{args:?} changed the file"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_latchd_database_readable_by_others_is_restricted_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("temp dir");
+    add_user(dir.path(), "a@example.com", &[]);
+    let db = db_in(dir.path());
+    assert_eq!(
+        std::fs::metadata(&db).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run(&db, &[], &["user", "list"], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::metadata(&db).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 }
 
 #[test]
@@ -239,7 +353,16 @@ fn help_exits_0_and_names_every_subcommand() {
     let out = run(&db, &[], &["--help"], b"");
     assert!(out.status.success());
     let help = text(&out.stdout);
-    for word in ["serve", "user", "key", "gc", "LATCHD_DB", "stdin"] {
+    for word in [
+        "serve",
+        "user",
+        "key",
+        "gc",
+        "backup",
+        ".sock",
+        "LATCHD_DB",
+        "stdin",
+    ] {
         assert!(help.contains(word), "--help lacks {word}:\n{help}");
     }
     let out = run(&db, &[], &["user", "--help"], b"");
@@ -284,8 +407,8 @@ fn gc_deletes_expired_rows_and_prints_the_counts() {
     );
 }
 
-/// Runs `latchd user add --email <email> <extra>` with [`PASSWORD`] on stdin; returns the id.
-fn assert_failed_with(out: &Output, prefix: &str) {
+/// Asserts the command failed with exit code 1 and one line on stderr that starts with `prefix`.
+pub fn assert_failed_with(out: &Output, prefix: &str) {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");

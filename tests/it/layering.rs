@@ -26,7 +26,11 @@ const MAY_USE: &[(&str, &[&str])] = &[
         "runtime",
         &["auth", "config", "model", "password", "store", "time"],
     ),
-    ("cli", &["auth", "config", "model", "runtime", "time"]),
+    ("control", &["auth", "model", "time"]),
+    (
+        "cli",
+        &["auth", "config", "control", "model", "runtime", "time"],
+    ),
     ("fuzzing", &["http", "time", "token"]),
     ("lib", &[]),
     // The binary names the library as `latchd::`; read the same way.
@@ -36,6 +40,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
             "auth",
             "cli",
             "config",
+            "control",
             "http",
             "metrics",
             "runtime",

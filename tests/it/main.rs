@@ -1,6 +1,7 @@
 //! The one integration-test binary: one module per area.
 
 mod admin;
+mod backup;
 mod browser;
 mod browser_signin;
 mod cli;
@@ -13,13 +14,17 @@ mod http_errors;
 mod http_flow;
 mod http_lifecycle;
 mod http_limits;
+mod introspect;
 mod layering;
 mod metrics;
 mod openapi;
+mod operator;
 mod packaging;
 mod proxy;
 mod proxy_signin;
 mod rate_limit;
+mod roles;
+mod sessions;
 mod signin;
 mod storage;
 mod store_crash;

@@ -1,0 +1,532 @@
+//! The operator's channel: the CLI's commands as [`Request`]s, the one place each is carried out
+//! ([`execute`], on the operator's authority), and the local socket a running server answers
+//! them on, so that `latchd user …`, `gc` and `backup` work beside it (`key rotate` is refused
+//! there: the running keyring is fixed at start).
+//!
+//! redb lets one process hold the file, so while a server runs it must carry out the commands
+//! itself: that keeps its in-memory view true (a user disabled from the CLI is refused at once)
+//! and every write goes through its writer. The server listens on a Unix socket next to the
+//! database file (`<db>.sock`), owner-only (0600): nothing reaches it over the network, and the
+//! file's permissions are the authentication (the server's user and root). Each connection
+//! carries one request, one JSON line, and gets one [`Reply`], one JSON line. With no server
+//! answering there, the CLI opens the file itself and runs the same [`execute`].
+//!
+//! Adding a command: a variant of [`Request`], its arm in `run`, and the clap subcommand in
+//! `cli.rs` that builds it; it then works against a running server and a stopped one alike.
+
+use std::fmt::Write as _;
+use std::io::{self, BufRead as _, BufReader, Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::auth::{Actor, AuthError, Authority};
+use crate::model::{User, UserId};
+use crate::time::UnixTime;
+
+/// One operator command, as the CLI sends it to the server.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    /// `latchd user add`: the password was read by the CLI from its stdin.
+    UserAdd {
+        /// The new user's email.
+        email: String,
+        /// Roles to grant.
+        roles: Vec<String>,
+        /// The password (travels only over the owner-only socket).
+        password: String,
+    },
+    /// `latchd user list`.
+    UserList,
+    /// `latchd user disable`.
+    UserDisable {
+        /// The user's id or email.
+        user: String,
+    },
+    /// `latchd user enable`.
+    UserEnable {
+        /// The user's id or email.
+        user: String,
+    },
+    /// `latchd user delete`.
+    UserDelete {
+        /// The user's id or email.
+        user: String,
+    },
+    /// `latchd user set-roles`: the user's roles become exactly `roles`.
+    UserSetRoles {
+        /// The user's id or email.
+        user: String,
+        /// The roles it holds afterwards.
+        roles: Vec<String>,
+    },
+    /// `latchd user totp-reset`.
+    UserTotpReset {
+        /// The user's id or email.
+        user: String,
+    },
+    /// `latchd key rotate`.
+    KeyRotate,
+    /// `latchd gc`.
+    Gc,
+    /// `latchd backup PATH`: `path` is absolute (the CLI resolved it), written by the server.
+    Backup {
+        /// Where the copy goes; must not exist.
+        path: PathBuf,
+    },
+}
+
+/// What a command printed: its standard output, notes for standard error, and the one-line
+/// error that failed it, if any (exit code 1).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reply {
+    /// Lines for stdout.
+    pub stdout: String,
+    /// Notes for stderr (without the `latchd: ` prefix).
+    pub stderr: String,
+    /// Why the command failed.
+    pub error: Option<String>,
+}
+
+/// Carries out `request` on the operator's authority; never fails, the failure is in the reply.
+pub async fn execute(auth: &Authority, request: Request) -> Reply {
+    let mut reply = Reply::default();
+    if let Err(e) = run(auth, request, &mut reply).await {
+        reply.error = Some(e.to_string());
+    }
+    reply
+}
+
+/// The socket a server on the database `db` listens on: `<db>.sock`, beside it.
+pub fn socket_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".sock");
+    PathBuf::from(name)
+}
+
+/// A connection to the server that holds a database.
+#[derive(Debug)]
+pub struct Client {
+    #[cfg(unix)]
+    stream: std::os::unix::net::UnixStream,
+}
+
+/// Why the channel failed.
+#[derive(Debug)]
+pub enum ChannelError {
+    /// The socket exists but may not be connected to (another user's server).
+    Connect(PathBuf, io::Error),
+    /// Sending the request or reading the answer failed.
+    Io(io::Error),
+    /// The server's answer is not a reply.
+    BadReply(String),
+}
+
+impl std::fmt::Display for ChannelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Connect(path, e) => write!(
+                f,
+                "cannot reach the running server at {}: {e} (run as the server's user)",
+                path.display()
+            ),
+            Self::Io(e) => write!(f, "talking to the running server: {e}"),
+            Self::BadReply(why) => write!(f, "the running server answered badly: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ChannelError {}
+
+impl Client {
+    /// Connects to the server on `db`; `None` when none is listening (no socket, or a stale
+    /// one a crashed server left).
+    ///
+    /// # Errors
+    /// [`ChannelError::Connect`] when a socket is there but refuses this user.
+    pub fn connect(db: &Path) -> Result<Option<Client>, ChannelError> {
+        #[cfg(unix)]
+        {
+            let path = socket_path(db);
+            match std::os::unix::net::UnixStream::connect(&path) {
+                Ok(stream) => Ok(Some(Client { stream })),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                    ) =>
+                {
+                    Ok(None)
+                }
+                Err(e) => Err(ChannelError::Connect(path, e)),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = db;
+            Ok(None)
+        }
+    }
+
+    /// Sends `request` and waits for the reply (a backup of a large file takes a while).
+    ///
+    /// # Errors
+    /// [`ChannelError::Io`] or [`ChannelError::BadReply`].
+    pub fn send(self, request: &Request) -> Result<Reply, ChannelError> {
+        #[cfg(unix)]
+        {
+            let mut line =
+                serde_json::to_vec(request).map_err(|e| ChannelError::Io(io::Error::other(e)))?;
+            line.push(b'\n');
+            let mut stream = self.stream;
+            stream.write_all(&line).map_err(ChannelError::Io)?;
+            stream
+                .shutdown(std::net::Shutdown::Write)
+                .map_err(ChannelError::Io)?;
+            let mut answer = String::new();
+            BufReader::new(stream)
+                .take(MAX_REPLY_BYTES)
+                .read_line(&mut answer)
+                .map_err(ChannelError::Io)?;
+            if answer.is_empty() {
+                return Err(ChannelError::BadReply(
+                    "it closed the connection without answering".to_owned(),
+                ));
+            }
+            serde_json::from_str(&answer).map_err(|e| ChannelError::BadReply(e.to_string()))
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = request;
+            Err(ChannelError::Io(io::Error::from(
+                io::ErrorKind::Unsupported,
+            )))
+        }
+    }
+}
+
+/// The server's end: a listening socket beside the database, removed when dropped.
+#[derive(Debug)]
+pub struct Socket {
+    #[cfg(unix)]
+    listener: std::os::unix::net::UnixListener,
+    path: PathBuf,
+}
+
+impl Socket {
+    /// Listens on [`socket_path`]`(db)`, owner-only. Call only while holding the database
+    /// (after opening it), so that a socket already there is a dead server's and is replaced.
+    ///
+    /// The socket is bound inside a fresh 0700 directory, made 0600, then renamed into place:
+    /// no other user can connect in the moment before its mode is set, whatever the umask.
+    ///
+    /// # Errors
+    /// The path is taken by something that is not a socket, or binding failed.
+    pub fn bind(db: &Path) -> io::Result<Socket> {
+        let path = socket_path(db);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::{DirBuilderExt as _, FileTypeExt as _, PermissionsExt as _};
+            match std::fs::symlink_metadata(&path) {
+                Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(&path)?,
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        format!("{} exists and is not a socket", path.display()),
+                    ))
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            let mut private = path.as_os_str().to_owned();
+            private.push(format!(".{}.d", std::process::id()));
+            let private = PathBuf::from(private);
+            let _ = std::fs::remove_dir_all(&private);
+            std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+            let staged = private.join("s");
+            let bound = std::os::unix::net::UnixListener::bind(&staged).and_then(|listener| {
+                std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+                std::fs::rename(&staged, &path)?;
+                listener.set_nonblocking(true)?;
+                Ok(listener)
+            });
+            let _ = std::fs::remove_file(&staged);
+            let _ = std::fs::remove_dir(&private);
+            Ok(Socket {
+                listener: bound?,
+                path,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Socket { path })
+    }
+
+    /// Where it listens.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Answers operator commands on `socket` with `auth`, forever; abort the task to stop it.
+pub async fn serve(socket: Socket, auth: Arc<Authority>) {
+    #[cfg(unix)]
+    {
+        let listener = match socket
+            .listener
+            .try_clone()
+            .and_then(tokio::net::UnixListener::from_std)
+        {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::error!(error = %e, "operator socket failed; the CLI cannot reach this server");
+                return;
+            }
+        };
+        tracing::info!(socket = %socket.path.display(), "answering operator commands");
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    tokio::spawn(answer(stream, Arc::clone(&auth)));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "operator socket: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (socket, auth);
+    }
+}
+
+/// One connection: one request line (bounded, within a deadline), one reply line.
+#[cfg(unix)]
+async fn answer(stream: tokio::net::UnixStream, auth: Arc<Authority>) {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST_BYTES));
+    let reply = match tokio::time::timeout(REQUEST_DEADLINE, reader.read_line(&mut line)).await {
+        Err(_) => return,
+        Ok(Err(e)) => Reply {
+            error: Some(format!("reading the request: {e}")),
+            ..Reply::default()
+        },
+        Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
+            // The running keyring is fixed at start: a key stored now would not sign until a
+            // restart, while the keys it retires kept signing and were swept meanwhile.
+            Ok(Request::KeyRotate) => Reply {
+                error: Some(
+                    "key rotate needs the server stopped: a running server keeps its signing \
+                     keys in memory; stop it, rotate, start it again"
+                        .to_owned(),
+                ),
+                ..Reply::default()
+            },
+            Ok(request) => {
+                tracing::info!(command = request.name(), "operator command");
+                execute(&auth, request).await
+            }
+            Err(e) => Reply {
+                error: Some(format!(
+                    "the server does not understand this command ({e}); \
+                     is the CLI a different latchd version than the server?"
+                )),
+                ..Reply::default()
+            },
+        },
+    };
+    let Ok(mut bytes) = serde_json::to_vec(&reply) else {
+        return;
+    };
+    bytes.push(b'\n');
+    let _ = write.write_all(&bytes).await;
+    let _ = write.shutdown().await;
+}
+
+impl Request {
+    /// The command's name, for the log.
+    fn name(&self) -> &'static str {
+        match self {
+            Self::UserAdd { .. } => "user add",
+            Self::UserList => "user list",
+            Self::UserDisable { .. } => "user disable",
+            Self::UserEnable { .. } => "user enable",
+            Self::UserDelete { .. } => "user delete",
+            Self::UserSetRoles { .. } => "user set-roles",
+            Self::UserTotpReset { .. } => "user totp-reset",
+            Self::KeyRotate => "key rotate",
+            Self::Gc => "gc",
+            Self::Backup { .. } => "backup",
+        }
+    }
+}
+
+/// Why a command failed, as its one line.
+#[derive(Debug)]
+enum CommandError {
+    NoSuchUser(String),
+    Backup(PathBuf, AuthError),
+    Auth(AuthError),
+}
+
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoSuchUser(who) => write!(f, "no user with id or email {who:?}"),
+            Self::Backup(path, e) => write!(f, "cannot back up to {}: {e}", path.display()),
+            Self::Auth(AuthError::WeakPassword(why)) => write!(f, "password refused: {why}"),
+            Self::Auth(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<AuthError> for CommandError {
+    fn from(e: AuthError) -> Self {
+        Self::Auth(e)
+    }
+}
+
+async fn run(auth: &Authority, request: Request, out: &mut Reply) -> Result<(), CommandError> {
+    let now = UnixTime::now();
+    // `write!` to a String cannot fail.
+    let stdout = &mut out.stdout;
+    match request {
+        Request::UserAdd {
+            email,
+            roles,
+            password,
+        } => {
+            let created = auth
+                .create_user(Actor::Operator, &email, &password, &roles, now)
+                .await?;
+            let _ = writeln!(stdout, "{}", created.id);
+        }
+        Request::UserList => user_list(auth, stdout).await?,
+        Request::UserDisable { user } => {
+            let found = find(auth, &user).await?;
+            auth.disable_user(Actor::Operator, found.id, now).await?;
+            let _ = writeln!(
+                stdout,
+                "disabled {} ({}); its sessions are revoked",
+                found.id, found.email
+            );
+        }
+        Request::UserEnable { user } => {
+            let found = find(auth, &user).await?;
+            auth.enable_user(Actor::Operator, found.id).await?;
+            let _ = writeln!(stdout, "enabled {} ({})", found.id, found.email);
+        }
+        Request::UserDelete { user } => {
+            let found = find(auth, &user).await?;
+            auth.delete_user(Actor::Operator, found.id).await?;
+            let _ = writeln!(stdout, "deleted {} ({})", found.id, found.email);
+        }
+        Request::UserSetRoles { user, roles } => {
+            let found = find(auth, &user).await?;
+            auth.set_roles(Actor::Operator, found.id, &roles).await?;
+            let now_held = find(auth, &found.id.to_string()).await?;
+            let _ = writeln!(
+                stdout,
+                "roles of {} ({}) are now: {}",
+                found.id,
+                found.email,
+                now_held.roles.join(",")
+            );
+        }
+        Request::UserTotpReset { user } => {
+            let found = find(auth, &user).await?;
+            auth.reset_totp(Actor::Operator, found.id, now).await?;
+            let _ = writeln!(
+                stdout,
+                "two-step verification is off for {} ({}); its sessions are revoked",
+                found.id, found.email
+            );
+        }
+        Request::KeyRotate => {
+            let kid = auth.rotate_signing_key(Actor::Operator, now).await?;
+            let _ = writeln!(stdout, "{kid}");
+            let _ = writeln!(
+                out.stderr,
+                "retired the older key(s); they verify until {} (one access TTL), \
+                 then the sweeper deletes them",
+                now.plus(auth.access_ttl_secs()).to_rfc3339()
+            );
+        }
+        Request::Gc => {
+            let swept = auth.sweep(now).await?;
+            let _ = writeln!(
+                stdout,
+                "swept blacklist={} families={} keys={} challenges={}",
+                swept.blacklist, swept.families, swept.keys, swept.challenges
+            );
+        }
+        Request::Backup { path } => {
+            let done = auth
+                .backup(Actor::Operator, &path)
+                .await
+                .map_err(|e| CommandError::Backup(path.clone(), e))?;
+            let _ = writeln!(
+                stdout,
+                "backed up {} users, {} sessions ({} rows, {} bytes) to {}",
+                done.users,
+                done.sessions,
+                done.rows,
+                done.bytes,
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The user named by a UUID or, failing that, an email.
+async fn find(auth: &Authority, who: &str) -> Result<User, CommandError> {
+    match auth.find_user(Actor::Operator, who).await {
+        Err(AuthError::NotFound) => Err(CommandError::NoSuchUser(who.to_owned())),
+        found => Ok(found?),
+    }
+}
+
+async fn user_list(auth: &Authority, out: &mut String) -> Result<(), CommandError> {
+    let mut after: Option<UserId> = None;
+    loop {
+        let page = auth.list_users(Actor::Operator, LIST_PAGE, after).await?;
+        for user in &page {
+            let _ = writeln!(
+                out,
+                "{}\t{}\t{}\t{}\t{}",
+                user.id,
+                user.email,
+                user.roles.join(","),
+                user.created_at.to_rfc3339(),
+                if user.disabled { "disabled" } else { "enabled" }
+            );
+        }
+        match page.last() {
+            Some(last) if page.len() == LIST_PAGE => after = Some(last.id),
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// Users read per listing call.
+const LIST_PAGE: usize = 100;
+/// Most bytes of one request (a user add with its password is well under 4 KiB).
+const MAX_REQUEST_BYTES: u64 = 64 * 1024;
+/// Most bytes of one reply (the user list of a million users is about 100 MB).
+const MAX_REPLY_BYTES: u64 = 1 << 30;
+/// How long a connection may take to send its request.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
