@@ -109,6 +109,32 @@ fn disable_enable_and_delete_take_effect_in_the_running_server_at_once() {
 }
 
 #[test]
+fn set_roles_beside_a_running_server_ends_the_old_tokens_and_keeps_the_session() {
+    let server = TestServer::start();
+    let db = server.db_path();
+    server.register("roy@example.com");
+    let (access, refresh) = server.login("roy@example.com");
+    let out = ok(&run(
+        &db,
+        &[],
+        &["user", "set-roles", "roy@example.com", "--role", "ops"],
+        b"",
+    ));
+    assert!(out.trim_end().ends_with("are now: ops"), "{out}");
+    // The running server bumped the token version: the old access token is dead at once...
+    assert_eq!(server.get("/v1/auth/verify", Some(&access)).status, 401);
+    // ...and the session lives on, its next token carrying the new roles.
+    let rotated = server.refresh(&refresh);
+    assert_eq!(rotated.status, 200, "{}", rotated.body);
+    let fresh = rotated.json()["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned();
+    let me = server.get("/v1/auth/me", Some(&fresh));
+    assert_eq!(me.json()["roles"], json!(["ops"]), "{}", me.body);
+}
+
+#[test]
 fn totp_reset_and_gc_run_in_the_running_server() {
     let server = TestServer::start();
     let db = server.db_path();
