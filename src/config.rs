@@ -495,6 +495,7 @@ pub const LOG_TARGETS: &[&str] = &[
     "latchd::cli",
     "latchd::config",
     "latchd::conformance",
+    "latchd::control",
     "latchd::fuzzing",
     "latchd::http",
     "latchd::metrics",
