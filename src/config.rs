@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::auth::hashing::HashPriority;
 use crate::auth::limiter::LimitPolicy;
-use crate::http::{PublicUrl, Site};
+use crate::http::{AddressRange, CorsOrigins, PublicUrl, Site, TrustedProxies};
 use crate::model::SessionPolicy;
 use crate::password::{MAX_ITERATIONS, MIN_CHARS_FLOOR};
 use crate::token::KeySecret;
@@ -181,6 +181,12 @@ pub const VARS: &[Var] = &[
         "domain the browser session cookie is set for",
     ),
     var(
+        "LATCHD_CORS_ORIGINS",
+        "cors-origins",
+        Described("none"),
+        "origins (scheme://host[:port]) whose pages may call the API, cookies included",
+    ),
+    var(
         "LATCHD_OPEN_REGISTRATION",
         "open-registration",
         Value("true"),
@@ -190,7 +196,7 @@ pub const VARS: &[Var] = &[
         "LATCHD_TRUSTED_PROXIES",
         "trusted-proxies",
         Described("none"),
-        "proxies whose X-Forwarded-For is believed",
+        "proxies (addresses or CIDR ranges) whose X-Forwarded-For is believed",
     ),
     var(
         "LATCHD_LOGIN_ACCOUNT_FAILURES",
@@ -377,7 +383,7 @@ impl Config {
                 .filter(|n| n.get() <= MAX_ITERATIONS)
                 .ok_or_else(|| "expected an iteration count from 1 to 10000000".to_owned())
         });
-        let log = r.parse("LATCHD_LOG", |s| Ok(s.to_owned()));
+        let log = r.parse("LATCHD_LOG", log_filter);
         let log_json = r.parse("LATCHD_LOG_FORMAT", |s| match s {
             "json" => Ok(true),
             "text" | "" => Ok(false),
@@ -398,8 +404,11 @@ impl Config {
         )
         .map_err(|e| r.fail("LATCHD_COOKIE_DOMAIN", e))
         .ok();
+        let cors_origins = r.parse("LATCHD_CORS_ORIGINS", |s| {
+            CorsOrigins::parse(s).map_err(|(entry, e)| format!("{entry:?}: {e}"))
+        });
         let open_registration = r.flag("LATCHD_OPEN_REGISTRATION");
-        let trusted_proxies = r.addresses("LATCHD_TRUSTED_PROXIES");
+        let trusted_proxies = r.ranges("LATCHD_TRUSTED_PROXIES");
         let account_failures = r.count("LATCHD_LOGIN_ACCOUNT_FAILURES", 1000);
         let address_failures_per_min = r.count("LATCHD_LOGIN_ADDRESS_PER_MIN", 1_000_000);
         let address_hashes_per_min = r.count("LATCHD_HASH_ADDRESS_PER_MIN", 1_000_000);
@@ -475,6 +484,7 @@ impl Config {
             site: site.ok_or_else(missing)?,
             refresh_cookie_max_age_secs: refresh_ttl_secs,
             session_max_secs: auth.session.session_max_secs,
+            cors_origins: cors_origins.ok_or_else(missing)?,
             trusted_proxies,
             metrics_allow,
         };
@@ -494,6 +504,69 @@ impl Config {
 
 /// The largest `LATCHD_CACHE_MB`: 64 GiB, far past any file latchd is meant for.
 const MAX_CACHE_MB: usize = 65_536;
+
+/// The targets latchd's log lines carry: the crate, each of its top-level modules (an event's
+/// target is its module path), the access log, and h2, the one dependency that logs through
+/// `tracing` (HTTP/2 frames, at debug and trace). A `LATCHD_LOG` target must be one of these
+/// or a path below one but the crate itself (`latchd::http::server`).
+pub const LOG_TARGETS: &[&str] = &[
+    "latchd",
+    "latchd::access",
+    "latchd::auth",
+    "latchd::cli",
+    "latchd::config",
+    "latchd::conformance",
+    "latchd::control",
+    "latchd::fuzzing",
+    "latchd::http",
+    "latchd::metrics",
+    "latchd::model",
+    "latchd::password",
+    "latchd::runtime",
+    "latchd::store",
+    "latchd::telemetry",
+    "latchd::time",
+    "latchd::token",
+    "h2",
+];
+
+const LOG_LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
+
+/// Checks a `LATCHD_LOG` filter: comma-separated directives, each a level, a known target,
+/// or `target=level`; returns it without the blanks around its parts. The filter itself would
+/// take any word as a target and, with no level given for everything else, silence every line
+/// (`verbose`): refused here instead.
+fn log_filter(text: &str) -> Result<String, String> {
+    let level = |l: &str| LOG_LEVELS.iter().any(|k| k.eq_ignore_ascii_case(l));
+    // Below `latchd` only its modules: `latchd::acces` is a typo, not a target.
+    let target = |t: &str| {
+        LOG_TARGETS.iter().any(|k| {
+            t.strip_prefix(k)
+                .is_some_and(|rest| rest.is_empty() || (*k != "latchd" && rest.starts_with("::")))
+        })
+    };
+    if text.is_empty() {
+        return Err("expected a level or target=level pairs, e.g. info".to_owned());
+    }
+    let mut clean = Vec::new();
+    for directive in text.split(',').map(str::trim) {
+        let known = if let Some((t, l)) = directive.split_once('=') {
+            clean.push(format!("{}={}", t.trim(), l.trim()));
+            target(t.trim()) && level(l.trim())
+        } else {
+            clean.push(directive.to_owned());
+            level(directive) || target(directive)
+        };
+        if !known {
+            return Err(format!(
+                "{directive:?} is not a level ({}), a latchd target (latchd::<module>, \
+                 latchd::access, h2) or target=level",
+                LOG_LEVELS.join(", ")
+            ));
+        }
+    }
+    Ok(clean.join(","))
+}
 
 /// The variable named `name` in [`VARS`].
 ///
@@ -591,6 +664,19 @@ impl Reader<'_> {
             } else {
                 Ok(s.to_owned())
             }
+        })
+        .unwrap_or_default()
+    }
+
+    /// Comma-separated addresses or CIDR ranges.
+    fn ranges(&mut self, var: &'static str) -> TrustedProxies {
+        self.parse(var, |s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(|a| AddressRange::parse(a).map_err(|e| format!("{a:?}: {e}")))
+                .collect::<Result<Vec<_>, _>>()
+                .map(TrustedProxies::new)
         })
         .unwrap_or_default()
     }

@@ -11,8 +11,8 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 /// Installs the global subscriber. `filter` is a level (`info`) and/or `target=level` pairs
 /// (`warn,latchd::access=off`): `Targets`, which needs no regex engine, where `EnvFilter`
 /// would add ~350 KiB of one to the binary for span and field matching latchd never logs by.
-/// A filter that does not parse falls back to `info`, with a warning, rather than silencing
-/// the server.
+/// `config` has already refused a filter that names no known level or target; one that still
+/// does not parse falls back to `info`, with a warning, rather than silencing the server.
 pub fn init(filter: &str, json: bool) {
     let (filter, bad) = match filter.parse::<Targets>() {
         Ok(f) => (f, false),

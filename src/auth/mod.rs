@@ -739,6 +739,27 @@ impl Authority {
         Ok(())
     }
 
+    /// The session a refresh token was minted for, by its MAC alone (no I/O): the first step
+    /// of `POST /v1/auth/logout` by the refresh cookie, so that a forged cookie is 401 before
+    /// any other rule is looked at.
+    ///
+    /// # Errors
+    /// [`AuthError::InvalidGrant`] for a token latchd did not mint.
+    pub fn refresh_session(&self, presented: &str) -> Result<FamilyId, AuthError> {
+        refresh::parse(&self.refresh_key, presented.as_bytes())
+            .map(|presented| FamilyId(presented.family))
+            .map_err(|_| AuthError::InvalidGrant)
+    }
+
+    /// Ends `family`, the session of a refresh token (see [`Authority::refresh_session`]), for
+    /// a browser whose access token expired. Any token latchd minted for the session will do,
+    /// a superseded one too: presenting it to refresh would end the session anyway (reuse). A
+    /// session that already ended is no error, so logging out is idempotent.
+    pub async fn logout_session(&self, family: FamilyId, now: UnixTime) -> Result<(), AuthError> {
+        self.storage.revoke_session(family, now).await?;
+        Ok(())
+    }
+
     /// Ends every session of the caller (`POST /v1/auth/logout-all`).
     pub async fn logout_all(&self, principal: &Principal, now: UnixTime) -> Result<(), AuthError> {
         self.revoke_sessions(principal.user, now).await

@@ -243,3 +243,77 @@ fn cache_size_is_whole_mib_within_bounds() {
         );
     }
 }
+
+#[test]
+fn a_log_filter_naming_no_known_level_or_target_is_refused() {
+    for (good, filter) in [
+        ("info", "info"),
+        ("WARN", "WARN"),
+        ("off", "off"),
+        ("warn,latchd::access=off", "warn,latchd::access=off"),
+        ("latchd=debug", "latchd=debug"),
+        (
+            " latchd::http::server = trace, h2=debug",
+            "latchd::http::server=trace,h2=debug",
+        ),
+        ("latchd::store", "latchd::store"),
+    ] {
+        let c = config(&[("LATCHD_LOG", good)]).unwrap_or_else(|e| panic!("{good}: {e:?}"));
+        assert_eq!(c.log, filter, "{good}");
+    }
+    for bad in [
+        "verbose",
+        "",
+        "inf",
+        "info,",
+        "latchd=loud",
+        "hyper=debug",
+        "latchdx=info",
+        "latchd::acces=off",
+        "=info",
+        "info=latchd",
+    ] {
+        let errors = config(&[("LATCHD_LOG", bad)]).unwrap_err();
+        assert_eq!(errors.len(), 1, "{bad:?}: {errors:?}");
+        assert_eq!(errors[0].var, "LATCHD_LOG", "{bad:?}");
+    }
+}
+
+#[test]
+fn the_log_targets_are_the_crates_modules() {
+    let modules: Vec<String> = include_str!("../lib.rs")
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("pub mod "))
+        .map(|name| format!("latchd::{}", name.trim_end_matches(';')))
+        .collect();
+    let listed: Vec<&str> = LOG_TARGETS
+        .iter()
+        .copied()
+        .filter(|t| t.starts_with("latchd::") && *t != "latchd::access")
+        .collect();
+    assert_eq!(listed, modules);
+}
+
+#[test]
+fn trusted_proxies_take_addresses_and_ranges_and_name_a_bad_one() {
+    let c = config(&[(
+        "LATCHD_TRUSTED_PROXIES",
+        "127.0.0.1, 172.16.0.0/12,fd00::/8",
+    )])
+    .unwrap();
+    let want = ["127.0.0.1", "172.16.0.0/12", "fd00::/8"]
+        .map(|r| AddressRange::parse(r).unwrap())
+        .to_vec();
+    assert_eq!(c.http.trusted_proxies, TrustedProxies::new(want));
+    for (bad, names) in [
+        ("10.0.0.1,172.16.0.1/12", "172.16.0.0/12"),
+        ("10.0.0.0/33", "10.0.0.0/33"),
+        ("0.0.0.0/0", "0.0.0.0/0"),
+        ("fd00::/x", "fd00::/x"),
+    ] {
+        let errors = config(&[("LATCHD_TRUSTED_PROXIES", bad)]).unwrap_err();
+        assert_eq!(errors.len(), 1, "{bad}");
+        assert_eq!(errors[0].var, "LATCHD_TRUSTED_PROXIES");
+        assert!(errors[0].problem.contains(names), "{bad}: {}", errors[0]);
+    }
+}

@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use super::proxies::TrustedProxies;
+
 /// Request-body bytes buffered at once across all connections.
 pub(crate) const BODY_MEMORY_BYTES: usize = 64 * 1024 * 1024;
 /// The share of [`BODY_MEMORY_BYTES`] one client address may hold (an eighth), so that one
@@ -22,7 +24,7 @@ pub(crate) const BODY_MEMORY_PER_ADDRESS_BYTES: usize = BODY_MEMORY_BYTES / 8;
 pub(crate) struct Peers {
     map: Mutex<HashMap<IpAddr, Arc<PeerState>>>,
     max_per_address: usize,
-    trusted: Vec<IpAddr>,
+    trusted: TrustedProxies,
     /// Body bytes buffered by every connection together.
     total_body_bytes: AtomicUsize,
 }
@@ -37,8 +39,8 @@ struct PeerState {
 
 impl Peers {
     /// Slots for at most `max_per_address` connections per address (IPv6: per /64), except for
-    /// `trusted` proxies (canonical addresses), which carry many clients.
-    pub(crate) fn new(max_per_address: usize, trusted: Vec<IpAddr>) -> Arc<Self> {
+    /// `trusted` proxies, which carry many clients.
+    pub(crate) fn new(max_per_address: usize, trusted: TrustedProxies) -> Arc<Self> {
         Arc::new(Self {
             map: Mutex::new(HashMap::new()),
             max_per_address: max_per_address.max(1),
@@ -51,7 +53,7 @@ impl Peers {
     /// connections it may have.
     pub(crate) fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<PeerSlot> {
         let peer = peer.to_canonical();
-        let trusted = self.trusted.contains(&peer);
+        let trusted = self.trusted.trusts(peer);
         let key = address_key(peer);
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         let state = Arc::clone(map.entry(key).or_default());
@@ -193,6 +195,7 @@ impl Drop for InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::proxies::AddressRange;
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()
@@ -200,7 +203,7 @@ mod tests {
 
     #[test]
     fn an_address_gets_at_most_its_slots_and_gets_them_back() {
-        let peers = Peers::new(2, vec![]);
+        let peers = Peers::new(2, TrustedProxies::default());
         let a = peers.admit(ip("192.0.2.1")).unwrap();
         let _b = peers.admit(ip("192.0.2.1")).unwrap();
         assert!(peers.admit(ip("192.0.2.1")).is_none());
@@ -212,7 +215,10 @@ mod tests {
 
     #[test]
     fn ipv6_addresses_share_their_64_and_trusted_proxies_have_no_cap() {
-        let peers = Peers::new(1, vec![ip("10.0.0.1")]);
+        let peers = Peers::new(
+            1,
+            TrustedProxies::new(vec![AddressRange::parse("10.0.0.1").unwrap()]),
+        );
         let _first = peers.admit(ip("2001:db8::1")).unwrap();
         assert!(peers.admit(ip("2001:db8::2:3")).is_none());
         assert!(peers.admit(ip("2001:db8:0:1::1")).is_some());
@@ -224,7 +230,7 @@ mod tests {
 
     #[test]
     fn the_map_forgets_addresses_without_connections() {
-        let peers = Peers::new(4, vec![]);
+        let peers = Peers::new(4, TrustedProxies::default());
         let slots: Vec<_> = (0..50)
             .map(|n| peers.admit(ip(&format!("198.51.100.{n}"))).unwrap())
             .collect();
@@ -235,7 +241,10 @@ mod tests {
 
     #[test]
     fn body_memory_is_bounded_per_address_and_in_all() {
-        let peers = Peers::new(1000, vec![ip("10.0.0.1")]);
+        let peers = Peers::new(
+            1000,
+            TrustedProxies::new(vec![AddressRange::parse("10.0.0.1").unwrap()]),
+        );
         let one = peers.admit(ip("192.0.2.1")).unwrap();
         assert!(one.reserve_body(BODY_MEMORY_PER_ADDRESS_BYTES));
         assert!(!one.reserve_body(1), "past the address's share");

@@ -13,7 +13,9 @@ use hyper::header::{
 use hyper::{HeaderMap, Request};
 use serde::de::DeserializeOwned;
 
+use super::cors::CorsOrigins;
 use super::error::ApiError;
+use super::proxies::TrustedProxies;
 use super::respond::REFRESH_COOKIE;
 use super::server::ConnInfo;
 use super::site::hex_value;
@@ -25,8 +27,7 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// Largest request body accepted.
 pub(crate) const BODY_LIMIT_BYTES: usize = 16 * 1024;
 
-/// The address a request comes from: the TCP `peer`, unless `trusted` (canonical addresses)
-/// lists it; then the right-most `X-Forwarded-For` entry that is not itself a trusted proxy.
+/// The address a request comes from: the TCP `peer`, unless it is in a `trusted` range; then the right-most `X-Forwarded-For` entry that is not itself a trusted proxy.
 ///
 /// Only entries appended by trusted proxies can be believed, and each proxy appends the
 /// address it received from, so the walk goes right to left and stops at the first untrusted
@@ -41,10 +42,10 @@ pub(crate) const BODY_LIMIT_BYTES: usize = 16 * 1024;
 pub(crate) fn client_ip(
     headers: &HeaderMap,
     peer: IpAddr,
-    trusted: &[IpAddr],
+    trusted: &TrustedProxies,
 ) -> Result<IpAddr, ApiError> {
     let peer = peer.to_canonical();
-    if !trusted.contains(&peer) {
+    if !trusted.trusts(peer) {
         return Ok(peer);
     }
     // Entries are split on raw bytes and only those walked are decoded: a client's garbage at
@@ -69,7 +70,7 @@ pub(crate) fn client_ip(
                 )
             })?;
         client = hop.to_canonical();
-        if !trusted.contains(&client) {
+        if !trusted.trusts(client) {
             return Ok(client);
         }
     }
@@ -140,19 +141,26 @@ pub(crate) fn refresh_cookie(headers: &HeaderMap) -> Result<Option<String>, ApiE
 
 /// Refuses a request authenticated by the refresh cookie alone that a browser could have been
 /// made to send cross-site: it must say it is JSON (a form, `text/plain` or multipart cannot,
-/// without a CORS preflight), and an `Origin`, when present, must be this server's own.
+/// without a CORS preflight), and an `Origin`, when present, must be this server's own or one
+/// of `cors` (`LATCHD_CORS_ORIGINS`).
 ///
 /// # Errors
 /// 400 `invalid_request` naming the rule.
-pub(crate) fn cookie_request_allowed(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn cookie_request_allowed(
+    headers: &HeaderMap,
+    cors: &CorsOrigins,
+) -> Result<(), ApiError> {
     if !is_json(headers) {
         return Err(ApiError::invalid_request(
             "a request authenticated by the refresh cookie must be application/json",
         ));
     }
-    if !same_origin(headers) {
+    let allowed = headers
+        .get(ORIGIN)
+        .is_some_and(|origin| cors.allows(origin.as_bytes()));
+    if !allowed && !same_origin(headers) {
         return Err(ApiError::invalid_request(
-            "cross-origin request refused: Origin is not this server",
+            "cross-origin request refused: Origin is not this server or an allowed one",
         ));
     }
     Ok(())
@@ -454,6 +462,7 @@ mod tests {
     use hyper::header::HeaderValue;
 
     use super::*;
+    use crate::http::proxies::AddressRange;
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()
@@ -469,7 +478,26 @@ mod tests {
 
     /// `client_ip`, with a refusal as `None`.
     fn client(headers: &HeaderMap, peer: &str, trusted: &[IpAddr]) -> Option<IpAddr> {
-        client_ip(headers, ip(peer), trusted).ok()
+        let trusted = trusted
+            .iter()
+            .map(|a| AddressRange::parse(&a.to_string()).unwrap())
+            .collect();
+        client_ip(headers, ip(peer), &TrustedProxies::new(trusted)).ok()
+    }
+
+    #[test]
+    fn a_peer_inside_a_trusted_range_is_a_proxy() {
+        let ranges = ["10.0.0.0/8", "fd00::/8"].map(|r| AddressRange::parse(r).unwrap());
+        let trusted = TrustedProxies::new(ranges.to_vec());
+        let headers = xff(&["198.51.100.9, 10.200.0.7"]);
+        // Both hops are in 10/8: the client is the first address outside it.
+        let got = client_ip(&headers, ip("10.1.2.3"), &trusted).ok();
+        assert_eq!(got, Some(ip("198.51.100.9")));
+        let got = client_ip(&headers, ip("fd12::1"), &trusted).ok();
+        assert_eq!(got, Some(ip("198.51.100.9")));
+        // A peer outside every range is the client, whatever it forwards.
+        let got = client_ip(&headers, ip("11.0.0.1"), &trusted).ok();
+        assert_eq!(got, Some(ip("11.0.0.1")));
     }
 
     #[test]
@@ -558,7 +586,7 @@ mod tests {
         ] {
             let headers = xff(&[value]);
             assert!(
-                client_ip(&headers, ip("10.0.0.1"), &trusted).is_err(),
+                client(&headers, "10.0.0.1", &trusted).is_none(),
                 "{value:?}"
             );
         }
@@ -567,7 +595,7 @@ mod tests {
             X_FORWARDED_FOR,
             HeaderValue::from_bytes(b"198.51.100.9\xff").unwrap(),
         );
-        assert!(client_ip(&headers, ip("10.0.0.1"), &trusted).is_err());
+        assert!(client(&headers, "10.0.0.1", &trusted).is_none());
     }
 
     #[test]
@@ -639,6 +667,7 @@ mod tests {
 
     #[test]
     fn a_cookie_request_must_be_json_and_same_origin() {
+        let none = CorsOrigins::default();
         let json = (CONTENT_TYPE, "application/json");
         let host = (HOST, "auth.example.test");
         let ok = [
@@ -665,7 +694,7 @@ mod tests {
         ];
         for headers in ok {
             assert!(
-                cookie_request_allowed(&request_headers(&headers)).is_ok(),
+                cookie_request_allowed(&request_headers(&headers), &none).is_ok(),
                 "{headers:?}"
             );
         }
@@ -701,8 +730,34 @@ mod tests {
         ];
         for headers in refused {
             assert!(
-                cookie_request_allowed(&request_headers(&headers)).is_err(),
+                cookie_request_allowed(&request_headers(&headers), &none).is_err(),
                 "{headers:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_cors_origin_passes_the_origin_rule_and_only_that_rule() {
+        let cors = CorsOrigins::parse("https://app.example.test").unwrap();
+        let with = |content_type: &'static str, origin: &'static str| {
+            request_headers(&[
+                (CONTENT_TYPE, content_type),
+                (HOST, "auth.example.test"),
+                (ORIGIN, origin),
+            ])
+        };
+        let ok = with("application/json", "https://app.example.test");
+        assert!(cookie_request_allowed(&ok, &cors).is_ok());
+        assert!(cookie_request_allowed(&ok, &CorsOrigins::default()).is_err());
+        for (content_type, origin) in [
+            ("text/plain", "https://app.example.test"),
+            ("application/json", "https://evil.test"),
+            ("application/json", "https://app.example.test:8443"),
+        ] {
+            let headers = with(content_type, origin);
+            assert!(
+                cookie_request_allowed(&headers, &cors).is_err(),
+                "{content_type} {origin}"
             );
         }
     }

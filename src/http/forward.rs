@@ -111,7 +111,7 @@ fn unauthenticated(cx: &Ctx, err: AuthError) -> Response<Body> {
         .app
         .settings
         .trusted_proxies
-        .contains(&cx.peer.ip().to_canonical())
+        .trusts(cx.peer.ip())
         .then(|| Original::read(headers))
         .flatten();
     let mut location = format!("{}/login", public.origin());

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use hyper::header::{HeaderName, HeaderValue, COOKIE};
 use hyper::HeaderMap;
 
+use super::proxies::{AddressRange, TrustedProxies};
 use super::site::{PublicUrl, Site};
 use super::{extract, forward};
 
@@ -37,7 +38,12 @@ pub(super) fn run(data: &[u8]) {
                 }
             }
             let peer: IpAddr = "10.0.0.1".parse().unwrap_or(IpAddr::from([10, 0, 0, 1]));
-            let trusted = [peer, IpAddr::from([10, 0, 0, 2])];
+            let trusted = TrustedProxies::new(
+                ["10.0.0.1", "10.0.0.2/31"]
+                    .iter()
+                    .filter_map(|r| AddressRange::parse(r).ok())
+                    .collect(),
+            );
             match extract::client_ip(&headers, peer, &trusted) {
                 // IPv4-mapped addresses are always read as IPv4, so one client has one key.
                 Ok(client) => assert_eq!(client, client.to_canonical()),

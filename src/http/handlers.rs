@@ -78,6 +78,11 @@ struct RefreshBody {
     refresh_token: Option<String>,
 }
 
+/// A body that may only be `{}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoFields {}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PasswordChange {
@@ -274,7 +279,7 @@ pub(super) async fn refresh(cx: Ctx) -> Answer {
         (Some(token), _) => token,
         (None, Some(token)) => {
             // Ambient authority: a browser attaches the cookie to whatever a page makes it send.
-            extract::cookie_request_allowed(&headers)?;
+            extract::cookie_request_allowed(&headers, &cx.app.settings.cors_origins)?;
             token
         }
         (None, None) => {
@@ -287,9 +292,32 @@ pub(super) async fn refresh(cx: Ctx) -> Answer {
     Ok(respond::token_pair(&pair, &cx.app.settings))
 }
 
+/// `POST /v1/auth/logout`: by the bearer token, or, without one, by the refresh cookie alone
+/// under the rules of a cookie-authenticated request (API.md v2 "Hardening").
 pub(super) async fn logout(cx: Ctx) -> Answer {
-    let principal = cx.principal()?;
-    cx.app.auth.logout(&principal, UnixTime::now()).await?;
+    match extract::bearer(cx.req.headers()) {
+        Err(e) if e.is_no_credentials() => logout_by_cookie(cx).await,
+        _ => {
+            let principal = cx.principal()?;
+            cx.app.auth.logout(&principal, UnixTime::now()).await?;
+            Ok(respond::logged_out(&cx.app.settings))
+        }
+    }
+}
+
+async fn logout_by_cookie(cx: Ctx) -> Answer {
+    let Some(token) = extract::refresh_cookie(cx.req.headers())? else {
+        return Err(ApiError::no_credentials());
+    };
+    // Credentials first (a forged cookie is 401 whatever else is wrong), then the rules of
+    // ambient authority, as for a refresh by the cookie: a page elsewhere must not end it.
+    let family = cx.app.auth.refresh_session(&token)?;
+    extract::cookie_request_allowed(cx.req.headers(), &cx.app.settings.cors_origins)?;
+    let bytes = extract::body(cx.req).await?;
+    if !bytes.is_empty() {
+        extract::parse_json::<NoFields>(&bytes)?;
+    }
+    cx.app.auth.logout_session(family, UnixTime::now()).await?;
     Ok(respond::logged_out(&cx.app.settings))
 }
 

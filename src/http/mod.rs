@@ -6,6 +6,7 @@
 //! access log are each set once (`server.rs`, `conn.rs`, `extract.rs`, `respond.rs`).
 
 mod conn;
+mod cors;
 mod error;
 mod extract;
 mod forward;
@@ -14,6 +15,7 @@ mod handlers;
 mod html;
 mod pages;
 mod portal;
+mod proxies;
 mod qr;
 mod respond;
 mod routes;
@@ -29,6 +31,8 @@ use tokio::net::TcpListener;
 
 use crate::auth::Authority;
 
+pub use cors::{CorsOrigins, OriginError};
+pub use proxies::{AddressRange, RangeError, TrustedProxies};
 pub use site::{PublicUrl, Site};
 
 /// What the HTTP layer is configured with. `Default` holds the contract's defaults.
@@ -50,8 +54,10 @@ pub struct Settings {
     pub refresh_cookie_max_age_secs: i64,
     /// `Max-Age` of the browser session cookie (the session's absolute lifetime).
     pub session_max_secs: i64,
-    /// Proxies whose `X-Forwarded-For` is believed (canonical addresses).
-    pub trusted_proxies: Vec<IpAddr>,
+    /// Origins whose pages may call the JSON API from a browser (CORS), credentials included.
+    pub cors_origins: CorsOrigins,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: TrustedProxies,
     /// Clients besides loopback that may read `/metrics`.
     pub metrics_allow: Vec<IpAddr>,
 }
@@ -70,7 +76,8 @@ impl Default for Settings {
             },
             refresh_cookie_max_age_secs: crate::auth::DEFAULT_REFRESH_TTL_SECS,
             session_max_secs: crate::auth::DEFAULT_SESSION_MAX_SECS,
-            trusted_proxies: Vec::new(),
+            cors_origins: CorsOrigins::default(),
+            trusted_proxies: TrustedProxies::default(),
             metrics_allow: Vec::new(),
         }
     }

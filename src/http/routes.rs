@@ -224,6 +224,17 @@ pub(super) fn find(path: &str) -> Option<(usize, Option<UserId>)> {
         })
 }
 
+/// The methods the route `found` (from [`find`]) serves, as a preflight's
+/// `Access-Control-Allow-Methods` lists them; `None` for no route.
+pub(super) fn methods_of(found: Option<(usize, Option<UserId>)>) -> Option<String> {
+    let (index, _) = found?;
+    Some(match ROUTES[index].methods {
+        // Forward-auth answers every method; a page has no reason to send it more than these.
+        Methods::Any(_) => "GET, HEAD".to_owned(),
+        methods @ Methods::Only(_) => methods.allow(),
+    })
+}
+
 /// Answers one request on the route `found` (from [`find`]). Every error becomes its JSON
 /// answer here.
 pub(super) async fn dispatch(

@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::conn::{Activity, PeerSlot, Peers};
+use super::cors;
 use super::respond;
 use super::routes;
 use super::App;
@@ -221,7 +222,22 @@ async fn handle(
     // The path only: a query string could carry a token a client put there by mistake.
     let path = req.uri().path().to_owned();
     let route = routes::find(&path);
-    let mut response = routes::dispatch(route, req, Arc::clone(&app), peer).await;
+    let cors = &app.settings.cors_origins;
+    let origin = cors.origin_of(&path, req.headers()).cloned();
+    let preflight = origin
+        .as_ref()
+        .filter(|_| cors::is_preflight(req.method(), req.headers()))
+        .zip(routes::methods_of(route));
+    let mut response = match preflight {
+        Some((origin, methods)) => cors::preflight(origin, &methods),
+        None => routes::dispatch(route, req, Arc::clone(&app), peer).await,
+    };
+    if let Some(origin) = &origin {
+        cors::allow(&mut response, origin);
+    }
+    if cors.varies(&path) {
+        cors::vary(&mut response);
+    }
     respond::secure(&mut response);
     app.times.observe(route, started.elapsed());
     tracing::info!(

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{add_user, db_in, raw, run, Reply, TestServer, PASSWORD};
+use crate::support::{self, add_user, db_in, raw, run, Reply, TestServer, PASSWORD};
 
 fn post_json_from(server: &TestServer, path: &str, body: &serde_json::Value, xff: &str) -> Reply {
     server.request(
@@ -105,43 +105,13 @@ fn cookie_refresh(
     server.request("POST", "/v1/auth/refresh", &headers, body)
 }
 
-/// A refusal case: its name, the headers beside the cookie, the body.
-type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a [u8]);
-
 #[test]
 fn a_cookie_refresh_must_be_json_same_origin_and_unambiguous() {
     let server = TestServer::start();
     server.register("kit@example.com");
     let (_, refresh) = server.login("kit@example.com");
     let host = format!("{}", server.addr());
-    let cross_site: [Case; 6] = [
-        ("no content type", vec![], b""),
-        (
-            "a form",
-            vec![("Content-Type", "application/x-www-form-urlencoded")],
-            b"a=b",
-        ),
-        ("text/plain", vec![("Content-Type", "text/plain")], b"{}"),
-        (
-            "multipart",
-            vec![("Content-Type", "multipart/form-data; boundary=x")],
-            b"--x--",
-        ),
-        (
-            "another origin",
-            vec![
-                ("Content-Type", "application/json"),
-                ("Origin", "https://evil.test"),
-            ],
-            b"{}",
-        ),
-        (
-            "a null origin",
-            vec![("Content-Type", "application/json"), ("Origin", "null")],
-            b"",
-        ),
-    ];
-    for (name, headers, body) in cross_site {
+    for (name, headers, body) in support::cross_site_cookie_requests() {
         let reply = cookie_refresh(&server, &refresh, &headers, body);
         assert_eq!(reply.status, 400, "{name}: {}", reply.body);
         reply.assert_error(400, "invalid_request");

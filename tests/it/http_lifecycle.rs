@@ -177,6 +177,13 @@ fn each_bad_setting_is_named_and_refused() {
         ("LATCHD_LISTEN", "nonsense"),
         ("LATCHD_REFRESH_TTL", "0"),
         ("LATCHD_PASSWORD_MIN", "7"),
+        // A word the log filter would take as a target: every line off, silently.
+        ("LATCHD_LOG", "verbose"),
+        ("LATCHD_LOG", "latchd=loud"),
+        // With credentials allowed, every origin must be named, and an origin has no path.
+        ("LATCHD_CORS_ORIGINS", "*"),
+        ("LATCHD_CORS_ORIGINS", "https://app.example.com/"),
+        ("LATCHD_TRUSTED_PROXIES", "172.16.0.1/12"),
     ];
     for (var, value) in cases {
         let out = run_to_exit(&db, &[(var, value)]);
@@ -195,6 +202,28 @@ fn each_bad_setting_is_named_and_refused() {
         );
     }
     assert!(!db.exists(), "a refused start must not create the database");
+}
+
+#[test]
+fn a_log_filter_by_target_keeps_that_target_only() {
+    let server = TestServer::start_with(&[("LATCHD_LOG", "off, latchd::access = info")]);
+    assert_eq!(server.get("/healthz", None).status, 200);
+    // The access line is written after the answer: wait for it, boundedly.
+    let mut log = server.log();
+    for _ in 0..200 {
+        if log.contains("/healthz") {
+            break;
+        }
+        thread::sleep(Duration::from_millis(25));
+        log = server.log();
+    }
+    assert!(
+        log.contains("latchd::access") && log.contains("/healthz"),
+        "{log}"
+    );
+    // latchd::runtime's start lines (the key, the plain-http cookie warning) are off.
+    assert!(!log.contains("signing"), "{log}");
+    assert!(!log.contains("LATCHD_COOKIE_SECURE"), "{log}");
 }
 
 #[test]

@@ -21,7 +21,10 @@ const MAY_USE: &[(&str, &[&str])] = &[
     ("metrics", &["auth::event", "model", "token"]),
     ("conformance", &["auth::storage", "model", "time"]),
     ("http", &["auth", "metrics", "model", "time"]),
-    ("config", &["auth", "http", "model", "password", "store", "token"]),
+    (
+        "config",
+        &["auth", "http", "model", "password", "store", "token"],
+    ),
     (
         "runtime",
         &["auth", "config", "model", "password", "store", "time"],

@@ -133,6 +133,11 @@ fn passes_a_bearer_request_on_with_who_it_is<P: Proxy>(start: Start<P>) {
             [roles.as_str()],
             "{request:#?}"
         );
+        assert_eq!(
+            request.headers_named("x-auth-email"),
+            ["ada@example.com"],
+            "{request:#?}"
+        );
     }
     // The app gets the body whole (only the forward-auth request goes without it).
     assert_eq!(seen[1].body, b"title=q3&draft=1");
@@ -226,6 +231,11 @@ fn never_passes_on_forged_identity_headers<P: Proxy>(start: Start<P>) {
     assert_eq!(
         seen[0].headers_named("x-auth-roles"),
         [roles.as_str()],
+        "{seen:#?}"
+    );
+    assert_eq!(
+        seen[0].headers_named("x-auth-email"),
+        ["ada@example.com"],
         "{seen:#?}"
     );
     let leaked: Vec<_> = seen[0]

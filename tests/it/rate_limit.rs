@@ -124,6 +124,44 @@ fn x_forwarded_for_is_honoured_from_a_trusted_proxy() {
 }
 
 #[test]
+fn a_proxy_inside_a_trusted_range_is_believed_and_one_outside_is_not() {
+    let inside = TestServer::start_with(&[
+        ("LATCHD_LOGIN_ADDRESS_PER_MIN", "3"),
+        ("LATCHD_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.0/8"),
+    ]);
+    for n in 0..3 {
+        let email = format!("guess{n}@example.com");
+        login(&inside, &email, WRONG, Some("198.51.100.1")).assert_error(401, "invalid_grant");
+    }
+    assert_rate_limited(&login(
+        &inside,
+        "g@example.com",
+        WRONG,
+        Some("198.51.100.1"),
+    ));
+    // One attacker's failures do not lock out the others behind the same proxy.
+    login(&inside, "g@example.com", WRONG, Some("198.51.100.2")).assert_error(401, "invalid_grant");
+
+    // 127.0.0.1 is outside 10.0.0.0/8: its X-Forwarded-For is the client's forgery, and every
+    // request counts against the peer.
+    let outside = TestServer::start_with(&[
+        ("LATCHD_LOGIN_ADDRESS_PER_MIN", "3"),
+        ("LATCHD_TRUSTED_PROXIES", "10.0.0.0/8"),
+    ]);
+    for n in 0..3 {
+        let xff = format!("198.51.100.{n}");
+        let email = format!("guess{n}@example.com");
+        login(&outside, &email, WRONG, Some(&xff)).assert_error(401, "invalid_grant");
+    }
+    assert_rate_limited(&login(
+        &outside,
+        "g@example.com",
+        WRONG,
+        Some("198.51.100.9"),
+    ));
+}
+
+#[test]
 fn guessing_the_current_password_with_a_stolen_token_is_limited_like_logins() {
     let server = TestServer::start();
     server.register("gina@example.com");

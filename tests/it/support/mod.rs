@@ -398,6 +398,46 @@ pub fn run(db: &Path, extra: &[(&str, &str)], args: &[&str], stdin: &[u8]) -> Ou
     }
 }
 
+/// A request authenticated by the refresh cookie alone: its name, the headers beside the
+/// cookie, the body.
+pub type CookieCase = (
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+    &'static [u8],
+);
+
+/// Requests a page elsewhere could make a browser send with its refresh cookie, which every
+/// cookie-authenticated route refuses with 400 (API.md v2 "Hardening").
+pub fn cross_site_cookie_requests() -> Vec<CookieCase> {
+    vec![
+        ("no content type", vec![], b""),
+        (
+            "a form",
+            vec![("Content-Type", "application/x-www-form-urlencoded")],
+            b"a=b",
+        ),
+        ("text/plain", vec![("Content-Type", "text/plain")], b"{}"),
+        (
+            "multipart",
+            vec![("Content-Type", "multipart/form-data; boundary=x")],
+            b"--x--",
+        ),
+        (
+            "another origin",
+            vec![
+                ("Content-Type", "application/json"),
+                ("Origin", "https://evil.test"),
+            ],
+            b"{}",
+        ),
+        (
+            "a null origin",
+            vec![("Content-Type", "application/json"), ("Origin", "null")],
+            b"",
+        ),
+    ]
+}
+
 /// Whether the external `tool` (Debian package `package`) can be run. When it cannot, and `CI`
 /// is set (to anything but empty, `0` or `false`), this fails the test: CI must not skip, and
 /// `.ci/run` installs the package. Otherwise it prints one line and the caller returns early.
