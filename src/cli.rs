@@ -177,7 +177,8 @@ pub fn backup(config: &Config, path: &Path) -> ExitCode {
         Ok(path) => path,
         Err(e) => return finish(Err(CliError::Io(e))),
     };
-    if path.exists() {
+    // A symlink there, even a dangling one, is a file too.
+    if std::fs::symlink_metadata(&path).is_ok() {
         return finish(Err(CliError::BackupExists(path)));
     }
     finish(dispatch(config, false, move || {
@@ -293,14 +294,15 @@ fn dispatch(
     create: bool,
     make: impl FnOnce() -> Result<Request, CliError>,
 ) -> Result<(), CliError> {
-    if let Some(client) = Client::connect(&config.db).map_err(CliError::Channel)? {
-        let request = make()?;
-        return print(client.send(&request).map_err(CliError::Channel)?);
-    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(CliError::Runtime)?;
+    let server = runtime.block_on(Client::connect(&config.db));
+    if let Some(client) = server.map_err(CliError::Channel)? {
+        let request = make()?;
+        return print(client.send(&request).map_err(CliError::Channel)?);
+    }
     let existed = config.db.exists();
     let storage = open_storage(&config.db, create).map_err(|e| match e {
         OpenError::Locked(path) => CliError::Locked(path),

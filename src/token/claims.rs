@@ -478,7 +478,11 @@ const UUID_PAIRS: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 
 /// The UUID of `text` in its lowercase hyphenated form (8-4-4-4-12), as
 /// [`parse_uuid`](crate::model::parse_uuid) would read it, without its general parser.
 fn canonical_uuid(text: &[u8]) -> Option<Uuid> {
-    if text.len() != 36 || [8, 13, 18, 23].iter().any(|at| text.get(*at) != Some(&b'-')) {
+    if text.len() != 36
+        || [8, 13, 18, 23]
+            .iter()
+            .any(|at| text.get(*at) != Some(&b'-'))
+    {
         return None;
     }
     // A non-digit is 0xff, so any one of them leaves a high nibble set in `invalid`.
