@@ -65,8 +65,9 @@ pub enum UserCommand {
 /// `latchd key …`: manage the access-token signing keys.
 #[derive(Clone, Copy, Debug, Subcommand)]
 pub enum KeyCommand {
-    /// Generate a new 256-bit signing key and print its kid. Older keys are retired now: they
-    /// keep verifying until one access TTL has passed, then the sweeper deletes them.
+    /// Generate a new 256-bit signing key and print its kid; a running server signs with it at
+    /// once. Older keys are retired now: they keep verifying until one access TTL has passed,
+    /// then the sweeper deletes them.
     Rotate,
 }
 

@@ -1,7 +1,6 @@
 //! The operator's channel: the CLI's commands as [`Request`]s, the one place each is carried out
 //! ([`execute`], on the operator's authority), and the local socket a running server answers
-//! them on, so that `latchd user …`, `gc` and `backup` work beside it (`key rotate` is refused
-//! there: the running keyring is fixed at start).
+//! them on, so that `latchd user …`, `key rotate`, `gc` and `backup` work beside it.
 //!
 //! redb lets one process hold the file, so while a server runs it must carry out the commands
 //! itself: that keeps its in-memory view true (a user disabled from the CLI is refused at once)
@@ -397,13 +396,6 @@ async fn answer(stream: tokio::net::UnixStream, uid: u32, auth: Arc<Authority>) 
         (Err(e), _) => refuse(format!("refused: cannot tell who is connecting: {e}")),
         (Ok(_), Err(e)) => refuse(format!("reading the request: {e}")),
         (Ok(_), Ok(_)) => match serde_json::from_str::<Request>(&line) {
-            // The running keyring is fixed at start: a key stored now would not sign until a
-            // restart, while the keys it retires kept signing and were swept meanwhile.
-            Ok(Request::KeyRotate) => refuse(
-                "key rotate needs the server stopped: a running server keeps its signing \
-                 keys in memory; stop it, rotate, start it again"
-                    .to_owned(),
-            ),
             Ok(request) => {
                 tracing::info!(command = request.name(), "operator command");
                 execute(&auth, request).await

@@ -111,11 +111,16 @@ fn serve(config: Config) -> Result<(), String> {
     })?;
     let operator = runtime.spawn(control::serve(socket, Arc::clone(&auth)));
     let sweeper = runtime.spawn(runtime::sweep_forever(Arc::clone(&auth)));
+    // Installed before `listening on` is printed: a SIGTERM right after it stops us cleanly.
+    let shutdown = {
+        let _in_runtime = runtime.enter();
+        runtime::shutdown_signal()
+    };
     let served = runtime.block_on(latchd::http::serve(
         listener,
         Arc::clone(&auth),
         config.http,
-        runtime::shutdown_signal(),
+        shutdown,
     ));
     sweeper.abort();
     operator.abort();

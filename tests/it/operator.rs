@@ -13,6 +13,7 @@ use latchd::control::socket_path;
 use serde_json::{json, Value};
 
 use crate::cli::assert_failed_with;
+use crate::support::clock::FakeClock;
 use crate::support::{add_user, db_in, require, run, TestServer, PASSWORD};
 
 #[test]
@@ -142,20 +143,99 @@ fn totp_reset_and_gc_run_in_the_running_server() {
 }
 
 #[test]
-fn key_rotate_is_refused_beside_a_running_server_and_changes_nothing() {
+fn key_rotate_beside_a_running_server_signs_with_the_new_key_at_once_and_old_tokens_verify() {
     let server = TestServer::start();
     let db = server.db_path();
     server.register("kim@example.com");
-    let (before, _) = server.login("kim@example.com");
+    let (before, refresh) = server.login("kim@example.com");
+    let old_kid = kid(&before);
+
     let out = run(&db, &[], &["key", "rotate"], b"");
-    assert_eq!(out.status.code(), Some(1));
+    let new_kid = ok(&out).trim().to_owned();
+    assert_eq!(new_kid.len(), 12, "{new_kid}");
+    assert_ne!(new_kid, old_kid);
     assert!(
-        text(&out.stderr).starts_with("latchd: key rotate needs the server stopped"),
+        text(&out.stderr).starts_with("latchd: retired the older key(s); they verify until "),
         "{}",
         text(&out.stderr)
     );
-    assert_eq!(text(&out.stdout), "");
+    // No restart: tokens issued from now on carry the new kid, from login and refresh alike.
     let (after, _) = server.login("kim@example.com");
+    assert_eq!(kid(&after), new_kid);
+    let refreshed = server.refresh(&refresh);
+    assert_eq!(refreshed.status, 200, "{}", refreshed.body);
+    assert_eq!(kid(&refreshed.pair().0), new_kid);
+    for (name, token) in [("before", &before), ("after", &after)] {
+        let verify = server.get("/v1/auth/verify", Some(token));
+        assert_eq!(
+            verify.status, 200,
+            "token {name} the rotation: {}",
+            verify.body
+        );
+    }
+
+    // A second rotation: the first key is still in its window, the second joins it.
+    let third = ok(&run(&db, &[], &["key", "rotate"], b""))
+        .trim()
+        .to_owned();
+    assert!(third != new_kid && third != old_kid, "{third}");
+    let (latest, _) = server.login("kim@example.com");
+    assert_eq!(kid(&latest), third);
+
+    // The restarted server reads the same keys: every token still verifies, the newest signs.
+    let server = server.restart();
+    for token in [&before, &after, &latest] {
+        let verify = server.get("/v1/auth/verify", Some(token));
+        assert_eq!(verify.status, 200, "after the restart: {}", verify.body);
+    }
+    assert_eq!(kid(&server.login("kim@example.com").0), third);
+}
+
+#[test]
+fn a_key_retired_in_the_running_server_stops_verifying_when_its_window_ends() {
+    let Some(clock) = FakeClock::new() else {
+        return;
+    };
+    // A wide leeway keeps the token signed after the rotation valid past the old key's window.
+    let server = TestServer::start_on(&clock, &[("LATCHD_LEEWAY", "300")]);
+    let db = server.db_path();
+    server.register("win@example.com");
+    let (old, _) = server.login("win@example.com");
+    ok(&run(&db, &[], &["key", "rotate"], b""));
+    let (new, _) = server.login("win@example.com");
+    assert_eq!(server.get("/v1/auth/verify", Some(&old)).status, 200);
+
+    // One access TTL (900 s) after the rotation, and a second, the retired key is done.
+    clock.advance(901);
+    let unknown_kid = r#"latchd_verifications_total{result="rejected",reason="kid"}"#;
+    let refused = server.metric(unknown_kid);
+    let verify = server.get("/v1/auth/verify", Some(&old));
+    assert_eq!(verify.status, 401, "{}", verify.body);
+    assert_eq!(
+        server.metric(unknown_kid),
+        refused + 1,
+        "refused for its key"
+    );
+    let verify = server.get("/v1/auth/verify", Some(&new));
+    assert_eq!(verify.status, 200, "{}", verify.body);
+}
+
+#[test]
+fn key_rotate_is_refused_beside_a_server_with_a_configured_key() {
+    use base64::Engine as _;
+    let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([9u8; 32]);
+    let server = TestServer::start_with(&[("LATCHD_SIGNING_KEY", &key)]);
+    let db = server.db_path();
+    server.register("cfg@example.com");
+    let (before, _) = server.login("cfg@example.com");
+    // The server's configuration decides, not the CLI's environment (which lacks the key).
+    let out = run(&db, &[], &["key", "rotate"], b"");
+    assert_failed_with(
+        &out,
+        "latchd: LATCHD_SIGNING_KEY is set: the configured key signs",
+    );
+    assert_eq!(text(&out.stdout), "");
+    let (after, _) = server.login("cfg@example.com");
     assert_eq!(kid(&before), kid(&after));
 }
 
@@ -167,7 +247,8 @@ fn the_socket_is_owner_only_and_goes_away_with_the_server() {
     let meta = std::fs::symlink_metadata(&socket).expect("socket next to the database");
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-    assert!(server.stop_with_sigterm().success());
+    let status = server.stop_with_sigterm();
+    assert!(status.success(), "{status}: {}", server.log());
     assert!(!socket.exists(), "a stopped server removes its socket");
 }
 
