@@ -76,8 +76,9 @@ pub enum UserCommand {
 /// `latchd key …`: manage the access-token signing keys.
 #[derive(Clone, Copy, Debug, Subcommand)]
 pub enum KeyCommand {
-    /// Generate a new 256-bit signing key and print its kid. Older keys are retired now: they
-    /// keep verifying until one access TTL has passed, then the sweeper deletes them.
+    /// Generate a new 256-bit signing key and print its kid; a running server signs with it at
+    /// once. Older keys are retired now: they keep verifying until one access TTL has passed,
+    /// then the sweeper deletes them.
     Rotate,
 }
 
@@ -189,7 +190,8 @@ pub fn backup(config: &Config, path: &Path) -> ExitCode {
         Ok(path) => path,
         Err(e) => return finish(Err(CliError::Io(e))),
     };
-    if path.exists() {
+    // A symlink there, even a dangling one, is a file too.
+    if std::fs::symlink_metadata(&path).is_ok() {
         return finish(Err(CliError::BackupExists(path)));
     }
     finish(dispatch(config, false, move || {
@@ -305,14 +307,15 @@ fn dispatch(
     create: bool,
     make: impl FnOnce() -> Result<Request, CliError>,
 ) -> Result<(), CliError> {
-    if let Some(client) = Client::connect(&config.db).map_err(CliError::Channel)? {
-        let request = make()?;
-        return print(client.send(&request).map_err(CliError::Channel)?);
-    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(CliError::Runtime)?;
+    let server = runtime.block_on(Client::connect(&config.db));
+    if let Some(client) = server.map_err(CliError::Channel)? {
+        let request = make()?;
+        return print(client.send(&request).map_err(CliError::Channel)?);
+    }
     let existed = config.db.exists();
     let storage = open_storage(&config.db, config.store, create).map_err(|e| match e {
         OpenError::Locked(path) => CliError::Locked(path),

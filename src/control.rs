@@ -1,7 +1,6 @@
 //! The operator's channel: the CLI's commands as [`Request`]s, the one place each is carried out
 //! ([`execute`], on the operator's authority), and the local socket a running server answers
-//! them on, so that `latchd user …`, `gc` and `backup` work beside it (`key rotate` is refused
-//! there: the running keyring is fixed at start).
+//! them on, so that `latchd user …`, `key rotate`, `gc` and `backup` work beside it.
 //!
 //! redb lets one process hold the file, so while a server runs it must carry out the commands
 //! itself: that keeps its in-memory view true (a user disabled from the CLI is refused at once)
@@ -125,6 +124,21 @@ pub enum ChannelError {
     Io(io::Error),
     /// The server's answer is not a reply.
     BadReply(String),
+    /// The process listening on the socket is neither the database's owner nor root.
+    Untrusted {
+        /// The socket.
+        socket: PathBuf,
+        /// The uid of the process listening.
+        server: u32,
+        /// The uid owning the database file, if it exists.
+        owner: Option<u32>,
+    },
+}
+
+/// Whether a peer running as `peer` may be talked to on behalf of `owner`'s database or
+/// server: the same user, or root.
+fn trusted(peer: u32, owner: Option<u32>) -> bool {
+    peer == 0 || Some(peer) == owner
 }
 
 impl std::fmt::Display for ChannelError {
@@ -137,6 +151,22 @@ impl std::fmt::Display for ChannelError {
             ),
             Self::Io(e) => write!(f, "talking to the running server: {e}"),
             Self::BadReply(why) => write!(f, "the running server answered badly: {why}"),
+            Self::Untrusted {
+                socket,
+                server,
+                owner,
+            } => {
+                write!(
+                    f,
+                    "refusing to talk to {}: the process listening runs as uid {server}, ",
+                    socket.display()
+                )?;
+                match owner {
+                    Some(owner) => write!(f, "not as the database's owner (uid {owner}) or root")?,
+                    None => f.write_str("and there is no database beside it")?,
+                }
+                f.write_str("; nothing was sent")
+            }
         }
     }
 }
@@ -145,26 +175,45 @@ impl std::error::Error for ChannelError {}
 
 impl Client {
     /// Connects to the server on `db`; `None` when none is listening (no socket, or a stale
-    /// one a crashed server left).
+    /// one a crashed server left). Call within a Tokio runtime.
+    ///
+    /// The process listening must be the owner of `db` or root (its `SO_PEERCRED`), checked
+    /// before anything is sent: a socket another user planted at the path (or a symlink there
+    /// to one of theirs) would otherwise receive `user add`'s password and fake the reply.
     ///
     /// # Errors
-    /// [`ChannelError::Connect`] when a socket is there but refuses this user.
-    pub fn connect(db: &Path) -> Result<Option<Client>, ChannelError> {
+    /// [`ChannelError::Connect`] when a socket is there but refuses this user;
+    /// [`ChannelError::Untrusted`] when another user listens on it.
+    pub async fn connect(db: &Path) -> Result<Option<Client>, ChannelError> {
         #[cfg(unix)]
         {
+            use std::os::unix::fs::MetadataExt as _;
             let path = socket_path(db);
-            match std::os::unix::net::UnixStream::connect(&path) {
-                Ok(stream) => Ok(Some(Client { stream })),
+            let stream = match tokio::net::UnixStream::connect(&path).await {
+                Ok(stream) => stream,
                 Err(e)
                     if matches!(
                         e.kind(),
                         io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
                     ) =>
                 {
-                    Ok(None)
+                    return Ok(None)
                 }
-                Err(e) => Err(ChannelError::Connect(path, e)),
+                Err(e) => return Err(ChannelError::Connect(path, e)),
+            };
+            let server = stream.peer_cred().map_err(ChannelError::Io)?.uid();
+            // A server holds its database, so a socket beside a missing file is nobody's.
+            let owner = std::fs::metadata(db).ok().map(|m| m.uid());
+            if !trusted(server, owner) {
+                return Err(ChannelError::Untrusted {
+                    socket: path,
+                    server,
+                    owner,
+                });
             }
+            let stream = stream.into_std().map_err(ChannelError::Io)?;
+            stream.set_nonblocking(false).map_err(ChannelError::Io)?;
+            Ok(Some(Client { stream }))
         }
         #[cfg(not(unix))]
         {
@@ -215,6 +264,9 @@ impl Client {
 pub struct Socket {
     #[cfg(unix)]
     listener: std::os::unix::net::UnixListener,
+    /// The uid this server runs as (the owner of the socket it bound).
+    #[cfg(unix)]
+    uid: u32,
     path: PathBuf,
 }
 
@@ -231,7 +283,9 @@ impl Socket {
         let path = socket_path(db);
         #[cfg(unix)]
         {
-            use std::os::unix::fs::{DirBuilderExt as _, FileTypeExt as _, PermissionsExt as _};
+            use std::os::unix::fs::{
+                DirBuilderExt as _, FileTypeExt as _, MetadataExt as _, PermissionsExt as _,
+            };
             match std::fs::symlink_metadata(&path) {
                 Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(&path)?,
                 Ok(_) => {
@@ -251,14 +305,18 @@ impl Socket {
             let staged = private.join("s");
             let bound = std::os::unix::net::UnixListener::bind(&staged).and_then(|listener| {
                 std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+                // Created by this process: owned by the uid it runs as.
+                let uid = std::fs::symlink_metadata(&staged)?.uid();
                 std::fs::rename(&staged, &path)?;
                 listener.set_nonblocking(true)?;
-                Ok(listener)
+                Ok((listener, uid))
             });
             let _ = std::fs::remove_file(&staged);
             let _ = std::fs::remove_dir(&private);
+            let (listener, uid) = bound?;
             Ok(Socket {
-                listener: bound?,
+                listener,
+                uid,
                 path,
             })
         }
@@ -297,7 +355,7 @@ pub async fn serve(socket: Socket, auth: Arc<Authority>) {
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    tokio::spawn(answer(stream, Arc::clone(&auth)));
+                    tokio::spawn(answer(stream, socket.uid, Arc::clone(&auth)));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "operator socket: accept failed");
@@ -312,40 +370,47 @@ pub async fn serve(socket: Socket, auth: Arc<Authority>) {
     }
 }
 
-/// One connection: one request line (bounded, within a deadline), one reply line.
+/// One connection: one request line (bounded, within a deadline), one reply line. Only a
+/// process of the server's own user (`uid`) or root is answered: the socket's mode says the
+/// same, but a mode loosened by hand (or a directory an operator shares) must not hand the
+/// operator's powers to every local user.
 #[cfg(unix)]
-async fn answer(stream: tokio::net::UnixStream, auth: Arc<Authority>) {
+async fn answer(stream: tokio::net::UnixStream, uid: u32, auth: Arc<Authority>) {
+    let peer = stream.peer_cred().map(|c| c.uid());
     let (read, mut write) = stream.into_split();
+    // Read even when refusing: closing with the request unread would reset the connection
+    // before the refusal arrives.
     let mut line = String::new();
     let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST_BYTES));
-    let reply = match tokio::time::timeout(REQUEST_DEADLINE, reader.read_line(&mut line)).await {
-        Err(_) => return,
-        Ok(Err(e)) => Reply {
-            error: Some(format!("reading the request: {e}")),
-            ..Reply::default()
-        },
-        Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
-            // The running keyring is fixed at start: a key stored now would not sign until a
-            // restart, while the keys it retires kept signing and were swept meanwhile.
-            Ok(Request::KeyRotate) => Reply {
-                error: Some(
-                    "key rotate needs the server stopped: a running server keeps its signing \
-                     keys in memory; stop it, rotate, start it again"
-                        .to_owned(),
-                ),
-                ..Reply::default()
-            },
+    let Ok(read) = tokio::time::timeout(REQUEST_DEADLINE, reader.read_line(&mut line)).await else {
+        return;
+    };
+    let refuse = |why: String| Reply {
+        error: Some(why),
+        ..Reply::default()
+    };
+    let reply = match (peer, read) {
+        (Ok(peer), _) if !trusted(peer, Some(uid)) => {
+            tracing::warn!(
+                peer_uid = peer,
+                "operator socket: refused a process of another user"
+            );
+            refuse(format!(
+                "refused: this process runs as uid {peer}; the server answers only its own \
+                 user (uid {uid}) and root"
+            ))
+        }
+        (Err(e), _) => refuse(format!("refused: cannot tell who is connecting: {e}")),
+        (Ok(_), Err(e)) => refuse(format!("reading the request: {e}")),
+        (Ok(_), Ok(_)) => match serde_json::from_str::<Request>(&line) {
             Ok(request) => {
                 tracing::info!(command = request.name(), "operator command");
                 execute(&auth, request).await
             }
-            Err(e) => Reply {
-                error: Some(format!(
-                    "the server does not understand this command ({e}); \
-                     is the CLI a different latchd version than the server?"
-                )),
-                ..Reply::default()
-            },
+            Err(e) => refuse(format!(
+                "the server does not understand this command ({e}); \
+                 is the CLI a different latchd version than the server?"
+            )),
         },
     };
     let Ok(mut bytes) = serde_json::to_vec(&reply) else {
@@ -378,6 +443,7 @@ impl Request {
 #[derive(Debug)]
 enum CommandError {
     NoSuchUser(String),
+    RelativeBackup(PathBuf),
     Backup(PathBuf, AuthError),
     Auth(AuthError),
 }
@@ -386,6 +452,11 @@ impl std::fmt::Display for CommandError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::NoSuchUser(who) => write!(f, "no user with id or email {who:?}"),
+            Self::RelativeBackup(path) => write!(
+                f,
+                "cannot back up to {}: the path must be absolute",
+                path.display()
+            ),
             Self::Backup(path, e) => write!(f, "cannot back up to {}: {e}", path.display()),
             Self::Auth(AuthError::WeakPassword(why)) => write!(f, "password refused: {why}"),
             Self::Auth(e) => write!(f, "{e}"),
@@ -474,6 +545,10 @@ async fn run(auth: &Authority, request: Request, out: &mut Reply) -> Result<(), 
             );
         }
         Request::Backup { path } => {
+            // Whoever sent it resolved it: the server's working directory is not theirs.
+            if !path.is_absolute() {
+                return Err(CommandError::RelativeBackup(path));
+            }
             let done = auth
                 .backup(Actor::Operator, &path)
                 .await

@@ -221,7 +221,13 @@ pub enum KeySource {
 /// The auth use cases over one storage backend.
 pub struct Authority {
     storage: Arc<dyn Storage>,
-    tokens: AccessTokens,
+    /// Swapped whole by [`Authority::rotate_signing_key`]; verify and sign hold the read lock
+    /// only for their own call (no I/O under it).
+    tokens: std::sync::RwLock<AccessTokens>,
+    /// What the token policy is rebuilt from when the keyring changes.
+    token_policy: TokenPolicy,
+    /// Held across a rotation's write and swap, so that rotations apply in order.
+    rotating: tokio::sync::Mutex<()>,
     refresh_key: RefreshKey,
     form_key: FormKey,
     hasher: Arc<Hasher>,
@@ -260,16 +266,16 @@ impl Authority {
         let rng = SystemRandom::new();
         let now = UnixTime::now();
         let (keyring, source) = keyring(&settings, storage.as_ref(), &rng, now).await?;
+        let token_policy = TokenPolicy {
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
+            client_id: settings.client_id.clone(),
+            leeway_secs: settings.leeway_secs,
+        };
         let authority = Self {
-            tokens: AccessTokens::new(
-                keyring,
-                Policy::new(
-                    &settings.issuer,
-                    &settings.audience,
-                    &settings.client_id,
-                    settings.leeway_secs,
-                ),
-            ),
+            tokens: std::sync::RwLock::new(token_policy.tokens(keyring)),
+            token_policy,
+            rotating: tokio::sync::Mutex::new(()),
             refresh_key: RefreshKey::new(&storage.refresh_mac_key()),
             form_key: FormKey::derive(&storage.refresh_mac_key()),
             hasher: Arc::new(Hasher::new(settings.pbkdf2_iterations)?),
@@ -295,8 +301,16 @@ impl Authority {
     }
 
     /// The kid new access tokens are signed with.
-    pub fn signer_kid(&self) -> &str {
-        self.tokens.keyring().signer_kid()
+    pub fn signer_kid(&self) -> String {
+        self.tokens().keyring().signer_kid().to_owned()
+    }
+
+    /// The access-token signer and verifier of this moment.
+    fn tokens(&self) -> std::sync::RwLockReadGuard<'_, AccessTokens> {
+        // Poisoning cannot leave it half-written: it is only ever replaced whole.
+        self.tokens
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Sizes of the stored state, from memory.
@@ -708,7 +722,8 @@ impl Authority {
     /// version, user, family). No I/O, no write. Reported as [`Event::Verified`] or
     /// [`Event::Rejected`], whichever route asked.
     pub fn verify_access(&self, token: &[u8], now: UnixTime) -> Result<Principal, AuthError> {
-        let claims = self.tokens.verify(token, now).inspect_err(|e| {
+        let verified = self.tokens().verify(token, now); // the read lock ends here
+        let claims = verified.inspect_err(|e| {
             self.emit(&Event::Rejected(Rejection::Token(*e)));
         })?;
         let principal = Principal {
@@ -955,7 +970,10 @@ impl Authority {
     }
 
     /// Generates a 256-bit signing key and stores it as the newest, retiring the others now
-    /// (`latchd key rotate`): they keep verifying for one access TTL. Returns the new kid.
+    /// (`latchd key rotate`): they keep verifying for one access TTL. Once it is stored, this
+    /// authority signs with it: the keyring is rebuilt from the stored keys as at start and
+    /// swapped in, so tokens issued from then on carry the new kid and older ones keep
+    /// verifying until their key's window ends. Returns the new kid.
     ///
     /// # Errors
     /// `KeyConfigured` while a configured key signs: a stored key would never sign.
@@ -968,7 +986,20 @@ impl Authority {
         if self.key_configured {
             return Err(AuthError::KeyConfigured);
         }
+        // Without it, a rotation that read the keys before another's write could swap in a
+        // ring without the other's new key after the other had swapped it in.
+        let _in_order = self.rotating.lock().await;
         let secret = add_new_signing_key(self.storage.as_ref(), &self.rng, now).await?;
+        let stored = self.storage.signing_keys().await?;
+        let ring = ring_of(&secret, &stored, self.access_ttl_secs, now);
+        let old = std::mem::replace(
+            &mut *self
+                .tokens
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            self.token_policy.tokens(ring),
+        );
+        drop(old);
         Ok(secret.kid())
     }
 
@@ -1116,7 +1147,7 @@ impl Authority {
             exp: now.plus(self.access_ttl_secs),
         };
         Ok(TokenPair {
-            access_token: self.tokens.sign(&claims),
+            access_token: self.tokens().sign(&claims),
             expires_in: self.access_ttl_secs,
             refresh_token,
         })
@@ -1224,35 +1255,76 @@ async fn keyring(
         storage.retire_signing_keys(now).await?;
     }
     let stored = storage.signing_keys().await?;
-    let secret_of = |k: &StoredKey| KeySecret::from_bytes(k.secret.clone()).ok();
-    let live: Vec<KeySecret> = stored
+    let newest_live = stored
         .iter()
+        .rev()
         .filter(|k| k.retired_at.is_none())
-        .filter_map(secret_of)
-        .collect();
+        .find_map(|k| KeySecret::from_bytes(k.secret.clone()).ok());
     let (signer, source) = if let Some(configured) = &settings.signing_key {
         (configured.clone(), KeySource::Configured)
-    } else if let Some(newest) = live.last() {
-        (newest.clone(), KeySource::Stored)
+    } else if let Some(newest) = newest_live {
+        (newest, KeySource::Stored)
     } else {
         (
             add_new_signing_key(storage, rng, now).await?,
             KeySource::Generated,
         )
     };
-    // Retired keys verify until one access TTL after their retirement, in this process too:
-    // the sweeper deleting the row would not take them out of a running keyring.
-    let mut keys = Keyring::new(&signer, &live);
-    for key in &stored {
+    Ok((
+        ring_of(&signer, &stored, settings.access_ttl_secs, now),
+        source,
+    ))
+}
+
+/// The ring `signer` signs in: every `stored` key not retired verifies, and a retired one until
+/// one access TTL after its retirement, in this process too (the sweeper deleting the row
+/// would not take it out of a running keyring).
+fn ring_of(
+    signer: &KeySecret,
+    stored: &[StoredKey],
+    access_ttl_secs: i64,
+    now: UnixTime,
+) -> Keyring {
+    let secret_of = |k: &StoredKey| KeySecret::from_bytes(k.secret.clone()).ok();
+    let live: Vec<KeySecret> = stored
+        .iter()
+        .filter(|k| k.retired_at.is_none())
+        .filter_map(secret_of)
+        .collect();
+    let mut keys = Keyring::new(signer, &live);
+    for key in stored {
         let Some(retired_at) = key.retired_at else {
             continue;
         };
-        let not_after = retired_at.plus(settings.access_ttl_secs);
+        let not_after = retired_at.plus(access_ttl_secs);
         if let (true, Some(secret)) = (now <= not_after, secret_of(key)) {
             keys = keys.with_retiring(&secret, not_after);
         }
     }
-    Ok((keys, source))
+    keys
+}
+
+/// The configured values of every access token, kept to rebuild [`AccessTokens`] around a new
+/// keyring.
+struct TokenPolicy {
+    issuer: String,
+    audience: String,
+    client_id: String,
+    leeway_secs: u32,
+}
+
+impl TokenPolicy {
+    fn tokens(&self, keys: Keyring) -> AccessTokens {
+        AccessTokens::new(
+            keys,
+            Policy::new(
+                &self.issuer,
+                &self.audience,
+                &self.client_id,
+                self.leeway_secs,
+            ),
+        )
+    }
 }
 
 /// Generates a 256-bit signing key and stores it as the newest, retiring every other stored

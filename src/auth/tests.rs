@@ -210,3 +210,71 @@ fn closed_registration_needs_an_admin_caller() {
     let got = block_on(auth.register(Some(&plain), "y@example.com", PASSWORD, CLIENT, now));
     assert!(matches!(got, Err(AuthError::Forbidden)), "{got:?}");
 }
+
+#[test]
+fn rotations_at_once_leave_the_newest_stored_key_signing_and_every_new_key_verifying() {
+    let dir = tempfile::tempdir().unwrap();
+    let (auth, _) = authority(&dir, settings());
+    register(&auth, "rot@example.com");
+    let before = login(&auth, "rot@example.com").unwrap().access_token;
+    let first = auth.signer_kid();
+    let auth = Arc::new(auth);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let kids: Vec<String> = runtime.block_on(async {
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let auth = Arc::clone(&auth);
+                tokio::spawn(async move {
+                    auth.rotate_signing_key(Actor::Operator, UnixTime::now())
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut kids = Vec::new();
+        for task in tasks {
+            kids.push(task.await.unwrap());
+        }
+        kids
+    });
+    let stored = runtime.block_on(auth.storage.signing_keys()).unwrap();
+    assert_eq!(
+        auth.signer_kid(),
+        stored.last().unwrap().kid,
+        "the newest signs"
+    );
+    let ring: Vec<String> = auth.tokens().keyring().kids().map(str::to_owned).collect();
+    for kid in kids.iter().chain([&first]) {
+        assert!(ring.contains(kid), "{kid} missing from {ring:?}");
+    }
+    assert!(auth
+        .verify_access(before.as_bytes(), UnixTime::now())
+        .is_ok());
+    let after = login(&auth, "rot@example.com").unwrap().access_token;
+    assert!(auth
+        .verify_access(after.as_bytes(), UnixTime::now())
+        .is_ok());
+}
+
+#[test]
+fn a_configured_key_refuses_rotation_and_keeps_signing() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeySecret::from_bytes(vec![5; 32]).unwrap();
+    let (auth, _) = authority(
+        &dir,
+        Settings {
+            signing_key: Some(key.clone()),
+            ..settings()
+        },
+    );
+    let refused = block_on(auth.rotate_signing_key(Actor::Operator, UnixTime::now()));
+    assert!(
+        matches!(refused, Err(AuthError::KeyConfigured)),
+        "{refused:?}"
+    );
+    assert_eq!(auth.signer_kid(), key.kid());
+}

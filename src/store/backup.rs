@@ -1,8 +1,10 @@
 //! The online backup: every table of one read transaction (a consistent snapshot; the writer
 //! keeps committing meanwhile) copied into a fresh redb file, made durable, then put in place.
 //!
-//! The copy is written to `<dest>.tmp` (created owner-only, never over an existing file),
-//! committed with `Durability::Immediate`, fsynced, renamed to `dest` and the directory fsynced;
+//! The copy is written to `<dest>.tmp` (created owner-only, never over an existing file, and
+//! written only through the handle that created it), committed with `Durability::Immediate`,
+//! fsynced, hard-linked at `dest` (which fails, unlike a rename, if anything appeared there),
+//! the temporary name removed and the directory fsynced;
 //! then it is opened read-only and must pass the schema check and hold as many rows as were
 //! copied. A failure removes the temporary file and leaves `dest` absent. Every committed write
 //! is in the snapshot, so every write acknowledged before the backup began is in the copy
@@ -15,10 +17,11 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use redb::backends::FileBackend;
 use redb::{
-    Database, Key, MultimapTableDefinition, MultimapTableHandle, ReadOnlyDatabase, ReadTransaction,
-    ReadableDatabase, ReadableMultimapTable, ReadableTable, ReadableTableMetadata, TableDefinition,
-    TableHandle, Value, WriteTransaction,
+    Database, Key, MultimapTableDefinition, MultimapTableHandle, ReadTransaction, ReadableDatabase,
+    ReadableMultimapTable, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
+    Value, WriteTransaction,
 };
 
 use super::tables::{
@@ -28,11 +31,16 @@ use super::tables::{
 use crate::auth::storage::StoreError;
 use crate::model::Backup;
 
+/// The page cache of the copy while it is written and checked: redb's default (1 GiB) would let
+/// a backup of a large file grow the server's memory by as much; dirty pages past this are
+/// written out to the copy before its commit.
+const COPY_CACHE_BYTES: usize = 8 << 20;
 /// Copies the database's current state into a new file at `dest`; see the module docs.
 pub(super) fn backup_to(db: &Database, dest: &Path) -> Result<Backup, StoreError> {
     // The snapshot: everything committed when the backup began.
     let snapshot = db.begin_read()?;
-    if dest.exists() {
+    // Not `exists()`: a symlink, dangling or not, is a file the backup must not replace.
+    if fs::symlink_metadata(dest).is_ok() {
         return Err(io_error(
             "refusing to overwrite",
             io::Error::new(
@@ -42,8 +50,8 @@ pub(super) fn backup_to(db: &Database, dest: &Path) -> Result<Backup, StoreError
         ));
     }
     let tmp = temporary(dest);
-    create_owner_only(&tmp)?;
-    let written = write_copy(&snapshot, &tmp, dest);
+    let file = create_owner_only(&tmp)?;
+    let written = write_copy(&snapshot, file, &tmp, dest);
     if written.is_err() {
         let _ = fs::remove_file(&tmp);
     }
@@ -56,27 +64,43 @@ pub(super) fn backup_to(db: &Database, dest: &Path) -> Result<Backup, StoreError
     Ok(backup)
 }
 
-/// Writes the snapshot into `tmp`, makes it durable and renames it to `dest`.
-fn write_copy(snapshot: &ReadTransaction, tmp: &Path, dest: &Path) -> Result<Backup, StoreError> {
-    let copy = Database::create(tmp)?;
+/// Writes the snapshot into `file` (created at `tmp`), makes it durable and links it at `dest`.
+///
+/// The copy is written through the handle `create_owner_only` opened, never by reopening
+/// `tmp`, so a file or symlink swapped in at that path meanwhile is not written to. It is put
+/// in place with a hard link rather than `rename`, which fails if anything (a symlink
+/// included) appeared at `dest` during the backup instead of replacing it; the caller then
+/// removes `tmp`.
+fn write_copy(
+    snapshot: &ReadTransaction,
+    file: fs::File,
+    tmp: &Path,
+    dest: &Path,
+) -> Result<Backup, StoreError> {
+    let handle = file
+        .try_clone()
+        .map_err(|e| io_error("opening the copy", e))?;
+    let copy = redb::Builder::new()
+        .set_cache_size(COPY_CACHE_BYTES)
+        .create_with_backend(FileBackend::new(file)?)?;
     let txn = copy.begin_write()?;
     let backup = copy_all(snapshot, &txn)?;
     txn.commit()?; // Durability::Immediate, redb's default
     drop(copy);
-    fs::File::open(tmp)
-        .and_then(|f| f.sync_all())
+    handle
+        .sync_all()
         .map_err(|e| io_error("syncing the copy", e))?;
-    // Checked again: a file that appeared meanwhile is not replaced (rename would).
-    if dest.exists() {
-        return Err(io_error(
+    fs::hard_link(tmp, dest).map_err(|e| match e.kind() {
+        io::ErrorKind::AlreadyExists => io_error(
             "refusing to overwrite",
             io::Error::new(
-                io::ErrorKind::AlreadyExists,
+                e.kind(),
                 format!("{} appeared during the backup", dest.display()),
             ),
-        ));
-    }
-    fs::rename(tmp, dest).map_err(|e| io_error("renaming the copy into place", e))?;
+        ),
+        _ => io_error("putting the copy in place", e),
+    })?;
+    fs::remove_file(tmp).map_err(|e| io_error("removing the temporary copy", e))?;
     sync_directory(dest)?;
     Ok(backup)
 }
@@ -159,7 +183,9 @@ fn copy_multimap<K: Key + 'static, V: Key + 'static>(
 
 /// Opens the copy read-only: this build's schema version, and every row that was copied.
 fn verify(dest: &Path, rows: u64) -> Result<(), StoreError> {
-    let copy = ReadOnlyDatabase::open(dest)?;
+    let copy = redb::Builder::new()
+        .set_cache_size(COPY_CACHE_BYTES)
+        .open_read_only(dest)?;
     let txn = copy.begin_read()?;
     let version = txn
         .open_table(META)?
@@ -193,15 +219,16 @@ fn temporary(dest: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Creates `path` empty and owner-only (0600), failing if anything is there: it will hold the
+/// Creates `path` empty and owner-only (0600) and opens it for reading and writing, failing
+/// if anything is there (a symlink included: `O_EXCL` does not follow it): it will hold the
 /// signing keys. redb initialises an empty file.
-fn create_owner_only(path: &Path) -> Result<(), StoreError> {
+fn create_owner_only(path: &Path) -> Result<fs::File, StoreError> {
     let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.read(true).write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     match options.open(path) {
-        Ok(_) => Ok(()),
+        Ok(file) => Ok(file),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(io_error(
             "creating the temporary copy",
             io::Error::new(
@@ -216,7 +243,7 @@ fn create_owner_only(path: &Path) -> Result<(), StoreError> {
     }
 }
 
-/// Makes the rename durable: fsync of the directory that holds `path`.
+/// Makes the link and unlink durable: fsync of the directory that holds `path`.
 fn sync_directory(path: &Path) -> Result<(), StoreError> {
     #[cfg(unix)]
     {

@@ -216,6 +216,21 @@ fn a_backup_never_overwrites_and_fails_in_one_clear_line() {
         &format!("latchd: cannot back up to {}: ", nowhere.display()),
     );
 
+    // A symlink is a file too, even one that points nowhere: not replaced, nor written through.
+    let link = dir.path().join("link.redb");
+    let target = dir.path().join("target.redb");
+    std::os::unix::fs::symlink(&target, &link).expect("symlink");
+    let out = run(&db, &[], &["backup", link.to_str().unwrap()], b"");
+    assert_failed_with(
+        &out,
+        &format!(
+            "latchd: {} already exists; latchd backup never overwrites a file",
+            link.display()
+        ),
+    );
+    assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+    assert!(!target.exists());
+
     // A temporary file an interrupted backup left is named, and left alone.
     let copy = dir.path().join("copy.redb");
     let stale = dir.path().join("copy.redb.tmp");
