@@ -227,7 +227,8 @@ async fn handle(
     let preflight = origin
         .as_ref()
         .filter(|_| cors::is_preflight(req.method(), req.headers()))
-        .zip(routes::methods_of(route));
+        .zip(routes::methods_of(route))
+        .filter(|(_, methods)| cors::asks_for_one_of(req.headers(), methods));
     let mut response = match preflight {
         Some((origin, methods)) => cors::preflight(origin, &methods),
         None => routes::dispatch(route, req, Arc::clone(&app), peer).await,
