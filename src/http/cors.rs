@@ -21,6 +21,10 @@ const ALLOW_HEADERS: &str = "Authorization, Content-Type";
 const EXPOSE_HEADERS: &str = "WWW-Authenticate, Retry-After";
 /// How long a browser may cache a preflight's answer.
 const MAX_AGE_SECS: &str = "600";
+/// Forward-auth: asked by reverse proxies, never by a page. Traefik and Caddy hand its 401
+/// (and redirect) to the browser as the protected app's answer, with the app's request's
+/// `Origin` forwarded, so CORS headers here would speak for another site's answers.
+const FORWARD_AUTH_PATH: &str = "/v1/auth/verify";
 
 /// The origins of `LATCHD_CORS_ORIGINS`, each as a browser spells it in `Origin`: lowercase
 /// scheme and host, no default port, no path.
@@ -82,7 +86,7 @@ impl CorsOrigins {
         path: &str,
         headers: &'a HeaderMap,
     ) -> Option<&'a HeaderValue> {
-        if self.0.is_empty() || !path.starts_with("/v1/") {
+        if !self.varies(path) {
             return None;
         }
         headers
@@ -92,13 +96,25 @@ impl CorsOrigins {
 
     /// Whether answers on `path` depend on `Origin` (so caches must key on it).
     pub(super) fn varies(&self, path: &str) -> bool {
-        !self.0.is_empty() && path.starts_with("/v1/")
+        !self.0.is_empty() && path.starts_with("/v1/") && path != FORWARD_AUTH_PATH
     }
 }
 
 /// Whether a request is a CORS preflight (Fetch standard §3.2.2).
 pub(super) fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
     method == Method::OPTIONS && headers.contains_key(ACCESS_CONTROL_REQUEST_METHOD)
+}
+
+/// Whether the preflight asks for one of `methods` (as [`preflight`] lists them): a method
+/// the route does not serve gets no 204, only the route's 405.
+pub(super) fn asks_for_one_of(headers: &HeaderMap, methods: &str) -> bool {
+    headers
+        .get(ACCESS_CONTROL_REQUEST_METHOD)
+        .is_some_and(|asked| {
+            methods
+                .split(", ")
+                .any(|m| m.as_bytes() == asked.as_bytes())
+        })
 }
 
 /// The 204 answer to a preflight from `origin` for a route serving `methods`.
@@ -273,6 +289,8 @@ mod tests {
         assert!(origins.origin_of("/v1/auth/me", &headers).is_some());
         assert!(origins.origin_of("/login", &headers).is_none());
         assert!(origins.origin_of("/metrics", &headers).is_none());
+        assert!(origins.origin_of("/v1/auth/verify", &headers).is_none());
+        assert!(!origins.varies("/v1/auth/verify"));
         assert!(CorsOrigins::default()
             .origin_of("/v1/auth/me", &headers)
             .is_none());

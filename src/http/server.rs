@@ -213,11 +213,12 @@ pub(crate) struct ConnInfo {
 }
 
 async fn handle(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     app: Arc<App>,
     peer: SocketAddr,
 ) -> Result<hyper::Response<respond::Body>, std::convert::Infallible> {
     let started = Instant::now();
+    host_from_authority(&mut req);
     let method = req.method().clone();
     // The path only: a query string could carry a token a client put there by mistake.
     let path = req.uri().path().to_owned();
@@ -227,7 +228,8 @@ async fn handle(
     let preflight = origin
         .as_ref()
         .filter(|_| cors::is_preflight(req.method(), req.headers()))
-        .zip(routes::methods_of(route));
+        .zip(routes::methods_of(route))
+        .filter(|(_, methods)| cors::asks_for_one_of(req.headers(), methods));
     let mut response = match preflight {
         Some((origin, methods)) => cors::preflight(origin, &methods),
         None => routes::dispatch(route, req, Arc::clone(&app), peer).await,
@@ -250,4 +252,20 @@ async fn handle(
         "request"
     );
     Ok(response)
+}
+
+/// HTTP/2 names the host in `:authority`, which hyper keeps in the URI, not in a `Host`
+/// header (RFC 9113 §8.3.1); it becomes the `Host` header here when there is none, so that the
+/// same-origin checks of cookie and form requests see the host over either protocol.
+fn host_from_authority(req: &mut Request<Incoming>) {
+    if req.version() != hyper::Version::HTTP_2 || req.headers().contains_key(hyper::header::HOST) {
+        return;
+    }
+    let host = req
+        .uri()
+        .authority()
+        .and_then(|a| hyper::header::HeaderValue::from_str(a.as_str()).ok());
+    if let Some(host) = host {
+        req.headers_mut().insert(hyper::header::HOST, host);
+    }
 }

@@ -105,3 +105,45 @@ fn a_bearer_token_still_decides_when_both_are_sent() {
         401
     );
 }
+
+/// Status of a cookie logout sent over HTTP/2 (prior knowledge), where the host is the
+/// `:authority` and no `Host` header is sent.
+fn h2_cookie_logout(server: &TestServer, refresh: &str, origin: &str) -> u16 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = server.addr();
+    runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(conn);
+        let request = http::Request::post(format!("http://{addr}/v1/auth/logout"))
+            .header("content-type", "application/json")
+            .header("origin", origin)
+            .header("cookie", format!("refresh_token={refresh}"))
+            .body(())
+            .unwrap();
+        let (response, _) = client.send_request(request, true).unwrap();
+        let response = tokio::time::timeout(std::time::Duration::from_secs(10), response).await;
+        response.unwrap().unwrap().status().as_u16()
+    })
+}
+
+#[test]
+fn a_same_origin_cookie_logout_over_http2_is_accepted() {
+    let server = TestServer::start();
+    server.register("hal@example.com");
+    let (_, refresh) = server.login("hal@example.com");
+    // Another origin is still refused over HTTP/2, and ends nothing.
+    assert_eq!(
+        h2_cookie_logout(&server, &refresh, "https://evil.test"),
+        400
+    );
+    assert_eq!(server.refresh(&refresh).status, 200);
+    let (_, refresh) = server.login("hal@example.com");
+    // latchd's own origin, named by `:authority`, passes the Origin rule as over HTTP/1.1.
+    let own = format!("http://{}", server.addr());
+    assert_eq!(h2_cookie_logout(&server, &refresh, &own), 204);
+    server.refresh(&refresh).assert_error(401, "invalid_grant");
+}

@@ -203,3 +203,47 @@ fn without_the_setting_nothing_changes() {
     assert!(cors_headers(&me).is_empty(), "{me:?}");
     assert!(!me.headers_named("vary").contains(&"Origin"), "{me:?}");
 }
+
+#[test]
+fn forward_auth_answers_carry_no_cors_headers() {
+    // A proxy forwards the protected app's request, Origin included, and Traefik or Caddy hand
+    // a 401 or redirect from here to the browser as that app's answer.
+    let server = server();
+    server.register("spa@example.com");
+    let (access, _) = server.login("spa@example.com");
+    let bearer = format!("Bearer {access}");
+    let denied = server.request("GET", "/v1/auth/verify", &[("Origin", APP)], b"");
+    let allowed = server.request(
+        "GET",
+        "/v1/auth/verify",
+        &[("Origin", APP), ("Authorization", &bearer)],
+        b"",
+    );
+    let preflight = preflight(&server, "/v1/auth/verify", APP, "GET");
+    assert_eq!(denied.status, 401, "{}", denied.body);
+    assert_eq!(allowed.status, 200, "{}", allowed.body);
+    assert_ne!(preflight.status, 204, "{preflight:?}");
+    for reply in [&denied, &allowed, &preflight] {
+        assert!(cors_headers(reply).is_empty(), "{reply:?}");
+        assert!(
+            !reply.headers_named("vary").contains(&"Origin"),
+            "{reply:?}"
+        );
+    }
+}
+
+#[test]
+fn a_preflight_for_a_method_the_route_does_not_serve_is_405() {
+    let server = server();
+    for (path, method) in [
+        ("/v1/auth/login", "DELETE"),
+        ("/v1/auth/login", "post"),
+        ("/v1/users/me/sessions", "DELETE"),
+    ] {
+        let reply = preflight(&server, path, APP, method);
+        assert_eq!(reply.status, 405, "{path} {method}: {reply:?}");
+        assert!(reply.header("access-control-allow-methods").is_none());
+        // Still the allowed origin's answer: readable, and keyed on Origin.
+        assert_allows(&reply, APP);
+    }
+}

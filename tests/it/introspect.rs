@@ -108,6 +108,35 @@ fn only_admins_and_the_introspect_role_may_ask() {
 }
 
 #[test]
+fn a_caller_whose_role_was_taken_is_refused_at_once() {
+    let (server, admin) = server_with(&[], None);
+    let (rs, _) = server.login("rs@example.com");
+    let (user, _) = server.login("user@example.com");
+    let body = form(&[("token", &user)]);
+    assert_eq!(introspect(&server, &rs, &user)["active"], true);
+    let id = introspect(&server, &admin, &rs)["sub"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let auth = format!("Bearer {admin}");
+    let put = server.request(
+        "PUT",
+        &format!("/v1/admin/users/{id}/roles"),
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", &auth),
+        ],
+        br#"{"roles":[]}"#,
+    );
+    assert_eq!(put.status, 204, "{}", put.body);
+    // The token that still names the role is of an older version: dead, not trusted for it.
+    introspect_raw(&server, Some(&rs), &body).assert_error(401, "invalid_token");
+    // A token minted since names no role.
+    let (rs_now, _) = server.login("rs@example.com");
+    introspect_raw(&server, Some(&rs_now), &body).assert_error(403, "insufficient_scope");
+}
+
+#[test]
 fn a_malformed_introspection_request_is_400() {
     let (server, admin) = server_with(&[], None);
     introspect_raw(&server, Some(&admin), "").assert_error(400, "invalid_request");
