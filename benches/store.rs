@@ -12,7 +12,8 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion};
 use latchd::auth::storage::{Pending, Storage};
 use latchd::model::{
-    CreateUser, FamilyId, Jti, NewSession, NewUser, Presented, SessionPolicy, Successor, UserId,
+    AuditEvent, AuditNote, CreateUser, FamilyId, Jti, NewSession, NewUser, Presented,
+    SessionPolicy, Successor, UserId,
 };
 use latchd::store::Store;
 use latchd::time::UnixTime;
@@ -52,7 +53,14 @@ fn user(rt: &tokio::runtime::Runtime, store: &Store, i: usize) -> UserId {
         password_hash: "$pbkdf2-sha256$i=1$x$y".to_owned(),
         roles: Vec::new(),
     };
-    match wait(rt, store.create_user(new, NOW)) {
+    match wait(
+        rt,
+        store.create_user(
+            new,
+            NOW,
+            AuditNote::new(AuditEvent::Registered, UnixTime(0)),
+        ),
+    ) {
         CreateUser::Created(u) => u.id,
         CreateUser::EmailTaken => panic!("taken"),
     }
@@ -67,7 +75,15 @@ fn durable_rotate(c: &mut Criterion) {
     let seen = wait(&rt, store.user(owner)).expect("user");
     assert!(wait(
         &rt,
-        store.open_session(family, &seen, hash(0), NewSession::default(), NOW, POLICY)
+        store.open_session(
+            family,
+            &seen,
+            hash(0),
+            NewSession::default(),
+            NOW,
+            POLICY,
+            AuditNote::new(AuditEvent::Login, UnixTime(0))
+        )
     ));
     let mut generation = 0u64;
     c.bench_function("store/rotate_durable", |b| {
@@ -81,7 +97,16 @@ fn durable_rotate(c: &mut Criterion) {
                 hash: hash(generation + 1),
                 sealed: [7; 32],
             };
-            let got = wait(&rt, store.rotate(presented, next, NOW, POLICY));
+            let got = wait(
+                &rt,
+                store.rotate(
+                    presented,
+                    next,
+                    NOW,
+                    POLICY,
+                    AuditNote::new(AuditEvent::RefreshReuse, UnixTime(0)),
+                ),
+            );
             generation += 1;
             black_box(got)
         });

@@ -1,5 +1,5 @@
 //! The operator's commands: `user add|list|disable|enable|delete|set-roles|totp-reset`,
-//! `key rotate`, `gc`, `backup`.
+//! `key rotate`, `gc`, `backup`, `audit`.
 //!
 //! Each becomes one [`Request`] of the operator channel ([`crate::control`]): sent to the
 //! server running on the database named by `LATCHD_DB` when one answers on its socket, else
@@ -71,6 +71,42 @@ pub enum UserCommand {
         #[arg(value_name = "ID_OR_EMAIL")]
         user: String,
     },
+}
+
+/// `latchd audit`: the filters of the audit rows to print.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only rows about this user: its id (also a deleted user's) or email.
+    #[arg(long, value_name = "ID_OR_EMAIL")]
+    pub user: Option<String>,
+    /// Only rows of this event, e.g. `login_failed` (README "Audit log" lists them).
+    #[arg(long, value_name = "EVENT")]
+    pub event: Option<String>,
+    /// Only rows at or after this time: RFC 3339 UTC (`2026-11-23T18:07:15Z`) or Unix seconds.
+    #[arg(long, value_name = "TIME", value_parser = parse_since)]
+    pub since: Option<i64>,
+}
+
+/// Runs `latchd audit`: every matching audit row, oldest first, one JSON object a line (the
+/// fields of `GET /v1/admin/audit`); returns the process exit code.
+pub fn audit(config: &Config, args: AuditArgs) -> ExitCode {
+    finish(dispatch(config, false, move || {
+        Ok(Request::Audit {
+            user: args.user,
+            event: args.event,
+            since: args.since,
+        })
+    }))
+}
+
+/// `--since`: an RFC 3339 UTC timestamp or whole Unix seconds.
+fn parse_since(text: &str) -> Result<i64, String> {
+    if let Some(t) = crate::time::UnixTime::from_rfc3339(text) {
+        return Ok(t.secs());
+    }
+    text.parse::<i64>().map_err(|_| {
+        "expected an RFC 3339 UTC time (2026-11-23T18:07:15Z) or Unix seconds".to_owned()
+    })
 }
 
 /// `latchd key …`: manage the access-token signing keys.

@@ -132,6 +132,12 @@ pub const VARS: &[Var] = &[
         "seconds a browser session stays valid without use",
     ),
     var(
+        "LATCHD_AUDIT_RETENTION",
+        "audit-retention",
+        Value("7776000"),
+        "seconds audit rows are kept before the sweep deletes them",
+    ),
+    var(
         "LATCHD_LEEWAY",
         "leeway",
         Value("5"),
@@ -363,6 +369,7 @@ impl Config {
         let refresh_ttl_secs = r.secs("LATCHD_REFRESH_TTL", 1);
         let session_max_secs = r.secs("LATCHD_SESSION_MAX", 1);
         let session_idle_secs = r.secs("LATCHD_SESSION_IDLE", 1);
+        let audit_retention_secs = r.secs("LATCHD_AUDIT_RETENTION", 1);
         let leeway_secs = r.parse("LATCHD_LEEWAY", |s| {
             s.parse::<u32>()
                 .ok()
@@ -447,6 +454,7 @@ impl Config {
         let missing = Vec::new;
         let refresh_ttl_secs = refresh_ttl_secs.ok_or_else(missing)?;
         let auth = crate::auth::Settings {
+            audit_retention_secs: audit_retention_secs.ok_or_else(missing)?,
             issuer,
             audience,
             client_id,

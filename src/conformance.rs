@@ -22,11 +22,20 @@ use uuid::Uuid;
 
 use crate::auth::storage::{Storage, StoreError};
 use crate::model::{
-    normalize_email, AccessDenied, Counts, CreateUser, FamilyId, Jti, MfaChallenge, MfaCompletion,
-    NewSession, NewUser, Origin, Presented, Rotation, SecondFactor, SessionKind, SessionPolicy,
-    StoredKey, Successor, Sweep, TotpUpdate, User, UserId, UserUpdate, PENDING_TOTP_SECS,
+    normalize_email, AccessDenied, AuditActor, AuditEvent, AuditNote, AuditQuery, AuditRow, Counts,
+    CreateUser, FamilyId, Jti, MfaChallenge, MfaCompletion, NewSession, NewUser, Origin, Presented,
+    Rotation, SecondFactor, SessionKind, SessionPolicy, StoredKey, Successor, Sweep, TotpUpdate,
+    User, UserId, UserUpdate, PENDING_TOTP_SECS,
 };
 use crate::time::UnixTime;
+
+/// Audit retention that keeps every row: sweeps of other rows leave the audit table alone.
+const KEEP_AUDIT: i64 = i64::MAX;
+
+/// An audit note of `event` at [`NOW`], about nobody yet.
+fn note(event: AuditEvent) -> AuditNote {
+    AuditNote::new(event, NOW)
+}
 
 /// A backend under test, at one place.
 pub trait Harness {
@@ -109,7 +118,10 @@ macro_rules! storage_conformance {
             a_totp_reset_ends_every_session_and_deleting_the_user_deletes_its_totp,
             a_pending_enrolment_is_swept_after_ten_minutes_and_one_that_is_on_never,
             the_session_list_shows_live_sessions_newest_first_with_their_origin,
-            a_user_ends_only_its_own_live_sessions
+            a_user_ends_only_its_own_live_sessions,
+            an_audit_row_is_written_with_its_change_and_never_without_one,
+            audit_rows_page_in_write_order_and_filter_and_survive_reopen,
+            audit_rows_are_swept_after_the_audit_retention
         );
     };
     (@cases $harness:expr; $($case:ident),* $(,)?) => {
@@ -144,6 +156,7 @@ async fn new_user(store: &dyn Storage, email: &str) -> User {
                 roles: vec!["user".to_owned()],
             },
             NOW,
+            note(AuditEvent::Registered),
         )
         .await
         .unwrap()
@@ -195,6 +208,7 @@ async fn add_family(
             NewSession::default(),
             NOW,
             POLICY,
+            note(AuditEvent::Login),
         )
         .await
 }
@@ -235,7 +249,15 @@ async fn browser(store: &dyn Storage, user: UserId, hash: u8, at: UnixTime) -> F
         origin: Origin::default(),
     };
     assert!(store
-        .open_session(family, &seen, [hash; 32], session, at, POLICY)
+        .open_session(
+            family,
+            &seen,
+            [hash; 32],
+            session,
+            at,
+            POLICY,
+            note(AuditEvent::Login)
+        )
         .await
         .unwrap());
     family
@@ -282,7 +304,10 @@ pub async fn email_normalization_trims_and_folds_unicode_case(h: &mut dyn Harnes
             roles: Vec::new(),
         };
         assert_eq!(
-            store.create_user(again, NOW).await.unwrap(),
+            store
+                .create_user(again, NOW, note(AuditEvent::Registered))
+                .await
+                .unwrap(),
             CreateUser::EmailTaken,
             "{other:?}"
         );
@@ -319,11 +344,17 @@ pub async fn set_password_roles_and_disable(h: &mut dyn Harness) {
         .unwrap());
     let roles = vec!["ops".to_owned(), "user".to_owned()];
     assert_eq!(
-        store.set_roles(user.id, &roles).await.unwrap(),
+        store
+            .set_roles(user.id, &roles, note(AuditEvent::RolesChanged))
+            .await
+            .unwrap(),
         UserUpdate::Done
     );
     assert_eq!(
-        store.set_roles(missing, &roles).await.unwrap(),
+        store
+            .set_roles(missing, &roles, note(AuditEvent::RolesChanged))
+            .await
+            .unwrap(),
         UserUpdate::NoSuchUser
     );
     let got = store.user(user.id).await.unwrap().unwrap();
@@ -334,15 +365,29 @@ pub async fn set_password_roles_and_disable(h: &mut dyn Harness) {
 
     let family = FamilyId::new();
     assert!(store
-        .open_session(family, &got, [0; 32], NewSession::default(), NOW, POLICY)
+        .open_session(
+            family,
+            &got,
+            [0; 32],
+            NewSession::default(),
+            NOW,
+            POLICY,
+            note(AuditEvent::Login)
+        )
         .await
         .unwrap());
     assert_eq!(
-        store.disable_user(user.id, NOW).await.unwrap(),
+        store
+            .disable_user(user.id, NOW, note(AuditEvent::UserDisabled))
+            .await
+            .unwrap(),
         UserUpdate::Done
     );
     assert_eq!(
-        store.disable_user(missing, NOW).await.unwrap(),
+        store
+            .disable_user(missing, NOW, note(AuditEvent::UserDisabled))
+            .await
+            .unwrap(),
         UserUpdate::NoSuchUser
     );
     assert!(store.user(user.id).await.unwrap().unwrap().disabled);
@@ -359,11 +404,18 @@ pub async fn set_password_roles_and_disable(h: &mut dyn Harness) {
             [1; 32],
             NewSession::default(),
             NOW,
-            POLICY
+            POLICY,
+            note(AuditEvent::Login)
         )
         .await
         .unwrap());
-    assert_eq!(store.enable_user(user.id).await.unwrap(), UserUpdate::Done);
+    assert_eq!(
+        store
+            .enable_user(user.id, note(AuditEvent::UserEnabled))
+            .await
+            .unwrap(),
+        UserUpdate::Done
+    );
     // Disabling revoked the user's sessions in the same write: re-enabling brings the user
     // back, not its sessions.
     let enabled = stored(&*store, user.id).await;
@@ -380,7 +432,8 @@ pub async fn set_password_roles_and_disable(h: &mut dyn Harness) {
             [2; 32],
             NewSession::default(),
             NOW,
-            POLICY
+            POLICY,
+            note(AuditEvent::Login)
         )
         .await
         .unwrap());
@@ -390,9 +443,18 @@ pub async fn delete_user_removes_email_index_and_families(h: &mut dyn Harness) {
     let store = h.open().await;
     let (user, family) = session(&*store).await;
     let email = store.user(user).await.unwrap().unwrap().email;
-    assert_eq!(store.delete_user(user).await.unwrap(), UserUpdate::Done);
     assert_eq!(
-        store.delete_user(user).await.unwrap(),
+        store
+            .delete_user(user, note(AuditEvent::UserDeleted))
+            .await
+            .unwrap(),
+        UserUpdate::Done
+    );
+    assert_eq!(
+        store
+            .delete_user(user, note(AuditEvent::UserDeleted))
+            .await
+            .unwrap(),
         UserUpdate::NoSuchUser
     );
     assert_eq!(store.user(user).await.unwrap(), None);
@@ -404,7 +466,13 @@ pub async fn delete_user_removes_email_index_and_families(h: &mut dyn Harness) {
     );
     assert_eq!(
         store
-            .rotate(presented(family, 0, [0; 32]), successor(1), NOW, POLICY)
+            .rotate(
+                presented(family, 0, [0; 32]),
+                successor(1),
+                NOW,
+                POLICY,
+                note(AuditEvent::RefreshReuse)
+            )
             .await
             .unwrap(),
         Rotation::Unknown
@@ -443,7 +511,13 @@ pub async fn rotate_installs_successor_and_old_token_is_reuse(h: &mut dyn Harnes
     let first = presented(family, 0, [0; 32]);
     assert_eq!(
         store
-            .rotate(first, successor(1), NOW, NO_GRACE)
+            .rotate(
+                first,
+                successor(1),
+                NOW,
+                NO_GRACE,
+                note(AuditEvent::RefreshReuse)
+            )
             .await
             .unwrap(),
         Rotation::Rotated {
@@ -456,7 +530,13 @@ pub async fn rotate_installs_successor_and_old_token_is_reuse(h: &mut dyn Harnes
     let second = presented(family, 1, [1; 32]);
     assert_eq!(
         store
-            .rotate(second, successor(2), NOW.plus(1), NO_GRACE)
+            .rotate(
+                second,
+                successor(2),
+                NOW.plus(1),
+                NO_GRACE,
+                note(AuditEvent::RefreshReuse)
+            )
             .await
             .unwrap(),
         Rotation::Rotated {
@@ -469,7 +549,13 @@ pub async fn rotate_installs_successor_and_old_token_is_reuse(h: &mut dyn Harnes
     // Replaying the superseded token revokes the family...
     assert_eq!(
         store
-            .rotate(second, successor(3), NOW.plus(2), NO_GRACE)
+            .rotate(
+                second,
+                successor(3),
+                NOW.plus(2),
+                NO_GRACE,
+                note(AuditEvent::RefreshReuse)
+            )
             .await
             .unwrap(),
         Rotation::Reused { family, user }
@@ -478,7 +564,13 @@ pub async fn rotate_installs_successor_and_old_token_is_reuse(h: &mut dyn Harnes
     let newest = presented(family, 2, [2; 32]);
     assert_eq!(
         store
-            .rotate(newest, successor(4), NOW.plus(3), NO_GRACE)
+            .rotate(
+                newest,
+                successor(4),
+                NOW.plus(3),
+                NO_GRACE,
+                note(AuditEvent::RefreshReuse)
+            )
             .await
             .unwrap(),
         Rotation::Revoked
@@ -502,7 +594,10 @@ pub async fn rotate_rejects_unknown_and_forged_presentations(h: &mut dyn Harness
     ];
     for (name, p) in cases {
         assert_eq!(
-            store.rotate(p, successor(1), NOW, POLICY).await.unwrap(),
+            store
+                .rotate(p, successor(1), NOW, POLICY, note(AuditEvent::RefreshReuse))
+                .await
+                .unwrap(),
             Rotation::Unknown,
             "{name}"
         );
@@ -510,7 +605,13 @@ pub async fn rotate_rejects_unknown_and_forged_presentations(h: &mut dyn Harness
     // None of them disturbed the family.
     assert!(matches!(
         store
-            .rotate(presented(family, 0, [0; 32]), successor(1), NOW, POLICY)
+            .rotate(
+                presented(family, 0, [0; 32]),
+                successor(1),
+                NOW,
+                POLICY,
+                note(AuditEvent::RefreshReuse)
+            )
             .await
             .unwrap(),
         Rotation::Rotated { generation: 1, .. }
@@ -522,7 +623,13 @@ pub async fn grace_returns_the_same_successor_then_becomes_reuse(h: &mut dyn Har
     let (user, family) = session(&*store).await;
     let first = presented(family, 0, [0; 32]);
     store
-        .rotate(first, successor(1), NOW, POLICY)
+        .rotate(
+            first,
+            successor(1),
+            NOW,
+            POLICY,
+            note(AuditEvent::RefreshReuse),
+        )
         .await
         .unwrap();
     let retried = Rotation::Retried {
@@ -535,14 +642,26 @@ pub async fn grace_returns_the_same_successor_then_becomes_reuse(h: &mut dyn Har
     // Inside the grace, the retry gets the stored successor, whatever it offers itself.
     assert_eq!(
         store
-            .rotate(first, successor(7), NOW.plus(9), POLICY)
+            .rotate(
+                first,
+                successor(7),
+                NOW.plus(9),
+                POLICY,
+                note(AuditEvent::RefreshReuse)
+            )
             .await
             .unwrap(),
         retried
     );
     assert_eq!(
         store
-            .rotate(first, successor(8), NOW, POLICY)
+            .rotate(
+                first,
+                successor(8),
+                NOW,
+                POLICY,
+                note(AuditEvent::RefreshReuse)
+            )
             .await
             .unwrap(),
         retried
@@ -551,7 +670,13 @@ pub async fn grace_returns_the_same_successor_then_becomes_reuse(h: &mut dyn Har
     let current = presented(family, 1, [1; 32]);
     assert_eq!(
         store
-            .rotate(current, successor(1), NOW.plus(9), POLICY)
+            .rotate(
+                current,
+                successor(1),
+                NOW.plus(9),
+                POLICY,
+                note(AuditEvent::RefreshReuse)
+            )
             .await
             .unwrap(),
         Rotation::Rotated {
@@ -564,7 +689,13 @@ pub async fn grace_returns_the_same_successor_then_becomes_reuse(h: &mut dyn Har
     // The grandparent is reuse even inside the grace.
     assert_eq!(
         store
-            .rotate(first, successor(9), NOW.plus(9), POLICY)
+            .rotate(
+                first,
+                successor(9),
+                NOW.plus(9),
+                POLICY,
+                note(AuditEvent::RefreshReuse)
+            )
             .await
             .unwrap(),
         Rotation::Reused { family, user }
@@ -576,12 +707,24 @@ pub async fn after_the_grace_the_superseded_token_is_reuse(h: &mut dyn Harness) 
     let (user, family) = session(&*store).await;
     let first = presented(family, 0, [0; 32]);
     store
-        .rotate(first, successor(1), NOW, POLICY)
+        .rotate(
+            first,
+            successor(1),
+            NOW,
+            POLICY,
+            note(AuditEvent::RefreshReuse),
+        )
         .await
         .unwrap();
     assert_eq!(
         store
-            .rotate(first, successor(2), NOW.plus(10), POLICY)
+            .rotate(
+                first,
+                successor(2),
+                NOW.plus(10),
+                POLICY,
+                note(AuditEvent::RefreshReuse)
+            )
             .await
             .unwrap(),
         Rotation::Reused { family, user }
@@ -592,7 +735,8 @@ pub async fn after_the_grace_the_superseded_token_is_reuse(h: &mut dyn Harness) 
                 presented(family, 1, [1; 32]),
                 successor(2),
                 NOW.plus(11),
-                POLICY
+                POLICY,
+                note(AuditEvent::RefreshReuse)
             )
             .await
             .unwrap(),
@@ -605,12 +749,24 @@ pub async fn grace_zero_means_every_superseded_token_is_reuse(h: &mut dyn Harnes
     let (user, family) = session(&*store).await;
     let first = presented(family, 0, [0; 32]);
     store
-        .rotate(first, successor(1), NOW, NO_GRACE)
+        .rotate(
+            first,
+            successor(1),
+            NOW,
+            NO_GRACE,
+            note(AuditEvent::RefreshReuse),
+        )
         .await
         .unwrap();
     assert_eq!(
         store
-            .rotate(first, successor(2), NOW, NO_GRACE)
+            .rotate(
+                first,
+                successor(2),
+                NOW,
+                NO_GRACE,
+                note(AuditEvent::RefreshReuse)
+            )
             .await
             .unwrap(),
         Rotation::Reused { family, user }
@@ -627,7 +783,8 @@ pub async fn expiry_slides_per_token_up_to_the_absolute_maximum(h: &mut dyn Harn
                 presented(family, 0, [0; 32]),
                 successor(1),
                 NOW.plus(100),
-                POLICY
+                POLICY,
+                note(AuditEvent::RefreshReuse)
             )
             .await
             .unwrap(),
@@ -640,7 +797,13 @@ pub async fn expiry_slides_per_token_up_to_the_absolute_maximum(h: &mut dyn Harn
         at = at.plus(99);
         let p = presented(family, u64::from(generation), [generation; 32]);
         let got = store
-            .rotate(p, successor(generation + 1), at, POLICY)
+            .rotate(
+                p,
+                successor(generation + 1),
+                at,
+                POLICY,
+                note(AuditEvent::RefreshReuse),
+            )
             .await
             .unwrap();
         if at.secs() >= NOW.plus(POLICY.session_max_secs).secs() {
@@ -656,7 +819,13 @@ pub async fn expiry_slides_per_token_up_to_the_absolute_maximum(h: &mut dyn Harn
     let p = presented(family, u64::from(generation), [generation; 32]);
     assert_eq!(
         store
-            .rotate(p, successor(99), NOW.plus(999), POLICY)
+            .rotate(
+                p,
+                successor(99),
+                NOW.plus(999),
+                POLICY,
+                note(AuditEvent::RefreshReuse)
+            )
             .await
             .unwrap(),
         Rotation::Rotated {
@@ -677,12 +846,24 @@ pub async fn retry_of_an_expired_family_is_expired(h: &mut dyn Harness) {
         ..POLICY
     };
     store
-        .rotate(first, successor(1), NOW, long_grace)
+        .rotate(
+            first,
+            successor(1),
+            NOW,
+            long_grace,
+            note(AuditEvent::RefreshReuse),
+        )
         .await
         .unwrap();
     assert_eq!(
         store
-            .rotate(first, successor(2), NOW.plus(100), long_grace)
+            .rotate(
+                first,
+                successor(2),
+                NOW.plus(100),
+                long_grace,
+                note(AuditEvent::RefreshReuse)
+            )
             .await
             .unwrap(),
         Rotation::Expired
@@ -697,18 +878,30 @@ pub async fn revoke_family_and_revoke_all(h: &mut dyn Harness) {
     assert!(add_family(&*store, user, other, 5).await.is_err());
     assert_eq!(store.counts().families, 2);
 
-    assert!(store.revoke_session(family, NOW).await.unwrap());
-    assert!(!store.revoke_session(family, NOW).await.unwrap());
-    assert!(!store.revoke_session(FamilyId::new(), NOW).await.unwrap());
+    assert!(store
+        .revoke_session(family, NOW, note(AuditEvent::SessionRevoked))
+        .await
+        .unwrap());
+    assert!(!store
+        .revoke_session(family, NOW, note(AuditEvent::SessionRevoked))
+        .await
+        .unwrap());
+    assert!(!store
+        .revoke_session(FamilyId::new(), NOW, note(AuditEvent::SessionRevoked))
+        .await
+        .unwrap());
     assert_eq!(
         store.check_access(user, family, jti(), 0),
         Err(AccessDenied::FamilyRevoked)
     );
     assert_eq!(store.check_access(user, other, jti(), 0), Ok(()));
 
-    assert!(store.revoke_user(user, NOW).await.unwrap());
+    assert!(store
+        .revoke_user(user, NOW, note(AuditEvent::LogoutAll))
+        .await
+        .unwrap());
     assert!(!store
-        .revoke_user(UserId(Uuid::new_v4()), NOW)
+        .revoke_user(UserId(Uuid::new_v4()), NOW, note(AuditEvent::LogoutAll))
         .await
         .unwrap());
     assert_eq!(view_version(&*store, user), Some(1));
@@ -723,7 +916,13 @@ pub async fn revoke_family_and_revoke_all(h: &mut dyn Harness) {
     );
     assert_eq!(
         store
-            .rotate(presented(other, 0, [5; 32]), successor(1), NOW, POLICY)
+            .rotate(
+                presented(other, 0, [5; 32]),
+                successor(1),
+                NOW,
+                POLICY,
+                note(AuditEvent::RefreshReuse)
+            )
             .await
             .unwrap(),
         Rotation::Revoked
@@ -737,7 +936,10 @@ pub async fn check_access_reports_each_rule(h: &mut dyn Harness) {
     let (other_user, other_family) = session(&*store).await;
     let bad = jti();
     store.blacklist(bad, NOW.plus(60)).await.unwrap();
-    store.revoke_user(other_user, NOW).await.unwrap();
+    store
+        .revoke_user(other_user, NOW, note(AuditEvent::LogoutAll))
+        .await
+        .unwrap();
     let cases = [
         ("valid", user, family, jti(), 0, Ok(())),
         (
@@ -802,11 +1004,32 @@ pub async fn blacklist_is_remembered_and_swept(h: &mut dyn Harness) {
     let store = h.reopen(store).await;
     assert!(listed(&*store, a) && listed(&*store, b));
     assert_eq!(store.counts().blacklist, 2);
-    assert_eq!(store.sweep(NOW.plus(9), 0).await.unwrap().blacklist, 0);
-    assert_eq!(store.sweep(NOW.plus(10), 0).await.unwrap().blacklist, 1);
+    assert_eq!(
+        store
+            .sweep(NOW.plus(9), 0, KEEP_AUDIT)
+            .await
+            .unwrap()
+            .blacklist,
+        0
+    );
+    assert_eq!(
+        store
+            .sweep(NOW.plus(10), 0, KEEP_AUDIT)
+            .await
+            .unwrap()
+            .blacklist,
+        1
+    );
     assert!(!listed(&*store, a));
     assert!(listed(&*store, b));
-    assert_eq!(store.sweep(NOW.plus(20), 0).await.unwrap().blacklist, 1);
+    assert_eq!(
+        store
+            .sweep(NOW.plus(20), 0, KEEP_AUDIT)
+            .await
+            .unwrap()
+            .blacklist,
+        1
+    );
     assert_eq!(store.counts().blacklist, 0);
 }
 
@@ -817,47 +1040,66 @@ pub async fn sweep_deletes_ended_families_after_retention_and_counts_return_to_z
     let (user, revoked) = session(&*store).await;
     let live = FamilyId::new();
     add_family(&*store, user, live, 3).await.unwrap();
-    store.revoke_session(revoked, NOW.plus(50)).await.unwrap();
-    store.blacklist(jti(), NOW.plus(30)).await.unwrap();
-    store.add_signing_key(key("k1", NOW), None).await.unwrap();
     store
-        .add_signing_key(key("k2", NOW.plus(40)), Some(NOW.plus(40)))
+        .revoke_session(revoked, NOW.plus(50), note(AuditEvent::SessionRevoked))
+        .await
+        .unwrap();
+    store.blacklist(jti(), NOW.plus(30)).await.unwrap();
+    store
+        .add_signing_key(key("k1", NOW), None, note(AuditEvent::KeyRotated))
+        .await
+        .unwrap();
+    store
+        .add_signing_key(
+            key("k2", NOW.plus(40)),
+            Some(NOW.plus(40)),
+            note(AuditEvent::KeyRotated),
+        )
         .await
         .unwrap();
 
     // The revoked family is kept for the retention (access tokens may still name it).
     let retain = 15;
     assert_eq!(
-        store.sweep(NOW.plus(60), retain).await.unwrap(),
+        store.sweep(NOW.plus(60), retain, KEEP_AUDIT).await.unwrap(),
         Sweep {
             blacklist: 1,
             families: 0,
             keys: 1,
-            challenges: 0
+            challenges: 0,
+            audit: 0
         }
     );
     assert_eq!(
-        store.sweep(NOW.plus(65), retain).await.unwrap(),
+        store.sweep(NOW.plus(65), retain, KEEP_AUDIT).await.unwrap(),
         Sweep {
             blacklist: 0,
             families: 1,
             keys: 0,
-            challenges: 0
+            challenges: 0,
+            audit: 0
         }
     );
     // The live family expires at NOW+100 and goes `retain` later.
     assert_eq!(
-        store.sweep(NOW.plus(114), retain).await.unwrap(),
+        store
+            .sweep(NOW.plus(114), retain, KEEP_AUDIT)
+            .await
+            .unwrap(),
         Sweep::default()
     );
     assert_eq!(store.counts().families, 1);
     assert_eq!(
-        store.sweep(NOW.plus(115), retain).await.unwrap(),
+        store
+            .sweep(NOW.plus(115), retain, KEEP_AUDIT)
+            .await
+            .unwrap(),
         Sweep {
             blacklist: 0,
             families: 1,
             keys: 0,
-            challenges: 0
+            challenges: 0,
+            audit: 0
         }
     );
     assert_eq!(
@@ -879,21 +1121,37 @@ pub async fn sweep_deletes_ended_families_after_retention_and_counts_return_to_z
     );
     assert_eq!(store.signing_keys().await.unwrap().len(), 1);
     // The swept families are gone from the user index too: revoke-all finds nothing to revoke.
-    assert!(store.revoke_user(user, NOW.plus(200)).await.unwrap());
-    assert_eq!(store.delete_user(user).await.unwrap(), UserUpdate::Done);
+    assert!(store
+        .revoke_user(user, NOW.plus(200), note(AuditEvent::LogoutAll))
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .delete_user(user, note(AuditEvent::UserDeleted))
+            .await
+            .unwrap(),
+        UserUpdate::Done
+    );
     assert_eq!(store.counts(), Counts::default());
 }
 
 pub async fn signing_keys_rotate_and_persist(h: &mut dyn Harness) {
     let store = h.open().await;
     assert!(store.signing_keys().await.unwrap().is_empty());
-    store.add_signing_key(key("k1", NOW), None).await.unwrap();
     store
-        .add_signing_key(key("k2", NOW.plus(1)), Some(NOW.plus(1)))
+        .add_signing_key(key("k1", NOW), None, note(AuditEvent::KeyRotated))
+        .await
+        .unwrap();
+    store
+        .add_signing_key(
+            key("k2", NOW.plus(1)),
+            Some(NOW.plus(1)),
+            note(AuditEvent::KeyRotated),
+        )
         .await
         .unwrap();
     assert!(matches!(
-        store.add_signing_key(key("k1", NOW), None).await,
+        store.add_signing_key(key("k1", NOW), None, note(AuditEvent::KeyRotated)).await,
         Err(StoreError::KidTaken(kid)) if kid == "k1"
     ));
     let store = h.reopen(store).await;
@@ -924,11 +1182,20 @@ pub async fn view_survives_reopen(h: &mut dyn Harness) {
     let (user, revoked) = session(&*store).await;
     let live = FamilyId::new();
     add_family(&*store, user, live, 4).await.unwrap();
-    store.revoke_session(revoked, NOW).await.unwrap();
+    store
+        .revoke_session(revoked, NOW, note(AuditEvent::SessionRevoked))
+        .await
+        .unwrap();
     let (bumped, _) = session(&*store).await;
-    store.revoke_user(bumped, NOW).await.unwrap();
+    store
+        .revoke_user(bumped, NOW, note(AuditEvent::LogoutAll))
+        .await
+        .unwrap();
     let (disabled, _) = session(&*store).await;
-    store.disable_user(disabled, NOW).await.unwrap();
+    store
+        .disable_user(disabled, NOW, note(AuditEvent::UserDisabled))
+        .await
+        .unwrap();
     let gone = jti();
     store.blacklist(gone, NOW.plus(60)).await.unwrap();
     let before = store.counts();
@@ -951,7 +1218,13 @@ pub async fn view_survives_reopen(h: &mut dyn Harness) {
     );
     assert_eq!(
         store
-            .rotate(presented(revoked, 0, [0; 32]), successor(1), NOW, POLICY)
+            .rotate(
+                presented(revoked, 0, [0; 32]),
+                successor(1),
+                NOW,
+                POLICY,
+                note(AuditEvent::RefreshReuse)
+            )
             .await
             .unwrap(),
         Rotation::Revoked
@@ -963,19 +1236,31 @@ pub async fn the_last_enabled_admin_cannot_be_deleted_disabled_or_demoted(h: &mu
     let admin = new_user(&*store, "root@example.com").await.id;
     let admin_role = ["admin".to_owned()];
     assert_eq!(
-        store.set_roles(admin, &admin_role).await.unwrap(),
+        store
+            .set_roles(admin, &admin_role, note(AuditEvent::RolesChanged))
+            .await
+            .unwrap(),
         UserUpdate::Done
     );
     assert_eq!(
-        store.delete_user(admin).await.unwrap(),
+        store
+            .delete_user(admin, note(AuditEvent::UserDeleted))
+            .await
+            .unwrap(),
         UserUpdate::LastAdmin
     );
     assert_eq!(
-        store.disable_user(admin, NOW).await.unwrap(),
+        store
+            .disable_user(admin, NOW, note(AuditEvent::UserDisabled))
+            .await
+            .unwrap(),
         UserUpdate::LastAdmin
     );
     assert_eq!(
-        store.set_roles(admin, &[]).await.unwrap(),
+        store
+            .set_roles(admin, &[], note(AuditEvent::RolesChanged))
+            .await
+            .unwrap(),
         UserUpdate::LastAdmin
     );
     assert!(store
@@ -986,30 +1271,63 @@ pub async fn the_last_enabled_admin_cannot_be_deleted_disabled_or_demoted(h: &mu
     // A disabled second admin does not count; an enabled one does.
     let second = new_user(&*store, "second@example.com").await.id;
     assert_eq!(
-        store.set_roles(second, &admin_role).await.unwrap(),
+        store
+            .set_roles(second, &admin_role, note(AuditEvent::RolesChanged))
+            .await
+            .unwrap(),
         UserUpdate::Done
     );
     assert_eq!(
-        store.disable_user(second, NOW).await.unwrap(),
+        store
+            .disable_user(second, NOW, note(AuditEvent::UserDisabled))
+            .await
+            .unwrap(),
         UserUpdate::Done
     );
     assert_eq!(
-        store.delete_user(admin).await.unwrap(),
+        store
+            .delete_user(admin, note(AuditEvent::UserDeleted))
+            .await
+            .unwrap(),
         UserUpdate::LastAdmin
     );
-    assert_eq!(store.enable_user(second).await.unwrap(), UserUpdate::Done);
-    assert_eq!(store.delete_user(admin).await.unwrap(), UserUpdate::Done);
+    assert_eq!(
+        store
+            .enable_user(second, note(AuditEvent::UserEnabled))
+            .await
+            .unwrap(),
+        UserUpdate::Done
+    );
+    assert_eq!(
+        store
+            .delete_user(admin, note(AuditEvent::UserDeleted))
+            .await
+            .unwrap(),
+        UserUpdate::Done
+    );
     // Now `second` is the last one; a non-admin is never refused.
     assert_eq!(
-        store.delete_user(second).await.unwrap(),
+        store
+            .delete_user(second, note(AuditEvent::UserDeleted))
+            .await
+            .unwrap(),
         UserUpdate::LastAdmin
     );
     let plain = new_user(&*store, "plain@example.com").await.id;
     assert_eq!(
-        store.disable_user(plain, NOW).await.unwrap(),
+        store
+            .disable_user(plain, NOW, note(AuditEvent::UserDisabled))
+            .await
+            .unwrap(),
         UserUpdate::Done
     );
-    assert_eq!(store.delete_user(plain).await.unwrap(), UserUpdate::Done);
+    assert_eq!(
+        store
+            .delete_user(plain, note(AuditEvent::UserDeleted))
+            .await
+            .unwrap(),
+        UserUpdate::Done
+    );
 }
 
 pub async fn a_new_session_past_the_cap_revokes_the_oldest(h: &mut dyn Harness) {
@@ -1024,7 +1342,15 @@ pub async fn a_new_session_past_the_cap_revokes_the_oldest(h: &mut dyn Harness) 
         let family = FamilyId::new();
         let at = NOW.plus(i64::from(n));
         assert!(store
-            .open_session(family, &user, [n; 32], NewSession::default(), at, policy)
+            .open_session(
+                family,
+                &user,
+                [n; 32],
+                NewSession::default(),
+                at,
+                policy,
+                note(AuditEvent::Login)
+            )
             .await
             .unwrap());
         families.push(family);
@@ -1041,7 +1367,8 @@ pub async fn a_new_session_past_the_cap_revokes_the_oldest(h: &mut dyn Harness) 
                 presented(families[0], 0, [0; 32]),
                 successor(9),
                 NOW.plus(9),
-                policy
+                policy,
+                note(AuditEvent::RefreshReuse)
             )
             .await
             .unwrap(),
@@ -1091,7 +1418,15 @@ async fn race(h: &mut dyn Harness, policy: SessionPolicy) -> Vec<Rotation> {
     let store = h.open().await;
     let (_, family) = session(&*store).await;
     let pending: Vec<_> = (1..=8u8)
-        .map(|n| store.rotate(presented(family, 0, [0; 32]), successor(n), NOW, policy))
+        .map(|n| {
+            store.rotate(
+                presented(family, 0, [0; 32]),
+                successor(n),
+                NOW,
+                policy,
+                note(AuditEvent::RefreshReuse),
+            )
+        })
         .collect();
     let mut outcomes = Vec::new();
     for p in pending {
@@ -1111,7 +1446,8 @@ pub async fn change_password_keeps_only_the_named_session_and_survives_reopen(h:
             &store.user(user).await.unwrap().unwrap().password_hash,
             "$new-hash",
             Some(keep),
-            NOW
+            NOW,
+            note(AuditEvent::PasswordChanged)
         )
         .await
         .unwrap());
@@ -1132,7 +1468,14 @@ pub async fn change_password_keeps_only_the_named_session_and_survives_reopen(h:
         Err(AccessDenied::FamilyRevoked)
     );
     assert!(!store
-        .change_password(UserId(Uuid::new_v4()), "$x", "$y", None, NOW)
+        .change_password(
+            UserId(Uuid::new_v4()),
+            "$x",
+            "$y",
+            None,
+            NOW,
+            note(AuditEvent::PasswordChanged)
+        )
         .await
         .unwrap());
 }
@@ -1152,28 +1495,55 @@ pub async fn a_session_is_not_created_for_credentials_that_changed_while_they_we
         let seen = store.user(seen.id).await.unwrap().unwrap();
         match name {
             "password changed" => assert!(store
-                .change_password(seen.id, &seen.password_hash, "$other", None, NOW)
+                .change_password(
+                    seen.id,
+                    &seen.password_hash,
+                    "$other",
+                    None,
+                    NOW,
+                    note(AuditEvent::PasswordChanged)
+                )
                 .await
                 .unwrap()),
-            "logout-all" => assert!(store.revoke_user(seen.id, NOW).await.unwrap()),
+            "logout-all" => assert!(store
+                .revoke_user(seen.id, NOW, note(AuditEvent::LogoutAll))
+                .await
+                .unwrap()),
             "roles changed" => assert_eq!(
-                store.set_roles(seen.id, &[]).await.unwrap(),
+                store
+                    .set_roles(seen.id, &[], note(AuditEvent::RolesChanged))
+                    .await
+                    .unwrap(),
                 UserUpdate::Done
             ),
             _ => assert_eq!(
-                store.disable_user(seen.id, NOW).await.unwrap(),
+                store
+                    .disable_user(seen.id, NOW, note(AuditEvent::UserDisabled))
+                    .await
+                    .unwrap(),
                 UserUpdate::Done
             ),
         }
         let family = FamilyId::new();
         assert!(
             !store
-                .open_session(family, &seen, [9; 32], NewSession::default(), NOW, POLICY)
+                .open_session(
+                    family,
+                    &seen,
+                    [9; 32],
+                    NewSession::default(),
+                    NOW,
+                    POLICY,
+                    note(AuditEvent::Login)
+                )
                 .await
                 .unwrap(),
             "{name}"
         );
-        store.enable_user(seen.id).await.unwrap();
+        store
+            .enable_user(seen.id, note(AuditEvent::UserEnabled))
+            .await
+            .unwrap();
         let version = view_version(&*store, seen.id).unwrap();
         assert_eq!(
             store.check_access(seen.id, family, jti(), version),
@@ -1189,7 +1559,8 @@ pub async fn a_session_is_not_created_for_credentials_that_changed_while_they_we
             [9; 32],
             NewSession::default(),
             NOW,
-            POLICY
+            POLICY,
+            note(AuditEvent::Login)
         )
         .await
         .unwrap());
@@ -1200,7 +1571,10 @@ pub async fn a_role_change_stops_tokens_that_carry_the_old_roles(h: &mut dyn Har
     let (user, family) = session(&*store).await;
     assert_eq!(store.check_access(user, family, jti(), 0), Ok(()));
     assert_eq!(
-        store.set_roles(user, &["admin".to_owned()]).await.unwrap(),
+        store
+            .set_roles(user, &["admin".to_owned()], note(AuditEvent::RolesChanged))
+            .await
+            .unwrap(),
         UserUpdate::Done
     );
     assert_eq!(
@@ -1218,8 +1592,14 @@ pub async fn retiring_signing_keys_marks_only_the_live_ones(h: &mut dyn Harness)
         created_at: NOW,
         retired_at: None,
     };
-    store.add_signing_key(key("a"), None).await.unwrap();
-    store.add_signing_key(key("b"), Some(NOW)).await.unwrap();
+    store
+        .add_signing_key(key("a"), None, note(AuditEvent::KeyRotated))
+        .await
+        .unwrap();
+    store
+        .add_signing_key(key("b"), Some(NOW), note(AuditEvent::KeyRotated))
+        .await
+        .unwrap();
     assert_eq!(
         store.retire_signing_keys(NOW.plus(5)).await.unwrap(),
         1,
@@ -1243,12 +1623,26 @@ pub async fn a_password_change_checked_before_a_concurrent_change_does_not_land(
     let checked = store.user(user).await.unwrap().unwrap().password_hash;
     // Another change commits first (the victim's, say) ...
     assert!(store
-        .change_password(user, &checked, "$victims-new", Some(keep), NOW)
+        .change_password(
+            user,
+            &checked,
+            "$victims-new",
+            Some(keep),
+            NOW,
+            note(AuditEvent::PasswordChanged)
+        )
         .await
         .unwrap());
     // ... so the one checked against the old hash writes nothing.
     assert!(!store
-        .change_password(user, &checked, "$attackers", Some(keep), NOW)
+        .change_password(
+            user,
+            &checked,
+            "$attackers",
+            Some(keep),
+            NOW,
+            note(AuditEvent::PasswordChanged)
+        )
         .await
         .unwrap());
     assert_eq!(
@@ -1256,18 +1650,38 @@ pub async fn a_password_change_checked_before_a_concurrent_change_does_not_land(
         "$victims-new"
     );
     // A session revoked meanwhile cannot change the password either.
-    assert!(store.revoke_session(keep, NOW).await.unwrap());
+    assert!(store
+        .revoke_session(keep, NOW, note(AuditEvent::SessionRevoked))
+        .await
+        .unwrap());
     assert!(!store
-        .change_password(user, "$victims-new", "$x", Some(keep), NOW)
+        .change_password(
+            user,
+            "$victims-new",
+            "$x",
+            Some(keep),
+            NOW,
+            note(AuditEvent::PasswordChanged)
+        )
         .await
         .unwrap());
     // Nor can a disabled user.
     assert_eq!(
-        store.disable_user(user, NOW).await.unwrap(),
+        store
+            .disable_user(user, NOW, note(AuditEvent::UserDisabled))
+            .await
+            .unwrap(),
         UserUpdate::Done
     );
     assert!(!store
-        .change_password(user, "$victims-new", "$x", None, NOW)
+        .change_password(
+            user,
+            "$victims-new",
+            "$x",
+            None,
+            NOW,
+            note(AuditEvent::PasswordChanged)
+        )
         .await
         .unwrap());
 }
@@ -1278,7 +1692,10 @@ pub async fn disable_revokes_every_session_in_the_same_write(h: &mut dyn Harness
     let second = FamilyId::new();
     assert!(add_family(&*store, user, second, 7).await.unwrap());
     assert_eq!(
-        store.disable_user(user, NOW).await.unwrap(),
+        store
+            .disable_user(user, NOW, note(AuditEvent::UserDisabled))
+            .await
+            .unwrap(),
         UserUpdate::Done
     );
     assert_eq!(
@@ -1288,11 +1705,23 @@ pub async fn disable_revokes_every_session_in_the_same_write(h: &mut dyn Harness
     );
     let store = h.reopen(store).await;
     assert_eq!(store.counts().families, 0);
-    assert_eq!(store.enable_user(user).await.unwrap(), UserUpdate::Done);
+    assert_eq!(
+        store
+            .enable_user(user, note(AuditEvent::UserEnabled))
+            .await
+            .unwrap(),
+        UserUpdate::Done
+    );
     for (family, hash) in [(first, 0), (second, 7)] {
         assert_eq!(
             store
-                .rotate(presented(family, 0, [hash; 32]), successor(1), NOW, POLICY)
+                .rotate(
+                    presented(family, 0, [hash; 32]),
+                    successor(1),
+                    NOW,
+                    POLICY,
+                    note(AuditEvent::RefreshReuse)
+                )
                 .await
                 .unwrap(),
             Rotation::Revoked
@@ -1305,11 +1734,20 @@ pub async fn rotate_answers_the_user_as_of_the_rotation(h: &mut dyn Harness) {
     let (user, family) = session(&*store).await;
     let roles = vec!["editor".to_owned()];
     assert_eq!(
-        store.set_roles(user, &roles).await.unwrap(),
+        store
+            .set_roles(user, &roles, note(AuditEvent::RolesChanged))
+            .await
+            .unwrap(),
         UserUpdate::Done
     );
     let got = store
-        .rotate(presented(family, 0, [0; 32]), successor(1), NOW, POLICY)
+        .rotate(
+            presented(family, 0, [0; 32]),
+            successor(1),
+            NOW,
+            POLICY,
+            note(AuditEvent::RefreshReuse),
+        )
         .await
         .unwrap();
     // The roles and version the new access token must carry, read in the rotation's own
@@ -1329,7 +1767,7 @@ pub async fn logout_blacklists_and_revokes_in_one_write(h: &mut dyn Harness) {
     assert!(add_family(&*store, user, other, 3).await.unwrap());
     let token = jti();
     store
-        .end_session(family, token, NOW.plus(60), NOW)
+        .end_session(family, token, NOW.plus(60), NOW, note(AuditEvent::Logout))
         .await
         .unwrap();
     let check = |store: &dyn Storage| {
@@ -1353,7 +1791,10 @@ pub async fn a_browser_session_is_found_by_its_cookie_and_ends_with_every_revoca
     let (user, _) = session(&*store).await;
     let roles = vec!["editor".to_owned()];
     assert_eq!(
-        store.set_roles(user, &roles).await.unwrap(),
+        store
+            .set_roles(user, &roles, note(AuditEvent::RolesChanged))
+            .await
+            .unwrap(),
         UserUpdate::Done
     );
     let family = browser(&*store, user, 0xb1, NOW).await;
@@ -1373,30 +1814,58 @@ pub async fn a_browser_session_is_found_by_its_cookie_and_ends_with_every_revoca
     );
     // It is a session like any other: counted, capped, revoked by every revocation.
     assert_eq!(store.counts().families, 2);
-    assert!(store.revoke_session(family, NOW).await.unwrap());
+    assert!(store
+        .revoke_session(family, NOW, note(AuditEvent::SessionRevoked))
+        .await
+        .unwrap());
     assert_eq!(
         store.check_browser(&[0xb1; 32], NOW, &POLICY),
         Err(AccessDenied::UnknownSession)
     );
     browser(&*store, user, 0xb3, NOW).await;
-    assert!(store.revoke_user(user, NOW).await.unwrap());
+    assert!(store
+        .revoke_user(user, NOW, note(AuditEvent::LogoutAll))
+        .await
+        .unwrap());
     assert!(store.check_browser(&[0xb3; 32], NOW, &POLICY).is_err());
     browser(&*store, user, 0xb4, NOW).await;
     let hash = stored(&*store, user).await.password_hash;
     assert!(store
-        .change_password(user, &hash, "$new", None, NOW)
+        .change_password(
+            user,
+            &hash,
+            "$new",
+            None,
+            NOW,
+            note(AuditEvent::PasswordChanged)
+        )
         .await
         .unwrap());
     assert!(store.check_browser(&[0xb4; 32], NOW, &POLICY).is_err());
     browser(&*store, user, 0xb5, NOW).await;
     assert_eq!(
-        store.disable_user(user, NOW).await.unwrap(),
+        store
+            .disable_user(user, NOW, note(AuditEvent::UserDisabled))
+            .await
+            .unwrap(),
         UserUpdate::Done
     );
     assert!(store.check_browser(&[0xb5; 32], NOW, &POLICY).is_err());
-    assert_eq!(store.enable_user(user).await.unwrap(), UserUpdate::Done);
+    assert_eq!(
+        store
+            .enable_user(user, note(AuditEvent::UserEnabled))
+            .await
+            .unwrap(),
+        UserUpdate::Done
+    );
     browser(&*store, user, 0xb6, NOW).await;
-    assert_eq!(store.delete_user(user).await.unwrap(), UserUpdate::Done);
+    assert_eq!(
+        store
+            .delete_user(user, note(AuditEvent::UserDeleted))
+            .await
+            .unwrap(),
+        UserUpdate::Done
+    );
     assert!(store.check_browser(&[0xb6; 32], NOW, &POLICY).is_err());
     // Nothing comes back after a reopen.
     let store = h.reopen(store).await;
@@ -1469,7 +1938,13 @@ pub async fn a_browser_session_is_never_rotated_and_is_swept_with_its_cookie(h: 
     // Its cookie hash presented as a refresh token of generation 0: not a refresh family.
     assert_eq!(
         store
-            .rotate(presented(family, 0, [0xd1; 32]), successor(1), NOW, POLICY)
+            .rotate(
+                presented(family, 0, [0xd1; 32]),
+                successor(1),
+                NOW,
+                POLICY,
+                note(AuditEvent::RefreshReuse)
+            )
             .await
             .unwrap(),
         Rotation::Unknown
@@ -1478,8 +1953,15 @@ pub async fn a_browser_session_is_never_rotated_and_is_swept_with_its_cookie(h: 
     // the sweep keeps it for the retention after that, then deletes it and its cookie.
     let idle = POLICY.idle_secs;
     let ended = NOW.plus(idle + idle / 4);
-    assert_eq!(store.sweep(ended.minus(1), 0).await.unwrap().families, 0);
-    assert_eq!(store.sweep(ended, 0).await.unwrap().families, 1);
+    assert_eq!(
+        store
+            .sweep(ended.minus(1), 0, KEEP_AUDIT)
+            .await
+            .unwrap()
+            .families,
+        0
+    );
+    assert_eq!(store.sweep(ended, 0, KEEP_AUDIT).await.unwrap().families, 1);
     let store = h.reopen(store).await;
     assert_eq!(
         store.check_browser(&[0xd1; 32], NOW, &POLICY),
@@ -1508,7 +1990,15 @@ async fn with_totp(store: &dyn Storage, email: &str) -> UserId {
     let recovery = vec![[0xc1; 32], [0xc2; 32]];
     assert_eq!(
         store
-            .confirm_totp(user, SECRET, 100, [7; 16], recovery, NOW)
+            .confirm_totp(
+                user,
+                SECRET,
+                100,
+                [7; 16],
+                recovery,
+                NOW,
+                note(AuditEvent::MfaEnabled)
+            )
             .await
             .unwrap(),
         TotpUpdate::Done
@@ -1546,6 +2036,7 @@ async fn complete(
             Origin::default(),
             NOW,
             POLICY,
+            note(AuditEvent::Login),
         )
         .await
         .unwrap();
@@ -1579,7 +2070,15 @@ pub async fn totp_is_pending_until_confirmed_and_on_until_turned_off(h: &mut dyn
         TotpUpdate::Done
     );
     let confirm = |secret: [u8; 20], step: u64| {
-        store.confirm_totp(user, secret, step, [7; 16], vec![[0xc1; 32]], NOW.plus(1))
+        store.confirm_totp(
+            user,
+            secret,
+            step,
+            [7; 16],
+            vec![[0xc1; 32]],
+            NOW.plus(1),
+            note(AuditEvent::MfaEnabled),
+        )
     };
     assert_eq!(confirm([1; 20], 50).await.unwrap(), TotpUpdate::NotEnrolled);
     assert_eq!(confirm(SECRET, 50).await.unwrap(), TotpUpdate::Done);
@@ -1608,21 +2107,25 @@ pub async fn totp_is_pending_until_confirmed_and_on_until_turned_off(h: &mut dyn
     // Turning it off spends a factor like a sign-in does: the confirming step is used up.
     assert_eq!(
         store
-            .disable_totp(user, SecondFactor::Step(50))
+            .disable_totp(user, SecondFactor::Step(50), note(AuditEvent::MfaDisabled))
             .await
             .unwrap(),
         TotpUpdate::Spent
     );
     assert_eq!(
         store
-            .disable_totp(user, SecondFactor::Recovery([0xc2; 32]))
+            .disable_totp(
+                user,
+                SecondFactor::Recovery([0xc2; 32]),
+                note(AuditEvent::MfaDisabled)
+            )
             .await
             .unwrap(),
         TotpUpdate::Spent
     );
     assert_eq!(
         store
-            .disable_totp(user, SecondFactor::Step(51))
+            .disable_totp(user, SecondFactor::Step(51), note(AuditEvent::MfaDisabled))
             .await
             .unwrap(),
         TotpUpdate::Done
@@ -1630,7 +2133,7 @@ pub async fn totp_is_pending_until_confirmed_and_on_until_turned_off(h: &mut dyn
     assert_eq!(store.totp(user).await.unwrap(), None);
     assert_eq!(
         store
-            .disable_totp(user, SecondFactor::Step(52))
+            .disable_totp(user, SecondFactor::Step(52), note(AuditEvent::MfaDisabled))
             .await
             .unwrap(),
         TotpUpdate::NotEnrolled
@@ -1645,7 +2148,10 @@ pub async fn totp_is_pending_until_confirmed_and_on_until_turned_off(h: &mut dyn
         TotpUpdate::NoSuchUser
     );
     assert_eq!(
-        store.disable_user(user, NOW).await.unwrap(),
+        store
+            .disable_user(user, NOW, note(AuditEvent::UserDisabled))
+            .await
+            .unwrap(),
         UserUpdate::Done
     );
     assert_eq!(
@@ -1657,7 +2163,15 @@ pub async fn totp_is_pending_until_confirmed_and_on_until_turned_off(h: &mut dyn
     );
     assert_eq!(
         store
-            .confirm_totp(ghost, SECRET, 1, [0; 16], Vec::new(), NOW)
+            .confirm_totp(
+                ghost,
+                SECRET,
+                1,
+                [0; 16],
+                Vec::new(),
+                NOW,
+                note(AuditEvent::MfaEnabled)
+            )
             .await
             .unwrap(),
         TotpUpdate::NoSuchUser
@@ -1687,7 +2201,13 @@ pub async fn a_second_factor_opens_one_session_and_is_spent_for_good(h: &mut dyn
     );
     // The API session it opened passed a second factor, and says so when it rotates.
     let got = store
-        .rotate(presented(family, 0, [1; 32]), successor(2), NOW, POLICY)
+        .rotate(
+            presented(family, 0, [1; 32]),
+            successor(2),
+            NOW,
+            POLICY,
+            note(AuditEvent::RefreshReuse),
+        )
         .await
         .unwrap();
     assert!(
@@ -1746,14 +2266,23 @@ pub async fn a_challenge_dies_of_wrong_codes_of_age_and_of_changes_to_its_user(
     let user = with_totp(&*store, "dies@example.com").await;
     challenge_for(&*store, user, 0xb1, SessionKind::Api).await;
     for _ in 0..4 {
-        assert!(store.fail_challenge([0xb1; 32], 5, NOW).await.unwrap());
+        assert!(store
+            .fail_challenge([0xb1; 32], 5, NOW, note(AuditEvent::MfaFailed))
+            .await
+            .unwrap());
     }
     assert!(store.challenge([0xb1; 32], NOW).await.unwrap().is_some());
-    assert!(!store.fail_challenge([0xb1; 32], 5, NOW).await.unwrap());
+    assert!(!store
+        .fail_challenge([0xb1; 32], 5, NOW, note(AuditEvent::MfaFailed))
+        .await
+        .unwrap());
     assert_eq!(store.challenge([0xb1; 32], NOW).await.unwrap(), None);
     let (_, got) = complete(&*store, 0xb1, SecondFactor::Step(101), 1).await;
     assert_eq!(got, MfaCompletion::UnknownChallenge);
-    assert!(!store.fail_challenge([0xb1; 32], 5, NOW).await.unwrap());
+    assert!(!store
+        .fail_challenge([0xb1; 32], 5, NOW, note(AuditEvent::MfaFailed))
+        .await
+        .unwrap());
 
     // It lives 300 s: not at its end, and the sweep deletes it then.
     challenge_for(&*store, user, 0xb2, SessionKind::Api).await;
@@ -1773,36 +2302,67 @@ pub async fn a_challenge_dies_of_wrong_codes_of_age_and_of_changes_to_its_user(
             Origin::default(),
             end,
             POLICY,
+            note(AuditEvent::Login),
         )
         .await
         .unwrap();
     assert_eq!(got, MfaCompletion::UnknownChallenge);
-    assert_eq!(store.sweep(end.minus(1), 0).await.unwrap().challenges, 0);
-    assert_eq!(store.sweep(end, 0).await.unwrap().challenges, 1);
+    assert_eq!(
+        store
+            .sweep(end.minus(1), 0, KEEP_AUDIT)
+            .await
+            .unwrap()
+            .challenges,
+        0
+    );
+    assert_eq!(store.sweep(end, 0, KEEP_AUDIT).await.unwrap().challenges, 1);
 
     // A logout-all, a new password, a disable or TOTP turned off since the password step
     // make it stale: deleted, and no session.
     let changes: [(&str, UserChange); 4] = [
         ("revoke", |s, u| {
-            Box::pin(async move { assert!(s.revoke_user(u, NOW).await.unwrap()) })
+            Box::pin(async move {
+                assert!(s
+                    .revoke_user(u, NOW, note(AuditEvent::LogoutAll))
+                    .await
+                    .unwrap());
+            })
         }),
         ("password", |s, u| {
             Box::pin(async move {
                 let hash = s.user(u).await.unwrap().unwrap().password_hash;
                 assert!(s
-                    .change_password(u, &hash, "$new", None, NOW)
+                    .change_password(
+                        u,
+                        &hash,
+                        "$new",
+                        None,
+                        NOW,
+                        note(AuditEvent::PasswordChanged)
+                    )
                     .await
                     .unwrap());
             })
         }),
         ("disable", |s, u| {
-            Box::pin(
-                async move { assert_eq!(s.disable_user(u, NOW).await.unwrap(), UserUpdate::Done) },
-            )
+            Box::pin(async move {
+                assert_eq!(
+                    s.disable_user(u, NOW, note(AuditEvent::UserDisabled))
+                        .await
+                        .unwrap(),
+                    UserUpdate::Done
+                );
+            })
         }),
         ("totp off", |s, u| {
             Box::pin(async move {
-                let got = s.disable_totp(u, SecondFactor::Recovery([0xc2; 32])).await;
+                let got = s
+                    .disable_totp(
+                        u,
+                        SecondFactor::Recovery([0xc2; 32]),
+                        note(AuditEvent::MfaDisabled),
+                    )
+                    .await;
                 assert_eq!(got.unwrap(), TotpUpdate::Done);
             })
         }),
@@ -1837,7 +2397,10 @@ pub async fn a_totp_reset_ends_every_session_and_deleting_the_user_deletes_its_t
     let (family, _) = complete(&*store, 0xd1, SecondFactor::Step(101), 1).await;
     let version = view_version(&*store, user).unwrap();
     assert_eq!(store.check_access(user, family, jti(), version), Ok(()));
-    assert!(store.reset_totp(user, NOW).await.unwrap());
+    assert!(store
+        .reset_totp(user, NOW, note(AuditEvent::TotpReset))
+        .await
+        .unwrap());
     assert_eq!(store.totp(user).await.unwrap(), None);
     assert_eq!(view_version(&*store, user), Some(version + 1));
     assert_eq!(
@@ -1845,13 +2408,25 @@ pub async fn a_totp_reset_ends_every_session_and_deleting_the_user_deletes_its_t
         Err(AccessDenied::FamilyRevoked)
     );
     // A reset of a user without TOTP still ends its sessions; of no user, nothing.
-    assert!(store.reset_totp(user, NOW).await.unwrap());
-    assert!(!store.reset_totp(UserId(Uuid::new_v4()), NOW).await.unwrap());
+    assert!(store
+        .reset_totp(user, NOW, note(AuditEvent::TotpReset))
+        .await
+        .unwrap());
+    assert!(!store
+        .reset_totp(UserId(Uuid::new_v4()), NOW, note(AuditEvent::TotpReset))
+        .await
+        .unwrap());
     // Back to one factor: a session opens without one.
     assert!(add_family(&*store, user, FamilyId::new(), 2).await.unwrap());
 
     let gone = with_totp(&*store, "gone@example.com").await;
-    assert_eq!(store.delete_user(gone).await.unwrap(), UserUpdate::Done);
+    assert_eq!(
+        store
+            .delete_user(gone, note(AuditEvent::UserDeleted))
+            .await
+            .unwrap(),
+        UserUpdate::Done
+    );
     let store = h.reopen(store).await;
     assert_eq!(store.totp(gone).await.unwrap(), None);
     assert_eq!(store.totp(user).await.unwrap(), None);
@@ -1876,8 +2451,15 @@ pub async fn a_pending_enrolment_is_swept_after_ten_minutes_and_one_that_is_on_n
         "another session's"
     );
     let end = NOW.plus(PENDING_TOTP_SECS);
-    assert_eq!(store.sweep(end.minus(1), 0).await.unwrap().challenges, 0);
-    assert_eq!(store.sweep(end, 0).await.unwrap().challenges, 1);
+    assert_eq!(
+        store
+            .sweep(end.minus(1), 0, KEEP_AUDIT)
+            .await
+            .unwrap()
+            .challenges,
+        0
+    );
+    assert_eq!(store.sweep(end, 0, KEEP_AUDIT).await.unwrap().challenges, 1);
     assert_eq!(store.totp(user).await.unwrap(), None);
     assert!(store.totp(on).await.unwrap().is_some_and(|t| t.is_on()));
 }
@@ -1898,13 +2480,24 @@ pub async fn the_session_list_shows_live_sessions_newest_first_with_their_origin
         origin: origin.clone(),
     };
     assert!(store
-        .open_session(api, &user, [1; 32], session, NOW, POLICY)
+        .open_session(
+            api,
+            &user,
+            [1; 32],
+            session,
+            NOW,
+            POLICY,
+            note(AuditEvent::Login)
+        )
         .await
         .unwrap());
     let web = browser(&*store, user.id, 2, NOW.plus(5)).await;
     let gone = FamilyId::new();
     assert!(add_family(&*store, user.id, gone, 3).await.unwrap());
-    assert!(store.revoke_session(gone, NOW).await.unwrap());
+    assert!(store
+        .revoke_session(gone, NOW, note(AuditEvent::SessionRevoked))
+        .await
+        .unwrap());
 
     let list = store.sessions(user.id, NOW.plus(5)).await.unwrap();
     let ids: Vec<FamilyId> = list.iter().map(|s| s.id).collect();
@@ -1928,6 +2521,7 @@ pub async fn the_session_list_shows_live_sessions_newest_first_with_their_origin
             successor(9),
             NOW.plus(40),
             POLICY,
+            note(AuditEvent::RefreshReuse),
         )
         .await
         .unwrap();
@@ -1980,25 +2574,288 @@ pub async fn a_user_ends_only_its_own_live_sessions(h: &mut dyn Harness) {
     let store = h.open().await;
     let (alice, mine) = session(&*store).await;
     let (bob, theirs) = session(&*store).await;
-    assert!(!store.end_own_session(alice, theirs, NOW).await.unwrap());
+    assert!(!store
+        .end_own_session(alice, theirs, NOW, note(AuditEvent::SessionRevoked))
+        .await
+        .unwrap());
     assert_eq!(store.check_access(bob, theirs, jti(), 0), Ok(()));
     assert!(!store
-        .end_own_session(alice, FamilyId::new(), NOW)
+        .end_own_session(
+            alice,
+            FamilyId::new(),
+            NOW,
+            note(AuditEvent::SessionRevoked)
+        )
         .await
         .unwrap());
     // An expired session is not live: nothing to end.
     let expired = NOW.plus(POLICY.refresh_ttl_secs);
-    assert!(!store.end_own_session(alice, mine, expired).await.unwrap());
-    assert!(store.end_own_session(alice, mine, NOW).await.unwrap());
+    assert!(!store
+        .end_own_session(alice, mine, expired, note(AuditEvent::SessionRevoked))
+        .await
+        .unwrap());
+    assert!(store
+        .end_own_session(alice, mine, NOW, note(AuditEvent::SessionRevoked))
+        .await
+        .unwrap());
     assert_eq!(
         store.check_access(alice, mine, jti(), 0),
         Err(AccessDenied::FamilyRevoked)
     );
-    assert!(!store.end_own_session(alice, mine, NOW).await.unwrap());
+    assert!(!store
+        .end_own_session(alice, mine, NOW, note(AuditEvent::SessionRevoked))
+        .await
+        .unwrap());
     let store = h.reopen(store).await;
     assert_eq!(
         store.check_access(alice, mine, jti(), 0),
         Err(AccessDenied::FamilyRevoked)
     );
     assert!(store.sessions(alice, NOW).await.unwrap().is_empty());
+}
+
+/// Every audit row, oldest first.
+async fn audit_all(store: &dyn Storage) -> Vec<AuditRow> {
+    store
+        .audit(AuditQuery {
+            user: None,
+            event: None,
+            after: None,
+            since: None,
+            limit: 10_000,
+        })
+        .await
+        .unwrap()
+}
+
+/// The rows as (event, user, session): what a case asserts on.
+fn events(rows: &[AuditRow]) -> Vec<(AuditEvent, Option<UserId>, Option<FamilyId>)> {
+    rows.iter()
+        .map(|r| (r.note.event, r.note.user, r.note.session))
+        .collect()
+}
+
+pub async fn an_audit_row_is_written_with_its_change_and_never_without_one(h: &mut dyn Harness) {
+    let store = h.open().await;
+    let admin = AuditActor::Admin(UserId(Uuid::new_v4()));
+    let client = Some("203.0.113.7".parse().unwrap());
+    // A registration: the row names the new user, which only the backend knew.
+    let ada = new_user(&*store, "ada@example.com").await;
+    let taken = store
+        .create_user(
+            NewUser {
+                email: "ADA@example.com".to_owned(),
+                password_hash: "$pbkdf2-sha256$i=1$x$y".to_owned(),
+                roles: Vec::new(),
+            },
+            NOW,
+            note(AuditEvent::Registered),
+        )
+        .await
+        .unwrap();
+    assert_eq!(taken, CreateUser::EmailTaken);
+    // A login's row names its session; one refused (credentials changed) writes none.
+    let family = FamilyId::new();
+    assert!(add_family(&*store, ada.id, family, 0).await.unwrap());
+    let stale = User {
+        token_version: 99,
+        ..ada.clone()
+    };
+    assert!(!store
+        .open_session(
+            FamilyId::new(),
+            &stale,
+            [9; 32],
+            NewSession::default(),
+            NOW,
+            POLICY,
+            note(AuditEvent::Login),
+        )
+        .await
+        .unwrap());
+    // A rotation records nothing; the reuse of a superseded token records the revocation,
+    // with the session and user only the backend read.
+    let rotated = store
+        .rotate(
+            presented(family, 0, [0; 32]),
+            successor(1),
+            NOW,
+            NO_GRACE,
+            note(AuditEvent::RefreshReuse).client(client),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(rotated, Rotation::Rotated { .. }), "{rotated:?}");
+    let reused = store
+        .rotate(
+            presented(family, 0, [0; 32]),
+            successor(2),
+            NOW,
+            NO_GRACE,
+            note(AuditEvent::RefreshReuse).client(client),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(reused, Rotation::Reused { .. }), "{reused:?}");
+    // Operator changes: refused ones write nothing.
+    let missing = UserId(Uuid::new_v4());
+    let by_admin = |event| note(event).actor(admin);
+    assert_eq!(
+        store
+            .disable_user(missing, NOW, by_admin(AuditEvent::UserDisabled))
+            .await
+            .unwrap(),
+        UserUpdate::NoSuchUser
+    );
+    assert_eq!(
+        store
+            .disable_user(ada.id, NOW, by_admin(AuditEvent::UserDisabled))
+            .await
+            .unwrap(),
+        UserUpdate::Done
+    );
+    assert!(!store
+        .revoke_user(missing, NOW, by_admin(AuditEvent::LogoutAll))
+        .await
+        .unwrap());
+    // A failed login is recorded on its own.
+    store
+        .record(note(AuditEvent::LoginFailed).client(client))
+        .await
+        .unwrap();
+
+    let rows = audit_all(&*store).await;
+    assert_eq!(
+        events(&rows),
+        vec![
+            (AuditEvent::Registered, Some(ada.id), None),
+            (AuditEvent::Login, Some(ada.id), Some(family)),
+            (AuditEvent::RefreshReuse, Some(ada.id), Some(family)),
+            (AuditEvent::UserDisabled, Some(ada.id), None),
+            (AuditEvent::LoginFailed, None, None),
+        ]
+    );
+    assert_eq!(rows[2].note.client, client);
+    assert_eq!(rows[3].note.actor, admin);
+    assert_eq!(rows[4].note.client, client);
+    assert!(rows.iter().all(|r| r.note.at == NOW));
+}
+
+pub async fn audit_rows_page_in_write_order_and_filter_and_survive_reopen(h: &mut dyn Harness) {
+    let store = h.open().await;
+    let (ada, bob) = (UserId(Uuid::new_v4()), UserId(Uuid::new_v4()));
+    // Written out of time order on purpose: ids follow the order of writing.
+    let written = [
+        note(AuditEvent::LoginFailed).user(ada),
+        note(AuditEvent::LoginFailed).user(bob),
+        AuditNote::new(AuditEvent::Logout, NOW.minus(5)).user(ada),
+        AuditNote::new(AuditEvent::LoginFailed, NOW.plus(5)).user(ada),
+        note(AuditEvent::KeyRotated).actor(AuditActor::Operator),
+    ];
+    for n in written {
+        store.record(n).await.unwrap();
+    }
+    let all = audit_all(&*store).await;
+    assert_eq!(
+        all.iter().map(|r| r.note).collect::<Vec<_>>(),
+        written.to_vec()
+    );
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id), "ids increase");
+    let query = AuditQuery {
+        user: None,
+        event: None,
+        after: None,
+        since: None,
+        limit: 2,
+    };
+    // Pages of two, each from after the last id of the one before.
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.audit(AuditQuery { after, ..query }).await.unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
+    let only = |q: AuditQuery| {
+        let store = Arc::clone(&store);
+        async move {
+            let rows = store.audit(AuditQuery { limit: 100, ..q }).await.unwrap();
+            rows.iter().map(|r| r.note).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        only(AuditQuery {
+            user: Some(ada),
+            ..query
+        })
+        .await,
+        vec![written[0], written[2], written[3]]
+    );
+    assert_eq!(
+        only(AuditQuery {
+            user: Some(ada),
+            event: Some(AuditEvent::LoginFailed),
+            ..query
+        })
+        .await,
+        vec![written[0], written[3]]
+    );
+    assert_eq!(
+        only(AuditQuery {
+            since: Some(NOW.plus(1)),
+            ..query
+        })
+        .await,
+        vec![written[3]]
+    );
+    // A filter and a page together: after the first of ada's rows, the next one of hers.
+    let page = store
+        .audit(AuditQuery {
+            user: Some(ada),
+            after: Some(all[0].id),
+            limit: 1,
+            ..query
+        })
+        .await
+        .unwrap();
+    assert_eq!(page, vec![all[2]]);
+    let store = h.reopen(store).await;
+    assert_eq!(audit_all(&*store).await, all);
+    // A row written after the reopen still sorts after every earlier one.
+    store.record(note(AuditEvent::Logout)).await.unwrap();
+    let again = audit_all(&*store).await;
+    assert_eq!(again.len(), all.len() + 1);
+    assert!(again.windows(2).all(|w| w[0].id < w[1].id));
+}
+
+pub async fn audit_rows_are_swept_after_the_audit_retention(h: &mut dyn Harness) {
+    let store = h.open().await;
+    store.record(note(AuditEvent::LoginFailed)).await.unwrap();
+    store
+        .record(AuditNote::new(AuditEvent::LoginFailed, NOW.plus(10)))
+        .await
+        .unwrap();
+    let retention = 100;
+    let swept = store.sweep(NOW.plus(99), 0, retention).await.unwrap();
+    assert_eq!(swept.audit, 0);
+    // A row goes once it is `retention` old, not before; the newer one stays.
+    let swept = store.sweep(NOW.plus(100), 0, retention).await.unwrap();
+    assert_eq!(swept.audit, 1);
+    let left = audit_all(&*store).await;
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].note.at, NOW.plus(10));
+    assert_eq!(
+        store
+            .sweep(NOW.plus(110), 0, retention)
+            .await
+            .unwrap()
+            .audit,
+        1
+    );
+    assert!(audit_all(&*store).await.is_empty());
+    let store = h.reopen(store).await;
+    assert!(audit_all(&*store).await.is_empty());
 }

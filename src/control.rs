@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::auth::{Actor, AuthError, Authority};
-use crate::model::{User, UserId};
+use crate::model::{AuditEvent, AuditQuery, User, UserId};
 use crate::time::UnixTime;
 
 /// One operator command, as the CLI sends it to the server.
@@ -72,6 +72,15 @@ pub enum Request {
     KeyRotate,
     /// `latchd gc`.
     Gc,
+    /// `latchd audit`: the audit rows matching every filter given, oldest first.
+    Audit {
+        /// Only rows about this user (an id, which may be a deleted user's, or an email).
+        user: Option<String>,
+        /// Only rows of this event (API.md's name).
+        event: Option<String>,
+        /// Only rows at or after this time (Unix seconds).
+        since: Option<i64>,
+    },
     /// `latchd backup PATH`: `path` is absolute (the CLI resolved it), written by the server.
     Backup {
         /// Where the copy goes; must not exist.
@@ -434,6 +443,7 @@ impl Request {
             Self::UserTotpReset { .. } => "user totp-reset",
             Self::KeyRotate => "key rotate",
             Self::Gc => "gc",
+            Self::Audit { .. } => "audit",
             Self::Backup { .. } => "backup",
         }
     }
@@ -444,6 +454,7 @@ impl Request {
 enum CommandError {
     NoSuchUser(String),
     RelativeBackup(PathBuf),
+    NoSuchEvent(String),
     Backup(PathBuf, AuthError),
     Auth(AuthError),
 }
@@ -457,6 +468,7 @@ impl std::fmt::Display for CommandError {
                 "cannot back up to {}: the path must be absolute",
                 path.display()
             ),
+            Self::NoSuchEvent(name) => write!(f, "no audit event is called {name:?}"),
             Self::Backup(path, e) => write!(f, "cannot back up to {}: {e}", path.display()),
             Self::Auth(AuthError::WeakPassword(why)) => write!(f, "password refused: {why}"),
             Self::Auth(e) => write!(f, "{e}"),
@@ -497,17 +509,18 @@ async fn run(auth: &Authority, request: Request, out: &mut Reply) -> Result<(), 
         }
         Request::UserEnable { user } => {
             let found = find(auth, &user).await?;
-            auth.enable_user(Actor::Operator, found.id).await?;
+            auth.enable_user(Actor::Operator, found.id, now).await?;
             let _ = writeln!(stdout, "enabled {} ({})", found.id, found.email);
         }
         Request::UserDelete { user } => {
             let found = find(auth, &user).await?;
-            auth.delete_user(Actor::Operator, found.id).await?;
+            auth.delete_user(Actor::Operator, found.id, now).await?;
             let _ = writeln!(stdout, "deleted {} ({})", found.id, found.email);
         }
         Request::UserSetRoles { user, roles } => {
             let found = find(auth, &user).await?;
-            auth.set_roles(Actor::Operator, found.id, &roles).await?;
+            auth.set_roles(Actor::Operator, found.id, &roles, now)
+                .await?;
             let now_held = find(auth, &found.id.to_string()).await?;
             let _ = writeln!(
                 stdout,
@@ -540,9 +553,13 @@ async fn run(auth: &Authority, request: Request, out: &mut Reply) -> Result<(), 
             let swept = auth.sweep(now).await?;
             let _ = writeln!(
                 stdout,
-                "swept blacklist={} families={} keys={} challenges={}",
-                swept.blacklist, swept.families, swept.keys, swept.challenges
+                "swept blacklist={} families={} keys={} challenges={} audit={}",
+                swept.blacklist, swept.families, swept.keys, swept.challenges, swept.audit
             );
+        }
+        Request::Audit { user, event, since } => {
+            let query = audit_query(auth, user, event, since).await?;
+            audit_rows(auth, query, stdout).await?;
         }
         Request::Backup { path } => {
             // Whoever sent it resolved it: the server's working directory is not theirs.
@@ -597,6 +614,59 @@ async fn user_list(auth: &Authority, out: &mut String) -> Result<(), CommandErro
     }
 }
 
+/// The query of `latchd audit`'s filters, from its first page.
+async fn audit_query(
+    auth: &Authority,
+    user: Option<String>,
+    event: Option<String>,
+    since: Option<i64>,
+) -> Result<AuditQuery, CommandError> {
+    let user = match user {
+        // An id is taken as it is: the rows of a deleted user outlive it.
+        Some(who) => Some(match UserId::parse(who.trim()) {
+            Some(id) => id,
+            None => find(auth, &who).await?.id,
+        }),
+        None => None,
+    };
+    let event = match event {
+        Some(name) => Some(AuditEvent::from_label(&name).ok_or(CommandError::NoSuchEvent(name))?),
+        None => None,
+    };
+    Ok(AuditQuery {
+        user,
+        event,
+        after: None,
+        since: since.map(UnixTime),
+        limit: AUDIT_PAGE,
+    })
+}
+
+/// Prints every row `query` matches, one JSON object a line, reading `query.limit` at a time.
+async fn audit_rows(
+    auth: &Authority,
+    mut query: AuditQuery,
+    out: &mut String,
+) -> Result<(), CommandError> {
+    loop {
+        let page = auth.audit(Actor::Operator, query).await?;
+        for row in &page {
+            match serde_json::to_string(row) {
+                Ok(line) => {
+                    let _ = writeln!(out, "{line}");
+                }
+                Err(e) => return Err(CommandError::Auth(AuthError::Internal(e.to_string()))),
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == query.limit => query.after = Some(last.id),
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// Audit rows read per call.
+const AUDIT_PAGE: usize = 1000;
 /// Users read per listing call.
 const LIST_PAGE: usize = 100;
 /// Most bytes of one request (a user add with its password is well under 4 KiB).

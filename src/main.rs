@@ -14,6 +14,7 @@ use latchd::config::Config;
 use latchd::control;
 use latchd::metrics::Metrics;
 use latchd::runtime;
+use latchd::telemetry::Trail;
 
 /// A single-binary auth server: HS256 access tokens, rotating refresh tokens, one redb file.
 #[derive(Parser)]
@@ -37,6 +38,9 @@ enum Command {
     Key(cli::KeyCommand),
     /// Delete expired blacklist rows, ended sessions and retired keys now, and print the counts.
     Gc,
+    /// Print the audit log (every row matching the filters, oldest first), one JSON object a
+    /// line with the fields of `GET /v1/admin/audit`.
+    Audit(cli::AuditArgs),
     /// Write a consistent copy of the whole database to PATH (a new file, mode 0600), while the
     /// server keeps serving; durable when it exits 0.
     Backup {
@@ -53,7 +57,7 @@ Configuration comes from LATCHD_* environment variables, for every command; each
 LATCHD_SIGNING_KEY also has a flag of the same meaning (listed below with its variable and
 default) that overrides it. LATCHD_DB names the redb file (default ./latchd.redb).
 
-`user`, `key`, `gc` and `backup` work beside a running server: it carries them out, asked
+`user`, `key`, `gc`, `audit` and `backup` work beside a running server: it carries them out, asked
 over the owner-only socket next to the database file (LATCHD_DB plus `.sock`), so run them as
 the server's user. With no server running they open the file themselves. Passwords for
 `user add` are read as one line from stdin, never from the command line or the environment:
@@ -71,7 +75,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    latchd::telemetry::init(&config.log, config.log_json);
+    let trail = match cli.command {
+        Command::Serve => Trail::Log,
+        _ => Trail::Quiet,
+    };
+    latchd::telemetry::init(&config.log, config.log_json, trail);
     match cli.command {
         Command::Serve => match serve(config) {
             Ok(()) => ExitCode::SUCCESS,
@@ -83,6 +91,7 @@ fn main() -> ExitCode {
         Command::User(command) => cli::user(&config, command),
         Command::Key(command) => cli::key(&config, command),
         Command::Gc => cli::gc(&config),
+        Command::Audit(args) => cli::audit(&config, args),
         Command::Backup { path } => cli::backup(&config, &path),
     }
 }

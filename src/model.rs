@@ -473,6 +473,255 @@ pub enum MfaCompletion {
     Spent,
 }
 
+/// What an audit row records (API.md v2 "Sessions, introspection, revocation, audit").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AuditEvent {
+    /// A user was registered (the API, an admin, or `latchd user add`).
+    Registered,
+    /// A session was opened after a password (and, with TOTP on, a second factor).
+    Login,
+    /// Wrong credentials (an unknown email, a wrong password, a disabled account).
+    LoginFailed,
+    /// TOTP was turned on.
+    MfaEnabled,
+    /// TOTP was turned off by the user.
+    MfaDisabled,
+    /// A wrong code at the second step of a sign-in.
+    MfaFailed,
+    /// A recovery code was spent.
+    RecoveryCodeUsed,
+    /// A superseded refresh token came back: its session was revoked.
+    RefreshReuse,
+    /// One session ended by its holder (API or browser logout).
+    Logout,
+    /// Every session of a user ended (logout-all, or an admin's revoke).
+    LogoutAll,
+    /// One session ended from outside it (the session list, RFC 7009).
+    SessionRevoked,
+    /// The password was changed.
+    PasswordChanged,
+    /// The user was disabled.
+    UserDisabled,
+    /// The user was enabled again.
+    UserEnabled,
+    /// The user was deleted.
+    UserDeleted,
+    /// The user's roles were replaced.
+    RolesChanged,
+    /// An operator turned the user's TOTP off.
+    TotpReset,
+    /// A new signing key was made the newest.
+    KeyRotated,
+}
+
+impl AuditEvent {
+    /// Every event, in the order of API.md's list.
+    pub const ALL: [AuditEvent; 18] = [
+        Self::Registered,
+        Self::Login,
+        Self::LoginFailed,
+        Self::MfaEnabled,
+        Self::MfaDisabled,
+        Self::MfaFailed,
+        Self::RecoveryCodeUsed,
+        Self::RefreshReuse,
+        Self::Logout,
+        Self::LogoutAll,
+        Self::SessionRevoked,
+        Self::PasswordChanged,
+        Self::UserDisabled,
+        Self::UserEnabled,
+        Self::UserDeleted,
+        Self::RolesChanged,
+        Self::TotpReset,
+        Self::KeyRotated,
+    ];
+
+    /// The event's name, as the API, the CLI and the log line show it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Registered => "registered",
+            Self::Login => "login",
+            Self::LoginFailed => "login_failed",
+            Self::MfaEnabled => "mfa_enabled",
+            Self::MfaDisabled => "mfa_disabled",
+            Self::MfaFailed => "mfa_failed",
+            Self::RecoveryCodeUsed => "recovery_code_used",
+            Self::RefreshReuse => "refresh_reuse",
+            Self::Logout => "logout",
+            Self::LogoutAll => "logout_all",
+            Self::SessionRevoked => "session_revoked",
+            Self::PasswordChanged => "password_changed",
+            Self::UserDisabled => "user_disabled",
+            Self::UserEnabled => "user_enabled",
+            Self::UserDeleted => "user_deleted",
+            Self::RolesChanged => "roles_changed",
+            Self::TotpReset => "totp_reset",
+            Self::KeyRotated => "key_rotated",
+        }
+    }
+
+    /// The event named `label`, exactly as [`label`](Self::label) spells it.
+    pub fn from_label(label: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.label() == label)
+    }
+}
+
+/// On whose authority an audited change was made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AuditActor {
+    /// The user the row is about, or nobody known (a failed login): no actor.
+    #[default]
+    Subject,
+    /// An admin, through the HTTP API.
+    Admin(UserId),
+    /// The operator at the machine (the CLI), who has no user id.
+    Operator,
+}
+
+impl AuditActor {
+    /// The actor as a row shows it: the admin's id (`actor_id`), and whether the operator
+    /// acted (`operator`).
+    pub fn fields(self) -> (Option<UserId>, bool) {
+        match self {
+            Self::Subject => (None, false),
+            Self::Admin(admin) => (Some(admin), false),
+            Self::Operator => (None, true),
+        }
+    }
+}
+
+/// One row of the audit log, as the use case describes it to the write that records it.
+///
+/// Holds ids, a time and an address only: never a secret, a password, a token or an email.
+/// A backend fills in `user` and `session` when only the outcome names them (the id of a new
+/// user, the session a reused refresh token belonged to).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditNote {
+    /// When it happened.
+    pub at: UnixTime,
+    /// What happened.
+    pub event: AuditEvent,
+    /// The user it is about, when known.
+    pub user: Option<UserId>,
+    /// Who acted.
+    pub actor: AuditActor,
+    /// The session it concerns.
+    pub session: Option<FamilyId>,
+    /// The address of the client that asked, when it came over HTTP.
+    pub client: Option<std::net::IpAddr>,
+}
+
+impl AuditNote {
+    /// A row of `event` at `at` about nobody yet, with no actor, session or client.
+    pub fn new(event: AuditEvent, at: UnixTime) -> Self {
+        Self {
+            at,
+            event,
+            user: None,
+            actor: AuditActor::Subject,
+            session: None,
+            client: None,
+        }
+    }
+
+    /// The same row about `user`.
+    #[must_use]
+    pub fn user(self, user: UserId) -> Self {
+        Self {
+            user: Some(user),
+            ..self
+        }
+    }
+
+    /// The same row, done by `actor`.
+    #[must_use]
+    pub fn actor(self, actor: AuditActor) -> Self {
+        Self { actor, ..self }
+    }
+
+    /// The same row about `session`.
+    #[must_use]
+    pub fn session(self, session: FamilyId) -> Self {
+        Self {
+            session: Some(session),
+            ..self
+        }
+    }
+
+    /// The same row, asked for from `client` (when known).
+    #[must_use]
+    pub fn client(self, client: Option<std::net::IpAddr>) -> Self {
+        Self { client, ..self }
+    }
+
+    /// The same row with `user` and `session` filled in where they were not known yet.
+    #[must_use]
+    pub fn about(self, user: Option<UserId>, session: Option<FamilyId>) -> Self {
+        Self {
+            user: self.user.or(user),
+            session: self.session.or(session),
+            ..self
+        }
+    }
+}
+
+/// An audit row's id: a version 7 UUID, strictly increasing in the order rows were written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AuditId(pub Uuid);
+
+impl fmt::Display for AuditId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A stored audit row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditRow {
+    /// Its id; rows sort by it in the order they were written.
+    pub id: AuditId,
+    /// What it records.
+    pub note: AuditNote,
+}
+
+/// The row as `GET /v1/admin/audit`, `latchd audit` and the log line show it: `id`, `at`
+/// (RFC 3339), `event`, `user_id`, `actor_id` (the admin), `operator` (the CLI acted),
+/// `session_id`, `client_ip`; absent values are `null`.
+impl serde::Serialize for AuditRow {
+    fn serialize<S: serde::Serializer>(&self, out: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let note = &self.note;
+        let (actor_id, operator) = note.actor.fields();
+        let mut row = out.serialize_struct("AuditRow", 8)?;
+        row.serialize_field("id", &self.id.0)?;
+        row.serialize_field("at", &note.at.to_rfc3339())?;
+        row.serialize_field("event", note.event.label())?;
+        row.serialize_field("user_id", &note.user.map(|u| u.0))?;
+        row.serialize_field("actor_id", &actor_id.map(|u| u.0))?;
+        row.serialize_field("operator", &operator)?;
+        row.serialize_field("session_id", &note.session.map(|s| s.0))?;
+        row.serialize_field("client_ip", &note.client)?;
+        row.end()
+    }
+}
+
+/// Which audit rows to read: those after `after` (in id order) that match every filter given,
+/// at most `limit`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Only rows about this user.
+    pub user: Option<UserId>,
+    /// Only rows of this event.
+    pub event: Option<AuditEvent>,
+    /// Only rows after this one.
+    pub after: Option<AuditId>,
+    /// Only rows at or after this time.
+    pub since: Option<UnixTime>,
+    /// At most this many rows.
+    pub limit: usize,
+}
+
 /// How many rows a sweep deleted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Sweep {
@@ -485,6 +734,8 @@ pub struct Sweep {
     /// Second-factor challenges that expired, and pending TOTP enrolments past
     /// [`PENDING_TOTP_SECS`].
     pub challenges: u64,
+    /// Audit rows older than the audit retention.
+    pub audit: u64,
 }
 
 /// What an online backup wrote (`latchd backup`).

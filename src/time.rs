@@ -40,6 +40,38 @@ impl UnixTime {
         )
     }
 
+    /// The time of an RFC 3339 UTC timestamp in the form [`to_rfc3339`](Self::to_rfc3339)
+    /// writes (`2026-11-23T18:07:15Z`: whole seconds, `Z`); `None` for anything else.
+    pub fn from_rfc3339(text: &str) -> Option<Self> {
+        let b = text.as_bytes();
+        let shape = b.len() == 20
+            && [4, 7].iter().all(|&i| b.get(i) == Some(&b'-'))
+            && b.get(10) == Some(&b'T')
+            && [13, 16].iter().all(|&i| b.get(i) == Some(&b':'))
+            && b.get(19) == Some(&b'Z');
+        if !shape {
+            return None;
+        }
+        let num = |from: usize, to: usize| -> Option<i64> {
+            let digits = text.get(from..to)?;
+            digits
+                .bytes()
+                .all(|c| c.is_ascii_digit())
+                .then(|| digits.parse().ok())?
+        };
+        let (year, month, day) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+        let (hour, minute, second) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
+        if !(1..=12).contains(&month) || hour > 23 || minute > 59 || second > 59 {
+            return None;
+        }
+        let days = days_from_civil(year, month, day);
+        // A day past the month's end (`02-30`) comes back as another date: refused.
+        if day < 1 || civil_from_days(days) != (year, month, day) {
+            return None;
+        }
+        Some(Self(days * 86_400 + hour * 3600 + minute * 60 + second))
+    }
+
     /// `self - secs`, saturating at the ends of `i64`.
     #[must_use]
     pub fn minus(self, secs: i64) -> Self {
@@ -68,8 +100,46 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (year, month, day)
 }
 
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`),
+/// for years 0-9999.
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if month > 2 { month - 3 } else { month + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rfc3339_parses_what_it_formats_and_nothing_else() {
+        for t in [0, 951_782_400, 1_795_457_235, -1, 4_102_444_799] {
+            let text = UnixTime(t).to_rfc3339();
+            assert_eq!(UnixTime::from_rfc3339(&text), Some(UnixTime(t)), "{text}");
+        }
+        for bad in [
+            "",
+            "2026-11-23",
+            "2026-11-23T18:07:15",
+            "2026-11-23T18:07:15+00:00",
+            "2026-11-23T18:07:15.5Z",
+            "2026-11-23 18:07:15Z",
+            "2026-13-01T00:00:00Z",
+            "2026-02-29T00:00:00Z",
+            "2026-11-00T00:00:00Z",
+            "2026-11-23T24:00:00Z",
+            "2026-11-23T18:60:00Z",
+            "2026-11-23T18:07:60Z",
+            "+026-11-23T18:07:15Z",
+            "2026-1a-23T18:07:15Z",
+        ] {
+            assert_eq!(UnixTime::from_rfc3339(bad), None, "{bad:?}");
+        }
+    }
+
     #[test]
     fn rfc3339_formats_known_instants() {
         assert_eq!(UnixTime(0).to_rfc3339(), "1970-01-01T00:00:00Z");

@@ -14,7 +14,7 @@ use std::time::Instant;
 use ring::rand::{SecureRandom, SystemRandom};
 
 use latchd::auth::storage::Storage;
-use latchd::model::{CreateUser, FamilyId, NewSession, NewUser};
+use latchd::model::{AuditEvent, AuditNote, CreateUser, FamilyId, NewSession, NewUser};
 use latchd::store::Store;
 use latchd::time::UnixTime;
 
@@ -53,7 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     password_hash: hash.clone(),
                     roles: Vec::new(),
                 };
-                store.create_user(user, now)
+                store.create_user(user, now, AuditNote::new(AuditEvent::Registered, now))
             })
             .collect();
         let mut registered = Vec::with_capacity(window);
@@ -75,6 +75,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 session,
                 now,
                 policy,
+                AuditNote::new(AuditEvent::Login, now).user(user.id),
             ));
         }
         for pending in opened {

@@ -16,8 +16,8 @@ use std::net::IpAddr;
 use super::event::{Event, LoginOutcome};
 use super::{Actor, AuthError, Authority, TokenPair};
 use crate::model::{
-    FamilyId, MfaChallenge, MfaCompletion, Origin, SecondFactor, SessionKind, Totp, TotpUpdate,
-    User, UserId,
+    AuditEvent, AuditNote, FamilyId, MfaChallenge, MfaCompletion, Origin, SecondFactor,
+    SessionKind, Totp, TotpUpdate, User, UserId,
 };
 use crate::password;
 use crate::time::UnixTime;
@@ -203,7 +203,17 @@ impl Authority {
         let hashes = self.hash_codes(&codes, salt).await?;
         let confirmed = self
             .storage
-            .confirm_totp(user.id, pending.secret, step, salt, hashes, now)
+            .confirm_totp(
+                user.id,
+                pending.secret,
+                step,
+                salt,
+                hashes,
+                now,
+                AuditNote::new(AuditEvent::MfaEnabled, now)
+                    .session(session)
+                    .client(Some(client)),
+            )
             .await?;
         match confirmed {
             TotpUpdate::Done => {
@@ -247,7 +257,8 @@ impl Authority {
             .second_factor(&on, code, client, now)
             .await?
             .ok_or(AuthError::InvalidCode)?;
-        match self.storage.disable_totp(user.id, factor).await? {
+        let note = AuditNote::new(AuditEvent::MfaDisabled, now).client(Some(client));
+        match self.storage.disable_totp(user.id, factor, note).await? {
             TotpUpdate::Done => {
                 self.limiter.succeeded(&user.email, client, now);
                 self.emit(&Event::MfaDisabled { user: user.id });
@@ -273,7 +284,8 @@ impl Authority {
         now: UnixTime,
     ) -> Result<(), AuthError> {
         super::authorize(actor)?;
-        if !self.storage.reset_totp(user, now).await? {
+        let note = AuditNote::new(AuditEvent::TotpReset, now).actor(super::audit_actor(actor));
+        if !self.storage.reset_totp(user, now, note).await? {
             return Err(AuthError::NotFound);
         }
         let actor = match actor {
@@ -405,7 +417,7 @@ impl Authority {
             .filter(Totp::is_on)
             .ok_or(AuthError::InvalidMfaToken)?;
         let Some(factor) = self.second_factor(&on, code, client, now).await? else {
-            return Err(self.wrong_code(hash, user.id, now).await);
+            return Err(self.wrong_code(hash, user.id, client, now).await);
         };
         let done = self
             .storage
@@ -417,6 +429,7 @@ impl Authority {
                 Origin::new(user_agent, Some(client)),
                 now,
                 self.session,
+                AuditNote::new(AuditEvent::Login, now).client(Some(client)),
             )
             .await?;
         match done {
@@ -437,7 +450,7 @@ impl Authority {
                 });
                 Ok(user)
             }
-            MfaCompletion::Spent => Err(self.wrong_code(hash, user.id, now).await),
+            MfaCompletion::Spent => Err(self.wrong_code(hash, user.id, client, now).await),
             MfaCompletion::UnknownChallenge | MfaCompletion::Stale => {
                 Err(AuthError::InvalidMfaToken)
             }
@@ -445,9 +458,18 @@ impl Authority {
     }
 
     /// Counts a wrong code against its challenge (the sixth ends it) and reports it.
-    async fn wrong_code(&self, hash: [u8; 32], user: UserId, now: UnixTime) -> AuthError {
+    async fn wrong_code(
+        &self,
+        hash: [u8; 32],
+        user: UserId,
+        client: IpAddr,
+        now: UnixTime,
+    ) -> AuthError {
         let ends_at = MFA_WRONG_CODES_SURVIVED.saturating_add(1);
-        if let Err(e) = self.storage.fail_challenge(hash, ends_at, now).await {
+        let note = AuditNote::new(AuditEvent::MfaFailed, now)
+            .user(user)
+            .client(Some(client));
+        if let Err(e) = self.storage.fail_challenge(hash, ends_at, now, note).await {
             return e.into();
         }
         self.emit(&Event::MfaFailed { user });

@@ -38,9 +38,9 @@ use self::hashing::{HashPool, HashPriority, PoolError};
 use self::limiter::{LimitPolicy, LoginLimiter};
 use self::storage::Storage;
 use crate::model::{
-    AccessDenied, Counts, CreateUser, FamilyId, Jti, NewSession, NewUser, Origin, Presented,
-    Rotation, SessionInfo, SessionKind, SessionPolicy, StoredKey, Successor, Sweep, User, UserId,
-    UserUpdate, ADMIN_ROLE,
+    AccessDenied, AuditActor, AuditEvent, AuditNote, AuditQuery, AuditRow, Counts, CreateUser,
+    FamilyId, Jti, NewSession, NewUser, Origin, Presented, Rotation, SessionInfo, SessionKind,
+    SessionPolicy, StoredKey, Successor, Sweep, User, UserId, UserUpdate, ADMIN_ROLE,
 };
 use crate::password::{Hasher, PasswordPolicy, Verified, WeakPassword, MAX_PASSWORD_BYTES};
 use crate::time::UnixTime;
@@ -90,8 +90,12 @@ pub struct Settings {
     pub open_registration: bool,
     /// A configured signing key, which signs instead of the stored ones.
     pub signing_key: Option<KeySecret>,
+    /// How long audit rows are kept before the sweep deletes them.
+    pub audit_retention_secs: i64,
 }
 
+/// Default time audit rows are kept (90 days).
+pub const DEFAULT_AUDIT_RETENTION_SECS: i64 = 7_776_000;
 /// Default access-token lifetime.
 pub const DEFAULT_ACCESS_TTL_SECS: i64 = 900;
 /// Default sliding lifetime of one refresh token (14 days).
@@ -129,6 +133,7 @@ impl Default for Settings {
             hash_priority: hashing::DEFAULT_PRIORITY,
             open_registration: true,
             signing_key: None,
+            audit_retention_secs: DEFAULT_AUDIT_RETENTION_SECS,
         }
     }
 }
@@ -235,6 +240,7 @@ pub struct Authority {
     password_policy: PasswordPolicy,
     session: SessionPolicy,
     access_ttl_secs: i64,
+    audit_retention_secs: i64,
     limiter: LoginLimiter,
     open_registration: bool,
     key_configured: bool,
@@ -284,6 +290,7 @@ impl Authority {
             password_policy: PasswordPolicy::new(settings.password_min)?,
             session: settings.session,
             access_ttl_secs: settings.access_ttl_secs,
+            audit_retention_secs: settings.audit_retention_secs,
             limiter: LoginLimiter::new(settings.limits),
             open_registration: settings.open_registration,
             key_configured: settings.signing_key.is_some(),
@@ -343,8 +350,12 @@ impl Authority {
         now: UnixTime,
     ) -> Result<User, AuthError> {
         self.check_registration(caller)?;
+        let actor = match caller {
+            Some(admin) if admin.has_role(ADMIN_ROLE) => AuditActor::Admin(admin.user),
+            Some(_) | None => AuditActor::Subject,
+        };
         let user = self
-            .new_user(email, password, Vec::new(), Some(client), now)
+            .new_user(email, password, Vec::new(), (actor, Some(client)), now)
             .await?;
         self.emit(&Event::Registered { user: user.id });
         Ok(user)
@@ -377,7 +388,8 @@ impl Authority {
     ) -> Result<User, AuthError> {
         authorize(actor)?;
         let roles = valid_roles(roles)?;
-        self.new_user(email, password, roles, None, now).await
+        self.new_user(email, password, roles, (audit_actor(actor), None), now)
+            .await
     }
 
     /// Checks a password and opens a new session (`POST /v1/auth/login`) for a request from
@@ -434,11 +446,12 @@ impl Authority {
                 },
                 now,
                 self.session,
+                AuditNote::new(AuditEvent::Login, now).client(Some(client)),
             )
             .await?;
         if !opened {
             // Disabled, deleted, revoked, given a new password or TOTP while the hash ran.
-            return Err(AuthError::BadCredentials);
+            return Err(self.login_failed(Some(user.id), client, now).await);
         }
         let pair = self.pair(&user, family, first.token, false, now)?;
         Ok((SignIn::Done(pair), Some(user.id)))
@@ -485,10 +498,18 @@ impl Authority {
         };
         let opened = self
             .storage
-            .open_session(FamilyId::new(), &user, hash, session, now, self.session)
+            .open_session(
+                FamilyId::new(),
+                &user,
+                hash,
+                session,
+                now,
+                self.session,
+                AuditNote::new(AuditEvent::Login, now).client(Some(client)),
+            )
             .await?;
         if !opened {
-            return Err(AuthError::BadCredentials);
+            return Err(self.login_failed(Some(user.id), client, now).await);
         }
         let id = user.id;
         Ok((SignIn::Done((cookie, user)), Some(id)))
@@ -555,12 +576,22 @@ impl Authority {
 
     /// Ends the browser session of `cookie` (`POST /logout`), on disk; a cookie that names no
     /// live session ends nothing.
-    pub async fn sign_out(&self, cookie: &str, now: UnixTime) -> Result<(), AuthError> {
+    pub async fn sign_out(
+        &self,
+        cookie: &str,
+        client: IpAddr,
+        now: UnixTime,
+    ) -> Result<(), AuthError> {
         let Some(hash) = opaque_hash(cookie) else {
             return Ok(());
         };
         if let Ok(standing) = self.storage.check_browser(&hash, now, &self.session) {
-            self.storage.revoke_session(standing.family, now).await?;
+            let note = AuditNote::new(AuditEvent::Logout, now)
+                .user(standing.user)
+                .client(Some(client));
+            self.storage
+                .revoke_session(standing.family, now, note)
+                .await?;
         }
         Ok(())
     }
@@ -606,12 +637,14 @@ impl Authority {
         let Some(mut user) = found else {
             let (hasher, password) = (Arc::clone(&self.hasher), password.to_owned());
             self.hashing(move || hasher.verify_dummy(&password)).await?;
-            return Err(AuthError::BadCredentials);
+            // No user id and, above all, not the email: it may be a password typed into the
+            // wrong field.
+            return Err(self.login_failed(None, client, now).await);
         };
         if self.verify_password(password, &user.password_hash).await? != Verified::Match
             || user.disabled
         {
-            return Err(AuthError::BadCredentials);
+            return Err(self.login_failed(Some(user.id), client, now).await);
         }
         if self.hasher.needs_rehash(&user.password_hash) {
             user = self.upgrade_hash(user, password).await?;
@@ -663,7 +696,12 @@ impl Authority {
     /// Rotates a refresh token (`POST /v1/auth/refresh`); see API.md "Refresh rotation".
     /// Reported as [`Event::Refresh`] by what storage did with the token (or `Invalid` when it
     /// is not a refresh token at all).
-    pub async fn refresh(&self, presented: &str, now: UnixTime) -> Result<TokenPair, AuthError> {
+    pub async fn refresh(
+        &self,
+        presented: &str,
+        client: IpAddr,
+        now: UnixTime,
+    ) -> Result<TokenPair, AuthError> {
         let Ok(presented) = refresh::parse(&self.refresh_key, presented.as_bytes()) else {
             self.emit(&Event::Refresh(RefreshOutcome::Invalid));
             return Err(AuthError::InvalidGrant);
@@ -686,6 +724,7 @@ impl Authority {
                 },
                 now,
                 self.session,
+                AuditNote::new(AuditEvent::RefreshReuse, now).client(Some(client)),
             )
             .await?;
         self.emit(&Event::Refresh(refresh_outcome(&outcome)));
@@ -747,9 +786,17 @@ impl Authority {
 
     /// Ends the caller's session (`POST /v1/auth/logout`): its access token's jti is
     /// blacklisted until it expires and its refresh family revoked, in one transaction.
-    pub async fn logout(&self, principal: &Principal, now: UnixTime) -> Result<(), AuthError> {
+    pub async fn logout(
+        &self,
+        principal: &Principal,
+        client: IpAddr,
+        now: UnixTime,
+    ) -> Result<(), AuthError> {
+        let note = AuditNote::new(AuditEvent::Logout, now)
+            .user(principal.user)
+            .client(Some(client));
         self.storage
-            .end_session(principal.family, principal.jti, principal.exp, now)
+            .end_session(principal.family, principal.jti, principal.exp, now, note)
             .await?;
         Ok(())
     }
@@ -770,14 +817,28 @@ impl Authority {
     /// a browser whose access token expired. Any token latchd minted for the session will do,
     /// a superseded one too: presenting it to refresh would end the session anyway (reuse). A
     /// session that already ended is no error, so logging out is idempotent.
-    pub async fn logout_session(&self, family: FamilyId, now: UnixTime) -> Result<(), AuthError> {
-        self.storage.revoke_session(family, now).await?;
+    pub async fn logout_session(
+        &self,
+        family: FamilyId,
+        client: IpAddr,
+        now: UnixTime,
+    ) -> Result<(), AuthError> {
+        let note = AuditNote::new(AuditEvent::Logout, now).client(Some(client));
+        self.storage.revoke_session(family, now, note).await?;
         Ok(())
     }
 
     /// Ends every session of the caller (`POST /v1/auth/logout-all`).
-    pub async fn logout_all(&self, principal: &Principal, now: UnixTime) -> Result<(), AuthError> {
-        self.revoke_sessions(principal.user, now).await
+    pub async fn logout_all(
+        &self,
+        principal: &Principal,
+        client: IpAddr,
+        now: UnixTime,
+    ) -> Result<(), AuthError> {
+        let note = AuditNote::new(AuditEvent::LogoutAll, now)
+            .session(principal.family)
+            .client(Some(client));
+        self.revoke_sessions(principal.user, now, note).await
     }
 
     /// The caller's account (`GET /v1/auth/me`).
@@ -832,6 +893,7 @@ impl Authority {
                 hash.as_str(),
                 Some(principal.family),
                 now,
+                AuditNote::new(AuditEvent::PasswordChanged, now).client(Some(client)),
             )
             .await?;
         if changed {
@@ -878,11 +940,13 @@ impl Authority {
         &self,
         principal: &Principal,
         family: FamilyId,
+        client: IpAddr,
         now: UnixTime,
     ) -> Result<(), AuthError> {
+        let note = AuditNote::new(AuditEvent::SessionRevoked, now).client(Some(client));
         if self
             .storage
-            .end_own_session(principal.user, family, now)
+            .end_own_session(principal.user, family, now, note)
             .await?
         {
             Ok(())
@@ -926,7 +990,8 @@ impl Authority {
         now: UnixTime,
     ) -> Result<(), AuthError> {
         authorize(actor)?;
-        self.revoke_sessions(user, now).await
+        let note = AuditNote::new(AuditEvent::LogoutAll, now).actor(audit_actor(actor));
+        self.revoke_sessions(user, now, note).await
     }
 
     /// Disables `user` and revokes all its sessions, in one transaction (`latchd user
@@ -938,13 +1003,20 @@ impl Authority {
         now: UnixTime,
     ) -> Result<(), AuthError> {
         authorize(actor)?;
-        update_result(self.storage.disable_user(user, now).await?)
+        let note = AuditNote::new(AuditEvent::UserDisabled, now).actor(audit_actor(actor));
+        update_result(self.storage.disable_user(user, now, note).await?)
     }
 
     /// Re-enables a disabled user (`latchd user enable`); revoked sessions stay revoked.
-    pub async fn enable_user(&self, actor: Actor<'_>, user: UserId) -> Result<(), AuthError> {
+    pub async fn enable_user(
+        &self,
+        actor: Actor<'_>,
+        user: UserId,
+        now: UnixTime,
+    ) -> Result<(), AuthError> {
         authorize(actor)?;
-        update_result(self.storage.enable_user(user).await?)
+        let note = AuditNote::new(AuditEvent::UserEnabled, now).actor(audit_actor(actor));
+        update_result(self.storage.enable_user(user, note).await?)
     }
 
     /// Deletes `user` and all its sessions (`DELETE /v1/admin/users/{id}`, `latchd user
@@ -952,9 +1024,15 @@ impl Authority {
     ///
     /// # Errors
     /// `NotFound`; `LastAdmin` for the last enabled admin.
-    pub async fn delete_user(&self, actor: Actor<'_>, user: UserId) -> Result<(), AuthError> {
+    pub async fn delete_user(
+        &self,
+        actor: Actor<'_>,
+        user: UserId,
+        now: UnixTime,
+    ) -> Result<(), AuthError> {
         authorize(actor)?;
-        update_result(self.storage.delete_user(user).await?)
+        let note = AuditNote::new(AuditEvent::UserDeleted, now).actor(audit_actor(actor));
+        update_result(self.storage.delete_user(user, note).await?)
     }
 
     /// Replaces `user`'s roles; its access tokens with the old roles stop working.
@@ -963,10 +1041,12 @@ impl Authority {
         actor: Actor<'_>,
         user: UserId,
         roles: &[String],
+        now: UnixTime,
     ) -> Result<(), AuthError> {
         authorize(actor)?;
         let roles = valid_roles(roles)?;
-        update_result(self.storage.set_roles(user, &roles).await?)
+        let note = AuditNote::new(AuditEvent::RolesChanged, now).actor(audit_actor(actor));
+        update_result(self.storage.set_roles(user, &roles, note).await?)
     }
 
     /// Generates a 256-bit signing key and stores it as the newest, retiring the others now
@@ -989,7 +1069,8 @@ impl Authority {
         // Without it, a rotation that read the keys before another's write could swap in a
         // ring without the other's new key after the other had swapped it in.
         let _in_order = self.rotating.lock().await;
-        let secret = add_new_signing_key(self.storage.as_ref(), &self.rng, now).await?;
+        let note = AuditNote::new(AuditEvent::KeyRotated, now).actor(audit_actor(actor));
+        let secret = add_new_signing_key(self.storage.as_ref(), &self.rng, now, note).await?;
         let stored = self.storage.signing_keys().await?;
         let ring = ring_of(&secret, &stored, self.access_ttl_secs, now);
         let old = std::mem::replace(
@@ -1006,7 +1087,23 @@ impl Authority {
     /// Deletes expired blacklist rows, and sessions and keys that ended more than one access
     /// TTL ago, so that no access token outlives the rows it names (`latchd gc`, the sweeper).
     pub async fn sweep(&self, now: UnixTime) -> Result<Sweep, AuthError> {
-        Ok(self.storage.sweep(now, self.access_ttl_secs).await?)
+        Ok(self
+            .storage
+            .sweep(now, self.access_ttl_secs, self.audit_retention_secs)
+            .await?)
+    }
+
+    /// The audit rows `query` asks for, oldest first (`GET /v1/admin/audit`, `latchd audit`).
+    ///
+    /// # Errors
+    /// `Forbidden` for a caller without the admin role.
+    pub async fn audit(
+        &self,
+        actor: Actor<'_>,
+        query: AuditQuery,
+    ) -> Result<Vec<AuditRow>, AuthError> {
+        authorize(actor)?;
+        Ok(self.storage.audit(query).await?)
     }
 
     /// Writes a consistent snapshot of the whole database to a new file at `dest`, durable when
@@ -1026,8 +1123,13 @@ impl Authority {
         self.access_ttl_secs
     }
 
-    async fn revoke_sessions(&self, user: UserId, now: UnixTime) -> Result<(), AuthError> {
-        if self.storage.revoke_user(user, now).await? {
+    async fn revoke_sessions(
+        &self,
+        user: UserId,
+        now: UnixTime,
+        note: AuditNote,
+    ) -> Result<(), AuthError> {
+        if self.storage.revoke_user(user, now, note).await? {
             Ok(())
         } else {
             Err(AuthError::NotFound)
@@ -1039,7 +1141,7 @@ impl Authority {
         email: &str,
         password: &str,
         roles: Vec<String>,
-        client: Option<IpAddr>,
+        (actor, client): (AuditActor, Option<IpAddr>),
         now: UnixTime,
     ) -> Result<User, AuthError> {
         if password.len() > MAX_PASSWORD_BYTES {
@@ -1063,6 +1165,9 @@ impl Authority {
                     roles,
                 },
                 now,
+                AuditNote::new(AuditEvent::Registered, now)
+                    .actor(actor)
+                    .client(client),
             )
             .await?;
         match created {
@@ -1112,6 +1217,18 @@ impl Authority {
             Ok(None) | Err(_) => return,
         };
         self.emit(&Event::Login { outcome, user });
+    }
+
+    /// Records a failed login in the audit log (about `user` when the email named one) and
+    /// answers the attempt's error: `BadCredentials`, or the storage failure that kept the row
+    /// from being written.
+    async fn login_failed(&self, user: Option<UserId>, client: IpAddr, now: UnixTime) -> AuthError {
+        let mut note = AuditNote::new(AuditEvent::LoginFailed, now).client(Some(client));
+        note.user = user;
+        match self.storage.record(note).await {
+            Ok(()) => AuthError::BadCredentials,
+            Err(e) => e.into(),
+        }
     }
 
     fn emit(&self, event: &Event) {
@@ -1177,6 +1294,14 @@ fn authorize(actor: Actor<'_>) -> Result<(), AuthError> {
         Actor::Operator => Ok(()),
         Actor::Caller(principal) if principal.has_role(ADMIN_ROLE) => Ok(()),
         Actor::Caller(_) => Err(AuthError::Forbidden),
+    }
+}
+
+/// Who the audit log names as the actor of an operator use case.
+fn audit_actor(actor: Actor<'_>) -> AuditActor {
+    match actor {
+        Actor::Caller(principal) => AuditActor::Admin(principal.user),
+        Actor::Operator => AuditActor::Operator,
     }
 }
 
@@ -1265,8 +1390,9 @@ async fn keyring(
     } else if let Some(newest) = newest_live {
         (newest, KeySource::Stored)
     } else {
+        let note = AuditNote::new(AuditEvent::KeyRotated, now);
         (
-            add_new_signing_key(storage, rng, now).await?,
+            add_new_signing_key(storage, rng, now, note).await?,
             KeySource::Generated,
         )
     };
@@ -1333,6 +1459,7 @@ async fn add_new_signing_key(
     storage: &dyn Storage,
     rng: &SystemRandom,
     now: UnixTime,
+    note: AuditNote,
 ) -> Result<KeySecret, AuthError> {
     let mut bytes = vec![0u8; 32];
     rng.fill(&mut bytes)
@@ -1348,6 +1475,7 @@ async fn add_new_signing_key(
                 retired_at: None,
             },
             Some(now),
+            note,
         )
         .await?;
     Ok(secret)

@@ -9,7 +9,11 @@
 use uuid::Uuid;
 
 use super::{AuthError, Authority, Principal, AMR_PASSWORD};
-use crate::model::{FamilyId, Jti, Presented, RefreshStanding, UserId, ADMIN_ROLE};
+use std::net::IpAddr;
+
+use crate::model::{
+    AuditEvent, AuditNote, FamilyId, Jti, Presented, RefreshStanding, UserId, ADMIN_ROLE,
+};
 use crate::time::UnixTime;
 use crate::token::refresh;
 
@@ -127,7 +131,12 @@ impl Authority {
     /// blacklisted until its expiry; a refresh token that is its session's current one
     /// revokes the session. Anything else (a superseded refresh token included) changes
     /// nothing and is no error: holding the token is the only authority asked for.
-    pub async fn revoke_token(&self, token: &str, now: UnixTime) -> Result<(), AuthError> {
+    pub async fn revoke_token(
+        &self,
+        token: &str,
+        client: IpAddr,
+        now: UnixTime,
+    ) -> Result<(), AuthError> {
         let bytes = token.as_bytes();
         let verified = self.tokens().verify(bytes, now); // the read lock ends here
         if let Ok(claims) = verified {
@@ -140,7 +149,8 @@ impl Authority {
                 generation: presented.generation,
                 hash: presented.hash,
             };
-            self.storage.revoke_refresh(presented, now).await?;
+            let note = AuditNote::new(AuditEvent::SessionRevoked, now).client(Some(client));
+            self.storage.revoke_refresh(presented, now, note).await?;
         }
         Ok(())
     }

@@ -9,6 +9,10 @@
 //!   same transaction as the write it guards, never by two calls from auth.
 //! - **Durable when it resolves.** An `Ok` from a write means the change is committed to
 //!   stable storage: a crash right after loses none of it.
+//! - **Audited with the change.** A write given an [`AuditNote`] records it (filling in the
+//!   user and session the outcome names) in the same transaction as the change, when the
+//!   outcome is the change the note describes (each method says when), and never otherwise:
+//!   an acknowledged change always has its row, a refused one never.
 //! - **Memory follows disk.** [`Storage::check_access`] answers from an in-memory view that
 //!   changes only after the commit that made the change, in commit order, so a revocation is
 //!   never visible before it is durable and never forgotten after.
@@ -24,10 +28,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::model::{
-    AccessDenied, Backup, BrowserStanding, Counts, CreateUser, FamilyId, Jti, MfaChallenge,
-    MfaCompletion, NewSession, NewUser, Origin, Presented, RefreshStanding, Rotation, SecondFactor,
-    SessionInfo, SessionPolicy, StoredKey, Successor, Sweep, Totp, TotpUpdate, User, UserFacts,
-    UserId, UserUpdate,
+    AccessDenied, AuditNote, AuditQuery, AuditRow, Backup, BrowserStanding, Counts, CreateUser,
+    FamilyId, Jti, MfaChallenge, MfaCompletion, NewSession, NewUser, Origin, Presented,
+    RefreshStanding, Rotation, SecondFactor, SessionInfo, SessionPolicy, StoredKey, Successor,
+    Sweep, Totp, TotpUpdate, User, UserFacts, UserId, UserUpdate,
 };
 use crate::time::UnixTime;
 
@@ -89,7 +93,8 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn list_users(&self, limit: usize, after: Option<UserId>) -> Pending<'_, Vec<User>>;
 
     /// Registers `user` under a new random id, unless its normalized email is taken.
-    fn create_user(&self, user: NewUser, now: UnixTime) -> Pending<'_, CreateUser>;
+    fn create_user(&self, user: NewUser, now: UnixTime, note: AuditNote)
+        -> Pending<'_, CreateUser>;
 
     /// Opens a session `family` of the kind `session` says for `seen`, whose first token (the
     /// generation-0 refresh token, or the browser cookie) hashes to `first_hash`, revoking the
@@ -99,6 +104,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// milliseconds; if meanwhile the user was disabled, deleted, revoked (token version
     /// bumped) or given a new password, nothing is written and this resolves to `false`; so
     /// too if the user has TOTP on and `session.mfa` is false.
+    #[allow(clippy::too_many_arguments)] // the session's facts, and its audit note
     fn open_session<'a>(
         &'a self,
         family: FamilyId,
@@ -107,6 +113,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
         session: NewSession,
         now: UnixTime,
         policy: SessionPolicy,
+        note: AuditNote,
     ) -> Pending<'a, bool>;
 
     /// Rotates a presented refresh token as one compare-and-swap: of several concurrent
@@ -124,6 +131,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
         next: Successor,
         now: UnixTime,
         policy: SessionPolicy,
+        note: AuditNote,
     ) -> Pending<'_, Rotation>;
 
     /// Blacklists an access token's `jti` until `exp`. Blacklisting again keeps the later
@@ -137,6 +145,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
         jti: Jti,
         exp: UnixTime,
         now: UnixTime,
+        note: AuditNote,
     ) -> Pending<'_, ()>;
 
     /// The live sessions of `user` at `now`, newest first, read from storage (not the view).
@@ -144,7 +153,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
     /// Revokes session `family` if it is one of `user`'s live sessions; `false` (nothing
     /// written) if it is missing, ended, or another user's.
-    fn end_own_session(&self, user: UserId, family: FamilyId, now: UnixTime) -> Pending<'_, bool>;
+    fn end_own_session(
+        &self,
+        user: UserId,
+        family: FamilyId,
+        now: UnixTime,
+        note: AuditNote,
+    ) -> Pending<'_, bool>;
 
     /// How a presented refresh token stands, read only (introspection never rotates): `Some`
     /// when it is the current, unexpired token of a live API session of an enabled user.
@@ -157,14 +172,20 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Revokes the session of a presented refresh token if it is the session's current token
     /// (RFC 7009); a superseded, expired or unknown token revokes nothing. Resolves to the
     /// session's user when it revoked.
-    fn revoke_refresh(&self, presented: Presented, now: UnixTime) -> Pending<'_, Option<UserId>>;
+    fn revoke_refresh(
+        &self,
+        presented: Presented,
+        now: UnixTime,
+        note: AuditNote,
+    ) -> Pending<'_, Option<UserId>>;
 
     /// Revokes one session; `false` if it was missing or already revoked.
-    fn revoke_session(&self, family: FamilyId, now: UnixTime) -> Pending<'_, bool>;
+    fn revoke_session(&self, family: FamilyId, now: UnixTime, note: AuditNote)
+        -> Pending<'_, bool>;
 
     /// Bumps the user's token version and revokes every session of the user (logout-all,
     /// admin revoke); `false` if there is no such user.
-    fn revoke_user(&self, user: UserId, now: UnixTime) -> Pending<'_, bool>;
+    fn revoke_user(&self, user: UserId, now: UnixTime, note: AuditNote) -> Pending<'_, bool>;
 
     /// Replaces the user's password hash and revokes every session of the user except `keep`,
     /// in one transaction. A compare-and-swap: writes nothing and resolves to `false` unless
@@ -176,6 +197,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
         new_hash: &'a str,
         keep: Option<FamilyId>,
         now: UnixTime,
+        note: AuditNote,
     ) -> Pending<'a, bool>;
 
     /// Replaces the user's password hash with `new_hash` only if it is still `expected` (the
@@ -189,17 +211,23 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
     /// Replaces the user's roles and bumps its token version, so tokens with the old roles stop
     /// working; refused if it would take `admin` from the last enabled admin.
-    fn set_roles<'a>(&'a self, user: UserId, roles: &'a [String]) -> Pending<'a, UserUpdate>;
+    fn set_roles<'a>(
+        &'a self,
+        user: UserId,
+        roles: &'a [String],
+        note: AuditNote,
+    ) -> Pending<'a, UserUpdate>;
 
     /// Disables the user and revokes all its sessions (token version bumped), in one
     /// transaction; refused for the last enabled admin.
-    fn disable_user(&self, user: UserId, now: UnixTime) -> Pending<'_, UserUpdate>;
+    fn disable_user(&self, user: UserId, now: UnixTime, note: AuditNote)
+        -> Pending<'_, UserUpdate>;
 
     /// Re-enables a disabled user; its revoked sessions stay revoked.
-    fn enable_user(&self, user: UserId) -> Pending<'_, UserUpdate>;
+    fn enable_user(&self, user: UserId, note: AuditNote) -> Pending<'_, UserUpdate>;
 
     /// Deletes the user and all its sessions; refused for the last enabled admin.
-    fn delete_user(&self, user: UserId) -> Pending<'_, UserUpdate>;
+    fn delete_user(&self, user: UserId, note: AuditNote) -> Pending<'_, UserUpdate>;
 
     /// The user's TOTP enrolment, pending or on.
     fn totp(&self, user: UserId) -> Pending<'_, Option<Totp>>;
@@ -231,17 +259,23 @@ pub trait Storage: Send + Sync + fmt::Debug {
         salt: [u8; 16],
         recovery: Vec<[u8; 32]>,
         now: UnixTime,
+        note: AuditNote,
     ) -> Pending<'_, TotpUpdate>;
 
     /// Turns TOTP off, spending `factor` in the same transaction; the recovery codes go too.
     ///
     /// Resolves to `Done`, `NotEnrolled` (TOTP is not on) or `Spent`.
-    fn disable_totp(&self, user: UserId, factor: SecondFactor) -> Pending<'_, TotpUpdate>;
+    fn disable_totp(
+        &self,
+        user: UserId,
+        factor: SecondFactor,
+        note: AuditNote,
+    ) -> Pending<'_, TotpUpdate>;
 
     /// The operator's reset for a user who lost the device: deletes any enrolment and ends
     /// every session of the user (token version bumped), in one transaction; `false` if there
     /// is no such user.
-    fn reset_totp(&self, user: UserId, now: UnixTime) -> Pending<'_, bool>;
+    fn reset_totp(&self, user: UserId, now: UnixTime, note: AuditNote) -> Pending<'_, bool>;
 
     /// Stores `challenge` under `hash`, the SHA-256 of its token.
     ///
@@ -254,8 +288,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
     /// Counts one wrong code against the challenge under `hash`; the `max_failures`th deletes
     /// it. Resolves to whether it is still live.
-    fn fail_challenge(&self, hash: [u8; 32], max_failures: u32, now: UnixTime)
-        -> Pending<'_, bool>;
+    fn fail_challenge(
+        &self,
+        hash: [u8; 32],
+        max_failures: u32,
+        now: UnixTime,
+        note: AuditNote,
+    ) -> Pending<'_, bool>;
 
     /// The second step of a sign-in, in one transaction: the live challenge under `hash` is
     /// deleted, `factor` spent, and session `family` opened for its user (of the challenge's
@@ -274,6 +313,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
         origin: Origin,
         now: UnixTime,
         policy: SessionPolicy,
+        note: AuditNote,
     ) -> Pending<'_, MfaCompletion>;
 
     /// Every stored signing key, oldest first.
@@ -288,16 +328,24 @@ pub trait Storage: Send + Sync + fmt::Debug {
         &self,
         key: StoredKey,
         retire_others_at: Option<UnixTime>,
+        note: AuditNote,
     ) -> Pending<'_, ()>;
 
     /// Retires every stored signing key not yet retired, at `at`; resolves to how many.
     fn retire_signing_keys(&self, at: UnixTime) -> Pending<'_, u64>;
 
-    /// Deletes blacklist rows whose `exp <= now`, sessions that ended (expired or revoked) at
+    /// Records `note` on its own (a failed login, which changes nothing else).
+    fn record(&self, note: AuditNote) -> Pending<'_, ()>;
+
+    /// The audit rows `query` asks for, in the order they were written.
+    fn audit(&self, query: AuditQuery) -> Pending<'_, Vec<AuditRow>>;
+
+    /// Deletes audit rows older than `audit_retain_secs` (at or before `now -
+    /// audit_retain_secs`), blacklist rows whose `exp <= now`, sessions that ended (expired or revoked) at
     /// least `retain_secs` ago, signing keys retired at least `retain_secs` ago,
     /// second-factor challenges expired by `now`, and pending TOTP enrolments older than
     /// [`PENDING_TOTP_SECS`](crate::model::PENDING_TOTP_SECS).
-    fn sweep(&self, now: UnixTime, retain_secs: i64) -> Pending<'_, Sweep>;
+    fn sweep(&self, now: UnixTime, retain_secs: i64, audit_retain_secs: i64) -> Pending<'_, Sweep>;
 
     /// Writes a consistent snapshot of the whole state to a new file at `dest` (never over an
     /// existing one), durable when this resolves, while every other operation goes on. The copy

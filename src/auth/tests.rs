@@ -56,7 +56,7 @@ fn a_password_change_from_a_session_revoked_meanwhile_is_refused() {
         .verify_access(pair.access_token.as_bytes(), UnixTime::now())
         .unwrap();
     // Logout-all commits after the request was authenticated, before it writes.
-    block_on(auth.logout_all(&principal, UnixTime::now())).unwrap();
+    block_on(auth.logout_all(&principal, CLIENT, UnixTime::now())).unwrap();
     let got = block_on(auth.change_password(
         &principal,
         PASSWORD,
@@ -128,7 +128,7 @@ fn a_disabled_user_can_neither_refresh_nor_use_its_access_token() {
     let pair = login(&auth, "sam@example.com").unwrap();
     block_on(auth.disable_user(Actor::Operator, user.id, UnixTime::now())).unwrap();
     assert!(matches!(
-        block_on(auth.refresh(pair.refresh_token.as_str(), UnixTime::now())),
+        block_on(auth.refresh(pair.refresh_token.as_str(), CLIENT, UnixTime::now())),
         Err(AuthError::InvalidGrant)
     ));
     assert!(matches!(
@@ -155,10 +155,10 @@ fn operator_use_cases_need_the_admin_role_from_a_caller() {
     let refused = [
         block_on(auth.list_users(caller, 10, None)).map(|_| ()),
         block_on(auth.revoke_user(caller, user.id, now)),
-        block_on(auth.delete_user(caller, user.id)),
+        block_on(auth.delete_user(caller, user.id, now)),
         block_on(auth.disable_user(caller, user.id, now)),
-        block_on(auth.enable_user(caller, user.id)),
-        block_on(auth.set_roles(caller, user.id, &["admin".to_owned()])),
+        block_on(auth.enable_user(caller, user.id, now)),
+        block_on(auth.set_roles(caller, user.id, &["admin".to_owned()], now)),
         block_on(auth.rotate_signing_key(caller, now)).map(|_| ()),
         block_on(auth.find_user(caller, "una@example.com")).map(|_| ()),
     ];
@@ -169,7 +169,7 @@ fn operator_use_cases_need_the_admin_role_from_a_caller() {
     assert!(auth
         .verify_access(pair.access_token.as_bytes(), now)
         .is_ok());
-    block_on(auth.set_roles(Actor::Operator, user.id, &["admin".to_owned()])).unwrap();
+    block_on(auth.set_roles(Actor::Operator, user.id, &["admin".to_owned()], now)).unwrap();
     assert!(matches!(
         auth.verify_access(pair.access_token.as_bytes(), now),
         Err(AuthError::Revoked(AccessDenied::StaleVersion))

@@ -19,7 +19,7 @@ use super::proxies::TrustedProxies;
 use super::respond::REFRESH_COOKIE;
 use super::server::ConnInfo;
 use super::site::hex_value;
-use crate::model::UserId;
+use crate::model::{AuditEvent, AuditId, AuditQuery, UserId};
 
 /// The de-facto proxy header (RFC 7239's `Forwarded` is not read).
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -428,6 +428,57 @@ pub(crate) fn paging(query: Option<&str>) -> Result<(usize, Option<UserId>), Api
         }
     }
     Ok((limit, after))
+}
+
+/// `?user=&event=&after=&limit=` of `GET /v1/admin/audit`: `user` and `after` canonical ids,
+/// `event` one of API.md's names, `limit` 1-1000 (default 100). An unknown or repeated
+/// parameter, or a bad value, is refused.
+pub(crate) fn audit_query(query: Option<&str>) -> Result<AuditQuery, ApiError> {
+    let mut found = AuditQuery {
+        user: None,
+        event: None,
+        after: None,
+        since: None,
+        limit: DEFAULT_PAGE,
+    };
+    let mut seen = Vec::new();
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if seen.contains(&name) {
+            return Err(ApiError::invalid_request("a query parameter is repeated"));
+        }
+        seen.push(name);
+        match name {
+            "user" => {
+                let user = UserId::parse(value)
+                    .ok_or_else(|| ApiError::invalid_request("user must be a user id"))?;
+                found.user = Some(user);
+            }
+            "event" => {
+                let event = AuditEvent::from_label(value)
+                    .ok_or_else(|| ApiError::invalid_request("event is not an audit event"))?;
+                found.event = Some(event);
+            }
+            "after" => {
+                let after = crate::model::parse_uuid(value)
+                    .ok_or_else(|| ApiError::invalid_request("after must be an audit row id"))?;
+                found.after = Some(AuditId(after));
+            }
+            "limit" => {
+                found.limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| ApiError::invalid_request("limit must be 1 to 1000"))?;
+            }
+            _ => return Err(ApiError::invalid_request("unknown query parameter")),
+        }
+    }
+    Ok(found)
 }
 
 /// A JSON body of type `T`: 415-free by design, a wrong content type is a 400 like any other

@@ -262,6 +262,7 @@ pub(super) async fn totp_disable(cx: Ctx) -> Answer {
 }
 
 pub(super) async fn refresh(cx: Ctx) -> Answer {
+    let client = cx.client()?;
     let cookie = extract::refresh_cookie(cx.req.headers())?;
     let has_json = extract::is_json(cx.req.headers());
     let headers = cx.req.headers().clone();
@@ -288,7 +289,7 @@ pub(super) async fn refresh(cx: Ctx) -> Answer {
             ))
         }
     };
-    let pair = cx.app.auth.refresh(&token, UnixTime::now()).await?;
+    let pair = cx.app.auth.refresh(&token, client, UnixTime::now()).await?;
     Ok(respond::token_pair(&pair, &cx.app.settings))
 }
 
@@ -299,7 +300,11 @@ pub(super) async fn logout(cx: Ctx) -> Answer {
         Err(e) if e.is_no_credentials() => logout_by_cookie(cx).await,
         _ => {
             let principal = cx.principal()?;
-            cx.app.auth.logout(&principal, UnixTime::now()).await?;
+            let client = cx.client()?;
+            cx.app
+                .auth
+                .logout(&principal, client, UnixTime::now())
+                .await?;
             Ok(respond::logged_out(&cx.app.settings))
         }
     }
@@ -313,17 +318,25 @@ async fn logout_by_cookie(cx: Ctx) -> Answer {
     // ambient authority, as for a refresh by the cookie: a page elsewhere must not end it.
     let family = cx.app.auth.refresh_session(&token)?;
     extract::cookie_request_allowed(cx.req.headers(), &cx.app.settings.cors_origins)?;
+    let client = cx.client()?;
     let bytes = extract::body(cx.req).await?;
     if !bytes.is_empty() {
         extract::parse_json::<NoFields>(&bytes)?;
     }
-    cx.app.auth.logout_session(family, UnixTime::now()).await?;
+    cx.app
+        .auth
+        .logout_session(family, client, UnixTime::now())
+        .await?;
     Ok(respond::logged_out(&cx.app.settings))
 }
 
 pub(super) async fn logout_all(cx: Ctx) -> Answer {
     let principal = cx.principal()?;
-    cx.app.auth.logout_all(&principal, UnixTime::now()).await?;
+    let client = cx.client()?;
+    cx.app
+        .auth
+        .logout_all(&principal, client, UnixTime::now())
+        .await?;
     Ok(respond::logged_out(&cx.app.settings))
 }
 
@@ -392,6 +405,18 @@ pub(super) async fn admin_list_users(cx: Ctx) -> Answer {
     ))
 }
 
+/// `GET /v1/admin/audit`: one page of audit rows, oldest first.
+pub(super) async fn admin_audit(cx: Ctx) -> Answer {
+    let principal = cx.principal()?;
+    let query = extract::audit_query(cx.req.uri().query())?;
+    let rows = cx.app.auth.audit(Actor::Caller(&principal), query).await?;
+    let rows = serde_json::to_value(rows).map_err(|e| {
+        tracing::error!(error = %e, "audit rows did not serialize");
+        ApiError::server_error()
+    })?;
+    Ok(respond::json(StatusCode::OK, &rows))
+}
+
 pub(super) async fn admin_revoke(cx: Ctx) -> Answer {
     let principal = cx.principal()?;
     let id = cx.id()?;
@@ -419,7 +444,7 @@ pub(super) async fn admin_delete(cx: Ctx) -> Answer {
     let id = cx.id()?;
     cx.app
         .auth
-        .delete_user(Actor::Caller(&principal), id)
+        .delete_user(Actor::Caller(&principal), id, UnixTime::now())
         .await?;
     Ok(respond::empty(StatusCode::NO_CONTENT))
 }
@@ -435,9 +460,10 @@ pub(super) async fn my_sessions(cx: Ctx) -> Answer {
 pub(super) async fn end_my_session(cx: Ctx) -> Answer {
     let principal = cx.principal()?;
     let family = FamilyId(cx.id()?.0);
+    let client = cx.client()?;
     cx.app
         .auth
-        .end_my_session(&principal, family, UnixTime::now())
+        .end_my_session(&principal, family, client, UnixTime::now())
         .await?;
     Ok(respond::empty(StatusCode::NO_CONTENT))
 }
@@ -488,9 +514,13 @@ pub(super) async fn introspect(cx: Ctx) -> Answer {
 
 /// `POST /v1/oauth/revoke` (RFC 7009): 200 whatever the token was.
 pub(super) async fn revoke_token(cx: Ctx) -> Answer {
+    let client = cx.client()?;
     let pairs = extract::form(cx.req).await?;
     let token = token_form(&pairs)?;
-    cx.app.auth.revoke_token(token, UnixTime::now()).await?;
+    cx.app
+        .auth
+        .revoke_token(token, client, UnixTime::now())
+        .await?;
     Ok(respond::empty(StatusCode::OK))
 }
 
@@ -501,7 +531,7 @@ pub(super) async fn admin_set_roles(cx: Ctx) -> Answer {
     let body: RolesBody = extract::json(cx.req).await?;
     cx.app
         .auth
-        .set_roles(Actor::Caller(&principal), id, &body.roles)
+        .set_roles(Actor::Caller(&principal), id, &body.roles, UnixTime::now())
         .await?;
     Ok(respond::empty(StatusCode::NO_CONTENT))
 }

@@ -219,7 +219,10 @@ pub(super) async fn sign_out(cx: Ctx) -> Answer {
         Err(refused) => return Ok(refused),
     };
     if let Some(cookie) = extract::cookie(&form.headers, SESSION_COOKIE)? {
-        form.app.auth.sign_out(cookie, UnixTime::now()).await?;
+        form.app
+            .auth
+            .sign_out(cookie, form.client, UnixTime::now())
+            .await?;
     }
     let mut response = respond::see_other("/login");
     set_cookie(
@@ -290,7 +293,10 @@ impl Form {
     /// ends: one browser, one session.
     async fn signed_in(&self, cookie: &Opaque, rd: Option<&str>) -> Answer {
         if let Some(old) = extract::cookie(&self.headers, SESSION_COOKIE)? {
-            self.app.auth.sign_out(old, UnixTime::now()).await?;
+            self.app
+                .auth
+                .sign_out(old, self.client, UnixTime::now())
+                .await?;
         }
         let mut response = respond::see_other(rd.unwrap_or("/"));
         let max_age = self.app.settings.session_max_secs;

@@ -25,8 +25,9 @@ use redb::{
 };
 
 use super::tables::{
-    BLACKLIST, BROWSER_SESSIONS, FAMILIES, FAMILIES_BY_USER, META, MFA_CHALLENGES, ROLE_MEMBERS,
-    SCHEMA_VERSION, SCHEMA_VERSION_KEY, SECRETS, SIGNING_KEYS, TOTP, USERS, USER_BY_EMAIL,
+    AUDIT, BLACKLIST, BROWSER_SESSIONS, FAMILIES, FAMILIES_BY_USER, META, MFA_CHALLENGES,
+    ROLE_MEMBERS, SCHEMA_VERSION, SCHEMA_VERSION_KEY, SECRETS, SIGNING_KEYS, TOTP, USERS,
+    USER_BY_EMAIL,
 };
 use crate::auth::storage::StoreError;
 use crate::model::Backup;
@@ -123,6 +124,7 @@ fn copy_all(from: &ReadTransaction, to: &WriteTransaction) -> Result<Backup, Sto
     rows += copy(from, to, MFA_CHALLENGES, &mut names)?;
     rows += copy(from, to, BLACKLIST, &mut names)?;
     rows += copy(from, to, SIGNING_KEYS, &mut names)?;
+    rows += copy(from, to, AUDIT, &mut names)?;
     let present = from
         .list_tables()?
         .map(|t| t.name().to_owned())

@@ -16,7 +16,8 @@ pub(super) fn forward(txn: &WriteTransaction, from: u64) -> Result<(), StoreErro
     // 2 -> 3 added `browser_sessions` and optional fields of family rows (absent = API).
     // 3 -> 4 added `totp` and `mfa_challenges`.
     // 4 -> 5 added optional fields of family rows (user agent, client address; absent =
-    // unknown) and `audit`.
+    // unknown).
+    // 5 -> 6 added `audit` (empty: the trail starts with the upgrade).
     Ok(())
 }
 

@@ -22,13 +22,14 @@ use uuid::Uuid;
 
 use crate::auth::storage::{Pending, Storage, StoreError};
 use crate::model::{
-    AccessDenied, Backup, BrowserStanding, Counts, CreateUser, FamilyId, Jti, MfaChallenge,
-    MfaCompletion, NewSession, NewUser, Origin, Presented, RefreshStanding, Rotation, SecondFactor,
-    SessionInfo, SessionPolicy, StoredKey, Successor, Sweep, Totp, TotpUpdate, User, UserFacts,
-    UserId, UserUpdate,
+    AccessDenied, AuditEvent, AuditNote, AuditQuery, AuditRow, Backup, BrowserStanding, Counts,
+    CreateUser, FamilyId, Jti, MfaChallenge, MfaCompletion, NewSession, NewUser, Origin, Presented,
+    RefreshStanding, Rotation, SecondFactor, SessionInfo, SessionPolicy, StoredKey, Successor,
+    Sweep, Totp, TotpUpdate, User, UserFacts, UserId, UserUpdate,
 };
 use crate::time::UnixTime;
 
+mod audit;
 mod backup;
 mod error;
 mod keys;
@@ -47,8 +48,9 @@ mod tests;
 
 use records::{decode, FamilyRecord, FamilyViewRecord, UserViewRecord};
 use tables::{
-    BLACKLIST, BROWSER_SESSIONS, FAMILIES, FAMILIES_BY_USER, META, MFA_CHALLENGES, ROLE_MEMBERS,
-    SCHEMA_VERSION, SCHEMA_VERSION_KEY, SECRETS, SIGNING_KEYS, TOTP, USERS, USER_BY_EMAIL,
+    AUDIT, BLACKLIST, BROWSER_SESSIONS, FAMILIES, FAMILIES_BY_USER, META, MFA_CHALLENGES,
+    ROLE_MEMBERS, SCHEMA_VERSION, SCHEMA_VERSION_KEY, SECRETS, SIGNING_KEYS, TOTP, USERS,
+    USER_BY_EMAIL,
 };
 use view::{Change, View};
 
@@ -215,8 +217,19 @@ impl Storage for Store {
         self.read(move |txn| users::list_in(txn, limit, after))
     }
 
-    fn create_user(&self, user: NewUser, now: UnixTime) -> Pending<'_, CreateUser> {
-        self.write(move |txn| users::create_in(txn, user, now))
+    fn create_user(
+        &self,
+        user: NewUser,
+        now: UnixTime,
+        note: AuditNote,
+    ) -> Pending<'_, CreateUser> {
+        self.write(move |txn| {
+            let written = users::create_in(txn, user, now)?;
+            audit::when(txn, written, |created| match created {
+                CreateUser::Created(user) => Some(note.about(Some(user.id), None)),
+                CreateUser::EmailTaken => None,
+            })
+        })
     }
 
     fn open_session<'a>(
@@ -227,10 +240,15 @@ impl Storage for Store {
         session: NewSession,
         now: UnixTime,
         policy: SessionPolicy,
+        note: AuditNote,
     ) -> Pending<'a, bool> {
         let seen = seen.clone();
         self.write(move |txn| {
-            sessions::open_in(txn, family, &seen, &first_hash, &session, now, &policy)
+            let written =
+                sessions::open_in(txn, family, &seen, &first_hash, &session, now, &policy)?;
+            audit::when(txn, written, |opened| {
+                opened.then_some(note.about(Some(seen.id), Some(family)))
+            })
         })
     }
 
@@ -240,8 +258,19 @@ impl Storage for Store {
         next: Successor,
         now: UnixTime,
         policy: SessionPolicy,
+        note: AuditNote,
     ) -> Pending<'_, Rotation> {
-        self.write(move |txn| sessions::rotate_in(txn, &presented, &next, now, &policy))
+        self.write(move |txn| {
+            let written = sessions::rotate_in(txn, &presented, &next, now, &policy)?;
+            audit::when(txn, written, |rotation| match rotation {
+                Rotation::Reused { family, user } => Some(note.about(Some(*user), Some(*family))),
+                Rotation::Rotated { .. }
+                | Rotation::Retried { .. }
+                | Rotation::Expired
+                | Rotation::Revoked
+                | Rotation::Unknown => None,
+            })
+        })
     }
 
     fn blacklist(&self, jti: Jti, exp: UnixTime) -> Pending<'_, ()> {
@@ -257,13 +286,18 @@ impl Storage for Store {
         jti: Jti,
         exp: UnixTime,
         now: UnixTime,
+        note: AuditNote,
     ) -> Pending<'_, ()> {
         self.write(move |txn| {
             let mut changes = vec![revocation::blacklist_in(txn, jti, exp)?];
-            if sessions::revoke_in(&mut txn.open_table(FAMILIES)?, family, now)? {
+            let revoked = sessions::revoke_in(&mut txn.open_table(FAMILIES)?, family, now)?;
+            if revoked {
                 changes.push(Change::FamilyGone(family));
             }
-            Ok(Written::commit_with((), changes))
+            let written = Written::commit_with((), changes);
+            audit::when(txn, written, |()| {
+                revoked.then_some(note.about(None, Some(family)))
+            })
         })
     }
 
@@ -271,8 +305,19 @@ impl Storage for Store {
         self.read(move |txn| sessions::list_in(txn, user, now))
     }
 
-    fn end_own_session(&self, user: UserId, family: FamilyId, now: UnixTime) -> Pending<'_, bool> {
-        self.write(move |txn| sessions::end_own_in(txn, user, family, now))
+    fn end_own_session(
+        &self,
+        user: UserId,
+        family: FamilyId,
+        now: UnixTime,
+        note: AuditNote,
+    ) -> Pending<'_, bool> {
+        self.write(move |txn| {
+            let written = sessions::end_own_in(txn, user, family, now)?;
+            audit::when(txn, written, |ended| {
+                ended.then_some(note.about(Some(user), Some(family)))
+            })
+        })
     }
 
     fn refresh_standing(
@@ -283,28 +328,52 @@ impl Storage for Store {
         self.read(move |txn| sessions::standing_in(txn, &presented, now))
     }
 
-    fn revoke_refresh(&self, presented: Presented, now: UnixTime) -> Pending<'_, Option<UserId>> {
-        self.write(move |txn| sessions::revoke_current_in(txn, &presented, now))
+    fn revoke_refresh(
+        &self,
+        presented: Presented,
+        now: UnixTime,
+        note: AuditNote,
+    ) -> Pending<'_, Option<UserId>> {
+        self.write(move |txn| {
+            let written = sessions::revoke_current_in(txn, &presented, now)?;
+            audit::when(txn, written, |revoked| {
+                revoked.map(|user| note.about(Some(user), Some(presented.family)))
+            })
+        })
     }
 
-    fn revoke_session(&self, family: FamilyId, now: UnixTime) -> Pending<'_, bool> {
+    fn revoke_session(
+        &self,
+        family: FamilyId,
+        now: UnixTime,
+        note: AuditNote,
+    ) -> Pending<'_, bool> {
         self.write(move |txn| {
-            if sessions::revoke_in(&mut txn.open_table(FAMILIES)?, family, now)? {
-                Ok(Written::commit_with(true, vec![Change::FamilyGone(family)]))
+            let mut families = txn.open_table(FAMILIES)?;
+            // The row names the session's user, which a caller holding only a refresh token's
+            // session id (a logout by the cookie) cannot give the audit row.
+            let user = sessions::read_family(&families, family)?.map(|rec| UserId(rec.user));
+            let revoked = sessions::revoke_in(&mut families, family, now)?;
+            drop(families);
+            if revoked {
+                let written = Written::commit_with(true, vec![Change::FamilyGone(family)]);
+                audit::when(txn, written, |_| Some(note.about(user, Some(family))))
             } else {
                 Ok(Written::nothing(false))
             }
         })
     }
 
-    fn revoke_user(&self, user: UserId, now: UnixTime) -> Pending<'_, bool> {
+    fn revoke_user(&self, user: UserId, now: UnixTime, note: AuditNote) -> Pending<'_, bool> {
         self.write(move |txn| {
             let mut users_table = txn.open_table(USERS)?;
             let Some(mut row) = users::read_user(&users_table, user)? else {
                 return Ok(Written::nothing(false));
             };
             let changes = sessions::revoke_all_in(txn, &mut users_table, &mut row, now)?;
-            Ok(Written::commit_with(true, changes))
+            drop(users_table);
+            let written = Written::commit_with(true, changes);
+            audit::when(txn, written, |_| Some(note.about(Some(user), None)))
         })
     }
 
@@ -315,10 +384,14 @@ impl Storage for Store {
         new_hash: &'a str,
         keep: Option<FamilyId>,
         now: UnixTime,
+        note: AuditNote,
     ) -> Pending<'a, bool> {
         let (expected, new_hash) = (expected.to_owned(), new_hash.to_owned());
         self.write(move |txn| {
-            sessions::change_password_in(txn, user, &expected, &new_hash, keep, now)
+            let written = sessions::change_password_in(txn, user, &expected, &new_hash, keep, now)?;
+            audit::when(txn, written, |changed| {
+                changed.then_some(note.about(Some(user), keep))
+            })
         })
     }
 
@@ -340,26 +413,46 @@ impl Storage for Store {
         })
     }
 
-    fn set_roles<'a>(&'a self, user: UserId, roles: &'a [String]) -> Pending<'a, UserUpdate> {
+    fn set_roles<'a>(
+        &'a self,
+        user: UserId,
+        roles: &'a [String],
+        note: AuditNote,
+    ) -> Pending<'a, UserUpdate> {
         let roles = roles.to_vec();
-        self.write(move |txn| users::set_roles_in(txn, user, roles))
-    }
-
-    fn disable_user(&self, user: UserId, now: UnixTime) -> Pending<'_, UserUpdate> {
-        self.write(move |txn| users::disable_in(txn, user, now))
-    }
-
-    fn enable_user(&self, user: UserId) -> Pending<'_, UserUpdate> {
         self.write(move |txn| {
-            users::update_in(txn, user, UserUpdate::NoSuchUser, |_, _, row| {
-                row.disabled = false;
-                Ok(Ok(UserUpdate::Done))
-            })
+            let written = users::set_roles_in(txn, user, roles)?;
+            audit::when(txn, written, |update| done(*update, note, user))
         })
     }
 
-    fn delete_user(&self, user: UserId) -> Pending<'_, UserUpdate> {
-        self.write(move |txn| users::delete_in(txn, user))
+    fn disable_user(
+        &self,
+        user: UserId,
+        now: UnixTime,
+        note: AuditNote,
+    ) -> Pending<'_, UserUpdate> {
+        self.write(move |txn| {
+            let written = users::disable_in(txn, user, now)?;
+            audit::when(txn, written, |update| done(*update, note, user))
+        })
+    }
+
+    fn enable_user(&self, user: UserId, note: AuditNote) -> Pending<'_, UserUpdate> {
+        self.write(move |txn| {
+            let written = users::update_in(txn, user, UserUpdate::NoSuchUser, |_, _, row| {
+                row.disabled = false;
+                Ok(Ok(UserUpdate::Done))
+            })?;
+            audit::when(txn, written, |update| done(*update, note, user))
+        })
+    }
+
+    fn delete_user(&self, user: UserId, note: AuditNote) -> Pending<'_, UserUpdate> {
+        self.write(move |txn| {
+            let written = users::delete_in(txn, user)?;
+            audit::when(txn, written, |update| done(*update, note, user))
+        })
     }
 
     fn totp(&self, user: UserId) -> Pending<'_, Option<Totp>> {
@@ -384,16 +477,46 @@ impl Storage for Store {
         salt: [u8; 16],
         recovery: Vec<[u8; 32]>,
         now: UnixTime,
+        note: AuditNote,
     ) -> Pending<'_, TotpUpdate> {
-        self.write(move |txn| totp::confirm_in(txn, user, &secret, step, salt, recovery, now))
+        self.write(move |txn| {
+            let written = totp::confirm_in(txn, user, &secret, step, salt, recovery, now)?;
+            audit::when(txn, written, |update| {
+                (*update == TotpUpdate::Done).then_some(note.about(Some(user), None))
+            })
+        })
     }
 
-    fn disable_totp(&self, user: UserId, factor: SecondFactor) -> Pending<'_, TotpUpdate> {
-        self.write(move |txn| totp::disable_in(txn, user, factor))
+    fn disable_totp(
+        &self,
+        user: UserId,
+        factor: SecondFactor,
+        note: AuditNote,
+    ) -> Pending<'_, TotpUpdate> {
+        self.write(move |txn| {
+            let written = totp::disable_in(txn, user, factor)?;
+            let spent_recovery = written.value == TotpUpdate::Done && is_recovery(factor);
+            let mut written = audit::when(txn, written, |update| {
+                (*update == TotpUpdate::Done).then_some(note.about(Some(user), None))
+            })?;
+            if written.commit && spent_recovery {
+                let spent = AuditNote {
+                    event: AuditEvent::RecoveryCodeUsed,
+                    ..note.about(Some(user), None)
+                };
+                written.audited.push(audit::insert_in(txn, spent)?);
+            }
+            Ok(written)
+        })
     }
 
-    fn reset_totp(&self, user: UserId, now: UnixTime) -> Pending<'_, bool> {
-        self.write(move |txn| totp::reset_in(txn, user, now))
+    fn reset_totp(&self, user: UserId, now: UnixTime, note: AuditNote) -> Pending<'_, bool> {
+        self.write(move |txn| {
+            let written = totp::reset_in(txn, user, now)?;
+            audit::when(txn, written, |reset| {
+                reset.then_some(note.about(Some(user), None))
+            })
+        })
     }
 
     fn open_challenge(&self, hash: [u8; 32], challenge: MfaChallenge) -> Pending<'_, ()> {
@@ -412,8 +535,13 @@ impl Storage for Store {
         hash: [u8; 32],
         max_failures: u32,
         now: UnixTime,
+        note: AuditNote,
     ) -> Pending<'_, bool> {
-        self.write(move |txn| totp::fail_challenge_in(txn, &hash, max_failures, now))
+        self.write(move |txn| {
+            let written = totp::fail_challenge_in(txn, &hash, max_failures, now)?;
+            // It committed: the challenge was there, and took the wrong code.
+            audit::when(txn, written, |_| Some(note))
+        })
     }
 
     fn complete_challenge(
@@ -425,9 +553,10 @@ impl Storage for Store {
         origin: Origin,
         now: UnixTime,
         policy: SessionPolicy,
+        note: AuditNote,
     ) -> Pending<'_, MfaCompletion> {
         self.write(move |txn| {
-            totp::complete_in(
+            let written = totp::complete_in(
                 txn,
                 &hash,
                 factor,
@@ -436,7 +565,24 @@ impl Storage for Store {
                 origin,
                 now,
                 &policy,
-            )
+            )?;
+            let opened = match &written.value {
+                MfaCompletion::Opened { user, .. } => Some(note.about(Some(user.id), Some(family))),
+                MfaCompletion::UnknownChallenge | MfaCompletion::Stale | MfaCompletion::Spent => {
+                    None
+                }
+            };
+            let mut written = audit::when(txn, written, |_| opened)?;
+            if let (true, Some(login)) = (written.commit, opened) {
+                if is_recovery(factor) {
+                    let used = AuditNote {
+                        event: AuditEvent::RecoveryCodeUsed,
+                        ..login
+                    };
+                    written.audited.push(audit::insert_in(txn, used)?);
+                }
+            }
+            Ok(written)
         })
     }
 
@@ -448,16 +594,33 @@ impl Storage for Store {
         &self,
         key: StoredKey,
         retire_others_at: Option<UnixTime>,
+        note: AuditNote,
     ) -> Pending<'_, ()> {
-        self.write(move |txn| keys::add_in(txn, &key, retire_others_at))
+        self.write(move |txn| {
+            let written = keys::add_in(txn, &key, retire_others_at)?;
+            audit::when(txn, written, |()| Some(note))
+        })
     }
 
     fn retire_signing_keys(&self, at: UnixTime) -> Pending<'_, u64> {
         self.write(move |txn| keys::retire_in(txn, at))
     }
 
-    fn sweep(&self, now: UnixTime, retain_secs: i64) -> Pending<'_, Sweep> {
-        self.write(move |txn| revocation::sweep_in(txn, now, retain_secs))
+    fn sweep(&self, now: UnixTime, retain_secs: i64, audit_retain_secs: i64) -> Pending<'_, Sweep> {
+        self.write(move |txn| revocation::sweep_in(txn, now, retain_secs, audit_retain_secs))
+    }
+
+    fn record(&self, note: AuditNote) -> Pending<'_, ()> {
+        self.write(move |txn| {
+            let row = audit::insert_in(txn, note)?;
+            let mut written = Written::commit(());
+            written.audited.push(row);
+            Ok(written)
+        })
+    }
+
+    fn audit(&self, query: AuditQuery) -> Pending<'_, Vec<AuditRow>> {
+        self.read(move |txn| audit::list_in(txn, &query))
     }
 
     fn backup(&self, dest: &Path) -> Pending<'_, Backup> {
@@ -480,11 +643,23 @@ impl Storage for Store {
     }
 }
 
+/// The note of an operator change that was `Done`, about `user`.
+fn done(update: UserUpdate, note: AuditNote, user: UserId) -> Option<AuditNote> {
+    (update == UserUpdate::Done).then_some(note.about(Some(user), None))
+}
+
+/// Whether `factor` is a recovery code (whose spending is audited on its own row).
+fn is_recovery(factor: SecondFactor) -> bool {
+    matches!(factor, SecondFactor::Recovery(_))
+}
+
 /// The result of a write transaction's body.
 struct Written<T> {
     value: T,
     commit: bool,
     changes: Vec<Change>,
+    /// The audit rows the transaction holds, logged once it is durable.
+    audited: Vec<crate::model::AuditRow>,
 }
 
 impl<T> Written<T> {
@@ -494,6 +669,7 @@ impl<T> Written<T> {
             value,
             commit: true,
             changes: Vec::new(),
+            audited: Vec::new(),
         }
     }
 
@@ -503,6 +679,7 @@ impl<T> Written<T> {
             value,
             commit: true,
             changes,
+            audited: Vec::new(),
         }
     }
 
@@ -512,6 +689,7 @@ impl<T> Written<T> {
             value,
             commit: false,
             changes: Vec::new(),
+            audited: Vec::new(),
         }
     }
 }
@@ -575,6 +753,7 @@ fn init_schema(db: &Database) -> Result<[u8; 32], StoreError> {
     txn.open_table(MFA_CHALLENGES)?;
     txn.open_table(BLACKLIST)?;
     txn.open_table(SIGNING_KEYS)?;
+    txn.open_table(AUDIT)?;
     let key = keys::ensure_refresh_mac_key(&mut txn.open_table(SECRETS)?)?;
     txn.commit()?;
     Ok(key)

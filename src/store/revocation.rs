@@ -33,6 +33,7 @@ pub(super) fn sweep_in(
     txn: &WriteTransaction,
     now: UnixTime,
     retain_secs: i64,
+    audit_retain_secs: i64,
 ) -> Result<Written<Sweep>, StoreError> {
     let cutoff = now.minus(retain_secs).secs();
     let mut changes = Vec::new();
@@ -41,6 +42,7 @@ pub(super) fn sweep_in(
         families: sweep_families(txn, cutoff, &mut changes)?,
         keys: sweep_keys(txn, cutoff)?,
         challenges: super::totp::sweep_challenges_in(txn, now)?,
+        audit: super::audit::sweep_in(txn, now.minus(audit_retain_secs))?,
     };
     if sweep == Sweep::default() {
         Ok(Written::nothing(sweep))

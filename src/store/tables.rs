@@ -8,7 +8,7 @@ use redb::{MultimapTableDefinition, TableDefinition};
 
 /// The schema this build writes and reads. Bump it (and add a migration) when a table or record
 /// changes shape.
-pub(super) const SCHEMA_VERSION: u64 = 5;
+pub(super) const SCHEMA_VERSION: u64 = 6;
 
 /// The `META` key holding [`SCHEMA_VERSION`].
 pub(super) const SCHEMA_VERSION_KEY: &str = "schema_version";
@@ -55,3 +55,8 @@ pub(super) const BLACKLIST: TableDefinition<u128, i64> = TableDefinition::new("b
 
 /// Insertion sequence -> JSON `KeyRecord`; the highest sequence is the newest key.
 pub(super) const SIGNING_KEYS: TableDefinition<u64, &[u8]> = TableDefinition::new("signing_keys");
+
+/// Audit row id (a version 7 UUID, strictly increasing) -> JSON `AuditRecord` (schema 6); each
+/// row is written in the transaction of the change it records, and swept after the audit
+/// retention.
+pub(super) const AUDIT: TableDefinition<u128, &[u8]> = TableDefinition::new("audit");

@@ -10,6 +10,10 @@ use super::tables::{self, META, SCHEMA_VERSION, USERS};
 use super::*;
 
 const NOW: UnixTime = UnixTime(1_800_000_000);
+
+fn note(event: AuditEvent) -> AuditNote {
+    AuditNote::new(event, NOW)
+}
 const POLICY: SessionPolicy = SessionPolicy {
     refresh_ttl_secs: 100,
     session_max_secs: 1_000,
@@ -38,7 +42,7 @@ fn new_user(store: &Store, email: &str) -> User {
         password_hash: "$pbkdf2-sha256$i=1$x$y".to_owned(),
         roles: vec!["user".to_owned()],
     };
-    match wait(store.create_user(new, NOW)).unwrap() {
+    match wait(store.create_user(new, NOW, note(AuditEvent::Registered))).unwrap() {
         CreateUser::Created(user) => user,
         CreateUser::EmailTaken => panic!("{email} taken"),
     }
@@ -48,10 +52,16 @@ fn new_user(store: &Store, email: &str) -> User {
 fn session(store: &Store) -> (UserId, FamilyId) {
     let user = new_user(store, &format!("{}@example.com", Uuid::new_v4()));
     let family = FamilyId::new();
-    assert!(
-        wait(store.open_session(family, &user, [0; 32], NewSession::default(), NOW, POLICY))
-            .unwrap()
-    );
+    assert!(wait(store.open_session(
+        family,
+        &user,
+        [0; 32],
+        NewSession::default(),
+        NOW,
+        POLICY,
+        note(AuditEvent::Login)
+    ))
+    .unwrap());
     (user.id, family)
 }
 
@@ -114,7 +124,12 @@ fn a_schema_1_file_is_migrated_and_keeps_its_users() {
         let store = Store::open(&path).unwrap();
         let admin = new_user(&store, "root@example.com");
         assert_eq!(
-            wait(store.set_roles(admin.id, &["admin".to_owned()])).unwrap(),
+            wait(store.set_roles(
+                admin.id,
+                &["admin".to_owned()],
+                note(AuditEvent::RolesChanged)
+            ))
+            .unwrap(),
             UserUpdate::Done
         );
         (admin.id, new_user(&store, "b@example.com").id)
@@ -137,7 +152,7 @@ fn a_schema_1_file_is_migrated_and_keeps_its_users() {
     );
     // The index was rebuilt: the only admin is known to be the last one.
     assert_eq!(
-        wait(store.delete_user(admin)).unwrap(),
+        wait(store.delete_user(admin, note(AuditEvent::UserDeleted))).unwrap(),
         UserUpdate::LastAdmin
     );
     drop(store);
@@ -200,8 +215,8 @@ fn corrupt_user_row_is_an_error_not_a_panic() {
         wait(store.user(user.id)).map(|_| ()),
         wait(store.user_by_email("a@example.com")).map(|_| ()),
         wait(store.list_users(10, None)).map(|_| ()),
-        wait(store.set_roles(user.id, &[])).map(|_| ()),
-        wait(store.revoke_user(user.id, NOW)).map(|_| ()),
+        wait(store.set_roles(user.id, &[], note(AuditEvent::RolesChanged))).map(|_| ()),
+        wait(store.revoke_user(user.id, NOW, note(AuditEvent::LogoutAll))).map(|_| ()),
     ] {
         assert!(
             matches!(got, Err(StoreError::Corrupt { table: "users", .. })),
@@ -228,7 +243,13 @@ fn corrupt_family_row_is_an_error_not_a_panic() {
             .unwrap();
         txn.commit().unwrap();
     }
-    let got = wait(store.rotate(presented(family, 0, [0; 32]), successor(1), NOW, POLICY));
+    let got = wait(store.rotate(
+        presented(family, 0, [0; 32]),
+        successor(1),
+        NOW,
+        POLICY,
+        note(AuditEvent::RefreshReuse),
+    ));
     assert!(
         matches!(
             got,
@@ -239,7 +260,7 @@ fn corrupt_family_row_is_an_error_not_a_panic() {
         ),
         "{got:?}"
     );
-    let got = wait(store.sweep(NOW, 0));
+    let got = wait(store.sweep(NOW, 0, i64::MAX));
     assert!(
         matches!(
             got,
@@ -289,11 +310,26 @@ fn a_disabled_user_left_with_live_sessions_is_never_rotated() {
         txn.commit().unwrap();
     }
     let store = Store::open(&dir.path().join("latchd.redb")).unwrap();
-    let got = wait(store.rotate(presented(family, 0, [0; 32]), successor(1), NOW, POLICY));
+    let got = wait(store.rotate(
+        presented(family, 0, [0; 32]),
+        successor(1),
+        NOW,
+        POLICY,
+        note(AuditEvent::RefreshReuse),
+    ));
     assert_eq!(got.unwrap(), Rotation::Revoked);
     // Nothing was written: once re-enabled, generation 0 is still the current token.
-    assert_eq!(wait(store.enable_user(user)).unwrap(), UserUpdate::Done);
-    let got = wait(store.rotate(presented(family, 0, [0; 32]), successor(1), NOW, POLICY));
+    assert_eq!(
+        wait(store.enable_user(user, note(AuditEvent::UserEnabled))).unwrap(),
+        UserUpdate::Done
+    );
+    let got = wait(store.rotate(
+        presented(family, 0, [0; 32]),
+        successor(1),
+        NOW,
+        POLICY,
+        note(AuditEvent::RefreshReuse),
+    ));
     assert!(matches!(
         got.unwrap(),
         Rotation::Rotated { generation: 1, .. }
@@ -309,7 +345,7 @@ fn the_in_memory_lookups_answer_from_the_view() {
     wait(store.blacklist(jti, NOW.plus(60))).unwrap();
     assert!(store.is_blacklisted(jti));
     assert_eq!(store.token_version(user), Some(0));
-    assert!(wait(store.revoke_user(user, NOW)).unwrap());
+    assert!(wait(store.revoke_user(user, NOW, note(AuditEvent::LogoutAll))).unwrap());
     assert_eq!(store.token_version(user), Some(1));
     assert_eq!(store.token_version(UserId(Uuid::new_v4())), None);
 }
@@ -409,8 +445,20 @@ fn two_rotations_of_one_token_in_one_batch_resolve_as_they_would_in_turn() {
         let (_dir, store) = temp_store();
         let (_, family) = session(&store);
         let (release, blocker) = hold_the_writer(&store);
-        let first = store.rotate(presented(family, 0, [0; 32]), successor(1), NOW, policy);
-        let again = store.rotate(presented(family, 0, [0; 32]), successor(2), NOW, policy);
+        let first = store.rotate(
+            presented(family, 0, [0; 32]),
+            successor(1),
+            NOW,
+            policy,
+            note(AuditEvent::RefreshReuse),
+        );
+        let again = store.rotate(
+            presented(family, 0, [0; 32]),
+            successor(2),
+            NOW,
+            policy,
+            note(AuditEvent::RefreshReuse),
+        );
         drop(release);
         wait(blocker).unwrap();
         assert!(matches!(

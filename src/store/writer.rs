@@ -24,6 +24,7 @@ use tokio::sync::oneshot;
 use super::view::Change;
 use super::{Shared, Written};
 use crate::auth::storage::{Pending, StoreError};
+use crate::model::AuditRow;
 
 /// Most jobs in one batch (one durable commit).
 pub(super) const MAX_BATCH: usize = 256;
@@ -38,6 +39,8 @@ type Job = Box<dyn FnOnce(&Shared, Durability) -> Settle + Send>;
 struct Settle {
     /// What the view must mirror once it is durable.
     changes: Vec<Change>,
+    /// The audit rows it wrote, logged once they are durable.
+    audited: Vec<AuditRow>,
     /// Whether the job's transaction committed anything.
     wrote: bool,
     /// Whether it committed with `Durability::Immediate` (so everything before it is durable).
@@ -155,6 +158,7 @@ fn commit_batch(shared: &Shared, jobs: std::vec::Drain<'_, Job>) {
     for settle in settled {
         if durable.is_ok() {
             shared.view.apply(settle.changes);
+            settle.audited.iter().for_each(super::audit::log);
         }
         (settle.answer)(durable.clone());
     }
@@ -180,6 +184,7 @@ fn run<T: Send + 'static>(
             let (value, wrote) = (written.value, written.commit);
             Settle {
                 changes: written.changes,
+                audited: written.audited,
                 wrote,
                 durable: wrote && matches!(durability, Durability::Immediate),
                 answer: Box::new(move |durable| {
@@ -189,6 +194,7 @@ fn run<T: Send + 'static>(
         }
         Err(e) => Settle {
             changes: Vec::new(),
+            audited: Vec::new(),
             wrote: false,
             durable: false,
             answer: Box::new(move |_| {

@@ -9,7 +9,7 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use latchd::auth::storage::Storage;
-use latchd::model::StoredKey;
+use latchd::model::{AuditEvent, AuditNote, StoredKey};
 use latchd::store::Store;
 use latchd::time::UnixTime;
 
@@ -391,19 +391,25 @@ fn gc_deletes_expired_rows_and_prints_the_counts() {
                 created_at: UnixTime(1_000_000),
                 retired_at: None,
             };
-            wait(store.add_signing_key(key, retire_others_at)).expect("key");
+            wait(store.add_signing_key(
+                key,
+                retire_others_at,
+                AuditNote::new(AuditEvent::KeyRotated, UnixTime(0)),
+            ))
+            .expect("key");
         }
     }
     let out = run(&db, &[], &["gc"], b"");
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stdout),
-        "swept blacklist=5 families=5 keys=1 challenges=0\n"
+        // Audit rows from long ago: the user's registration, five logins, two keys.
+        "swept blacklist=5 families=5 keys=1 challenges=0 audit=8\n"
     );
     let out = run(&db, &[], &["gc"], b"");
     assert_eq!(
         text(&out.stdout),
-        "swept blacklist=0 families=0 keys=0 challenges=0\n"
+        "swept blacklist=0 families=0 keys=0 challenges=0 audit=0\n"
     );
 }
 

@@ -1,6 +1,7 @@
 //! The one integration-test binary: one module per area.
 
 mod admin;
+mod audit;
 mod backup;
 mod browser;
 mod browser_signin;

@@ -42,7 +42,7 @@ fn end(server: &TestServer, id: &str, access: &str) -> Reply {
     )
 }
 
-fn sid(access: &str) -> String {
+pub(crate) fn sid(access: &str) -> String {
     use base64::Engine as _;
     let payload = access.split('.').nth(1).unwrap();
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD

@@ -1,9 +1,10 @@
 //! Crash safety of the store: a child process (this test binary re-invoked) makes acknowledged
 //! writes; the parent SIGKILLs it at a random point and checks that every acknowledged write is
-//! on disk after reopening. And the same for the real server amid batches of concurrent
+//! on disk after reopening, with its audit row (written in the same transaction). And the same for the real server amid batches of concurrent
 //! rotations (group commit): every rotation it answered 200 is there after a SIGKILL.
 
 use std::collections::hash_map::RandomState;
+use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
@@ -14,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use latchd::auth::storage::Storage;
 use latchd::model::{
-    CreateUser, FamilyId, Jti, NewSession, NewUser, Presented, Rotation, SessionPolicy, Successor,
-    UserId,
+    AuditEvent, AuditNote, AuditQuery, CreateUser, FamilyId, Jti, NewSession, NewUser, Presented,
+    Rotation, SessionPolicy, Successor, UserId,
 };
 use latchd::store::Store;
 use latchd::time::UnixTime;
@@ -58,7 +59,9 @@ fn crash_child() {
             password_hash: "$pbkdf2-sha256$i=1$x$y".to_owned(),
             roles: Vec::new(),
         };
-        let CreateUser::Created(user) = wait(store.create_user(new, NOW)).expect("create_user")
+        let CreateUser::Created(user) =
+            wait(store.create_user(new, NOW, AuditNote::new(AuditEvent::Registered, NOW)))
+                .expect("create_user")
         else {
             panic!("fresh email taken");
         };
@@ -75,10 +78,40 @@ fn crash_child() {
             [0; 32],
             NewSession::default(),
             NOW,
-            POLICY
+            POLICY,
+            AuditNote::new(AuditEvent::Login, NOW)
         ))
         .expect("session"));
         ack(format!("family {family} {}", user.id));
+
+        // A second session whose superseded token comes back: revoked, and recorded.
+        let reused = FamilyId::new();
+        let login = AuditNote::new(AuditEvent::Login, NOW);
+        let seen = &user;
+        assert!(wait(store.open_session(
+            reused,
+            seen,
+            [5; 32],
+            NewSession::default(),
+            NOW,
+            POLICY,
+            login
+        ))
+        .expect("session"));
+        let reuse = AuditNote::new(AuditEvent::RefreshReuse, NOW);
+        let first = Presented {
+            family: reused,
+            generation: 0,
+            hash: [5; 32],
+        };
+        let successor = Successor {
+            hash: [6; 32],
+            sealed: [7; 32],
+        };
+        wait(store.rotate(first, successor, NOW, POLICY, reuse)).expect("rotate");
+        let got = wait(store.rotate(first, successor, NOW, POLICY, reuse)).expect("rotate");
+        assert!(matches!(got, Rotation::Reused { .. }), "{got:?}");
+        ack(format!("reused {reused} {}", user.id));
 
         let presented = Presented {
             family,
@@ -89,7 +122,14 @@ fn crash_child() {
             hash: [1; 32],
             sealed: [2; 32],
         };
-        let got = wait(store.rotate(presented, next, NOW, POLICY)).expect("rotate");
+        let got = wait(store.rotate(
+            presented,
+            next,
+            NOW,
+            POLICY,
+            AuditNote::new(AuditEvent::RefreshReuse, UnixTime(0)),
+        ))
+        .expect("rotate");
         assert!(
             matches!(got, Rotation::Rotated { generation: 1, .. }),
             "{got:?}"
@@ -112,8 +152,9 @@ fn acknowledged_writes_survive_sigkill() {
             "round {round}: the child acknowledged nothing"
         );
         let store = Store::open(&path).expect("reopen after SIGKILL");
+        let trail = audit_trail(&store);
         for line in &acks {
-            check_ack(&store, line);
+            check_ack(&store, &trail, line);
         }
         total += acks.len();
     }
@@ -180,11 +221,61 @@ fn kill(child: &mut Child, stopped_early: bool) {
 }
 
 /// Asserts that the write named by one acknowledgement line is in the reopened store.
-fn check_ack(store: &Store, line: &str) {
+/// Every audit row of the store as (event, user, session).
+fn audit_trail(store: &Store) -> HashSet<(AuditEvent, Option<UserId>, Option<FamilyId>)> {
+    let mut trail = HashSet::new();
+    let mut after = None;
+    loop {
+        let query = AuditQuery {
+            user: None,
+            event: None,
+            after,
+            since: None,
+            limit: 1000,
+        };
+        let page = wait(store.audit(query)).expect("read the audit log");
+        let Some(last) = page.last() else {
+            return trail;
+        };
+        after = Some(last.id);
+        trail.extend(
+            page.iter()
+                .map(|r| (r.note.event, r.note.user, r.note.session)),
+        );
+    }
+}
+
+/// Checks that the change `line` acknowledges is on disk, and so is its audit row: the row is
+/// written in the transaction of the change, so no acknowledged change lacks it.
+fn check_ack(
+    store: &Store,
+    trail: &HashSet<(AuditEvent, Option<UserId>, Option<FamilyId>)>,
+    line: &str,
+) {
     let words: Vec<&str> = line.split(' ').collect();
     let uuid = |i: usize| Uuid::parse_str(words[i]).unwrap_or_else(|e| panic!("{line}: {e}"));
+    let recorded = |event, user: usize, session: Option<usize>| {
+        let row = (
+            event,
+            Some(UserId(uuid(user))),
+            session.map(|s| FamilyId(uuid(s))),
+        );
+        assert!(trail.contains(&row), "{line}: no audit row {row:?}");
+    };
     match words[0] {
+        "reused" => {
+            let got =
+                store.check_access(UserId(uuid(2)), FamilyId(uuid(1)), Jti(Uuid::new_v4()), 0);
+            assert_eq!(
+                got,
+                Err(latchd::model::AccessDenied::FamilyRevoked),
+                "{line}"
+            );
+            recorded(AuditEvent::Login, 2, Some(1));
+            recorded(AuditEvent::RefreshReuse, 2, Some(1));
+        }
         "user" => {
+            recorded(AuditEvent::Registered, 1, None);
             let user = wait(store.user(UserId(uuid(1)))).expect("read user");
             assert_eq!(user.map(|u| u.email), Some(words[2].to_owned()), "{line}");
             assert!(
@@ -197,6 +288,7 @@ fn check_ack(store: &Store, line: &str) {
             let got =
                 store.check_access(UserId(uuid(2)), FamilyId(uuid(1)), Jti(Uuid::new_v4()), 0);
             assert_eq!(got, Ok(()), "{line}");
+            recorded(AuditEvent::Login, 2, Some(1));
         }
         "rotated" => {
             // Generation 1 must be current: it rotates to 2 (had the rotation been lost,
@@ -211,7 +303,14 @@ fn check_ack(store: &Store, line: &str) {
                 hash: [3; 32],
                 sealed: [4; 32],
             };
-            let got = wait(store.rotate(presented, next, NOW, POLICY)).expect("rotate");
+            let got = wait(store.rotate(
+                presented,
+                next,
+                NOW,
+                POLICY,
+                AuditNote::new(AuditEvent::RefreshReuse, UnixTime(0)),
+            ))
+            .expect("rotate");
             assert!(
                 matches!(
                     &got,

@@ -4,7 +4,8 @@
 
 use latchd::auth::storage::Storage;
 use latchd::model::{
-    Counts, CreateUser, FamilyId, Jti, NewSession, NewUser, SessionPolicy, Sweep, UserId,
+    AuditEvent, AuditNote, Counts, CreateUser, FamilyId, Jti, NewSession, NewUser, SessionPolicy,
+    Sweep, UserId,
 };
 use latchd::store::Store;
 use latchd::time::UnixTime;
@@ -32,7 +33,8 @@ fn churn_then_sweep_returns_to_the_baseline_and_the_file_stops_growing() {
     let db = db_in(dir.path());
     let store = Store::open(&db).expect("open");
     let t0 = UnixTime(1_000_000);
-    wait(store.create_user(churn_user(), t0)).expect("user");
+    let registered = AuditNote::new(AuditEvent::Registered, t0);
+    wait(store.create_user(churn_user(), t0, registered)).expect("user");
     let baseline = store.counts();
     let empty = file_len(&db);
     assert_eq!((baseline.families, baseline.blacklist), (0, 0));
@@ -51,18 +53,20 @@ fn churn_then_sweep_returns_to_the_baseline_and_the_file_stops_growing() {
         );
         // Nothing has ended yet: a sweep now deletes nothing.
         assert_eq!(
-            wait(store.sweep(t, RETAIN_SECS)).expect("sweep"),
+            wait(store.sweep(t, RETAIN_SECS, RETAIN_SECS)).expect("sweep"),
             Sweep::default()
         );
         let later = t.plus(POLICY.refresh_ttl_secs + RETAIN_SECS);
-        let swept = wait(store.sweep(later, RETAIN_SECS)).expect("sweep");
+        let swept = wait(store.sweep(later, RETAIN_SECS, RETAIN_SECS)).expect("sweep");
         assert_eq!(
             swept,
             Sweep {
                 blacklist: CHURN,
                 families: CHURN,
                 keys: 0,
-                challenges: 0
+                challenges: 0,
+                // Each session's login row, and in the first round the registration's.
+                audit: CHURN + u64::from(round == 0),
             },
             "round {round}"
         );
@@ -116,6 +120,7 @@ pub(crate) fn churn(store: &Store, t: UnixTime, n: u64) {
             NewSession::default(),
             t,
             POLICY,
+            AuditNote::new(AuditEvent::Login, t),
         ))
         .expect("open session");
         assert!(created);
@@ -132,7 +137,13 @@ fn first_user(store: &Store) -> UserId {
     if let Some(user) = wait(store.list_users(1, None)).expect("list").first() {
         return user.id;
     }
-    match wait(store.create_user(churn_user(), UnixTime(0))).expect("user") {
+    match wait(store.create_user(
+        churn_user(),
+        UnixTime(0),
+        AuditNote::new(AuditEvent::Registered, UnixTime(0)),
+    ))
+    .expect("user")
+    {
         CreateUser::Created(user) => user.id,
         CreateUser::EmailTaken => unreachable!("no user existed"),
     }

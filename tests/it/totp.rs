@@ -12,20 +12,20 @@ use crate::support::{add_user, db_in, run, Reply, TestServer, PASSWORD};
 
 /// Enough account failures that the tests of the token's own limits are not slowed by the
 /// login limiter (its own test uses the default).
-const LENIENT: &[(&str, &str)] = &[("LATCHD_LOGIN_ACCOUNT_FAILURES", "100")];
+pub(crate) const LENIENT: &[(&str, &str)] = &[("LATCHD_LOGIN_ACCOUNT_FAILURES", "100")];
 
 /// A user with TOTP on, its secret and recovery codes, and the access token it enrolled with.
-struct Enrolled {
-    id: String,
-    email: String,
-    secret: Secret,
-    recovery: Vec<String>,
-    bearer: String,
+pub(crate) struct Enrolled {
+    pub(crate) id: String,
+    pub(crate) email: String,
+    pub(crate) secret: Secret,
+    pub(crate) recovery: Vec<String>,
+    pub(crate) bearer: String,
 }
 
 /// Registers `email` and turns TOTP on for it, with a code of the server's current step
 /// (`offset`: how far the server's clock is ahead of this one).
-fn enrolled(server: &TestServer, email: &str, offset: i64) -> Enrolled {
+pub(crate) fn enrolled(server: &TestServer, email: &str, offset: i64) -> Enrolled {
     let id = server.register(email);
     let (bearer, _) = server.login(email);
     let started = begin(server, &bearer, PASSWORD);
@@ -79,7 +79,7 @@ fn post_bearer(server: &TestServer, path: &str, bearer: &str, body: &Value) -> R
     )
 }
 
-fn turn_off(server: &TestServer, bearer: &str, password: &str, code: &str) -> Reply {
+pub(crate) fn turn_off(server: &TestServer, bearer: &str, password: &str, code: &str) -> Reply {
     server.request(
         "DELETE",
         "/v1/users/me/totp",
@@ -94,7 +94,7 @@ fn turn_off(server: &TestServer, bearer: &str, password: &str, code: &str) -> Re
 }
 
 /// The password step of a login for an account with TOTP on: its `mfa_token`.
-fn mfa_token(server: &TestServer, email: &str) -> String {
+pub(crate) fn mfa_token(server: &TestServer, email: &str) -> String {
     let reply = server.post_json(
         "/v1/auth/login",
         &json!({ "email": email, "password": PASSWORD }),
@@ -113,7 +113,7 @@ fn mfa_token(server: &TestServer, email: &str) -> String {
     body["mfa_token"].as_str().expect("mfa_token").to_owned()
 }
 
-fn send_code(server: &TestServer, token: &str, code: &str) -> Reply {
+pub(crate) fn send_code(server: &TestServer, token: &str, code: &str) -> Reply {
     server.post_json(
         "/v1/auth/login/mfa",
         &json!({ "mfa_token": token, "code": code }),
