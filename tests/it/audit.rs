@@ -328,6 +328,34 @@ fn a_reused_refresh_token_is_recorded_with_its_session() {
 }
 
 #[test]
+fn a_logout_by_the_refresh_cookie_alone_is_recorded_with_its_user_and_session() {
+    let (server, admin, _) = with_admin(&[]);
+    let lou = server.register("lou@example.com");
+    let (access, refresh) = server.login("lou@example.com");
+    let mark = last_id(&server, &admin);
+    let cookie = format!("refresh_token={refresh}");
+    let reply = server.request(
+        "POST",
+        "/v1/auth/logout",
+        &[("Cookie", &cookie), ("Content-Type", "application/json")],
+        b"",
+    );
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    // Once more ends nothing, so it writes nothing.
+    let again = server.request(
+        "POST",
+        "/v1/auth/logout",
+        &[("Cookie", &cookie), ("Content-Type", "application/json")],
+        b"",
+    );
+    assert_eq!(again.status, 204, "{}", again.body);
+    assert_eq!(
+        since_mark(&server, &admin, &mark),
+        vec![by_user("logout", &lou, Some(&sid(&access)))]
+    );
+}
+
+#[test]
 fn second_factor_events_are_recorded_once_each() {
     let (server, admin, root) = with_admin(LENIENT);
     let mark = last_id(&server, &admin);
