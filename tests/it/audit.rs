@@ -395,6 +395,22 @@ fn second_factor_events_are_recorded_once_each() {
             by_admin("totp_reset", id, &root),
         ]
     );
+    // Turning TOTP off with a recovery code instead of a code: the code is spent in the same
+    // write, so both rows are there, once each (the code's row after the change it served, as
+    // at sign-in).
+    let other = enrolled(&server, "max@example.com", 0);
+    let mark = last_id(&server, &admin);
+    let off = turn_off(&server, &other.bearer, PASSWORD, &other.recovery[3]);
+    assert_eq!(off.status, 204, "{}", off.body);
+    let off_again = turn_off(&server, &other.bearer, PASSWORD, &other.recovery[3]);
+    assert_ne!(off_again.status, 204, "{}", off_again.body);
+    assert_eq!(
+        since_mark(&server, &admin, &mark),
+        vec![
+            by_user("mfa_disabled", &other.id, None),
+            by_user("recovery_code_used", &other.id, None),
+        ]
+    );
     let body = server.get("/v1/admin/audit?limit=1000", Some(&admin)).body;
     for secret in &user.recovery {
         assert!(
