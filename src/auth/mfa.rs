@@ -284,7 +284,7 @@ impl Authority {
         now: UnixTime,
     ) -> Result<(), AuthError> {
         super::authorize(actor)?;
-        let note = AuditNote::new(AuditEvent::TotpReset, now).actor(super::audit_actor(actor));
+        let note = super::noted_by(AuditNote::new(AuditEvent::TotpReset, now), actor);
         if !self.storage.reset_totp(user, now, note).await? {
             return Err(AuthError::NotFound);
         }

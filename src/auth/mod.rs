@@ -153,6 +153,9 @@ pub struct Principal {
     pub exp: UnixTime,
     /// Whether the session passed a second factor (`amr` holds `otp`).
     pub mfa: bool,
+    /// The address the request came from, as the HTTP layer tells it (`None` until it does):
+    /// the client address of the audit rows an admin's actions write.
+    pub client: Option<IpAddr>,
 }
 
 impl Principal {
@@ -388,8 +391,14 @@ impl Authority {
     ) -> Result<User, AuthError> {
         authorize(actor)?;
         let roles = valid_roles(roles)?;
-        self.new_user(email, password, roles, (audit_actor(actor), None), now)
-            .await
+        self.new_user(
+            email,
+            password,
+            roles,
+            (audit_actor(actor), actor_client(actor)),
+            now,
+        )
+        .await
     }
 
     /// Checks a password and opens a new session (`POST /v1/auth/login`) for a request from
@@ -772,6 +781,7 @@ impl Authority {
             mfa: claims.amr.as_ref().is_some_and(|amr| amr.contains(AMR_OTP)),
             roles: claims.roles,
             exp: claims.exp,
+            client: None,
         };
         if let Err(denied) =
             self.storage
@@ -990,7 +1000,7 @@ impl Authority {
         now: UnixTime,
     ) -> Result<(), AuthError> {
         authorize(actor)?;
-        let note = AuditNote::new(AuditEvent::LogoutAll, now).actor(audit_actor(actor));
+        let note = noted_by(AuditNote::new(AuditEvent::LogoutAll, now), actor);
         self.revoke_sessions(user, now, note).await
     }
 
@@ -1003,7 +1013,7 @@ impl Authority {
         now: UnixTime,
     ) -> Result<(), AuthError> {
         authorize(actor)?;
-        let note = AuditNote::new(AuditEvent::UserDisabled, now).actor(audit_actor(actor));
+        let note = noted_by(AuditNote::new(AuditEvent::UserDisabled, now), actor);
         update_result(self.storage.disable_user(user, now, note).await?)
     }
 
@@ -1015,7 +1025,7 @@ impl Authority {
         now: UnixTime,
     ) -> Result<(), AuthError> {
         authorize(actor)?;
-        let note = AuditNote::new(AuditEvent::UserEnabled, now).actor(audit_actor(actor));
+        let note = noted_by(AuditNote::new(AuditEvent::UserEnabled, now), actor);
         update_result(self.storage.enable_user(user, note).await?)
     }
 
@@ -1031,7 +1041,7 @@ impl Authority {
         now: UnixTime,
     ) -> Result<(), AuthError> {
         authorize(actor)?;
-        let note = AuditNote::new(AuditEvent::UserDeleted, now).actor(audit_actor(actor));
+        let note = noted_by(AuditNote::new(AuditEvent::UserDeleted, now), actor);
         update_result(self.storage.delete_user(user, note).await?)
     }
 
@@ -1045,7 +1055,7 @@ impl Authority {
     ) -> Result<(), AuthError> {
         authorize(actor)?;
         let roles = valid_roles(roles)?;
-        let note = AuditNote::new(AuditEvent::RolesChanged, now).actor(audit_actor(actor));
+        let note = noted_by(AuditNote::new(AuditEvent::RolesChanged, now), actor);
         update_result(self.storage.set_roles(user, &roles, note).await?)
     }
 
@@ -1069,7 +1079,7 @@ impl Authority {
         // Without it, a rotation that read the keys before another's write could swap in a
         // ring without the other's new key after the other had swapped it in.
         let _in_order = self.rotating.lock().await;
-        let note = AuditNote::new(AuditEvent::KeyRotated, now).actor(audit_actor(actor));
+        let note = noted_by(AuditNote::new(AuditEvent::KeyRotated, now), actor);
         let secret = add_new_signing_key(self.storage.as_ref(), &self.rng, now, note).await?;
         let stored = self.storage.signing_keys().await?;
         let ring = ring_of(&secret, &stored, self.access_ttl_secs, now);
@@ -1298,6 +1308,19 @@ fn authorize(actor: Actor<'_>) -> Result<(), AuthError> {
 }
 
 /// Who the audit log names as the actor of an operator use case.
+/// `note` written on `actor`'s authority: an admin's id and address, or the operator.
+fn noted_by(note: AuditNote, actor: Actor<'_>) -> AuditNote {
+    note.actor(audit_actor(actor)).client(actor_client(actor))
+}
+
+/// The address an admin's request came from; the operator has none.
+fn actor_client(actor: Actor<'_>) -> Option<IpAddr> {
+    match actor {
+        Actor::Caller(principal) => principal.client,
+        Actor::Operator => None,
+    }
+}
+
 fn audit_actor(actor: Actor<'_>) -> AuditActor {
     match actor {
         Actor::Caller(principal) => AuditActor::Admin(principal.user),

@@ -37,26 +37,29 @@ impl Ctx {
         )
     }
 
-    /// The caller of a bearer route.
+    /// The caller of a bearer route, with the address it called from (for the audit rows of
+    /// an admin's actions; a route that needs the address for more asks [`Ctx::client`]).
     fn principal(&self) -> Result<Principal, ApiError> {
         let token = extract::bearer(self.req.headers())?;
-        Ok(self
-            .app
-            .auth
-            .verify_access(token.as_bytes(), UnixTime::now())?)
+        self.verified(token)
     }
 
     /// The caller, if the request carries a bearer token at all.
     fn optional_principal(&self) -> Result<Option<Principal>, ApiError> {
         match extract::bearer(self.req.headers()) {
-            Ok(token) => Ok(Some(
-                self.app
-                    .auth
-                    .verify_access(token.as_bytes(), UnixTime::now())?,
-            )),
+            Ok(token) => self.verified(token).map(Some),
             Err(e) if e.is_no_credentials() => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    fn verified(&self, token: &str) -> Result<Principal, ApiError> {
+        let mut principal = self
+            .app
+            .auth
+            .verify_access(token.as_bytes(), UnixTime::now())?;
+        principal.client = self.client().ok();
+        Ok(principal)
     }
 
     /// The `{id}` of the route.

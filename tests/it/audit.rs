@@ -99,7 +99,7 @@ fn by_user(event: &str, user: &str, session: Option<&str>) -> Row {
     )
 }
 
-/// A row an admin's API call wrote about `user`.
+/// A row an admin's API call from loopback wrote about `user`.
 fn by_admin(event: &str, user: &str, admin: &str) -> Row {
     (
         event.to_owned(),
@@ -107,7 +107,7 @@ fn by_admin(event: &str, user: &str, admin: &str) -> Row {
         Some(admin.to_owned()),
         false,
         None,
-        None,
+        LOCAL.map(str::to_owned),
     )
 }
 
