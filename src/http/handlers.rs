@@ -483,17 +483,11 @@ pub(super) async fn admin_user_sessions(cx: Ctx) -> Answer {
     Ok(respond::sessions(&list, None))
 }
 
-/// The `token` of an RFC 7662 / RFC 7009 form. `token_type_hint`, when given, must be one of
-/// the two kinds latchd issues; it is a hint only, every kind is tried whatever it says.
-/// Other parameters are ignored (RFC 6749 §3.1).
+/// The `token` of an RFC 7662 / RFC 7009 form. `token_type_hint` is a hint only: every kind is
+/// tried whatever it says, so a value latchd does not know (`id_token`, a typo) is ignored like
+/// any other parameter (RFC 7009 §2.1 lets a server ignore it; RFC 6749 §3.1 other parameters),
+/// and a revocation stays "200 whatever the token was".
 fn token_form(pairs: &[(String, String)]) -> Result<&str, ApiError> {
-    if let Some(hint) = extract::field(pairs, "token_type_hint") {
-        if !matches!(hint, "access_token" | "refresh_token") {
-            return Err(ApiError::invalid_request(
-                "token_type_hint must be access_token or refresh_token",
-            ));
-        }
-    }
     extract::field(pairs, "token")
         .ok_or_else(|| ApiError::invalid_request("the token parameter is required"))
 }
