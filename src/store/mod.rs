@@ -3,8 +3,8 @@
 //! it is given ids, hashes and times, never a token.
 //!
 //! Every write is a job for the one writer thread ([`writer`]), which runs the jobs waiting at
-//! once each in its own transaction and makes them durable together with one
-//! `Durability::Immediate` commit (group commit) before any of their callers is answered, so an
+//! once in one transaction (replaying around a job that fails, so it is undone alone) and
+//! makes them durable together with one `Durability::Immediate` commit (group commit) before any of their callers is answered, so an
 //! `Ok` means the change is on disk. An in-memory view (token versions, disabled flags, live
 //! families, blacklist) answers the per-request checks without touching redb; the writer
 //! applies each job's changes to it after the batch is durable, in commit order. Reads run on
@@ -143,10 +143,12 @@ impl Store {
         self.shared.view.token_version(user)
     }
 
-    /// Runs `body` in a write transaction on the writer thread; see [`writer`].
+    /// Runs `body` in a write transaction on the writer thread; see [`writer`]. `body` may run
+    /// twice (when a later job of its batch fails), so it keeps its inputs rather than moving
+    /// them out.
     fn write<T: Send + 'static>(
         &self,
-        body: impl FnOnce(&WriteTransaction) -> Result<Written<T>, StoreError> + Send + 'static,
+        body: impl FnMut(&WriteTransaction) -> Result<Written<T>, StoreError> + Send + 'static,
     ) -> Pending<'static, T> {
         self.writer.submit(body)
     }
@@ -224,7 +226,7 @@ impl Storage for Store {
         note: AuditNote,
     ) -> Pending<'_, CreateUser> {
         self.write(move |txn| {
-            let written = users::create_in(txn, user, now)?;
+            let written = users::create_in(txn, user.clone(), now)?;
             audit::when(txn, written, |created| match created {
                 CreateUser::Created(user) => Some(note.about(Some(user.id), None)),
                 CreateUser::EmailTaken => None,
@@ -407,7 +409,7 @@ impl Storage for Store {
                 if row.password_hash != expected {
                     return Ok(Err(false));
                 }
-                row.password_hash = new_hash;
+                row.password_hash.clone_from(&new_hash);
                 Ok(Ok(true))
             })
         })
@@ -421,7 +423,7 @@ impl Storage for Store {
     ) -> Pending<'a, UserUpdate> {
         let roles = roles.to_vec();
         self.write(move |txn| {
-            let written = users::set_roles_in(txn, user, roles)?;
+            let written = users::set_roles_in(txn, user, roles.clone())?;
             audit::when(txn, written, |update| done(*update, note, user))
         })
     }
@@ -480,7 +482,7 @@ impl Storage for Store {
         note: AuditNote,
     ) -> Pending<'_, TotpUpdate> {
         self.write(move |txn| {
-            let written = totp::confirm_in(txn, user, &secret, step, salt, recovery, now)?;
+            let written = totp::confirm_in(txn, user, &secret, step, salt, recovery.clone(), now)?;
             audit::when(txn, written, |update| {
                 (*update == TotpUpdate::Done).then_some(note.about(Some(user), None))
             })
@@ -562,7 +564,7 @@ impl Storage for Store {
                 factor,
                 family,
                 &first_hash,
-                origin,
+                origin.clone(),
                 now,
                 &policy,
             )?;
@@ -683,7 +685,8 @@ impl<T> Written<T> {
         }
     }
 
-    /// Nothing was written: abort rather than pay for a commit.
+    /// Nothing was written: abort rather than pay for a commit. Only for a body that wrote
+    /// nothing, since it shares its transaction with the rest of its batch.
     fn nothing(value: T) -> Self {
         Self {
             value,

@@ -545,3 +545,54 @@ fn a_backup_refuses_a_table_it_does_not_know_and_leaves_no_file() {
     assert!(!copy.exists());
     assert!(!dir.path().join("copy.redb.tmp").exists());
 }
+
+#[test]
+fn failed_jobs_scattered_through_a_batch_leave_each_other_job_applied_exactly_once() {
+    let (dir, store) = temp_store();
+    let (release, blocker) = hold_the_writer(&store);
+    // Each job adds one to a counter and answers what it counted; every third one then fails
+    // (an error or a panic), and so does the last one, after its batch's other jobs.
+    let jobs: Vec<_> = (0..20u64)
+        .map(|i| {
+            store.write(move |txn| {
+                let mut table = txn.open_table(SCRATCH)?;
+                let n = table.get("n")?.map_or(0, |v| v.value()) + 1;
+                table.insert("n", n)?;
+                match i {
+                    _ if i % 6 == 2 => panic!("a job that panics after writing"),
+                    _ if i % 3 == 2 || i == 19 => Err(StoreError::Corrupt {
+                        table: "test_scratch",
+                        detail: "a row that does not decode".to_owned(),
+                    }),
+                    _ => Ok(Written::commit(n)),
+                }
+            })
+        })
+        .collect();
+    drop(release);
+    wait(blocker).unwrap();
+    let mut counted = Vec::new();
+    for (i, job) in jobs.into_iter().enumerate() {
+        let got = wait(job);
+        if i % 6 == 2 {
+            assert!(matches!(got, Err(StoreError::Closed)), "job {i}: {got:?}");
+        } else if i % 3 == 2 || i == 19 {
+            assert!(
+                matches!(got, Err(StoreError::Corrupt { .. })),
+                "job {i}: {got:?}"
+            );
+        } else {
+            counted.push(got.unwrap());
+        }
+    }
+    // 20 jobs, 6 failing on i % 3 == 2, and the last: 13 kept, each counted once, in order.
+    assert_eq!(counted, (1..=13).collect::<Vec<u64>>());
+    assert_eq!(scratch(&store, "n"), Some(13));
+    drop(store);
+    let store = Store::open(&dir.path().join("latchd.redb")).unwrap();
+    assert_eq!(
+        scratch(&store, "n"),
+        Some(13),
+        "durable, though the batch ended on a failure"
+    );
+}

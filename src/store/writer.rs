@@ -1,15 +1,21 @@
-//! The one writer thread, committing in groups: every write of the store is a job it runs in
-//! a redb write transaction of its own, and every job waiting at once shares one `fdatasync`.
+//! The one writer thread, committing in groups: every write of the store is a job, and every
+//! job waiting at once runs in ONE redb write transaction with one durable commit (one
+//! `fdatasync`).
 //!
-//! A batch is the jobs queued when the writer comes round (at most [`MAX_BATCH`]). Each job
-//! runs in its own transaction: it sees every earlier job's writes, and a job that fails (a
-//! decode error, a panic, an I/O error) is aborted alone, leaving the others as they were. All
-//! but the last commit with `Durability::None`; the last commits with `Durability::Immediate`,
-//! which makes the whole batch durable with one `fdatasync` (redb's one-phase commit; when the
-//! last job writes nothing, an empty durable commit does it). Only after that are the jobs'
-//! view changes applied, in order, and their callers answered: an `Ok` still means on disk,
-//! and memory still never leads it. A job that wrote nothing is answered after the same
-//! commit too, since what it read may be an earlier job's write.
+//! A batch is the jobs queued when the writer comes round (at most [`MAX_BATCH`]). They run in
+//! order in one transaction, so each sees every earlier job's writes, and the batch pays for
+//! one commit (page copies, allocation, metadata) instead of one per job. A job that fails (a
+//! decode error, a panic, an I/O error) must be undone alone, and redb cannot take a savepoint
+//! in a transaction that has written (`ephemeral_savepoint` refuses a dirty one), so the
+//! writer undoes it by replay: it aborts the transaction, marks the job failed (its error is
+//! its answer), runs the jobs before it again in a fresh transaction and commits them
+//! (`Durability::None`), then goes on with the jobs after it. A job's body may therefore run
+//! twice; only the run that commits counts. The commit that reaches the end of the batch is
+//! `Durability::Immediate`, which makes everything before it durable too (redb's one-phase
+//! commit; when the batch ends on a failed job, an empty durable commit does it). Only after
+//! that are the jobs' view changes applied, in order, and their callers answered: an `Ok`
+//! still means on disk, and memory still never leads it. A job that wrote nothing is
+//! answered after the same commit too, since what it read may be an earlier job's write.
 //!
 //! The queue is bounded ([`QUEUE`]): a write that finds it full fails at once with
 //! [`StoreError::Busy`] instead of waiting behind thousands of others.
@@ -21,44 +27,83 @@ use std::thread;
 use redb::{Durability, WriteTransaction};
 use tokio::sync::oneshot;
 
-use super::view::Change;
 use super::{Shared, Written};
 use crate::auth::storage::{Pending, StoreError};
-use crate::model::AuditRow;
 
 /// Most jobs in one batch (one durable commit).
 pub(super) const MAX_BATCH: usize = 256;
 /// Most jobs waiting for the writer; one more is refused with [`StoreError::Busy`].
 pub(super) const QUEUE: usize = 4096;
 
-/// A queued write: runs its transaction, and hands back how to answer once the batch is
-/// durable.
-type Job = Box<dyn FnOnce(&Shared, Durability) -> Settle + Send>;
+/// A queued write: runs its body in the batch's transaction (perhaps twice, see the module
+/// docs), and is answered once the batch is durable.
+trait Job: Send {
+    /// Runs the body in `txn`, keeping its outcome; whether it succeeded.
+    fn run(&mut self, txn: &WriteTransaction) -> bool;
+    /// Whether the kept outcome wrote something.
+    fn wrote(&self) -> bool;
+    /// Mirrors the kept outcome in the view (when `durable` is `Ok` and the job succeeded),
+    /// logs its audit rows, and answers the caller.
+    fn settle(self: Box<Self>, shared: &Shared, durable: &Result<(), StoreError>);
+}
 
-/// A job that ran, waiting for its batch's durable commit.
-struct Settle {
-    /// What the view must mirror once it is durable.
-    changes: Vec<Change>,
-    /// The audit rows it wrote, logged once they are durable.
-    audited: Vec<AuditRow>,
-    /// Whether the job's transaction committed anything.
-    wrote: bool,
-    /// Whether it committed with `Durability::Immediate` (so everything before it is durable).
-    durable: bool,
-    /// Answers the caller with the batch's outcome.
-    answer: Box<dyn FnOnce(Result<(), StoreError>) + Send>,
+/// A job as [`Writer::submit`] queues it.
+struct Task<T, F> {
+    body: F,
+    /// The outcome of the last run: `None` before any, or after a panic.
+    outcome: Option<Result<Written<T>, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Job for Task<T, F>
+where
+    T: Send,
+    F: FnMut(&WriteTransaction) -> Result<Written<T>, StoreError> + Send,
+{
+    fn run(&mut self, txn: &WriteTransaction) -> bool {
+        self.outcome = None;
+        let outcome = (self.body)(txn);
+        let ok = outcome.is_ok();
+        self.outcome = Some(outcome);
+        ok
+    }
+
+    fn wrote(&self) -> bool {
+        matches!(&self.outcome, Some(Ok(written)) if written.commit)
+    }
+
+    fn settle(self: Box<Self>, shared: &Shared, durable: &Result<(), StoreError>) {
+        let answer = match self.outcome {
+            // It panicked: its caller sees the dropped reply (`Closed`); or it never ran, the
+            // batch failing before it.
+            None => match durable {
+                Ok(()) => return,
+                Err(e) => Err(e.clone()),
+            },
+            Some(Err(e)) => Err(e),
+            Some(Ok(written)) => match durable {
+                Ok(()) => {
+                    shared.view.apply(written.changes);
+                    written.audited.iter().for_each(super::audit::log);
+                    Ok(written.value)
+                }
+                Err(e) => Err(e.clone()),
+            },
+        };
+        let _ = self.reply.send(answer);
+    }
 }
 
 /// The handle of the writer thread; dropping it lets the thread finish the jobs already
 /// queued, then waits for it, so the database is closed when the store is dropped.
 pub(super) struct Writer {
-    jobs: Mutex<Option<SyncSender<Job>>>,
+    jobs: Mutex<Option<SyncSender<Box<dyn Job>>>>,
     thread: Mutex<Option<thread::JoinHandle<()>>>,
 }
 
 impl Writer {
     pub(super) fn start(shared: Arc<Shared>) -> Result<Self, StoreError> {
-        let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
+        let (tx, rx) = mpsc::sync_channel::<Box<dyn Job>>(QUEUE);
         let thread = thread::Builder::new()
             .name("latchd-writer".to_owned())
             .spawn(move || {
@@ -71,7 +116,7 @@ impl Writer {
                             Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                         }
                     }
-                    commit_batch(&shared, batch.drain(..));
+                    commit_batch(&shared, &mut batch);
                 }
             })
             .map_err(|e| StoreError::backend("starting the writer thread", e))?;
@@ -82,14 +127,18 @@ impl Writer {
     }
 
     /// Queues `body` and returns its answer once the batch holding it is durable and the view
-    /// mirrors it.
+    /// mirrors it. `body` may run twice (when a later job of its batch fails); only the run
+    /// that commits counts, so it must not act outside the transaction.
     pub(super) fn submit<T: Send + 'static>(
         &self,
-        body: impl FnOnce(&WriteTransaction) -> Result<Written<T>, StoreError> + Send + 'static,
+        body: impl FnMut(&WriteTransaction) -> Result<Written<T>, StoreError> + Send + 'static,
     ) -> Pending<'static, T> {
         let (reply, answer) = oneshot::channel();
-        let job: Job =
-            Box::new(move |shared: &Shared, durability| run(shared, durability, body, reply));
+        let job: Box<dyn Job> = Box::new(Task {
+            body,
+            outcome: None,
+            reply,
+        });
         let sent = match self
             .jobs
             .lock()
@@ -128,95 +177,94 @@ impl Drop for Writer {
     }
 }
 
-/// Runs every job of a batch in its own transaction, non-durable but for the last one, whose
-/// durable commit makes them all durable (an empty durable commit does it instead when the
-/// last one wrote nothing); then mirrors and answers them in order. A batch of one is one
-/// ordinary durable commit.
-fn commit_batch(shared: &Shared, jobs: std::vec::Drain<'_, Job>) {
-    let mut settled = Vec::with_capacity(MAX_BATCH);
-    let last = jobs.len().saturating_sub(1);
-    for (i, job) in jobs.enumerate() {
-        let durability = if i == last {
-            Durability::Immediate
-        } else {
-            Durability::None
-        };
-        // A panicking job must not take the writer or its batch with it: its transaction is
-        // dropped (aborted), its caller sees the dropped reply (`Closed`).
-        let ran =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(shared, durability)));
-        if let Ok(settle) = ran {
-            settled.push(settle);
-        }
-    }
-    let last_was_durable = settled.last().is_some_and(|s| s.durable);
-    let durable = if settled.iter().any(|s| s.wrote) && !last_was_durable {
-        make_durable(shared)
-    } else {
-        Ok(())
-    };
-    for settle in settled {
-        if durable.is_ok() {
-            shared.view.apply(settle.changes);
-            settle.audited.iter().for_each(super::audit::log);
-        }
-        (settle.answer)(durable.clone());
+/// Runs a batch in as few transactions as its failures allow (one when none fails), makes it
+/// durable, then mirrors and answers its jobs in order; see the module docs.
+fn commit_batch(shared: &Shared, jobs: &mut Vec<Box<dyn Job>>) {
+    let mut failed = vec![false; jobs.len()];
+    let durable = run_all(shared, jobs, &mut failed);
+    for job in jobs.drain(..) {
+        job.settle(shared, &durable);
     }
 }
 
-/// The empty `Durability::Immediate` commit that persists every non-durable commit before it.
-fn make_durable(shared: &Shared) -> Result<(), StoreError> {
-    let txn = shared.db.begin_write()?;
-    txn.commit()?;
+/// The passes of one batch. A pass runs the jobs of `start..end` not yet failed in one
+/// transaction. When one fails, the pass is aborted, the job marked failed, and the next
+/// pass replays only the jobs before it (`end` becomes its index); when a pass gets through,
+/// it commits and the next one starts after it, up to the end of the batch again. Every pass
+/// marks a job failed or commits, so a batch of `n` jobs takes at most `2n` passes, and a
+/// job runs more than twice only when its replay fails too.
+fn run_all(
+    shared: &Shared,
+    jobs: &mut [Box<dyn Job>],
+    failed: &mut [bool],
+) -> Result<(), StoreError> {
+    let (mut start, mut end) = (0, jobs.len());
+    // Whether some commit of this batch is not durable yet.
+    let mut undurable = false;
+    while start < end {
+        let last = end == jobs.len();
+        match pass(shared, &mut jobs[start..end], &failed[start..end], last)? {
+            Pass::Failed(at) => {
+                failed[start + at] = true;
+                end = start + at;
+            }
+            Pass::Committed { wrote } => {
+                undurable = (undurable || wrote) && !(last && wrote);
+                start = end;
+                end = jobs.len();
+            }
+        }
+        // The jobs after a failed last one: nothing left to run past it.
+        if start == end && end < jobs.len() {
+            start += 1;
+            end = jobs.len();
+        }
+    }
+    if undurable {
+        let txn = shared.db.begin_write()?;
+        txn.commit()?;
+    }
     Ok(())
 }
 
-/// One job's transaction: begin (non-durable), run `body`, commit (or abort when it wrote
-/// nothing). The caller of `reply` is answered by the returned [`Settle`].
-fn run<T: Send + 'static>(
-    shared: &Shared,
-    durability: Durability,
-    body: impl FnOnce(&WriteTransaction) -> Result<Written<T>, StoreError>,
-    reply: oneshot::Sender<Result<T, StoreError>>,
-) -> Settle {
-    match transact(shared, durability, body) {
-        Ok(written) => {
-            let (value, wrote) = (written.value, written.commit);
-            Settle {
-                changes: written.changes,
-                audited: written.audited,
-                wrote,
-                durable: wrote && matches!(durability, Durability::Immediate),
-                answer: Box::new(move |durable| {
-                    let _ = reply.send(durable.map(|()| value));
-                }),
-            }
-        }
-        Err(e) => Settle {
-            changes: Vec::new(),
-            audited: Vec::new(),
-            wrote: false,
-            durable: false,
-            answer: Box::new(move |_| {
-                let _ = reply.send(Err(e));
-            }),
-        },
-    }
+enum Pass {
+    /// The job at this index (of the pass) failed or panicked; nothing was committed.
+    Failed(usize),
+    /// Every job succeeded and their writes (if any) are committed.
+    Committed { wrote: bool },
 }
 
-fn transact<T>(
+/// One transaction over `jobs` (skipping the `failed` ones), `Durability::Immediate` when it
+/// reaches the end of the batch. A failed or panicking job aborts it.
+fn pass(
     shared: &Shared,
-    durability: Durability,
-    body: impl FnOnce(&WriteTransaction) -> Result<Written<T>, StoreError>,
-) -> Result<Written<T>, StoreError> {
+    jobs: &mut [Box<dyn Job>],
+    failed: &[bool],
+    last: bool,
+) -> Result<Pass, StoreError> {
     let mut txn = shared.db.begin_write()?;
-    txn.set_durability(durability)
-        .map_err(|e| StoreError::backend("set_durability", e))?;
-    let written = body(&txn)?;
-    if written.commit {
+    if !last {
+        txn.set_durability(Durability::None)
+            .map_err(|e| StoreError::backend("set_durability", e))?;
+    }
+    let mut wrote = false;
+    for (at, job) in jobs.iter_mut().enumerate() {
+        if failed[at] {
+            continue;
+        }
+        // A panicking job must not take the writer or its batch with it.
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(&txn)))
+            .unwrap_or(false);
+        if !ok {
+            let _ = txn.abort();
+            return Ok(Pass::Failed(at));
+        }
+        wrote |= job.wrote();
+    }
+    if wrote {
         txn.commit()?;
     } else {
         txn.abort()?;
     }
-    Ok(written)
+    Ok(Pass::Committed { wrote })
 }
