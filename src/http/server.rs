@@ -228,7 +228,7 @@ async fn handle(
     let preflight = origin
         .as_ref()
         .filter(|_| cors::is_preflight(req.method(), req.headers()))
-        .zip(routes::methods_of(route))
+        .and_then(|origin| routes::methods_of(route).map(|methods| (origin, methods)))
         .filter(|(_, methods)| cors::asks_for_one_of(req.headers(), methods));
     let mut response = match preflight {
         Some((origin, methods)) => cors::preflight(origin, &methods),
@@ -241,13 +241,14 @@ async fn handle(
         cors::vary(&mut response);
     }
     respond::secure(&mut response);
-    app.times.observe(route, started.elapsed());
+    let elapsed = started.elapsed();
+    app.times.observe(route, elapsed);
     tracing::info!(
         target: "latchd::access",
         %method,
         path = %respond::log_safe(&path),
         status = response.status().as_u16(),
-        micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         peer = %peer.ip(),
         "request"
     );
