@@ -293,12 +293,12 @@ impl Storage for Store {
         self.write(move |txn| {
             let mut changes = vec![revocation::blacklist_in(txn, jti, exp)?];
             let revoked = sessions::revoke_in(&mut txn.open_table(FAMILIES)?, family, now)?;
-            if revoked {
+            if revoked.is_some() {
                 changes.push(Change::FamilyGone(family));
             }
             let written = Written::commit_with((), changes);
             audit::when(txn, written, |()| {
-                revoked.then_some(note.about(None, Some(family)))
+                revoked.map(|user| note.about(Some(user), Some(family)))
             })
         })
     }
@@ -351,15 +351,12 @@ impl Storage for Store {
         note: AuditNote,
     ) -> Pending<'_, bool> {
         self.write(move |txn| {
-            let mut families = txn.open_table(FAMILIES)?;
             // The row names the session's user, which a caller holding only a refresh token's
             // session id (a logout by the cookie) cannot give the audit row.
-            let user = sessions::read_family(&families, family)?.map(|rec| UserId(rec.user));
-            let revoked = sessions::revoke_in(&mut families, family, now)?;
-            drop(families);
-            if revoked {
+            let revoked = sessions::revoke_in(&mut txn.open_table(FAMILIES)?, family, now)?;
+            if let Some(user) = revoked {
                 let written = Written::commit_with(true, vec![Change::FamilyGone(family)]);
-                audit::when(txn, written, |_| Some(note.about(user, Some(family))))
+                audit::when(txn, written, |_| Some(note.about(Some(user), Some(family))))
             } else {
                 Ok(Written::nothing(false))
             }

@@ -68,7 +68,7 @@ pub(super) fn open_checked_in(
     }
     let mut changes = vec![Change::Family { id: family, user }];
     for oldest in over_the_cap(txn, &families, user, now, policy.max_per_user)? {
-        if revoke_in(&mut families, oldest, now)? {
+        if revoke_in(&mut families, oldest, now)?.is_some() {
             changes.push(Change::FamilyGone(oldest));
         }
     }
@@ -260,7 +260,7 @@ pub(super) fn end_own_in(
     let mut families = txn.open_table(FAMILIES)?;
     let live = read_family(&families, family)?
         .is_some_and(|rec| rec.user == user.0 && now.secs() < rec.ended_at());
-    if live && revoke_in(&mut families, family, now)? {
+    if live && revoke_in(&mut families, family, now)?.is_some() {
         return Ok(Written::commit_with(true, vec![Change::FamilyGone(family)]));
     }
     Ok(Written::nothing(false))
@@ -302,7 +302,9 @@ pub(super) fn revoke_current_in(
     let Some(rec) = read_family(&families, presented.family)? else {
         return Ok(Written::nothing(None));
     };
-    if !is_current(&rec, presented, now) || !revoke_in(&mut families, presented.family, now)? {
+    if !is_current(&rec, presented, now)
+        || revoke_in(&mut families, presented.family, now)?.is_none()
+    {
         return Ok(Written::nothing(None));
     }
     Ok(Written::commit_with(
@@ -349,7 +351,7 @@ pub(super) fn revoke_all_in(
     let ids = families_of(txn, user.id)?;
     let mut families = txn.open_table(FAMILIES)?;
     for family in ids {
-        if revoke_in(&mut families, family, now)? {
+        if revoke_in(&mut families, family, now)?.is_some() {
             changes.push(Change::FamilyGone(family));
         }
     }
@@ -391,7 +393,7 @@ pub(super) fn change_password_in(
     let ids = families_of(txn, user)?;
     let mut families = txn.open_table(FAMILIES)?;
     for family in ids.into_iter().filter(|f| Some(*f) != keep) {
-        if revoke_in(&mut families, family, now)? {
+        if revoke_in(&mut families, family, now)?.is_some() {
             changes.push(Change::FamilyGone(family));
         }
     }
@@ -420,21 +422,22 @@ fn over_the_cap(
     Ok(live.into_iter().take(excess).map(|(_, id)| id).collect())
 }
 
-/// Marks a family revoked inside `families`; false if it was missing or already revoked.
+/// Marks a family revoked inside `families`: the user whose session it was, or `None` if it was
+/// missing or already revoked.
 pub(super) fn revoke_in(
     families: &mut Table<'_, u128, &'static [u8]>,
     family: FamilyId,
     now: UnixTime,
-) -> Result<bool, StoreError> {
+) -> Result<Option<UserId>, StoreError> {
     let Some(mut rec) = read_family(families, family)? else {
-        return Ok(false);
+        return Ok(None);
     };
     if rec.revoked_at.is_some() {
-        return Ok(false);
+        return Ok(None);
     }
     rec.revoked_at = Some(now.secs());
     families.insert(family.0.as_u128(), encode(&rec).as_slice())?;
-    Ok(true)
+    Ok(Some(UserId(rec.user)))
 }
 
 /// Reads one family row.
