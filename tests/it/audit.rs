@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::sessions::sid;
 use crate::support::clock::FakeClock;
-use crate::support::{add_user, db_in, otp, run, Reply, TestServer, PASSWORD};
+use crate::support::{self, add_user, db_in, otp, run, Reply, TestServer, PASSWORD};
 use crate::totp::{enrolled, mfa_token, send_code, turn_off, LENIENT};
 
 /// One row as a case compares it: event, user, actor, operator, session, client.
@@ -30,15 +30,8 @@ fn audit(server: &TestServer, admin: &str, query: &str) -> Vec<Value> {
     assert_eq!(reply.header("cache-control"), Some("no-store"));
     let rows = reply.json().as_array().expect("an array").clone();
     for row in &rows {
-        let mut keys: Vec<&str> = row
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
-        keys.sort_unstable();
         assert_eq!(
-            keys,
+            support::member_names(row),
             [
                 "actor_id",
                 "at",

@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 use crate::support::jar::{form, hidden, Jar};
-use crate::support::{add_user, Reply, TestServer, PASSWORD};
+use crate::support::{self, add_user, Reply, TestServer, PASSWORD};
 
 const ID: &str = "00000000-0000-4000-8000-000000000000";
 
@@ -61,15 +61,8 @@ fn a_session_is_listed_after_login_and_gone_after_delete_with_its_tokens_dead() 
 
     let rows = list(&server, &second);
     assert_eq!(rows.len(), 2, "{rows:?}");
-    let mut keys: Vec<&str> = rows[0]
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    keys.sort_unstable();
     assert_eq!(
-        keys,
+        support::member_names(&rows[0]),
         [
             "client_ip",
             "created_at",

@@ -547,10 +547,12 @@ impl Reply {
     pub fn assert_error(&self, status: u16, code: &str) {
         assert_eq!(self.status, status, "{}", self.body);
         let body = self.json();
-        let object = body.as_object().expect("error body is an object");
-        let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
-        keys.sort_unstable();
-        assert_eq!(keys, ["error", "error_description"], "{}", self.body);
+        assert_eq!(
+            member_names(&body),
+            ["error", "error_description"],
+            "{}",
+            self.body
+        );
         assert_eq!(body["error"], code, "{}", self.body);
         assert!(
             body["error_description"]
@@ -705,4 +707,17 @@ pub fn add_user(dir: &Path, email: &str, extra: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The member names of the JSON object `value`, sorted: what a test compares against the
+/// exact set an answer must have.
+pub fn member_names(value: &serde_json::Value) -> Vec<&str> {
+    let mut names: Vec<&str> = value
+        .as_object()
+        .expect("a JSON object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    names.sort_unstable();
+    names
 }
