@@ -34,8 +34,9 @@ use crate::model::Backup;
 
 /// The page cache of the copy while it is written and checked: redb's default (1 GiB) would let
 /// a backup of a large file grow the server's memory by as much; dirty pages past this are
-/// written out to the copy before its commit.
-const COPY_CACHE_BYTES: usize = 8 << 20;
+/// written out to the copy before its commit. The store's own default size, so a backup costs
+/// at most what the server's cache does.
+const COPY_CACHE_BYTES: usize = super::DEFAULT_CACHE_MB << 20;
 /// Copies the database's current state into a new file at `dest`; see the module docs.
 pub(super) fn backup_to(db: &Database, dest: &Path) -> Result<Backup, StoreError> {
     // The snapshot: everything committed when the backup began.
