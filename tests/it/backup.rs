@@ -19,10 +19,8 @@ const LOAD_ENV: &[(&str, &str)] = &[
     ("LATCHD_LOGIN_ADDRESS_PER_MIN", "1000000"),
     ("LATCHD_MAX_SESSIONS_PER_USER", "100000"),
 ];
-/// Most registrations and logins the load makes: only a backstop, since it runs until the backup
-/// has answered. A small count let a fast server finish the whole load before the backup began
-/// (group commit made 400 of each take well under a second), and then nothing was written
-/// while it ran.
+/// Most writes of each kind the load makes: only a backstop, since it runs until the backup has
+/// answered.
 const LOAD_OPS: usize = 50_000;
 /// Sessions made before the load, each rotated once during it.
 const SESSIONS: usize = 120;
@@ -53,6 +51,25 @@ fn keep_writing(
         }
     });
     (thread, acked)
+}
+
+/// One session rotating again and again, its successor each time: cheap writes that keep
+/// arriving while a backup runs (registrations and logins each wait for a password hash, which
+/// on a busy machine can take longer than the whole backup).
+fn keep_rotating_one_session(
+    stop: &Arc<AtomicBool>,
+    server: &Arc<TestServer>,
+) -> (thread::JoinHandle<()>, AckedList) {
+    let server = Arc::clone(server);
+    let mut chain = server.login("seed@example.com").1;
+    let mut left = LOAD_OPS;
+    keep_writing(stop, move || {
+        left = left.checked_sub(1)?;
+        let reply = server.refresh(&chain);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        chain = reply.pair().1;
+        Some(chain.clone())
+    })
 }
 
 #[test]
@@ -94,7 +111,8 @@ fn a_backup_under_write_load_holds_every_write_acknowledged_before_it_began() {
             Some(reply.pair().1)
         }
     });
-    let load = [register, login, rotate];
+    let (rechain, rechained) = keep_rotating_one_session(&stop, &server);
+    let load = [register, login, rotate, rechain];
     // Back up in the middle of the load: once each kind has some writes acknowledged.
     let deadline = Instant::now() + Duration::from_secs(60);
     while [&registered, &logins, &rotated]
@@ -142,6 +160,7 @@ fn a_backup_under_write_load_holds_every_write_acknowledged_before_it_began() {
         .unwrap()
         .iter()
         .chain(logins.lock().unwrap().iter())
+        .chain(rechained.lock().unwrap().iter())
         .filter(|a| a.at > began && a.at < ended)
         .count();
     assert!(during > 0, "no write was answered while the backup ran");
