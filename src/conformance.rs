@@ -45,6 +45,12 @@ pub trait Harness {
     /// A second, independent place for the same backend (another file, another database).
     fn another(&self) -> Box<dyn Harness>;
 
+    /// Whether the backend can run here; a harness that says no has printed why, and the
+    /// case is skipped (a backend that needs a server the machine lacks).
+    fn available(&self) -> bool {
+        true
+    }
+
     /// What a restart sees: drops `old` (which must be the only handle) and opens again.
     fn reopen(
         &mut self,
@@ -65,6 +71,9 @@ pub fn run<H: Harness, F>(mut harness: H, case: F)
 where
     F: for<'a> FnOnce(&'a mut dyn Harness) -> Pin<Box<dyn Future<Output = ()> + 'a>>,
 {
+    if !harness.available() {
+        return;
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

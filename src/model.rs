@@ -804,11 +804,15 @@ pub enum AccessDenied {
     /// The browser session went unused for longer than its idle timeout, or reached its
     /// absolute end.
     SessionExpired,
+    /// The backend could not confirm, within the last second, that the view holds every
+    /// revocation (a PostgreSQL node cut off from its database): nothing is admitted until it
+    /// has caught up. A 503, not a 401: the token may well be good.
+    Unconfirmed,
 }
 
 impl AccessDenied {
     /// Every state refusal, in the order of their labels.
-    pub const ALL: [AccessDenied; 7] = [
+    pub const ALL: [AccessDenied; 8] = [
         AccessDenied::Blacklisted,
         AccessDenied::StaleVersion,
         AccessDenied::UnknownUser,
@@ -816,6 +820,7 @@ impl AccessDenied {
         AccessDenied::FamilyRevoked,
         AccessDenied::UnknownSession,
         AccessDenied::SessionExpired,
+        AccessDenied::Unconfirmed,
     ];
 
     /// A short lowercase label, as metrics and logs show it.
@@ -828,6 +833,7 @@ impl AccessDenied {
             AccessDenied::FamilyRevoked => "family_revoked",
             AccessDenied::UnknownSession => "unknown_session",
             AccessDenied::SessionExpired => "session_expired",
+            AccessDenied::Unconfirmed => "unconfirmed",
         }
     }
 }

@@ -58,6 +58,10 @@ pub enum AuthError {
     /// Password hashing, or the storage backend's write queue, is saturated: the request was
     /// refused at once rather than queued.
     Busy,
+    /// The storage backend cannot reach its database, or cannot confirm that it has seen
+    /// every revocation (a PostgreSQL node cut off): refused at once, never answered from a
+    /// view that may be stale.
+    Unavailable,
     /// The storage layer failed.
     Store(StoreError),
     /// Something inside latchd failed that no caller can fix (a hashing job panicked, a
@@ -103,10 +107,21 @@ impl fmt::Display for AuthError {
                 write!(f, "too many login attempts; retry in {retry_after_secs} s")
             }
             Self::Busy => f.write_str("password hashing or writes are saturated; retry shortly"),
+            Self::Unavailable => f.write_str("the database is unreachable; retry shortly"),
             Self::Store(e) => write!(f, "storage: {e}"),
             Self::Internal(what) => write!(f, "internal error: {what}"),
             Self::Password(e) => write!(f, "password: {e}"),
         }
+    }
+}
+
+impl AuthError {
+    /// Whether the storage backend could not answer (503), as opposed to a refusal.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable | Self::Revoked(AccessDenied::Unconfirmed)
+        )
     }
 }
 
@@ -117,6 +132,8 @@ impl From<StoreError> for AuthError {
         match err {
             // A full write queue is load, not a fault: 503 with Retry-After, like the pool.
             StoreError::Busy => Self::Busy,
+            // A backend cut off from its database: 503 with Retry-After, never a stale answer.
+            StoreError::Unavailable => Self::Unavailable,
             err => Self::Store(err),
         }
     }

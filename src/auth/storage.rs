@@ -389,6 +389,11 @@ pub enum StoreError {
     Closed,
     /// Too many writes are waiting for the backend; this one was refused at once.
     Busy,
+    /// The backend cannot reach its database, or cannot confirm that its view is current (a
+    /// PostgreSQL node cut off from the database): refused at once, retry shortly.
+    Unavailable,
+    /// This backend does not do this operation; the text says what to use instead.
+    Unsupported(&'static str),
     /// The backend itself failed (I/O, a transaction, a commit); `what` says at which step.
     Backend {
         /// The step that failed, e.g. `"commit"`.
@@ -428,6 +433,8 @@ impl fmt::Display for StoreError {
             Self::Permissions(e) => write!(f, "restricting the file to its owner: {e}"),
             Self::Closed => f.write_str("the storage backend is shut down"),
             Self::Busy => f.write_str("too many writes are waiting; retry shortly"),
+            Self::Unavailable => f.write_str("the database is unreachable; retry shortly"),
+            Self::Unsupported(what) => f.write_str(what),
             Self::Backend { what, source } => write!(f, "{what}: {source}"),
         }
     }
@@ -446,7 +453,9 @@ impl std::error::Error for StoreError {
             | Self::FamilyExists
             | Self::Random
             | Self::Closed
-            | Self::Busy => None,
+            | Self::Busy
+            | Self::Unavailable
+            | Self::Unsupported(_) => None,
         }
     }
 }

@@ -5,6 +5,7 @@ use hyper::{Response, StatusCode};
 
 use super::respond::{self, Body};
 use crate::auth::AuthError;
+use crate::model::AccessDenied;
 
 /// An HTTP error answer: `{"error": code, "error_description": text}` plus its headers.
 #[derive(Debug)]
@@ -193,6 +194,19 @@ impl ApiError {
         }
     }
 
+    /// 503 when the storage backend cannot reach its database or confirm its view is
+    /// current: retry shortly.
+    pub(crate) fn unavailable() -> Self {
+        Self {
+            retry_after: Some(1),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the database is unreachable; retry shortly",
+            )
+        }
+    }
+
     /// The response for this error.
     pub(crate) fn into_response(self) -> Response<Body> {
         let mut body =
@@ -221,6 +235,10 @@ impl From<AuthError> for ApiError {
             AuthError::Token(e) => {
                 tracing::debug!(reason = e.reason(), "access token refused");
                 Self::invalid_token()
+            }
+            AuthError::Unavailable | AuthError::Revoked(AccessDenied::Unconfirmed) => {
+                tracing::warn!("storage unavailable: answered 503");
+                Self::unavailable()
             }
             AuthError::Revoked(why) => {
                 tracing::debug!(?why, "access token revoked");

@@ -104,7 +104,9 @@ impl Rules {
 fn unauthenticated(cx: &Ctx, err: AuthError) -> Response<Body> {
     let headers = cx.req.headers();
     let public = cx.app.settings.site.public_url.as_ref();
-    let (Some(public), true) = (public, navigation(headers)) else {
+    // A node that cannot confirm its view answers 503 to browsers too: a sign-in page now
+    // would only fail again.
+    let (Some(public), true, false) = (public, navigation(headers), err.is_unavailable()) else {
         return ApiError::from(err).into_response();
     };
     let original = cx

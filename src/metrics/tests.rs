@@ -14,7 +14,7 @@ const COUNTS: Counts = Counts {
     blacklist: 1,
 };
 
-const EVERY_DENIAL: [AccessDenied; 7] = AccessDenied::ALL;
+const EVERY_DENIAL: [AccessDenied; 8] = AccessDenied::ALL;
 
 /// `name{labels}` -> value, for every sample line.
 fn samples(text: &str) -> BTreeMap<String, String> {

@@ -121,7 +121,7 @@ pub(super) fn log(row: &AuditRow) {
 
 /// A version 7 UUID of `at` (whole seconds, as milliseconds) with its random bits zero: the
 /// smallest id a row of that time may get.
-fn stamp(at: UnixTime) -> u128 {
+pub(super) fn stamp(at: UnixTime) -> u128 {
     let millis = u64::try_from(at.secs()).unwrap_or(0).saturating_mul(1000);
     uuid::Builder::from_unix_timestamp_millis(millis, &[0; 10])
         .into_uuid()
@@ -130,7 +130,7 @@ fn stamp(at: UnixTime) -> u128 {
 
 /// An audit row's value; the id is the key. Ids, a time, an event name and an address only.
 #[derive(Serialize, Deserialize)]
-struct AuditRecord {
+pub(super) struct AuditRecord {
     at: i64,
     event: String,
     user: Option<Uuid>,
@@ -142,7 +142,7 @@ struct AuditRecord {
 }
 
 impl AuditRecord {
-    fn from_note(note: &AuditNote) -> Self {
+    pub(super) fn from_note(note: &AuditNote) -> Self {
         let (actor, operator) = note.actor.fields();
         Self {
             at: note.at.secs(),
@@ -155,7 +155,7 @@ impl AuditRecord {
         }
     }
 
-    fn into_note(self) -> Result<AuditNote, StoreError> {
+    pub(super) fn into_note(self) -> Result<AuditNote, StoreError> {
         let event = AuditEvent::from_label(&self.event).ok_or_else(|| StoreError::Corrupt {
             table: "audit",
             detail: format!("unknown event {:?}", self.event),

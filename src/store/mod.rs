@@ -34,6 +34,8 @@ mod backup;
 mod error;
 mod keys;
 mod migrate;
+#[cfg(feature = "postgres")]
+pub mod pg;
 mod records;
 mod revocation;
 mod sessions;

@@ -172,6 +172,16 @@ impl View {
         }
     }
 
+    /// Replaces everything mirrored with `fresh` (a reload).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(super) fn replace(&self, fresh: View) {
+        let fresh = fresh
+            .inner
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        *self.inner.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+    }
+
     pub(super) fn check_access(
         &self,
         user: UserId,
@@ -338,6 +348,13 @@ impl Mirror {
                 idle_secs,
                 last_used_at,
             } => {
+                // Mirrored again (another node's write, read back by the PostgreSQL feed):
+                // the uses this node saw are kept, and the last use on disk can only move on.
+                if let Some(entry) = self.browser.get(&cookie_hash) {
+                    entry.last_used.fetch_max(last_used_at, Ordering::Relaxed);
+                    entry.persisted.fetch_max(last_used_at, Ordering::Relaxed);
+                    return;
+                }
                 self.browser_by_family.insert(family, cookie_hash);
                 self.browser.insert(
                     cookie_hash,

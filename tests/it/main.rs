@@ -29,6 +29,8 @@ mod roles;
 mod sessions;
 mod signin;
 mod storage;
+#[cfg(feature = "postgres")]
+mod storage_pg;
 mod store_crash;
 mod support;
 mod sweep;

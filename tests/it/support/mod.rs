@@ -10,6 +10,8 @@ pub mod jar;
 
 pub mod otp;
 
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod proxy;
 
 use std::fmt::Write as _;

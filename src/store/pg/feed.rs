@@ -1,0 +1,318 @@
+//! The change feed: how every node's in-memory view follows the database.
+//!
+//! Every write that changes what the view holds (a user's version, disabled flag, email or
+//! roles; a session opened or ended; a blacklisted jti; the signing keys) appends one row per
+//! changed subject to `latchd_changes`, in the same transaction, after taking a transaction-
+//! scoped advisory lock: ids are drawn from a sequence while the lock is held and the lock is
+//! released only at commit, so ids increase in commit order and a reader that has seen id `n`
+//! has seen every change before it. A row names the subject only; the reader re-reads the
+//! subject's current row, so applying a change twice, or late, is harmless.
+//!
+//! Each node runs one feed task: woken by `NOTIFY latchd_changes` (a hint only: it is lost
+//! when a connection drops), and polling every [`POLL`] regardless, it reads the rows after
+//! its position and applies them to the view. The instant a successful poll began is the
+//! view's confirmation: a node whose last confirmation is older than [`CONFIRM_WITHIN`]
+//! refuses verifications and writes with 503 until a poll succeeds again, which first applies
+//! everything it missed. So a revocation committed at `t` is honoured by every node answering
+//! after `t + 1 s`.
+//!
+//! The feed is swept after [`RETENTION_SECS`]; a node whose position fell behind the sweep
+//! (cut off that long) reloads the whole view instead.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{oneshot, watch, Notify};
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use super::errors::pg_err;
+use super::pool::Pool;
+use super::rows;
+use crate::auth::storage::StoreError;
+use crate::model::{FamilyId, Jti, UserId};
+use crate::store::view::{Change, View};
+
+/// How often the feed polls when no notification wakes it.
+pub(super) const POLL: Duration = Duration::from_millis(200);
+
+/// How recent the last confirmation must be for the node to answer from its view.
+pub(super) const CONFIRM_WITHIN: Duration = Duration::from_secs(1);
+
+/// How long feed rows are kept (a node cut off for longer reloads its view).
+pub(super) const RETENTION_SECS: i64 = 3600;
+
+/// The advisory lock that orders change ids by commit ("latchd:c").
+pub(super) const CHANGE_LOCK: i64 = 0x6c61_7463_6864_3a63;
+
+/// The channel writers notify.
+const CHANNEL: &str = "latchd_changes";
+
+/// What a change row names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(in crate::store) enum Subject {
+    User(UserId),
+    Session(FamilyId),
+    Blacklist(Jti),
+    /// The signing keys (the subject is nil).
+    Keys,
+}
+
+impl Subject {
+    fn kind(self) -> i16 {
+        match self {
+            Self::User(_) => 1,
+            Self::Session(_) => 2,
+            Self::Blacklist(_) => 3,
+            Self::Keys => 4,
+        }
+    }
+
+    fn id(self) -> Uuid {
+        match self {
+            Self::User(u) => u.0,
+            Self::Session(f) => f.0,
+            Self::Blacklist(j) => j.0,
+            Self::Keys => Uuid::nil(),
+        }
+    }
+
+    fn from_row(kind: i16, id: Uuid) -> Option<Self> {
+        match kind {
+            1 => Some(Self::User(UserId(id))),
+            2 => Some(Self::Session(FamilyId(id))),
+            3 => Some(Self::Blacklist(Jti(id))),
+            4 => Some(Self::Keys),
+            _ => None,
+        }
+    }
+}
+
+/// Appends `subjects` to the feed in `tx` (which must commit for them to count) and notifies
+/// the other nodes; returns the highest id written.
+pub(super) async fn append(
+    tx: &tokio_postgres::Transaction<'_>,
+    subjects: &[Subject],
+    now: i64,
+) -> Result<i64, StoreError> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CHANGE_LOCK])
+        .await
+        .map_err(pg_err("ordering the change feed"))?;
+    let kinds: Vec<i16> = subjects.iter().map(|s| s.kind()).collect();
+    let ids: Vec<Uuid> = subjects.iter().map(|s| s.id()).collect();
+    let row = tx
+        .query_one(
+            "WITH written AS (
+                 INSERT INTO latchd_changes (id, at, kind, subject)
+                 SELECT nextval('latchd_change_ids'), $1, k, s
+                 FROM unnest($2::smallint[], $3::uuid[]) WITH ORDINALITY AS t(k, s, n)
+                 ORDER BY n
+                 RETURNING id
+             )
+             SELECT coalesce(max(id), 0) FROM written",
+            &[&now, &kinds, &ids],
+        )
+        .await
+        .map_err(pg_err("appending to the change feed"))?;
+    tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL])
+        .await
+        .map_err(pg_err("notifying the change feed"))?;
+    Ok(row.get(0))
+}
+
+/// The feed's state, shared by the store and its task.
+pub(super) struct Feed {
+    /// The instant every confirmation is measured from.
+    base: Instant,
+    /// Nanoseconds after `base` at which the last successful poll began; 0 = never.
+    confirmed: AtomicU64,
+    /// The highest change id applied to the view.
+    applied: watch::Sender<i64>,
+    /// How many times the signing keys changed (through any node) since start.
+    keys: watch::Sender<u64>,
+    /// Wakes the task at once (a write of this node waits for its change).
+    kick: Notify,
+}
+
+impl Feed {
+    pub(super) fn new(position: i64) -> Arc<Feed> {
+        let feed = Arc::new(Feed {
+            base: Instant::now(),
+            confirmed: AtomicU64::new(0),
+            applied: watch::channel(position).0,
+            keys: watch::channel(0).0,
+            kick: Notify::new(),
+        });
+        feed.confirm(Instant::now());
+        feed
+    }
+
+    fn confirm(&self, started: Instant) {
+        let nanos = u64::try_from(started.duration_since(self.base).as_nanos()).unwrap_or(u64::MAX);
+        self.confirmed.fetch_max(nanos.max(1), Ordering::Release);
+    }
+
+    /// Whether the view was confirmed current within the last [`CONFIRM_WITHIN`].
+    pub(super) fn is_confirmed(&self) -> bool {
+        let confirmed = self.confirmed.load(Ordering::Acquire);
+        if confirmed == 0 {
+            return false;
+        }
+        let now = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let window = u64::try_from(CONFIRM_WITHIN.as_nanos()).unwrap_or(u64::MAX);
+        now.saturating_sub(confirmed) < window
+    }
+
+    /// `Unavailable` unless [`is_confirmed`](Self::is_confirmed).
+    pub(super) fn check(&self) -> Result<(), StoreError> {
+        if self.is_confirmed() {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable)
+        }
+    }
+
+    /// Waits (at most [`CONFIRM_WITHIN`]) until the view has applied change `id`: a write
+    /// is answered only once this node honours it. If the feed cannot catch up in time the
+    /// node stops confirming, so nothing is answered from the stale view either way.
+    pub(super) async fn wait_applied(&self, id: i64) {
+        let mut applied = self.applied.subscribe();
+        self.kick.notify_one();
+        drop(tokio::time::timeout(CONFIRM_WITHIN, applied.wait_for(|&at| at >= id)).await);
+    }
+
+    /// A receiver that changes whenever the signing keys change.
+    pub(super) fn keys(&self) -> watch::Receiver<u64> {
+        self.keys.subscribe()
+    }
+}
+
+/// The feed task: runs until `stop` fires.
+pub(super) async fn run(feed: Arc<Feed>, pool: Arc<Pool>, view: Arc<View>, stop: Arc<Notify>) {
+    loop {
+        let session = tokio::select! {
+            () = stop.notified() => return,
+            session = listen(&pool) => session,
+        };
+        let Ok((client, wake, mut ended)) = session else {
+            tokio::select! {
+                () = stop.notified() => return,
+                () = tokio::time::sleep(POLL) => continue,
+            }
+        };
+        loop {
+            let started = Instant::now();
+            // A poll that hangs (a peer gone without a reset) is a lost connection too.
+            match tokio::time::timeout(CONFIRM_WITHIN, catch_up(&feed, &client, &view)).await {
+                Ok(Ok(())) => feed.confirm(started),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "change feed: poll failed; reconnecting");
+                    break;
+                }
+                Err(_) => {
+                    tracing::warn!("change feed: poll timed out; reconnecting");
+                    break;
+                }
+            }
+            tokio::select! {
+                () = stop.notified() => return,
+                () = wake.notified() => {}
+                () = feed.kick.notified() => {}
+                () = tokio::time::sleep(POLL) => {}
+                _ = &mut ended => break,
+            }
+        }
+        // Dropping the client ends its connection task.
+        drop(client);
+    }
+}
+
+/// A fresh connection that LISTENs on the feed's channel, the signal its notifications
+/// raise, and a receiver that resolves when the connection ends.
+async fn listen(pool: &Pool) -> Result<(Client, Arc<Notify>, oneshot::Receiver<()>), StoreError> {
+    let wake = Arc::new(Notify::new());
+    let (client, driver) = pool.connect_raw(Some(Arc::clone(&wake))).await?;
+    let (ended_tx, ended) = oneshot::channel();
+    tokio::spawn(async move {
+        if let Err(e) = driver.await {
+            tracing::debug!(error = %e, "change feed connection ended");
+        }
+        ended_tx.send(()).ok(); // nobody waiting: the feed stopped first
+    });
+    let listened = tokio::time::timeout(
+        CONFIRM_WITHIN,
+        client.batch_execute(&format!("LISTEN {CHANNEL}")),
+    )
+    .await;
+    match listened {
+        Ok(Ok(())) => Ok((client, wake, ended)),
+        Ok(Err(e)) => Err(pg_err("listening for changes")(e)),
+        Err(_) => Err(StoreError::Unavailable),
+    }
+}
+
+/// Applies every change after the view's position (or reloads the view if the feed was swept
+/// past it).
+async fn catch_up(feed: &Feed, client: &Client, view: &View) -> Result<(), StoreError> {
+    let position = *feed.applied.borrow();
+    let rows = client
+        .query(
+            "SELECT id, kind, subject FROM latchd_changes WHERE id > $1 ORDER BY id LIMIT 10000",
+            &[&position],
+        )
+        .await
+        .map_err(pg_err("reading the change feed"))?;
+    let swept: i64 = client
+        .query_one(
+            "SELECT value FROM latchd_state WHERE name = 'changes_swept_through'",
+            &[],
+        )
+        .await
+        .map_err(pg_err("reading the change feed"))?
+        .get(0);
+    if swept > position {
+        tracing::warn!(
+            position,
+            swept,
+            "change feed swept past this node: reloading the view"
+        );
+        let (fresh, at) = rows::load_view(client).await?;
+        view.replace(fresh);
+        feed.applied.send_replace(at);
+        feed.keys.send_modify(|n| *n += 1);
+        return Ok(());
+    }
+    let Some(last) = rows.last().map(|r| r.get::<_, i64>(0)) else {
+        return Ok(());
+    };
+    let mut users = HashSet::new();
+    let mut sessions = HashSet::new();
+    let mut jtis = HashSet::new();
+    let mut keys = false;
+    for row in &rows {
+        match Subject::from_row(row.get(1), row.get(2)) {
+            Some(Subject::User(u)) => drop(users.insert(u)),
+            Some(Subject::Session(f)) => drop(sessions.insert(f)),
+            Some(Subject::Blacklist(j)) => drop(jtis.insert(j)),
+            Some(Subject::Keys) => keys = true,
+            None => {} // a kind a newer latchd writes: it changes nothing this build mirrors
+        }
+    }
+    let mut changes: Vec<Change> = Vec::new();
+    let users: Vec<UserId> = users.into_iter().collect();
+    let sessions: Vec<FamilyId> = sessions.into_iter().collect();
+    let jtis: Vec<Jti> = jtis.into_iter().collect();
+    let (mut user_changes, gone) = rows::users_now(client, &users).await?;
+    changes.append(&mut user_changes);
+    changes.extend(rows::sessions_now(client, &sessions).await?);
+    changes.extend(rows::blacklist_now(client, &jtis).await?);
+    changes.extend(gone.into_iter().map(Change::UserGone));
+    view.apply(changes);
+    feed.applied.send_replace(last);
+    if keys {
+        feed.keys.send_modify(|n| *n += 1);
+    }
+    Ok(())
+}
