@@ -17,7 +17,7 @@ use crate::auth::storage::StoreError;
 use crate::auth::{AuthError, Authority};
 use crate::config::{Config, VARS};
 use crate::control::{self, ChannelError, Client, Reply, Request};
-use crate::runtime::{open_storage, OpenError};
+use crate::runtime::{open_configured, open_storage, OpenError};
 
 /// `latchd user …`: manage accounts in the database file.
 #[derive(Debug, Subcommand)]
@@ -221,6 +221,13 @@ pub fn gc(config: &Config) -> ExitCode {
 /// Runs `latchd backup PATH`: a consistent copy of the whole database at `path`, by the
 /// running server when there is one; returns the process exit code.
 pub fn backup(config: &Config, path: &Path) -> ExitCode {
+    if config.database.is_some() {
+        return finish(Err(CliError::Command(
+            "the state is in PostgreSQL (LATCHD_DATABASE_URL): back it up with pg_dump, e.g. \
+             `pg_dump --format=custom --file=latchd.dump \"$LATCHD_DATABASE_URL\"`"
+                .to_owned(),
+        )));
+    }
     // Resolved here: the server runs in another directory.
     let path = match std::path::absolute(path) {
         Ok(path) => path,
@@ -249,6 +256,8 @@ pub enum CliError {
         /// Why.
         source: StoreError,
     },
+    /// The PostgreSQL database could not be used.
+    Backend(OpenError),
     /// No password line arrived on stdin.
     NoPassword,
     /// The backup's destination exists; a backup never overwrites a file.
@@ -275,6 +284,7 @@ impl fmt::Display for CliError {
                 path.display(),
                 control::socket_path(path).display()
             ),
+            Self::Backend(e) => write!(f, "{e}"),
             Self::NoDatabase(path) => write!(
                 f,
                 "{} does not exist (set LATCHD_DB to the server's database file)",
@@ -347,6 +357,18 @@ fn dispatch(
         .enable_all()
         .build()
         .map_err(CliError::Runtime)?;
+    if config.database.is_some() {
+        // PostgreSQL serves any number of processes: the CLI is one more node.
+        let storage = runtime
+            .block_on(open_configured(config, create))
+            .map_err(CliError::Backend)?;
+        let request = make()?;
+        let reply = runtime.block_on(async {
+            let (auth, _) = Authority::open(config.auth.clone(), storage, Vec::new()).await?;
+            Ok::<_, CliError>(control::execute(&auth, request).await)
+        })?;
+        return print(reply);
+    }
     let server = runtime.block_on(Client::connect(&config.db));
     if let Some(client) = server.map_err(CliError::Channel)? {
         let request = make()?;
@@ -357,6 +379,7 @@ fn dispatch(
         OpenError::Locked(path) => CliError::Locked(path),
         OpenError::Missing(path) => CliError::NoDatabase(path),
         OpenError::Failed(path, source) => CliError::Open { path, source },
+        e @ OpenError::Database(_) => CliError::Backend(e),
     })?;
     let outcome = make().and_then(|request| {
         let reply = runtime.block_on(async {

@@ -83,6 +83,19 @@ pub const VARS: &[Var] = &[
         "MiB of the redb file redb may keep cached in memory",
     ),
     Var {
+        name: "LATCHD_DATABASE_URL",
+        // No flag: the URL may carry the database password.
+        flag: None,
+        default: Described("unset: the redb file"),
+        help: "postgres:// URL of a PostgreSQL database shared by several nodes (feature postgres)",
+    },
+    var(
+        "LATCHD_DATABASE_POOL",
+        "database-pool",
+        Value("16"),
+        "most PostgreSQL connections a node opens for requests",
+    ),
+    Var {
         name: "LATCHD_SIGNING_KEY",
         // No flag: a key on the command line would be readable by every local user.
         flag: None,
@@ -281,6 +294,9 @@ pub struct Config {
     pub db: PathBuf,
     /// How the redb file is opened (`LATCHD_CACHE_MB`).
     pub store: crate::store::Settings,
+    /// The PostgreSQL database instead of the redb file (`LATCHD_DATABASE_URL`,
+    /// `LATCHD_DATABASE_POOL`).
+    pub database: Option<Database>,
     /// `LATCHD_LOG`: a tracing filter.
     pub log: String,
     /// `LATCHD_LOG_FORMAT=json`.
@@ -289,6 +305,25 @@ pub struct Config {
     pub auth: crate::auth::Settings,
     /// The HTTP server's settings.
     pub http: crate::http::Settings,
+}
+
+/// A PostgreSQL database to keep the state in.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Database {
+    /// `LATCHD_DATABASE_URL`.
+    pub url: String,
+    /// `LATCHD_DATABASE_POOL`.
+    pub pool_size: usize,
+}
+
+impl fmt::Debug for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may hold a password.
+        f.debug_struct("Database")
+            .field("url", &"<redacted>")
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
 }
 
 /// One configuration problem, naming its variable.
@@ -354,6 +389,17 @@ impl Config {
                 .and_then(|v| v.checked_mul(1 << 20))
                 .ok_or_else(|| format!("expected whole MiB from 1 to {MAX_CACHE_MB}"))
         });
+        let database_url = r
+            .text("LATCHD_DATABASE_URL")
+            .filter(|u| !u.trim().is_empty());
+        if database_url.is_some() && !cfg!(feature = "postgres") {
+            r.fail(
+                "LATCHD_DATABASE_URL",
+                "this latchd was built without PostgreSQL; build it with `--features postgres`"
+                    .to_owned(),
+            );
+        }
+        let database_pool = r.positive("LATCHD_DATABASE_POOL", 1_000);
         let signing_key = r.text("LATCHD_SIGNING_KEY").and_then(|text| {
             KeySecret::from_base64url(text.trim())
                 .map_err(|e| r.fail("LATCHD_SIGNING_KEY", e.to_string()))
@@ -501,6 +547,13 @@ impl Config {
             db: db.ok_or_else(missing)?,
             store: crate::store::Settings {
                 cache_bytes: cache_bytes.ok_or_else(missing)?,
+            },
+            database: match database_url {
+                Some(url) => Some(Database {
+                    url: url.trim().to_owned(),
+                    pool_size: database_pool.ok_or_else(missing)?,
+                }),
+                None => None,
             },
             log: log.ok_or_else(missing)?,
             log_json: log_json.ok_or_else(missing)?,

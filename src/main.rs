@@ -97,12 +97,13 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: Config) -> Result<(), String> {
-    let storage =
-        runtime::open_storage(&config.db, config.store, true).map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let storage = runtime
+        .block_on(runtime::open_configured(&config, true))
+        .map_err(|e| e.to_string())?;
     let metrics: Arc<dyn Subscriber> = Arc::new(Metrics::new());
     let (auth, source) = runtime
         .block_on(Authority::open(config.auth.clone(), storage, vec![metrics]))
@@ -113,13 +114,19 @@ fn serve(config: Config) -> Result<(), String> {
         .block_on(tokio::net::TcpListener::bind(config.listen))
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     // Bound only now that this process holds the file: a socket left there is a dead server's.
-    let socket = control::Socket::bind(&config.db).map_err(|e| {
-        format!(
-            "cannot listen for operator commands on {}: {e}",
-            control::socket_path(&config.db).display()
-        )
-    })?;
-    let operator = runtime.spawn(control::serve(socket, Arc::clone(&auth)));
+    // On PostgreSQL the CLI uses the database itself, like any other node.
+    let operator = if config.database.is_none() {
+        let socket = control::Socket::bind(&config.db).map_err(|e| {
+            format!(
+                "cannot listen for operator commands on {}: {e}",
+                control::socket_path(&config.db).display()
+            )
+        })?;
+        Some(runtime.spawn(control::serve(socket, Arc::clone(&auth))))
+    } else {
+        None
+    };
+    let keys = runtime.spawn(runtime::follow_signing_keys(Arc::clone(&auth)));
     let sweeper = runtime.spawn(runtime::sweep_forever(Arc::clone(&auth)));
     let shutdown = {
         let _inside = runtime.enter();
@@ -132,7 +139,10 @@ fn serve(config: Config) -> Result<(), String> {
         shutdown,
     ));
     sweeper.abort();
-    operator.abort();
+    keys.abort();
+    if let Some(operator) = operator {
+        operator.abort();
+    }
     // Dropping the runtime ends every task still holding the authority; dropping the last
     // handle then closes the database before the process exits.
     drop(runtime);

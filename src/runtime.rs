@@ -19,6 +19,8 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// Why the storage backend could not be opened.
 #[derive(Debug)]
 pub enum OpenError {
+    /// The PostgreSQL database could not be reached or used.
+    Database(StoreError),
     /// Another process (a running server) holds the database file.
     Locked(PathBuf),
     /// The database file does not exist and was not to be created.
@@ -35,6 +37,7 @@ impl fmt::Display for OpenError {
             }
             Self::Missing(path) => write!(f, "{} does not exist", path.display()),
             Self::Failed(path, e) => write!(f, "cannot open {}: {e}", path.display()),
+            Self::Database(e) => write!(f, "cannot use the PostgreSQL database: {e}"),
         }
     }
 }
@@ -58,6 +61,53 @@ pub fn open_storage(
         Ok(store) => Ok(Arc::new(store)),
         Err(StoreError::Locked) => Err(OpenError::Locked(db.to_owned())),
         Err(e) => Err(OpenError::Failed(db.to_owned(), e)),
+    }
+}
+
+/// Opens the backend `config` names: the PostgreSQL database of `LATCHD_DATABASE_URL` when it
+/// is set (connecting, migrating, loading the view; `create` does not apply), else the redb
+/// file. Call it inside the runtime that will run the server: the PostgreSQL backend's change
+/// feed is a task of it.
+///
+/// # Errors
+/// [`OpenError`].
+pub async fn open_configured(
+    config: &crate::config::Config,
+    create: bool,
+) -> Result<Arc<dyn Storage>, OpenError> {
+    match &config.database {
+        #[cfg(feature = "postgres")]
+        Some(database) => {
+            let settings = store::pg::Settings {
+                url: database.url.clone(),
+                pool_size: database.pool_size,
+            };
+            let store = store::pg::PgStore::connect(&settings)
+                .await
+                .map_err(OpenError::Database)?;
+            Ok(Arc::new(store))
+        }
+        // Refused by the configuration already; kept so this build still answers.
+        #[cfg(not(feature = "postgres"))]
+        Some(_) => Err(OpenError::Database(StoreError::Unsupported(
+            "this latchd was built without PostgreSQL",
+        ))),
+        None => open_storage(&config.db, config.store, create),
+    }
+}
+
+/// Reloads `auth`'s keyring whenever the backend says the stored signing keys changed behind
+/// this process (another node rotated); returns at once for a backend that never does. Spawn
+/// it; abort it at shutdown.
+pub async fn follow_signing_keys(auth: Arc<Authority>) {
+    let Some(mut changed) = auth.storage_keys_changed() else {
+        return;
+    };
+    while changed.changed().await.is_ok() {
+        match auth.reload_signing_keys(UnixTime::now()).await {
+            Ok(()) => tracing::info!(kid = auth.signer_kid(), "signing keys reloaded"),
+            Err(e) => tracing::error!(error = %e, "reloading the signing keys failed"),
+        }
     }
 }
 

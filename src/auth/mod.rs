@@ -1094,6 +1094,42 @@ impl Authority {
         Ok(secret.kid())
     }
 
+    /// The backend's signal that the stored signing keys changed behind this process.
+    pub fn storage_keys_changed(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.storage.keys_changed()
+    }
+
+    /// Rebuilds the keyring from the stored keys, as at start (another node rotated or the
+    /// sweeper deleted a key: the PostgreSQL backend says so). The newest stored key not
+    /// retired signs; a configured key keeps signing and stored keys keep their windows.
+    pub async fn reload_signing_keys(&self, now: UnixTime) -> Result<(), AuthError> {
+        if self.key_configured {
+            return Ok(());
+        }
+        let _in_order = self.rotating.lock().await;
+        let stored = self.storage.signing_keys().await?;
+        let Some(signer) = stored
+            .iter()
+            .rev()
+            .filter(|k| k.retired_at.is_none())
+            .find_map(|k| KeySecret::from_bytes(k.secret.clone()).ok())
+        else {
+            // No live key (they were all retired by a node with a configured key): keep
+            // signing with the one this node has rather than stop.
+            return Ok(());
+        };
+        let ring = ring_of(&signer, &stored, self.access_ttl_secs, now);
+        let old = std::mem::replace(
+            &mut *self
+                .tokens
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            self.token_policy.tokens(ring),
+        );
+        drop(old);
+        Ok(())
+    }
+
     /// Deletes expired blacklist rows, and sessions and keys that ended more than one access
     /// TTL ago, so that no access token outlives the rows it names (`latchd gc`, the sweeper).
     pub async fn sweep(&self, now: UnixTime) -> Result<Sweep, AuthError> {

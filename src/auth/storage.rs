@@ -78,6 +78,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Row counts from the view: users, live families, blacklist entries.
     fn counts(&self) -> Counts;
 
+    /// A signal that changes whenever the stored signing keys change behind this process's
+    /// back (another node rotated), so the keyring can be reloaded; `None` for a backend only
+    /// this process writes.
+    fn keys_changed(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
     /// The 32-byte key refresh tokens are authenticated with: generated when the backend is first
     /// created, the same on every open.
     fn refresh_mac_key(&self) -> [u8; 32];

@@ -135,12 +135,6 @@ impl PgStore {
         })
     }
 
-    /// A receiver that changes whenever the signing keys change through any node, so that
-    /// the keyring can be reloaded.
-    pub fn keys_changed(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.shared.feed.keys()
-    }
-
     /// Whether this node has confirmed within the last second that its view is current.
     pub fn is_confirmed(&self) -> bool {
         self.shared.feed.is_confirmed()
@@ -354,6 +348,10 @@ impl Storage for PgStore {
 
     fn counts(&self) -> Counts {
         self.shared.view.counts()
+    }
+
+    fn keys_changed(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.shared.feed.keys())
     }
 
     fn refresh_mac_key(&self) -> [u8; 32] {
