@@ -22,6 +22,8 @@ mod metrics;
 mod openapi;
 mod operator;
 mod packaging;
+#[cfg(feature = "postgres")]
+mod postgres_cluster;
 mod proxy;
 mod proxy_signin;
 mod rate_limit;

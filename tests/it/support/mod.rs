@@ -1,6 +1,7 @@
 //! The harness of the HTTP tests: the real `latchd serve` on 127.0.0.1 port 0 with a temp redb
 //! file, and a tiny blocking HTTP/1.1 client over `TcpStream`; [`proxy`] puts real nginx and
-//! Caddy in front of it, and [`browser`] drives headless Chromium.
+//! Caddy in front of it, [`browser`] drives headless Chromium, and `postgres` (feature
+//! `postgres`) runs throw-away PostgreSQL clusters.
 
 pub mod browser;
 
@@ -12,6 +13,7 @@ pub mod otp;
 
 #[cfg(feature = "postgres")]
 pub mod postgres;
+
 pub mod proxy;
 
 use std::fmt::Write as _;
@@ -458,13 +460,18 @@ pub fn require_found(tool: &str, found: Option<PathBuf>, how: &str) -> Option<Pa
     if found.is_some() {
         return found;
     }
-    let ci = std::env::var("CI").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"));
     assert!(
-        !ci,
+        !ci(),
         "{tool} is not installed and CI is set: install it ({how})"
     );
     eprintln!("skipping: {tool} not installed; CI installs it ({how})");
     None
+}
+
+/// Whether `CI` is set (to anything but empty, `0` or `false`): then a missing tool fails the
+/// test instead of skipping it.
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"))
 }
 
 /// Where the executable `tool` is: on PATH, or in /usr/sbin or /sbin, which a non-root PATH may
