@@ -19,6 +19,8 @@ mod http_limits;
 mod introspect;
 mod layering;
 mod metrics;
+#[cfg(feature = "postgres")]
+mod nodes_cli;
 mod openapi;
 mod operator;
 mod packaging;
