@@ -21,6 +21,8 @@ mod layering;
 mod metrics;
 #[cfg(feature = "postgres")]
 mod nodes;
+#[cfg(feature = "postgres")]
+mod nodes_cli;
 mod openapi;
 mod operator;
 mod packaging;

@@ -134,6 +134,8 @@ pub(super) struct Feed {
     keys: watch::Sender<u64>,
     /// Wakes the task at once (a write of this node waits for its change).
     kick: Notify,
+    /// Bumped at every confirmation, for writers waiting for one.
+    confirmations: watch::Sender<u64>,
 }
 
 impl Feed {
@@ -144,6 +146,7 @@ impl Feed {
             applied: watch::channel(position).0,
             keys: watch::channel(0).0,
             kick: Notify::new(),
+            confirmations: watch::channel(0).0,
         });
         feed.confirm(Instant::now());
         feed
@@ -152,6 +155,7 @@ impl Feed {
     fn confirm(&self, started: Instant) {
         let nanos = u64::try_from(started.duration_since(self.base).as_nanos()).unwrap_or(u64::MAX);
         self.confirmed.fetch_max(nanos.max(1), Ordering::Release);
+        self.confirmations.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Whether the view was confirmed current within the last [`CONFIRM_WITHIN`].
@@ -165,9 +169,22 @@ impl Feed {
         now.saturating_sub(confirmed) < window
     }
 
-    /// `Unavailable` unless [`is_confirmed`](Self::is_confirmed).
-    pub(super) fn check(&self) -> Result<(), StoreError> {
+    /// Ok once the view is confirmed current: at once if it is, else after asking the feed
+    /// to poll now and waiting for it (at most [`CONFIRM_WITHIN`]: a node whose task has
+    /// not run for a while, like the CLI's while it read a password, confirms on the spot);
+    /// `Unavailable` if it cannot.
+    pub(super) async fn ready(&self) -> Result<(), StoreError> {
         if self.is_confirmed() {
+            return Ok(());
+        }
+        let mut confirmations = self.confirmations.subscribe();
+        self.kick.notify_one();
+        let confirmed = confirmations.wait_for(|_| self.is_confirmed());
+        let ready = matches!(
+            tokio::time::timeout(CONFIRM_WITHIN, confirmed).await,
+            Ok(Ok(_))
+        );
+        if ready {
             Ok(())
         } else {
             Err(StoreError::Unavailable)

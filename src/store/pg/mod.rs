@@ -232,13 +232,13 @@ impl<'c> Txn<'c> {
 }
 
 /// Runs `$body` (a block evaluating to `Result<T, StoreError>`, with `$tx` a [`Txn`]) as one
-/// write transaction on `$shared` at `$now`: refused with `Unavailable` while the view is
-/// unconfirmed, run again from the start when PostgreSQL aborts it for a conflict, committed
+/// write transaction on `$shared` at `$now`: refused with `Unavailable` while the view cannot be
+/// confirmed, run again from the start when PostgreSQL aborts it for a conflict, committed
 /// with its feed rows, and resolved once this node's view has applied them.
 macro_rules! write_txn {
     ($shared:expr, $now:expr, |$tx:ident| $body:block) => {{
         let shared: &$crate::store::pg::Shared = $shared;
-        shared.write_gate()?;
+        shared.write_gate().await?;
         let mut client = shared.client().await?;
         let mut attempt = 0u32;
         let (value, committed) = loop {
@@ -263,9 +263,9 @@ macro_rules! write_txn {
 pub(super) use write_txn;
 
 impl Shared {
-    /// `Unavailable` unless the view is confirmed current.
-    pub(super) fn write_gate(&self) -> Result<(), StoreError> {
-        self.feed.check()
+    /// `Unavailable` unless the view is confirmed current (waiting up to a second for it).
+    pub(super) async fn write_gate(&self) -> Result<(), StoreError> {
+        self.feed.ready().await
     }
 
     /// A pooled client, or `Unavailable`.
