@@ -72,8 +72,33 @@ pub(super) fn open_checked_in(
             changes.push(Change::FamilyGone(oldest));
         }
     }
+    let rec = new_record(user, first_hash, session, now, policy);
+    families.insert(family.0.as_u128(), encode(&rec).as_slice())?;
+    txn.open_multimap_table(FAMILIES_BY_USER)?
+        .insert(user.0.as_u128(), family.0.as_u128())?;
+    let cookie_taken = rec.browser.is_some()
+        && txn
+            .open_table(BROWSER_SESSIONS)?
+            .insert(first_hash, family.0.as_u128())?
+            .is_some();
+    if cookie_taken {
+        return Err(StoreError::FamilyExists); // the same cookie twice: the RNG failed
+    }
+    changes.extend(browser_change(family, &rec));
+    Ok(changes)
+}
+
+/// The record of a new session of `user` opened at `now`, whose first token (refresh token or
+/// cookie) hashes to `first_hash`.
+pub(super) fn new_record(
+    user: UserId,
+    first_hash: &[u8; 32],
+    session: &NewSession,
+    now: UnixTime,
+    policy: &SessionPolicy,
+) -> FamilyRecord {
     let max = now.plus(policy.session_max_secs);
-    let rec = FamilyRecord {
+    FamilyRecord {
         user: user.0,
         created_at: now.secs(),
         expires_at_max: max.secs(),
@@ -92,20 +117,7 @@ pub(super) fn open_checked_in(
         }),
         user_agent: session.origin.user_agent.clone(),
         client_ip: session.origin.client_ip,
-    };
-    families.insert(family.0.as_u128(), encode(&rec).as_slice())?;
-    txn.open_multimap_table(FAMILIES_BY_USER)?
-        .insert(user.0.as_u128(), family.0.as_u128())?;
-    let cookie_taken = rec.browser.is_some()
-        && txn
-            .open_table(BROWSER_SESSIONS)?
-            .insert(first_hash, family.0.as_u128())?
-            .is_some();
-    if cookie_taken {
-        return Err(StoreError::FamilyExists); // the same cookie twice: the RNG failed
     }
-    changes.extend(browser_change(family, &rec));
-    Ok(changes)
 }
 
 /// Rotates a presented refresh token; see [`Storage::rotate`](crate::auth::storage::Storage::rotate).
@@ -416,10 +428,16 @@ fn over_the_cap(
             }
         }
     }
+    Ok(past_the_cap(live, max))
+}
+
+/// Of a user's `live` sessions (when each began, and its id), those to revoke so that one
+/// more fits under `max`: the oldest first.
+pub(super) fn past_the_cap(mut live: Vec<(i64, FamilyId)>, max: usize) -> Vec<FamilyId> {
     let excess = (live.len() + 1).saturating_sub(max.max(1));
     // Family ids are UUID v7: within one second they sort in the order sessions began.
     live.sort_unstable();
-    Ok(live.into_iter().take(excess).map(|(_, id)| id).collect())
+    live.into_iter().take(excess).map(|(_, id)| id).collect()
 }
 
 /// Marks a family revoked inside `families`: the user whose session it was, or `None` if it was

@@ -6,9 +6,11 @@ use crate::auth::storage::StoreError;
 use crate::model::*;
 use crate::time::UnixTime;
 
-use super::errors::pg_err;
+use super::errors::{is_unique_violation, pg_err};
 use super::feed::Subject;
+use super::rows::session_json;
 use super::Txn;
+use crate::store::sessions::{new_record, past_the_cap};
 
 /// Revokes session `family` in `tx` if it is live; the user it belonged to when it was.
 pub(super) async fn revoke_one(
@@ -58,6 +60,63 @@ pub(super) async fn revoke_all_of(
         tx.changed(Subject::Session(*family));
     }
     Ok(revoked)
+}
+
+/// Writes session `family` of `user`, whose standing the caller has checked in `tx`, revoking
+/// the user's oldest live sessions past `policy.max_per_user` (what the redb store's
+/// `open_checked_in` does). Two of these racing for one user cannot both fit under the cap:
+/// each reads the user's live sessions and inserts one, which `SERIALIZABLE` refuses to
+/// interleave.
+///
+/// # Errors
+/// `FamilyExists` if `family`, or a browser session's cookie, is already stored.
+pub(super) async fn open_checked(
+    tx: &Txn<'_>,
+    family: FamilyId,
+    user: UserId,
+    first_hash: &[u8; 32],
+    session: &NewSession,
+    now: UnixTime,
+    policy: &SessionPolicy,
+) -> Result<(), StoreError> {
+    let live = tx
+        .query(
+            "SELECT created_at, id FROM latchd_sessions WHERE user_id = $1 AND ended_at > $2",
+            &[&user.0, &now.secs()],
+        )
+        .await
+        .map_err(pg_err("reading a user's live sessions"))?
+        .iter()
+        .map(|r| (r.get::<_, i64>(0), FamilyId(r.get(1))))
+        .collect();
+    for oldest in past_the_cap(live, policy.max_per_user) {
+        revoke_one(tx, oldest, now).await?;
+    }
+    let rec = new_record(user, first_hash, session, now, policy);
+    let cookie = rec.browser.is_some().then_some(first_hash.as_slice());
+    let inserted = tx
+        .execute(
+            "INSERT INTO latchd_sessions
+                 (id, user_id, cookie_hash, created_at, revoked_at, ended_at, record)
+             VALUES ($1, $2, $3, $4, NULL, $5, $6::text::jsonb)",
+            &[
+                &family.0,
+                &user.0,
+                &cookie,
+                &rec.created_at,
+                &rec.ended_at(),
+                &session_json(&rec),
+            ],
+        )
+        .await;
+    match inserted {
+        Ok(_) => {}
+        // The same id or cookie twice: the caller reused an id, or the RNG failed.
+        Err(e) if is_unique_violation(&e) => return Err(StoreError::FamilyExists),
+        Err(e) => return Err(pg_err("opening a session")(e)),
+    }
+    tx.changed(Subject::Session(family));
+    Ok(())
 }
 
 pub(super) async fn open(
