@@ -262,6 +262,7 @@ pub(super) fn is_live(challenge: &MfaChallenge, now: UnixTime) -> bool {
 }
 
 /// What completing a live challenge decides, given its user and enrolment as stored now.
+#[allow(clippy::large_enum_variant)] // one per sign-in, taken apart at once
 pub(super) enum Completing {
     /// The user changed since the password step, or has TOTP off: delete the challenge.
     Stale,
