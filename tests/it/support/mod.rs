@@ -585,7 +585,8 @@ pub fn http(
 }
 
 /// As [`http`], but `None` instead of a panic when the server is not there or hangs up before
-/// a whole answer (for tests that kill it under load).
+/// a whole answer (for tests that kill it under load). A whole answer has its Content-Length,
+/// or is a 204.
 pub fn try_http(
     addr: SocketAddr,
     method: &str,
@@ -600,14 +601,16 @@ pub fn try_http(
     let mut bytes = Vec::new();
     stream.read_to_end(&mut bytes).ok()?;
     let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let length: usize = std::str::from_utf8(&bytes[..end])
-        .ok()?
+    let head = std::str::from_utf8(&bytes[..end]).ok()?;
+    let length: usize = head
         .lines()
         .find_map(|l| {
             let (name, value) = l.split_once(':')?;
             name.eq_ignore_ascii_case("content-length")
                 .then(|| value.trim().parse().ok())?
-        })?;
+        })
+        // A 204 has no body and no Content-Length (RFC 9110 §8.6).
+        .or_else(|| head.starts_with("HTTP/1.1 204 ").then_some(0))?;
     (bytes.len() == end + 4 + length).then(|| parse(&bytes))
 }
 
