@@ -99,10 +99,16 @@ pub async fn open_configured(
 /// Reloads `auth`'s keyring whenever the backend says the stored signing keys changed behind
 /// this process (another node rotated); returns at once for a backend that never does. Spawn
 /// it; abort it at shutdown.
+///
+/// It reloads once at once, too: a change applied between the keyring's start (read in
+/// [`Authority::open`]) and this task subscribing raised no signal it could see. Two nodes
+/// started together on an empty database each store a first key in that window; without this
+/// each went on signing with its own key and neither accepted the other's tokens.
 pub async fn follow_signing_keys(auth: Arc<Authority>) {
     let Some(mut changed) = auth.storage_keys_changed() else {
         return;
     };
+    changed.mark_changed();
     while changed.changed().await.is_ok() {
         match auth.reload_signing_keys(UnixTime::now()).await {
             Ok(()) => tracing::info!(kid = auth.signer_kid(), "signing keys reloaded"),
