@@ -379,6 +379,7 @@ impl Shared {
     }
 
     /// Whether a failed attempt is run again (a conflict, fewer than the most attempts).
+    #[allow(clippy::unused_self)] // a method, so that write_txn! needs only the store
     pub(super) fn retry(&self, err: &StoreError, attempt: u32) -> bool {
         is_retryable(err) && attempt < MAX_ATTEMPTS
     }

@@ -184,6 +184,7 @@ async fn write(tx: &Txn<'_>, family: FamilyId, rec: &FamilyRecord) -> Result<(),
 
 /// Opens session `family` for `seen` unless the user changed since `seen` was read or has
 /// TOTP on and the sign-in passed no second factor (`false`, nothing written).
+#[allow(clippy::too_many_arguments)] // the port's arguments, and the store
 pub(super) async fn open(
     db: &Shared,
     family: FamilyId,
