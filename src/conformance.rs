@@ -125,6 +125,7 @@ macro_rules! storage_conformance {
             a_second_factor_opens_one_session_and_is_spent_for_good,
             a_challenge_dies_of_wrong_codes_of_age_and_of_changes_to_its_user,
             a_totp_reset_ends_every_session_and_deleting_the_user_deletes_its_totp,
+            eight_racing_completions_spend_a_step_or_a_recovery_code_once,
             a_pending_enrolment_is_swept_after_ten_minutes_and_one_that_is_on_never,
             the_session_list_shows_live_sessions_newest_first_with_their_origin,
             a_user_ends_only_its_own_live_sessions,
@@ -2439,6 +2440,61 @@ pub async fn a_totp_reset_ends_every_session_and_deleting_the_user_deletes_its_t
     let store = h.reopen(store).await;
     assert_eq!(store.totp(gone).await.unwrap(), None);
     assert_eq!(store.totp(user).await.unwrap(), None);
+}
+
+/// Eight sign-ins racing, each on a challenge of its own, with one time step, then with one
+/// recovery code: one opens a session and the rest find the factor spent, however the
+/// backend interleaves them.
+pub async fn eight_racing_completions_spend_a_step_or_a_recovery_code_once(h: &mut dyn Harness) {
+    let store = h.open().await;
+    let user = with_totp(&*store, "race@example.com").await;
+    for (base, factor) in [
+        (0x10, SecondFactor::Step(101)),
+        (0x20, SecondFactor::Recovery([0xc1; 32])),
+    ] {
+        for n in 0..8u8 {
+            challenge_for(&*store, user, base + n, SessionKind::Api).await;
+        }
+        let families = store.counts().families;
+        let racing: Vec<_> = (0..8u8)
+            .map(|n| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move { complete(&*store, base + n, factor, base + n).await.1 })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for one in racing {
+            outcomes.push(one.await.expect("a completion panicked"));
+        }
+        let opened = outcomes
+            .iter()
+            .filter(|o| matches!(o, MfaCompletion::Opened { .. }))
+            .count();
+        assert_eq!(opened, 1, "{factor:?}: {outcomes:?}");
+        assert!(
+            outcomes
+                .iter()
+                .all(|o| matches!(o, MfaCompletion::Opened { .. } | MfaCompletion::Spent)),
+            "{factor:?}: {outcomes:?}"
+        );
+        assert_eq!(store.counts().families, families + 1, "{factor:?}");
+    }
+    let spent = store
+        .audit(AuditQuery {
+            user: Some(user),
+            event: Some(AuditEvent::RecoveryCodeUsed),
+            after: None,
+            since: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    assert_eq!(spent.len(), 1, "{spent:?}");
+    let totp = store.totp(user).await.unwrap().unwrap();
+    assert_eq!(
+        (totp.last_step, totp.recovery),
+        (Some(101), vec![[0xc2; 32]])
+    );
 }
 
 pub async fn a_pending_enrolment_is_swept_after_ten_minutes_and_one_that_is_on_never(
