@@ -130,6 +130,7 @@ macro_rules! storage_conformance {
             the_session_list_shows_live_sessions_newest_first_with_their_origin,
             a_user_ends_only_its_own_live_sessions,
             an_audit_row_is_written_with_its_change_and_never_without_one,
+            the_second_factor_is_audited_with_its_changes_and_never_without_one,
             audit_rows_page_in_write_order_and_filter_and_survive_reopen,
             audit_rows_are_swept_after_the_audit_retention
         );
@@ -2804,6 +2805,76 @@ pub async fn an_audit_row_is_written_with_its_change_and_never_without_one(h: &m
     assert_eq!(rows[3].note.actor, admin);
     assert_eq!(rows[4].note.client, client);
     assert!(rows.iter().all(|r| r.note.at == NOW));
+}
+
+pub async fn the_second_factor_is_audited_with_its_changes_and_never_without_one(
+    h: &mut dyn Harness,
+) {
+    let store = h.open().await;
+    let user = with_totp(&*store, "mfa-audit@example.com").await;
+    // A refused confirmation writes nothing.
+    let again = store
+        .confirm_totp(
+            user,
+            SECRET,
+            200,
+            [7; 16],
+            Vec::new(),
+            NOW,
+            note(AuditEvent::MfaEnabled),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, TotpUpdate::AlreadyOn);
+    // A wrong code is recorded when there is a challenge to count it against.
+    challenge_for(&*store, user, 0xe1, SessionKind::Api).await;
+    let failed =
+        |hash: u8| store.fail_challenge([hash; 32], 5, NOW, note(AuditEvent::MfaFailed).user(user));
+    assert!(failed(0xe1).await.unwrap());
+    assert!(!failed(0xe9).await.unwrap());
+    // A spent step opens nothing and writes nothing; a fresh one writes the login, naming its
+    // session; a recovery code the login and a row of its own.
+    let (_, got) = complete(&*store, 0xe1, SecondFactor::Step(100), 1).await;
+    assert_eq!(got, MfaCompletion::Spent);
+    let (by_step, got) = complete(&*store, 0xe1, SecondFactor::Step(101), 1).await;
+    assert!(matches!(got, MfaCompletion::Opened { .. }), "{got:?}");
+    challenge_for(&*store, user, 0xe2, SessionKind::Api).await;
+    let (by_code, got) = complete(&*store, 0xe2, SecondFactor::Recovery([0xc1; 32]), 2).await;
+    assert!(matches!(got, MfaCompletion::Opened { .. }), "{got:?}");
+    // Turning TOTP off: refused, nothing; with a recovery code, two rows.
+    let disable = |factor| store.disable_totp(user, factor, note(AuditEvent::MfaDisabled));
+    assert_eq!(
+        disable(SecondFactor::Step(101)).await.unwrap(),
+        TotpUpdate::Spent
+    );
+    assert_eq!(
+        disable(SecondFactor::Recovery([0xc2; 32])).await.unwrap(),
+        TotpUpdate::Done
+    );
+    assert_eq!(
+        disable(SecondFactor::Step(102)).await.unwrap(),
+        TotpUpdate::NotEnrolled
+    );
+    // The operator's reset: of no user, nothing.
+    let reset = |u| store.reset_totp(u, NOW, note(AuditEvent::TotpReset));
+    assert!(!reset(UserId(Uuid::new_v4())).await.unwrap());
+    assert!(reset(user).await.unwrap());
+
+    let rows = audit_all(&*store).await;
+    assert_eq!(
+        events(&rows),
+        vec![
+            (AuditEvent::Registered, Some(user), None),
+            (AuditEvent::MfaEnabled, Some(user), None),
+            (AuditEvent::MfaFailed, Some(user), None),
+            (AuditEvent::Login, Some(user), Some(by_step)),
+            (AuditEvent::Login, Some(user), Some(by_code)),
+            (AuditEvent::RecoveryCodeUsed, Some(user), Some(by_code)),
+            (AuditEvent::MfaDisabled, Some(user), None),
+            (AuditEvent::RecoveryCodeUsed, Some(user), None),
+            (AuditEvent::TotpReset, Some(user), None),
+        ]
+    );
 }
 
 pub async fn audit_rows_page_in_write_order_and_filter_and_survive_reopen(h: &mut dyn Harness) {
