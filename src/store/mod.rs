@@ -527,7 +527,7 @@ impl Storage for Store {
     fn challenge(&self, hash: [u8; 32], now: UnixTime) -> Pending<'_, Option<MfaChallenge>> {
         self.read(move |txn| {
             let found = totp::read_challenge(&txn.open_table(MFA_CHALLENGES)?, &hash)?;
-            Ok(found.filter(|c| now < c.expires_at))
+            Ok(found.filter(|c| totp::is_live(c, now)))
         })
     }
 

@@ -15,7 +15,7 @@ use super::users::read_user;
 use super::{StoreError, Written};
 use crate::model::{
     FamilyId, MfaChallenge, MfaCompletion, NewSession, Origin, SecondFactor, SessionPolicy, Totp,
-    TotpUpdate, UserId, PENDING_TOTP_SECS,
+    TotpUpdate, User, UserId, PENDING_TOTP_SECS,
 };
 use crate::time::UnixTime;
 
@@ -62,10 +62,27 @@ pub(super) fn begin_in(
         return Ok(Written::nothing(TotpUpdate::NoSuchUser));
     }
     let mut table = txn.open_table(TOTP)?;
-    if read_totp(&table, user)?.is_some_and(|t| t.is_on()) {
-        return Ok(Written::nothing(TotpUpdate::AlreadyOn));
+    match begun(read_totp(&table, user)?.as_ref(), secret, session, now) {
+        Ok(pending) => {
+            write_totp(&mut table, user, &pending)?;
+            Ok(Written::commit(TotpUpdate::Done))
+        }
+        Err(refused) => Ok(Written::nothing(refused)),
     }
-    let pending = Totp {
+}
+
+/// The pending enrolment of `secret` begun in `session` at `now` that replaces `stored`, or
+/// `AlreadyOn` if `stored` is on. Decides [`begin_in`] for every backend.
+pub(super) fn begun(
+    stored: Option<&Totp>,
+    secret: [u8; 20],
+    session: FamilyId,
+    now: UnixTime,
+) -> Result<Totp, TotpUpdate> {
+    if stored.is_some_and(Totp::is_on) {
+        return Err(TotpUpdate::AlreadyOn);
+    }
+    Ok(Totp {
         secret,
         created_at: now,
         began_in: Some(session),
@@ -73,9 +90,7 @@ pub(super) fn begin_in(
         last_step: None,
         recovery_salt: [0; 16],
         recovery: Vec::new(),
-    };
-    write_totp(&mut table, user, &pending)?;
-    Ok(Written::commit(TotpUpdate::Done))
+    })
 }
 
 /// Turns on the pending enrolment whose secret is `secret`, with `step` (the confirming code's)
@@ -93,26 +108,45 @@ pub(super) fn confirm_in(
         return Ok(Written::nothing(TotpUpdate::NoSuchUser));
     }
     let mut table = txn.open_table(TOTP)?;
-    let Some(mut totp) = read_totp(&table, user)? else {
-        return Ok(Written::nothing(TotpUpdate::NotEnrolled));
+    match confirmed(read_totp(&table, user)?, secret, step, salt, recovery, now) {
+        Ok(totp) => {
+            write_totp(&mut table, user, &totp)?;
+            Ok(Written::commit(TotpUpdate::Done))
+        }
+        Err(refused) => Ok(Written::nothing(refused)),
+    }
+}
+
+/// `stored` turned on by a code of `step` checked against `secret`, or why not: `NotEnrolled`
+/// (nothing pending, or another secret), `AlreadyOn`, or `Spent`. Decides [`confirm_in`] for
+/// every backend.
+pub(super) fn confirmed(
+    stored: Option<Totp>,
+    secret: &[u8; 20],
+    step: u64,
+    salt: [u8; 16],
+    recovery: Vec<[u8; 32]>,
+    now: UnixTime,
+) -> Result<Totp, TotpUpdate> {
+    let Some(mut totp) = stored else {
+        return Err(TotpUpdate::NotEnrolled);
     };
     if totp.is_on() {
-        return Ok(Written::nothing(TotpUpdate::AlreadyOn));
+        return Err(TotpUpdate::AlreadyOn);
     }
     if totp.secret != *secret {
         // Enrolment began again after the code was checked.
-        return Ok(Written::nothing(TotpUpdate::NotEnrolled));
+        return Err(TotpUpdate::NotEnrolled);
     }
     if totp.last_step.is_some_and(|last| step <= last) {
-        return Ok(Written::nothing(TotpUpdate::Spent));
+        return Err(TotpUpdate::Spent);
     }
     totp.confirmed_at = Some(now);
     totp.began_in = None;
     totp.last_step = Some(step);
     totp.recovery_salt = salt;
     totp.recovery = recovery;
-    write_totp(&mut table, user, &totp)?;
-    Ok(Written::commit(TotpUpdate::Done))
+    Ok(totp)
 }
 
 /// Turns TOTP off for `user`, spending `factor`; its recovery codes go with it.
@@ -122,14 +156,23 @@ pub(super) fn disable_in(
     factor: SecondFactor,
 ) -> Result<Written<TotpUpdate>, StoreError> {
     let mut table = txn.open_table(TOTP)?;
-    let Some(mut totp) = read_totp(&table, user)?.filter(Totp::is_on) else {
-        return Ok(Written::nothing(TotpUpdate::NotEnrolled));
-    };
-    if !spend(&mut totp, factor) {
-        return Ok(Written::nothing(TotpUpdate::Spent));
+    if let Err(refused) = disabling(read_totp(&table, user)?, factor) {
+        return Ok(Written::nothing(refused));
     }
     table.remove(user.0.as_u128())?;
     Ok(Written::commit(TotpUpdate::Done))
+}
+
+/// Whether `stored` may be turned off by spending `factor`: `NotEnrolled` unless it is on,
+/// `Spent` if the factor was. Decides [`disable_in`] for every backend.
+pub(super) fn disabling(stored: Option<Totp>, factor: SecondFactor) -> Result<(), TotpUpdate> {
+    let Some(mut totp) = stored.filter(Totp::is_on) else {
+        return Err(TotpUpdate::NotEnrolled);
+    };
+    if !spend(&mut totp, factor) {
+        return Err(TotpUpdate::Spent);
+    }
+    Ok(())
 }
 
 /// The operator's reset: deletes any enrolment of `user` and ends all its sessions (token
@@ -190,8 +233,7 @@ pub(super) fn fail_challenge_in(
     let Some(mut challenge) = read_challenge(&table, hash)? else {
         return Ok(Written::nothing(false));
     };
-    challenge.failures = challenge.failures.saturating_add(1);
-    if challenge.failures >= max_failures || now >= challenge.expires_at {
+    if !count_failure(&mut challenge, max_failures, now) {
         table.remove(hash)?;
         return Ok(Written::commit(false));
     }
@@ -200,6 +242,68 @@ pub(super) fn fail_challenge_in(
         encode(&ChallengeRecord::from_challenge(&challenge)).as_slice(),
     )?;
     Ok(Written::commit(true))
+}
+
+/// Counts one wrong code against `challenge`; whether it is still live (not at
+/// `max_failures`, not expired at `now`): if not, it is to be deleted. Decides
+/// [`fail_challenge_in`] for every backend.
+pub(super) fn count_failure(
+    challenge: &mut MfaChallenge,
+    max_failures: u32,
+    now: UnixTime,
+) -> bool {
+    challenge.failures = challenge.failures.saturating_add(1);
+    challenge.failures < max_failures && is_live(challenge, now)
+}
+
+/// Whether `challenge` still accepts a code at `now`.
+pub(super) fn is_live(challenge: &MfaChallenge, now: UnixTime) -> bool {
+    now < challenge.expires_at
+}
+
+/// What completing a live challenge decides, given its user and enrolment as stored now.
+#[allow(clippy::large_enum_variant)] // one per sign-in, taken apart at once
+pub(super) enum Completing {
+    /// The user changed since the password step, or has TOTP off: delete the challenge.
+    Stale,
+    /// The factor was spent already: write nothing.
+    Spent,
+    /// Delete the challenge, store `totp` (the factor spent), and open the session.
+    Open {
+        /// The user, as read in the transaction.
+        user: User,
+        /// The enrolment with the factor spent.
+        totp: Totp,
+        /// Recovery codes left, when a recovery code was used.
+        recovery_left: Option<usize>,
+    },
+}
+
+/// Decides [`complete_in`] for every backend, from `challenge` (live), its user and that
+/// user's enrolment as the transaction read them.
+pub(super) fn completing(
+    challenge: &MfaChallenge,
+    user: Option<User>,
+    totp: Option<Totp>,
+    factor: SecondFactor,
+) -> Completing {
+    let user = user.filter(|u| {
+        !u.disabled
+            && u.token_version == challenge.token_version
+            && u.password_hash == challenge.password_hash
+    });
+    let (Some(user), Some(mut totp)) = (user, totp.filter(Totp::is_on)) else {
+        return Completing::Stale;
+    };
+    if !spend(&mut totp, factor) {
+        return Completing::Spent;
+    }
+    let recovery_left = matches!(factor, SecondFactor::Recovery(_)).then_some(totp.recovery.len());
+    Completing::Open {
+        user,
+        totp,
+        recovery_left,
+    }
 }
 
 /// Spends the challenge and `factor` and opens the session, in one transaction; see
@@ -219,23 +323,24 @@ pub(super) fn complete_in(
     let Some(challenge) = read_challenge(&challenges, hash)? else {
         return Ok(Written::nothing(MfaCompletion::UnknownChallenge));
     };
-    if now >= challenge.expires_at {
+    if !is_live(&challenge, now) {
         return Ok(Written::nothing(MfaCompletion::UnknownChallenge));
     }
-    let user = read_user(&txn.open_table(USERS)?, challenge.user)?.filter(|u| {
-        !u.disabled
-            && u.token_version == challenge.token_version
-            && u.password_hash == challenge.password_hash
-    });
+    let user = read_user(&txn.open_table(USERS)?, challenge.user)?;
     let mut table = txn.open_table(TOTP)?;
-    let totp = read_totp(&table, challenge.user)?.filter(Totp::is_on);
-    let (Some(user), Some(mut totp)) = (user, totp) else {
-        challenges.remove(hash)?;
-        return Ok(Written::commit(MfaCompletion::Stale));
+    let totp = read_totp(&table, challenge.user)?;
+    let (user, totp, recovery_left) = match completing(&challenge, user, totp, factor) {
+        Completing::Stale => {
+            challenges.remove(hash)?;
+            return Ok(Written::commit(MfaCompletion::Stale));
+        }
+        Completing::Spent => return Ok(Written::nothing(MfaCompletion::Spent)),
+        Completing::Open {
+            user,
+            totp,
+            recovery_left,
+        } => (user, totp, recovery_left),
     };
-    if !spend(&mut totp, factor) {
-        return Ok(Written::nothing(MfaCompletion::Spent));
-    }
     challenges.remove(hash)?;
     write_totp(&mut table, user.id, &totp)?;
     drop((challenges, table));
@@ -245,7 +350,6 @@ pub(super) fn complete_in(
         origin,
     };
     let changes = open_checked_in(txn, family, user.id, first_hash, &session, now, policy)?;
-    let recovery_left = matches!(factor, SecondFactor::Recovery(_)).then_some(totp.recovery.len());
     Ok(Written::commit_with(
         MfaCompletion::Opened {
             user,

@@ -133,8 +133,8 @@ pub(super) async fn locked(tx: &Txn<'_>, id: UserId) -> Result<Option<User>, Sto
     Ok(row.as_ref().map(rows::user))
 }
 
-/// Writes the mutable columns of `user` (email and id stay).
-async fn write(tx: &Txn<'_>, user: &User) -> Result<(), StoreError> {
+/// Writes the mutable columns of `user` (email and id stay), noting the user for the feed.
+pub(super) async fn write(tx: &Txn<'_>, user: &User) -> Result<(), StoreError> {
     tx.execute(
         "UPDATE latchd_users SET password_hash = $2, roles = $3, disabled = $4,
              token_version = $5
