@@ -125,10 +125,12 @@ macro_rules! storage_conformance {
             a_second_factor_opens_one_session_and_is_spent_for_good,
             a_challenge_dies_of_wrong_codes_of_age_and_of_changes_to_its_user,
             a_totp_reset_ends_every_session_and_deleting_the_user_deletes_its_totp,
+            eight_racing_completions_spend_a_step_or_a_recovery_code_once,
             a_pending_enrolment_is_swept_after_ten_minutes_and_one_that_is_on_never,
             the_session_list_shows_live_sessions_newest_first_with_their_origin,
             a_user_ends_only_its_own_live_sessions,
             an_audit_row_is_written_with_its_change_and_never_without_one,
+            the_second_factor_is_audited_with_its_changes_and_never_without_one,
             audit_rows_page_in_write_order_and_filter_and_survive_reopen,
             audit_rows_are_swept_after_the_audit_retention
         );
@@ -2441,6 +2443,61 @@ pub async fn a_totp_reset_ends_every_session_and_deleting_the_user_deletes_its_t
     assert_eq!(store.totp(user).await.unwrap(), None);
 }
 
+/// Eight sign-ins racing, each on a challenge of its own, with one time step, then with one
+/// recovery code: one opens a session and the rest find the factor spent, however the
+/// backend interleaves them.
+pub async fn eight_racing_completions_spend_a_step_or_a_recovery_code_once(h: &mut dyn Harness) {
+    let store = h.open().await;
+    let user = with_totp(&*store, "race@example.com").await;
+    for (base, factor) in [
+        (0x10, SecondFactor::Step(101)),
+        (0x20, SecondFactor::Recovery([0xc1; 32])),
+    ] {
+        for n in 0..8u8 {
+            challenge_for(&*store, user, base + n, SessionKind::Api).await;
+        }
+        let families = store.counts().families;
+        let racing: Vec<_> = (0..8u8)
+            .map(|n| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move { complete(&*store, base + n, factor, base + n).await.1 })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for one in racing {
+            outcomes.push(one.await.expect("a completion panicked"));
+        }
+        let opened = outcomes
+            .iter()
+            .filter(|o| matches!(o, MfaCompletion::Opened { .. }))
+            .count();
+        assert_eq!(opened, 1, "{factor:?}: {outcomes:?}");
+        assert!(
+            outcomes
+                .iter()
+                .all(|o| matches!(o, MfaCompletion::Opened { .. } | MfaCompletion::Spent)),
+            "{factor:?}: {outcomes:?}"
+        );
+        assert_eq!(store.counts().families, families + 1, "{factor:?}");
+    }
+    let spent = store
+        .audit(AuditQuery {
+            user: Some(user),
+            event: Some(AuditEvent::RecoveryCodeUsed),
+            after: None,
+            since: None,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    assert_eq!(spent.len(), 1, "{spent:?}");
+    let totp = store.totp(user).await.unwrap().unwrap();
+    assert_eq!(
+        (totp.last_step, totp.recovery),
+        (Some(101), vec![[0xc2; 32]])
+    );
+}
+
 pub async fn a_pending_enrolment_is_swept_after_ten_minutes_and_one_that_is_on_never(
     h: &mut dyn Harness,
 ) {
@@ -2748,6 +2805,76 @@ pub async fn an_audit_row_is_written_with_its_change_and_never_without_one(h: &m
     assert_eq!(rows[3].note.actor, admin);
     assert_eq!(rows[4].note.client, client);
     assert!(rows.iter().all(|r| r.note.at == NOW));
+}
+
+pub async fn the_second_factor_is_audited_with_its_changes_and_never_without_one(
+    h: &mut dyn Harness,
+) {
+    let store = h.open().await;
+    let user = with_totp(&*store, "mfa-audit@example.com").await;
+    // A refused confirmation writes nothing.
+    let again = store
+        .confirm_totp(
+            user,
+            SECRET,
+            200,
+            [7; 16],
+            Vec::new(),
+            NOW,
+            note(AuditEvent::MfaEnabled),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, TotpUpdate::AlreadyOn);
+    // A wrong code is recorded when there is a challenge to count it against.
+    challenge_for(&*store, user, 0xe1, SessionKind::Api).await;
+    let failed =
+        |hash: u8| store.fail_challenge([hash; 32], 5, NOW, note(AuditEvent::MfaFailed).user(user));
+    assert!(failed(0xe1).await.unwrap());
+    assert!(!failed(0xe9).await.unwrap());
+    // A spent step opens nothing and writes nothing; a fresh one writes the login, naming its
+    // session; a recovery code the login and a row of its own.
+    let (_, got) = complete(&*store, 0xe1, SecondFactor::Step(100), 1).await;
+    assert_eq!(got, MfaCompletion::Spent);
+    let (by_step, got) = complete(&*store, 0xe1, SecondFactor::Step(101), 1).await;
+    assert!(matches!(got, MfaCompletion::Opened { .. }), "{got:?}");
+    challenge_for(&*store, user, 0xe2, SessionKind::Api).await;
+    let (by_code, got) = complete(&*store, 0xe2, SecondFactor::Recovery([0xc1; 32]), 2).await;
+    assert!(matches!(got, MfaCompletion::Opened { .. }), "{got:?}");
+    // Turning TOTP off: refused, nothing; with a recovery code, two rows.
+    let disable = |factor| store.disable_totp(user, factor, note(AuditEvent::MfaDisabled));
+    assert_eq!(
+        disable(SecondFactor::Step(101)).await.unwrap(),
+        TotpUpdate::Spent
+    );
+    assert_eq!(
+        disable(SecondFactor::Recovery([0xc2; 32])).await.unwrap(),
+        TotpUpdate::Done
+    );
+    assert_eq!(
+        disable(SecondFactor::Step(102)).await.unwrap(),
+        TotpUpdate::NotEnrolled
+    );
+    // The operator's reset: of no user, nothing.
+    let reset = |u| store.reset_totp(u, NOW, note(AuditEvent::TotpReset));
+    assert!(!reset(UserId(Uuid::new_v4())).await.unwrap());
+    assert!(reset(user).await.unwrap());
+
+    let rows = audit_all(&*store).await;
+    assert_eq!(
+        events(&rows),
+        vec![
+            (AuditEvent::Registered, Some(user), None),
+            (AuditEvent::MfaEnabled, Some(user), None),
+            (AuditEvent::MfaFailed, Some(user), None),
+            (AuditEvent::Login, Some(user), Some(by_step)),
+            (AuditEvent::Login, Some(user), Some(by_code)),
+            (AuditEvent::RecoveryCodeUsed, Some(user), Some(by_code)),
+            (AuditEvent::MfaDisabled, Some(user), None),
+            (AuditEvent::RecoveryCodeUsed, Some(user), None),
+            (AuditEvent::TotpReset, Some(user), None),
+        ]
+    );
 }
 
 pub async fn audit_rows_page_in_write_order_and_filter_and_survive_reopen(h: &mut dyn Harness) {

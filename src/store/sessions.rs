@@ -132,30 +132,63 @@ pub(super) fn rotate_in(
     let Some(mut rec) = read_family(&families, presented.family)? else {
         return Ok(Written::nothing(Rotation::Unknown));
     };
+    let users = txn.open_table(USERS)?;
+    let (rotation, write) = decide_rotation(
+        &mut rec,
+        |id| read_user(&users, id),
+        presented,
+        next,
+        now,
+        policy,
+    )?;
+    if !write {
+        return Ok(Written::nothing(rotation));
+    }
+    families.insert(presented.family.0.as_u128(), encode(&rec).as_slice())?;
+    let changes = match rotation {
+        Rotation::Reused { family, .. } => vec![Change::FamilyGone(family)],
+        _ => Vec::new(),
+    };
+    Ok(Written::commit_with(rotation, changes))
+}
+
+/// The rotation of `presented` against its session's record `rec`, changed in place, and
+/// whether `rec` must be written back (a successor installed, or the session revoked for a
+/// reused token). `user` reads the session's user as of the same transaction; it is called
+/// only for a live API session. Both backends decide a rotation here.
+pub(super) fn decide_rotation(
+    rec: &mut FamilyRecord,
+    user: impl FnOnce(UserId) -> Result<Option<User>, StoreError>,
+    presented: &Presented,
+    next: &Successor,
+    now: UnixTime,
+    policy: &SessionPolicy,
+) -> Result<(Rotation, bool), StoreError> {
+    let nothing = |rotation| Ok((rotation, false));
     if rec.revoked_at.is_some() {
-        return Ok(Written::nothing(Rotation::Revoked));
+        return nothing(Rotation::Revoked);
     }
     if rec.kind != SessionKind::Api {
         // A browser session has a cookie, not refresh tokens.
-        return Ok(Written::nothing(Rotation::Unknown));
+        return nothing(Rotation::Unknown);
     }
     let family = presented.family;
     // The user as of this transaction: a rotation must not land (nor a retry be answered) for
     // a user disabled or deleted since the session began.
-    let Some(user) = read_user(&txn.open_table(USERS)?, UserId(rec.user))? else {
-        return Ok(Written::nothing(Rotation::Unknown));
+    let Some(user) = user(UserId(rec.user))? else {
+        return nothing(Rotation::Unknown);
     };
     if user.disabled {
-        return Ok(Written::nothing(Rotation::Revoked));
+        return nothing(Rotation::Revoked);
     }
     let expired = now.secs() >= rec.current.expires_at || now.secs() >= rec.expires_at_max;
     let current = &rec.current;
     if presented.generation == current.generation {
         if !hashes_equal(&presented.hash, &current.hash) {
-            return Ok(Written::nothing(Rotation::Unknown));
+            return nothing(Rotation::Unknown);
         }
         if expired {
-            return Ok(Written::nothing(Rotation::Expired));
+            return nothing(Rotation::Expired);
         }
         let generation = current.generation.saturating_add(1);
         rec.previous = Some(Previous {
@@ -171,16 +204,16 @@ pub(super) fn rotate_in(
                 .secs()
                 .min(rec.expires_at_max),
         };
-        families.insert(family.0.as_u128(), encode(&rec).as_slice())?;
-        return Ok(Written::commit(Rotation::Rotated {
+        let rotated = Rotation::Rotated {
             family,
             user,
             generation,
             mfa: rec.mfa,
-        }));
+        };
+        return Ok((rotated, true));
     }
     if presented.generation > current.generation {
-        return Ok(Written::nothing(Rotation::Unknown));
+        return nothing(Rotation::Unknown);
     }
     if let Some(prev) = &rec.previous {
         let in_grace = now.secs().saturating_sub(prev.rotated_at) < policy.grace_secs;
@@ -189,27 +222,24 @@ pub(super) fn rotate_in(
             && in_grace
         {
             if expired {
-                return Ok(Written::nothing(Rotation::Expired));
+                return nothing(Rotation::Expired);
             }
-            return Ok(Written::nothing(Rotation::Retried {
+            return nothing(Rotation::Retried {
                 family,
                 generation: current.generation,
                 sealed: prev.sealed,
                 user,
                 mfa: rec.mfa,
-            }));
+            });
         }
     }
     // A genuine (MAC-checked) token of an older generation: it was stolen or replayed.
     rec.revoked_at = Some(now.secs());
-    families.insert(family.0.as_u128(), encode(&rec).as_slice())?;
-    Ok(Written::commit_with(
-        Rotation::Reused {
-            family,
-            user: user.id,
-        },
-        vec![Change::FamilyGone(family)],
-    ))
+    let reused = Rotation::Reused {
+        family,
+        user: user.id,
+    };
+    Ok((reused, true))
 }
 
 /// Writes that browser session `family` was used at `at`, if that is later than what is
@@ -223,11 +253,8 @@ pub(super) fn touch_in(
     let Some(mut rec) = read_family(&families, family)? else {
         return Ok(Written::nothing(()));
     };
-    match &mut rec.browser {
-        Some(b) if rec.revoked_at.is_none() && b.last_used_at < at.secs() => {
-            b.last_used_at = at.secs();
-        }
-        _ => return Ok(Written::nothing(())),
+    if !touch_record(&mut rec, at) {
+        return Ok(Written::nothing(()));
     }
     families.insert(family.0.as_u128(), encode(&rec).as_slice())?;
     Ok(Written::commit_with(
@@ -237,6 +264,18 @@ pub(super) fn touch_in(
             at: at.secs(),
         }],
     ))
+}
+
+/// Records in `rec` that its browser session was used at `at`: whether that changed it (a
+/// live browser session last used earlier).
+pub(super) fn touch_record(rec: &mut FamilyRecord, at: UnixTime) -> bool {
+    match &mut rec.browser {
+        Some(b) if rec.revoked_at.is_none() && b.last_used_at < at.secs() => {
+            b.last_used_at = at.secs();
+            true
+        }
+        _ => false,
+    }
 }
 
 /// The live sessions of `user` at `now`, newest first, read in one read transaction.
@@ -256,9 +295,14 @@ pub(super) fn list_in(
             }
         }
     }
-    // Family ids are UUID v7: within one second they sort in the order sessions began.
-    out.sort_unstable_by_key(|s| std::cmp::Reverse((s.created_at, s.id.0)));
+    newest_first(&mut out);
     Ok(out)
+}
+
+/// Sorts a session list as its owner sees it: newest first.
+pub(super) fn newest_first(sessions: &mut [SessionInfo]) {
+    // Family ids are UUID v7: within one second they sort in the order sessions began.
+    sessions.sort_unstable_by_key(|s| std::cmp::Reverse((s.created_at, s.id.0)));
 }
 
 /// Revokes session `family` if it is a live session of `user`; false (nothing written)
@@ -294,11 +338,16 @@ pub(super) fn standing_in(
     }
     let enabled =
         read_user(&txn.open_table(USERS)?, UserId(rec.user))?.is_some_and(|u| !u.disabled);
-    Ok(enabled.then(|| RefreshStanding {
+    Ok(enabled.then(|| standing_of(&rec, presented.family)))
+}
+
+/// The standing of session `family`'s current token, which [`is_current`] accepted.
+pub(super) fn standing_of(rec: &FamilyRecord, family: FamilyId) -> RefreshStanding {
+    RefreshStanding {
         user: UserId(rec.user),
-        family: presented.family,
+        family,
         expires_at: UnixTime(rec.current.expires_at.min(rec.expires_at_max)),
-    }))
+    }
 }
 
 /// Revokes the session of the presented refresh token if it is that session's current token
@@ -326,7 +375,7 @@ pub(super) fn revoke_current_in(
 }
 
 /// Whether `presented` is the current, unexpired token of `rec`, a live API session.
-fn is_current(rec: &FamilyRecord, presented: &Presented, now: UnixTime) -> bool {
+pub(super) fn is_current(rec: &FamilyRecord, presented: &Presented, now: UnixTime) -> bool {
     rec.revoked_at.is_none()
         && rec.kind == SessionKind::Api
         && presented.generation == rec.current.generation

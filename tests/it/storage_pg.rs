@@ -51,3 +51,261 @@ impl Harness for Pg {
 }
 
 latchd::storage_conformance!(Pg::new());
+
+// What only a backend shared by several nodes can get wrong: two `PgStore`s on one database
+// (two latchd processes) racing, truly concurrently, on one session or one user. (The
+// conformance races submit on one handle, which PostgreSQL runs one after another.)
+
+mod racing_nodes {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use latchd::auth::storage::Storage;
+    use latchd::model::{
+        AccessDenied, AuditEvent, AuditNote, CreateUser, FamilyId, Jti, NewSession, NewUser,
+        Origin, Presented, Rotation, SessionKind, SessionPolicy, Successor, User,
+    };
+    use latchd::store::pg::{PgStore, Settings, DEFAULT_POOL_SIZE};
+    use latchd::time::UnixTime;
+
+    use crate::support::postgres;
+
+    const NOW: UnixTime = UnixTime(1_800_000_000);
+    const POLICY: SessionPolicy = SessionPolicy {
+        refresh_ttl_secs: 100,
+        session_max_secs: 1_000,
+        grace_secs: 10,
+        max_per_user: 100,
+        idle_secs: 100,
+    };
+
+    /// Two nodes on one fresh database, or `None` (skipped, said why) without a server.
+    async fn two_nodes() -> Option<(Arc<PgStore>, Arc<PgStore>)> {
+        let url = postgres::cluster()?.fresh_database();
+        let settings = Settings {
+            url,
+            pool_size: DEFAULT_POOL_SIZE,
+        };
+        let a = PgStore::connect(&settings).await.expect("connect node a");
+        let b = PgStore::connect(&settings).await.expect("connect node b");
+        Some((Arc::new(a), Arc::new(b)))
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime")
+    }
+
+    async fn user(store: &PgStore) -> User {
+        let created = store
+            .create_user(
+                NewUser {
+                    email: "racer@example.com".to_owned(),
+                    password_hash: "$pbkdf2-sha256$i=1$x$y".to_owned(),
+                    roles: vec!["user".to_owned()],
+                },
+                NOW,
+                AuditNote::new(AuditEvent::Registered, NOW),
+            )
+            .await
+            .unwrap();
+        match created {
+            CreateUser::Created(user) => user,
+            CreateUser::EmailTaken => panic!("a fresh database has no users"),
+        }
+    }
+
+    async fn open(store: &PgStore, user: &User, family: FamilyId, policy: SessionPolicy) -> bool {
+        store
+            .open_session(
+                family,
+                user,
+                [family.0.as_bytes()[15]; 32],
+                NewSession {
+                    kind: SessionKind::Api,
+                    mfa: false,
+                    origin: Origin::default(),
+                },
+                NOW,
+                policy,
+                AuditNote::new(AuditEvent::Login, NOW),
+            )
+            .await
+            .unwrap()
+    }
+
+    fn successor(n: u8) -> Successor {
+        Successor {
+            hash: [n; 32],
+            sealed: [n.wrapping_add(100); 32],
+        }
+    }
+
+    /// Eight rotations of generation 0 of `family`, four through each node, all in flight at
+    /// once; the `i`th offers `successor(i + 1)`.
+    async fn race(
+        a: &Arc<PgStore>,
+        b: &Arc<PgStore>,
+        family: FamilyId,
+        first: [u8; 32],
+        policy: SessionPolicy,
+    ) -> Vec<Rotation> {
+        let start = Arc::new(tokio::sync::Barrier::new(8));
+        let mut tasks = Vec::new();
+        for n in 1..=8u8 {
+            let store = Arc::clone(if n % 2 == 0 { a } else { b });
+            let start = Arc::clone(&start);
+            tasks.push(tokio::spawn(async move {
+                start.wait().await;
+                store
+                    .rotate(
+                        Presented {
+                            family,
+                            generation: 0,
+                            hash: first,
+                        },
+                        successor(n),
+                        NOW,
+                        policy,
+                        AuditNote::new(AuditEvent::RefreshReuse, NOW),
+                    )
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            outcomes.push(task.await.unwrap());
+        }
+        outcomes
+    }
+
+    #[test]
+    fn two_nodes_racing_rotations_with_grace_share_one_successor() {
+        runtime().block_on(async {
+            let Some((a, b)) = two_nodes().await else {
+                return;
+            };
+            let user = user(&a).await;
+            let family = FamilyId::new();
+            assert!(open(&a, &user, family, POLICY).await);
+            let first = [family.0.as_bytes()[15]; 32];
+            let outcomes = race(&a, &b, family, first, POLICY).await;
+            let winners: Vec<usize> = outcomes
+                .iter()
+                .enumerate()
+                .filter(|(_, o)| matches!(o, Rotation::Rotated { generation: 1, .. }))
+                .map(|(i, _)| i)
+                .collect();
+            assert_eq!(winners.len(), 1, "{outcomes:?}");
+            let won = successor(u8::try_from(winners[0]).unwrap() + 1);
+            for (i, o) in outcomes.iter().enumerate().filter(|(i, _)| *i != winners[0]) {
+                assert!(
+                    matches!(o, Rotation::Retried { generation: 1, sealed, .. } if *sealed == won.sealed),
+                    "rotation {i}: {o:?}"
+                );
+            }
+            // The winner's successor is what both nodes rotate next.
+            let next = Presented {
+                family,
+                generation: 1,
+                hash: won.hash,
+            };
+            let rotated = b
+                .rotate(
+                    next,
+                    successor(50),
+                    NOW,
+                    POLICY,
+                    AuditNote::new(AuditEvent::RefreshReuse, NOW),
+                )
+                .await
+                .unwrap();
+            assert!(
+                matches!(rotated, Rotation::Rotated { generation: 2, .. }),
+                "{rotated:?}"
+            );
+        });
+    }
+
+    #[test]
+    fn two_nodes_racing_rotations_without_grace_have_one_winner_and_revoke_on_both() {
+        let no_grace = SessionPolicy {
+            grace_secs: 0,
+            ..POLICY
+        };
+        runtime().block_on(async {
+            let Some((a, b)) = two_nodes().await else {
+                return;
+            };
+            let user = user(&a).await;
+            let family = FamilyId::new();
+            assert!(open(&a, &user, family, no_grace).await);
+            let first = [family.0.as_bytes()[15]; 32];
+            let outcomes = race(&a, &b, family, first, no_grace).await;
+            let rotated = outcomes
+                .iter()
+                .filter(|o| matches!(o, Rotation::Rotated { .. }))
+                .count();
+            assert_eq!(rotated, 1, "{outcomes:?}");
+            // The first loser found a superseded token and revoked; the rest found it revoked.
+            let reused = outcomes
+                .iter()
+                .filter(|o| matches!(o, Rotation::Reused { .. }))
+                .count();
+            assert_eq!(reused, 1, "{outcomes:?}");
+            assert_eq!(
+                outcomes
+                    .iter()
+                    .filter(|o| matches!(o, Rotation::Revoked))
+                    .count(),
+                6,
+                "{outcomes:?}"
+            );
+            // Both nodes' views learn of the revocation through the feed (within a second).
+            let deadline = Instant::now() + Duration::from_secs(3);
+            for node in [&a, &b] {
+                loop {
+                    let standing = node.check_access(user.id, family, Jti(uuid::Uuid::new_v4()), 0);
+                    if standing == Err(AccessDenied::FamilyRevoked) {
+                        break;
+                    }
+                    assert!(Instant::now() < deadline, "still {standing:?}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn two_nodes_opening_sessions_for_one_user_keep_to_the_cap() {
+        let cap = SessionPolicy {
+            max_per_user: 2,
+            ..POLICY
+        };
+        runtime().block_on(async {
+            let Some((a, b)) = two_nodes().await else {
+                return;
+            };
+            let user = Arc::new(user(&a).await);
+            let start = Arc::new(tokio::sync::Barrier::new(8));
+            let mut tasks = Vec::new();
+            for n in 0..8 {
+                let store = Arc::clone(if n % 2 == 0 { &a } else { &b });
+                let (user, start) = (Arc::clone(&user), Arc::clone(&start));
+                tasks.push(tokio::spawn(async move {
+                    start.wait().await;
+                    open(&store, &user, FamilyId::new(), cap).await
+                }));
+            }
+            for task in tasks {
+                assert!(task.await.unwrap());
+            }
+            let live = b.sessions(user.id, NOW).await.unwrap();
+            assert_eq!(live.len(), 2, "{live:?}");
+        });
+    }
+}

@@ -85,6 +85,87 @@ pub(super) struct Shared {
     /// This node's random low 32 bits of every audit id it writes, so two nodes writing in
     /// the same second cannot collide.
     node_tag: u32,
+    /// The browser touches handed to the background and not yet done.
+    touches: Touches,
+}
+
+/// Browser touches under way ([`Storage::touch_session`]): a write begun after a touch was
+/// handed over waits until it is done, so this node's writes are ordered after its earlier
+/// touches as the redb store's one write queue orders them (a touch, then a write, then a
+/// restart: the touch is on disk).
+#[derive(Default)]
+struct Touches {
+    state: Mutex<TouchState>,
+    done: Notify,
+}
+
+#[derive(Default)]
+struct TouchState {
+    next: u64,
+    running: std::collections::BTreeSet<u64>,
+}
+
+/// One touch under way: done when dropped (finished, failed, timed out or cancelled).
+struct TouchTicket {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for TouchTicket {
+    fn drop(&mut self) {
+        let touches = &self.shared.touches;
+        touches
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .running
+            .remove(&self.id);
+        touches.done.notify_waiters();
+    }
+}
+
+impl Touches {
+    /// Registers a touch of `shared`'s, under way from now.
+    fn start(shared: &Arc<Shared>) -> TouchTicket {
+        let mut state = shared
+            .touches
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let id = state.next;
+        state.next += 1;
+        state.running.insert(id);
+        TouchTicket {
+            shared: Arc::clone(shared),
+            id,
+        }
+    }
+
+    /// Waits until every touch registered before this call is done (later ones do not
+    /// hold it up). Each touch is bounded by [`OPERATION_TIMEOUT`], so this is too.
+    async fn after_earlier(&self) {
+        let upto = self
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .next;
+        loop {
+            let notified = self.done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let pending = self
+                .state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .running
+                .first()
+                .is_some_and(|&first| first < upto);
+            if !pending {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 impl fmt::Debug for PgStore {
@@ -130,6 +211,7 @@ impl PgStore {
                 refresh_mac_key,
                 audit_floor: Mutex::new(0),
                 node_tag: u32::from_be_bytes(tag),
+                touches: Touches::default(),
             }),
             stop,
         })
@@ -232,11 +314,19 @@ impl<'c> Txn<'c> {
 }
 
 /// Runs `$body` (a block evaluating to `Result<T, StoreError>`, with `$tx` a [`Txn`]) as one
-/// write transaction on `$shared` at `$now`: refused with `Unavailable` while the view cannot be
-/// confirmed, run again from the start when PostgreSQL aborts it for a conflict, committed
-/// with its feed rows, and resolved once this node's view has applied them.
+/// write transaction on `$shared` at `$now`: begun after this node's earlier browser touches
+/// are done, refused with `Unavailable` while the view cannot be confirmed, run again from the
+/// start when PostgreSQL aborts it for a conflict, committed with its feed rows, and resolved
+/// once this node's view has applied them.
+///
+/// `write_txn!(unordered ...)` does not wait for earlier touches: for a touch itself.
 macro_rules! write_txn {
     ($shared:expr, $now:expr, |$tx:ident| $body:block) => {{
+        let shared: &$crate::store::pg::Shared = $shared;
+        shared.after_touches().await;
+        $crate::store::pg::write_txn!(unordered shared, $now, |$tx| $body)
+    }};
+    (unordered $shared:expr, $now:expr, |$tx:ident| $body:block) => {{
         let shared: &$crate::store::pg::Shared = $shared;
         shared.write_gate().await?;
         let mut client = shared.client().await?;
@@ -268,6 +358,11 @@ impl Shared {
         self.feed.ready().await
     }
 
+    /// Waits until the browser touches handed over before this call are done.
+    pub(super) async fn after_touches(&self) {
+        self.touches.after_earlier().await;
+    }
+
     /// A pooled client, or `Unavailable`.
     pub(super) async fn client(&self) -> Result<pool::Lent<'_>, StoreError> {
         match tokio::time::timeout(OPERATION_TIMEOUT, self.pool.get()).await {
@@ -277,6 +372,7 @@ impl Shared {
     }
 
     /// Whether a failed attempt is run again (a conflict, fewer than the most attempts).
+    #[allow(clippy::unused_self)] // a method, so that write_txn! needs only the store
     pub(super) fn retry(&self, err: &StoreError, attempt: u32) -> bool {
         is_retryable(err) && attempt < MAX_ATTEMPTS
     }
@@ -336,13 +432,16 @@ impl Storage for PgStore {
     }
 
     fn touch_session(&self, family: FamilyId, at: UnixTime) {
-        let shared = Arc::clone(&self.shared);
-        // Nobody waits for the answer; a failure leaves the last use on disk older, which the
-        // view notices and asks again.
+        // Registered now, so that this node's later writes are ordered after it; nobody waits
+        // for the answer. A failure leaves the last use on disk older, which the view notices
+        // and asks again.
+        let ticket = Touches::start(&self.shared);
         tokio::spawn(async move {
-            if let Err(e) = sessions::touch(&shared, family, at).await {
+            let touched = bounded(sessions::touch(&ticket.shared, family, at)).await;
+            if let Err(e) = touched {
                 tracing::debug!(error = %e, "recording a browser session's use failed");
             }
+            drop(ticket);
         });
     }
 

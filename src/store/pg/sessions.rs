@@ -1,16 +1,23 @@
-//! Sessions on PostgreSQL (placeholder bodies: being written).
-#![allow(unused_variables, clippy::too_many_arguments)]
-use super::Shared;
-use crate::auth::storage::StoreError;
-#[allow(unused_imports)]
-use crate::model::*;
-use crate::time::UnixTime;
+//! Sessions on PostgreSQL: opening under the cap, rotation as a compare-and-swap on the
+//! locked session row, browser touches, the blacklist, and revocation. Every decision is the
+//! redb store's own (`store::sessions`), taken on the record read in the same `SERIALIZABLE`
+//! transaction as the write it guards; the `ended_at` column is kept equal to the record's
+//! `ended_at()`, which the cap, the list and the sweep filter on.
 
 use super::errors::{is_unique_violation, pg_err};
 use super::feed::Subject;
-use super::rows::session_json;
-use super::Txn;
-use crate::store::sessions::{new_record, past_the_cap};
+use super::rows::{self, session_json, session_record, USER_COLUMNS};
+use super::{write_txn, Shared, Txn};
+use crate::auth::storage::StoreError;
+use crate::model::{
+    AuditNote, FamilyId, Jti, NewSession, Presented, RefreshStanding, Rotation, SessionInfo,
+    SessionPolicy, Successor, User, UserId,
+};
+use crate::store::records::FamilyRecord;
+use crate::store::sessions::{
+    decide_rotation, is_current, new_record, newest_first, past_the_cap, standing_of, touch_record,
+};
+use crate::time::UnixTime;
 
 /// Revokes session `family` in `tx` if it is live; the user it belonged to when it was.
 pub(super) async fn revoke_one(
@@ -119,6 +126,65 @@ pub(super) async fn open_checked(
     Ok(())
 }
 
+/// A session row, locked for the rest of the transaction, with its user (`None` if gone),
+/// columns in [`rows::user`]'s order and the record last.
+const SESSION_AND_USER: &str = "SELECT u.id, u.email, u.password_hash, u.roles, u.created_at,
+        u.disabled, u.token_version, s.record::text
+    FROM latchd_sessions s LEFT JOIN latchd_users u ON u.id = s.user_id
+    WHERE s.id = $1 FOR UPDATE OF s";
+
+/// Session `family`'s record (locked) and its user, in `tx`.
+async fn locked_with_user(
+    tx: &Txn<'_>,
+    family: FamilyId,
+) -> Result<Option<(FamilyRecord, Option<User>)>, StoreError> {
+    let Some(row) = tx
+        .query_opt(SESSION_AND_USER, &[&family.0])
+        .await
+        .map_err(pg_err("reading a session"))?
+    else {
+        return Ok(None);
+    };
+    let rec = session_record(row.get(7))?;
+    let user = row
+        .get::<_, Option<uuid::Uuid>>(0)
+        .is_some()
+        .then(|| rows::user(&row));
+    Ok(Some((rec, user)))
+}
+
+/// Session `family`'s record, locked for the rest of `tx`.
+async fn locked(tx: &Txn<'_>, family: FamilyId) -> Result<Option<FamilyRecord>, StoreError> {
+    let row = tx
+        .query_opt(
+            "SELECT record::text FROM latchd_sessions WHERE id = $1 FOR UPDATE",
+            &[&family.0],
+        )
+        .await
+        .map_err(pg_err("reading a session"))?;
+    row.map(|r| session_record(r.get(0))).transpose()
+}
+
+/// Writes `rec` back as session `family`'s row, with the columns derived from it.
+async fn write(tx: &Txn<'_>, family: FamilyId, rec: &FamilyRecord) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE latchd_sessions SET revoked_at = $2, ended_at = $3, record = $4::text::jsonb
+         WHERE id = $1",
+        &[
+            &family.0,
+            &rec.revoked_at,
+            &rec.ended_at(),
+            &session_json(rec),
+        ],
+    )
+    .await
+    .map_err(pg_err("writing a session"))?;
+    Ok(())
+}
+
+/// Opens session `family` for `seen` unless the user changed since `seen` was read or has
+/// TOTP on and the sign-in passed no second factor (`false`, nothing written).
+#[allow(clippy::too_many_arguments)] // the port's arguments, and the store
 pub(super) async fn open(
     db: &Shared,
     family: FamilyId,
@@ -129,8 +195,47 @@ pub(super) async fn open(
     policy: SessionPolicy,
     note: AuditNote,
 ) -> Result<bool, StoreError> {
-    todo!()
+    write_txn!(db, now, |tx| {
+        // Shared: a concurrent disable, revocation or password change waits for this
+        // transaction, or this one is run again after it and sees it.
+        let row = tx
+            .query_opt(
+                &format!("SELECT {USER_COLUMNS} FROM latchd_users WHERE id = $1 FOR SHARE"),
+                &[&seen.id.0],
+            )
+            .await
+            .map_err(pg_err("reading a user"))?;
+        let unchanged = row.as_ref().map(rows::user).is_some_and(|now_user| {
+            !now_user.disabled
+                && now_user.token_version == seen.token_version
+                && now_user.password_hash == seen.password_hash
+        });
+        if !unchanged {
+            return Ok(false);
+        }
+        if !session.mfa {
+            let totp_on: bool = tx
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM latchd_totp WHERE user_id = $1 AND confirmed)",
+                    &[&seen.id.0],
+                )
+                .await
+                .map_err(pg_err("reading a user's TOTP"))?
+                .get(0);
+            if totp_on {
+                return Ok(false);
+            }
+        }
+        open_checked(&tx, family, seen.id, &first_hash, &session, now, &policy).await?;
+        tx.audit(db, note.about(Some(seen.id), Some(family)))
+            .await?;
+        Ok(true)
+    })
 }
+
+/// Rotates a presented refresh token as one compare-and-swap: the session row is locked, so
+/// of two nodes rotating one token the second waits, is aborted by `SERIALIZABLE` and runs
+/// again against the rotated row.
 pub(super) async fn rotate(
     db: &Shared,
     presented: Presented,
@@ -139,14 +244,61 @@ pub(super) async fn rotate(
     policy: SessionPolicy,
     note: AuditNote,
 ) -> Result<Rotation, StoreError> {
-    todo!()
+    write_txn!(db, now, |tx| {
+        let Some((mut rec, user)) = locked_with_user(&tx, presented.family).await? else {
+            return Ok(Rotation::Unknown);
+        };
+        let (rotation, changed) =
+            decide_rotation(&mut rec, |_| Ok(user), &presented, &next, now, &policy)?;
+        if changed {
+            write(&tx, presented.family, &rec).await?;
+        }
+        // A plain rotation changes nothing the view holds: only a revocation is fed.
+        if let Rotation::Reused { family, user } = rotation {
+            tx.changed(Subject::Session(family));
+            tx.audit(db, note.about(Some(user), Some(family))).await?;
+        }
+        Ok(rotation)
+    })
 }
+
+/// Records that browser session `family` was used at `at`, if that is later than stored.
 pub(super) async fn touch(db: &Shared, family: FamilyId, at: UnixTime) -> Result<(), StoreError> {
-    todo!()
+    // Not behind the earlier touches: it is one of them.
+    write_txn!(unordered db, at, |tx| {
+        let Some(mut rec) = locked(&tx, family).await? else {
+            return Ok(());
+        };
+        if touch_record(&mut rec, at) {
+            write(&tx, family, &rec).await?;
+            // Every node learns the last use, and the later end it gives the session.
+            tx.changed(Subject::Session(family));
+        }
+        Ok(())
+    })
 }
+
+/// Blacklists `jti` until `exp` in `tx`, keeping a later `exp` already stored.
+async fn blacklist_in(tx: &Txn<'_>, jti: Jti, exp: UnixTime) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO latchd_blacklist (jti, exp) VALUES ($1, $2)
+         ON CONFLICT (jti) DO UPDATE SET exp = greatest(latchd_blacklist.exp, EXCLUDED.exp)",
+        &[&jti.0, &exp.secs()],
+    )
+    .await
+    .map_err(pg_err("blacklisting an access token"))?;
+    tx.changed(Subject::Blacklist(jti));
+    Ok(())
+}
+
+/// Blacklists `jti` until `exp`.
 pub(super) async fn blacklist(db: &Shared, jti: Jti, exp: UnixTime) -> Result<(), StoreError> {
-    todo!()
+    write_txn!(db, UnixTime::now(), |tx| {
+        blacklist_in(&tx, jti, exp).await
+    })
 }
+
+/// Logout: blacklists `jti` and revokes `family` in one transaction, audited if it revoked.
 pub(super) async fn end_session(
     db: &Shared,
     family: FamilyId,
@@ -155,15 +307,38 @@ pub(super) async fn end_session(
     now: UnixTime,
     note: AuditNote,
 ) -> Result<(), StoreError> {
-    todo!()
+    write_txn!(db, now, |tx| {
+        blacklist_in(&tx, jti, exp).await?;
+        if let Some(user) = revoke_one(&tx, family, now).await? {
+            tx.audit(db, note.about(Some(user), Some(family))).await?;
+        }
+        Ok(())
+    })
 }
+
+/// The live sessions of `user` at `now`, newest first.
 pub(super) async fn list(
     db: &Shared,
     user: UserId,
     now: UnixTime,
 ) -> Result<Vec<SessionInfo>, StoreError> {
-    todo!()
+    let client = db.client().await?;
+    let rows = client
+        .query(
+            "SELECT id, record::text FROM latchd_sessions WHERE user_id = $1 AND ended_at > $2",
+            &[&user.0, &now.secs()],
+        )
+        .await
+        .map_err(pg_err("listing a user's sessions"))?;
+    let mut out = rows
+        .iter()
+        .map(|r| session_record(r.get(1)).map(|rec| rec.info(FamilyId(r.get(0)))))
+        .collect::<Result<Vec<_>, _>>()?;
+    newest_first(&mut out);
+    Ok(out)
 }
+
+/// Revokes `family` if it is a live session of `user`; false (nothing written) otherwise.
 pub(super) async fn end_own(
     db: &Shared,
     user: UserId,
@@ -171,28 +346,86 @@ pub(super) async fn end_own(
     now: UnixTime,
     note: AuditNote,
 ) -> Result<bool, StoreError> {
-    todo!()
+    write_txn!(db, now, |tx| {
+        let live = tx
+            .query_opt(
+                "SELECT 1 FROM latchd_sessions
+                 WHERE id = $1 AND user_id = $2 AND ended_at > $3 FOR UPDATE",
+                &[&family.0, &user.0, &now.secs()],
+            )
+            .await
+            .map_err(pg_err("reading a session"))?
+            .is_some();
+        if !live || revoke_one(&tx, family, now).await?.is_none() {
+            return Ok(false);
+        }
+        tx.audit(db, note.about(Some(user), Some(family))).await?;
+        Ok(true)
+    })
 }
+
+/// How a presented refresh token stands, read in one snapshot without writing.
 pub(super) async fn standing(
     db: &Shared,
     presented: Presented,
     now: UnixTime,
 ) -> Result<Option<RefreshStanding>, StoreError> {
-    todo!()
+    let client = db.client().await?;
+    let Some(row) = client
+        .query_opt(
+            "SELECT s.record::text, u.disabled
+             FROM latchd_sessions s LEFT JOIN latchd_users u ON u.id = s.user_id
+             WHERE s.id = $1",
+            &[&presented.family.0],
+        )
+        .await
+        .map_err(pg_err("reading a session"))?
+    else {
+        return Ok(None);
+    };
+    let rec = session_record(row.get(0))?;
+    let enabled = row.get::<_, Option<bool>>(1) == Some(false);
+    Ok((enabled && is_current(&rec, &presented, now)).then(|| standing_of(&rec, presented.family)))
 }
+
+/// Revokes the session of the presented token if it is that session's current token
+/// (RFC 7009); the session's user when it revoked.
 pub(super) async fn revoke_refresh(
     db: &Shared,
     presented: Presented,
     now: UnixTime,
     note: AuditNote,
 ) -> Result<Option<UserId>, StoreError> {
-    todo!()
+    write_txn!(db, now, |tx| {
+        let Some(rec) = locked(&tx, presented.family).await? else {
+            return Ok(None);
+        };
+        if !is_current(&rec, &presented, now) {
+            return Ok(None);
+        }
+        let revoked = revoke_one(&tx, presented.family, now).await?;
+        if let Some(user) = revoked {
+            tx.audit(db, note.about(Some(user), Some(presented.family)))
+                .await?;
+        }
+        Ok(revoked)
+    })
 }
+
+/// Revokes one session; false if it was missing or already revoked.
 pub(super) async fn revoke_session(
     db: &Shared,
     family: FamilyId,
     now: UnixTime,
     note: AuditNote,
 ) -> Result<bool, StoreError> {
-    todo!()
+    write_txn!(db, now, |tx| {
+        // The row names the session's user, which a caller holding only a session id (a
+        // logout by the cookie) cannot give the audit row.
+        let Some(user) = revoke_one(&tx, family, now).await? else {
+            return Ok(false);
+        };
+        tx.audit(db, note.about(Some(user), Some(family))).await?;
+        Ok(true)
+    })
 }
