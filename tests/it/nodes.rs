@@ -399,6 +399,83 @@ fn racing_rotations_through_both_nodes_within_the_grace_share_one_successor() {
     }
 }
 
+/// Logins of one user at once, half through each node.
+const LOGIN_RACERS: usize = 24;
+/// The session cap of the racing logins: fewer than the racers.
+const CAP: usize = 8;
+
+#[test]
+fn logins_of_one_user_racing_over_both_nodes_all_succeed_and_keep_to_the_session_cap() {
+    let Some(cluster) = postgres::cluster() else {
+        return;
+    };
+    let cap = CAP.to_string();
+    let (a, b) = nodes(
+        &cluster.fresh_database(),
+        &[("LATCHD_MAX_SESSIONS_PER_USER", &cap)],
+    );
+    a.register("crowd@nodes.test");
+    let body = json!({"email": "crowd@nodes.test", "password": PASSWORD}).to_string();
+    for round in 0..5 {
+        let barrier = Barrier::new(LOGIN_RACERS);
+        let replies: Vec<Reply> = thread::scope(|s| {
+            let racers: Vec<_> = (0..LOGIN_RACERS)
+                .map(|i| {
+                    let addr = if i % 2 == 0 { a.addr() } else { b.addr() };
+                    let (barrier, body) = (&barrier, &body);
+                    s.spawn(move || {
+                        barrier.wait();
+                        support::http(
+                            addr,
+                            "POST",
+                            "/v1/auth/login",
+                            &[("Content-Type", "application/json")],
+                            body.as_bytes(),
+                        )
+                    })
+                })
+                .collect();
+            racers
+                .into_iter()
+                .map(|r| r.join().expect("racer"))
+                .collect()
+        });
+        // Every one is a session (PostgreSQL aborting the conflicting transactions is no
+        // reason to answer 500)...
+        for reply in &replies {
+            assert_eq!(reply.status, 200, "round {round}: {}", reply.body);
+        }
+        // ... and as many of them live as the cap allows, as either node sees it once the
+        // revocations of the other reached it (within the second).
+        let ended = Instant::now();
+        for node in [&a, &b] {
+            loop {
+                let live = replies
+                    .iter()
+                    .filter(|r| verify(node, &r.pair().0).status == 200)
+                    .count();
+                if live == CAP {
+                    break;
+                }
+                assert!(
+                    live > CAP && ended.elapsed() < WITHIN,
+                    "round {round}: {live} sessions live on {}",
+                    node.addr()
+                );
+                thread::sleep(POLL_EVERY);
+            }
+        }
+        let (access, _) = a.login("crowd@nodes.test");
+        let listed = a.get("/v1/users/me/sessions", Some(&access));
+        assert_eq!(listed.status, 200, "{}", listed.body);
+        assert_eq!(
+            listed.json().as_array().map(Vec::len),
+            Some(CAP),
+            "round {round}"
+        );
+    }
+}
+
 #[test]
 fn a_retry_inside_the_grace_gets_the_same_successor_from_the_other_node_then_is_reuse() {
     const GRACE_SECS: u64 = 2;
