@@ -78,7 +78,7 @@ pub(super) async fn list(db: &Shared, query: AuditQuery) -> Result<Vec<AuditRow>
             &[
                 &query.after.map(|a| a.0),
                 &query.user.map(|u| u.0),
-                &query.event.map(|e| e.label()),
+                &query.event.map(crate::model::AuditEvent::label),
                 &query.since.map(UnixTime::secs),
                 &limit,
             ],
