@@ -103,12 +103,16 @@ run() { # $1 label, $2 database URL or "", $3 nodes
   jobs=()
   for i in "${!bases[@]}"; do login_load "${bases[$i]}" "$per" "$1-node$i" & jobs+=($!); done
   for j in "${jobs[@]}"; do wait "$j"; done
+  # What the nodes logged above info (a failed write, a lost connection), counted.
+  cat "$tmp/$1".*/log | grep -E ' (WARN|ERROR) ' | grep -v LATCHD_PBKDF2_ITERATIONS \
+    | sed -E 's/^[^ ]+ +//; s/ (peer|micros|error)=.*//' | sort | uniq -c | sort -rn | head -5 \
+    | sed "s/^/logged label=$1 /" || true
   for p in "${pids[@]:$servers}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   pids=("${pids[@]:0:$servers}")
 }
 
 echo "# nodes.sh: $(date -u +%FT%TZ) secs=$secs conns=$conns latchd=$latchd postgres=$("$bindir/postgres" --version)"
-run redb "" 1
+[ -z "${NODES_SKIP_REDB:-}" ] && run redb "" 1
 psql -q "postgres://postgres@127.0.0.1:$pg_port/postgres" -c 'CREATE DATABASE one' -c 'CREATE DATABASE two'
 run pg-1 "postgres://postgres@127.0.0.1:$pg_port/one?sslmode=disable" 1
 run pg-2 "postgres://postgres@127.0.0.1:$pg_port/two?sslmode=disable" 2

@@ -34,7 +34,7 @@ use crate::store::view::View;
 use crate::time::UnixTime;
 
 mod audit;
-mod errors;
+pub(super) mod errors;
 mod feed;
 mod keys;
 mod pool;
@@ -354,11 +354,53 @@ macro_rules! write_txn {
         let shared: &$crate::store::pg::Shared = $shared;
         shared.write_gate().await?;
         let mut client = shared.client().await?;
+        let attempts = $crate::store::pg::write_txn!(@attempts client, shared, $now, |$tx| $body);
+        drop(client);
+        let (value, committed) = attempts?;
+        shared.settle(committed).await;
+        Ok(value)
+    }};
+    // One user's writes that read all its sessions and add one (a sign-in), one at a time:
+    // the lock is a session-level advisory lock taken BEFORE the transaction begins, so the
+    // transaction's snapshot is taken after the previous holder committed and sees its
+    // session. Under the transaction's own locks they would all read the same snapshot and
+    // all but one be aborted as conflicts, again and again.
+    (serialized $key:expr, $shared:expr, $now:expr, |$tx:ident| $body:block) => {{
+        let shared: &$crate::store::pg::Shared = $shared;
+        shared.after_touches().await;
+        shared.write_gate().await?;
+        let mut client = shared.client().await?;
+        let (class, id): (i32, i32) = $key;
+        // Should this future be dropped while the lock is held, the connection is closed
+        // rather than pooled, which releases the lock.
+        client.holds_session_state();
+        client
+            .execute("SELECT pg_advisory_lock($1, $2)", &[&class, &id])
+            .await
+            .map_err($crate::store::pg::errors::pg_err("locking a user's sign-ins"))?;
+        let attempts = $crate::store::pg::write_txn!(@attempts client, shared, $now, |$tx| $body);
+        if client
+            .execute("SELECT pg_advisory_unlock($1, $2)", &[&class, &id])
+            .await
+            .is_ok()
+        {
+            client.session_state_clean();
+        }
+        drop(client);
+        let (value, committed) = attempts?;
+        shared.settle(committed).await;
+        Ok(value)
+    }};
+    // The attempts of one write on `$client`: `Ok((value, committed))` or the last error.
+    (@attempts $client:ident, $shared:ident, $now:expr, |$tx:ident| $body:block) => {{
         let mut attempt = 0u32;
-        let (value, committed) = loop {
+        loop {
             attempt += 1;
             let done = {
-                let $tx = $crate::store::pg::Txn::begin(&mut client, $now).await?;
+                let $tx = match $crate::store::pg::Txn::begin(&mut $client, $now).await {
+                    Ok(tx) => tx,
+                    Err(e) => break Err(e),
+                };
                 let outcome: Result<_, $crate::auth::storage::StoreError> =
                     async { $body }.await;
                 match outcome {
@@ -367,17 +409,13 @@ macro_rules! write_txn {
                 }
             };
             match done {
-                Ok(done) => break done,
-                Err(e) if shared.retry(&e, attempt) => {
+                Ok(done) => break Ok(done),
+                Err(e) if $shared.retry(&e, attempt) => {
                     $crate::store::pg::retry_pause(attempt).await;
-                    continue;
                 }
-                Err(e) => return Err(e),
+                Err(e) => break Err(e),
             }
-        };
-        drop(client);
-        shared.settle(committed).await;
-        Ok(value)
+        }
     }};
 }
 pub(super) use write_txn;

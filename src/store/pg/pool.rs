@@ -38,6 +38,9 @@ pub(super) struct Pool {
 pub(in crate::store) struct Lent<'p> {
     pool: &'p Pool,
     client: Option<Client>,
+    /// The connection holds state beyond one transaction (a session-level lock): closed, not
+    /// pooled, if it is given back so.
+    dirty: bool,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -100,6 +103,7 @@ impl Pool {
         Ok(Lent {
             pool: self,
             client: Some(client),
+            dirty: false,
             _permit: permit,
         })
     }
@@ -190,10 +194,24 @@ impl std::ops::DerefMut for Lent<'_> {
     }
 }
 
+impl Lent<'_> {
+    /// From now until [`session_state_clean`](Self::session_state_clean), the connection
+    /// holds session state: dropped, it is closed (PostgreSQL then releases the state).
+    pub(in crate::store) fn holds_session_state(&mut self) {
+        self.dirty = true;
+    }
+
+    /// The session state taken since [`holds_session_state`](Self::holds_session_state) is
+    /// released: the connection may be pooled again.
+    pub(in crate::store) fn session_state_clean(&mut self) {
+        self.dirty = false;
+    }
+}
+
 impl Drop for Lent<'_> {
     fn drop(&mut self) {
         if let Some(client) = self.client.take() {
-            if !client.is_closed() {
+            if !client.is_closed() && !self.dirty {
                 self.pool
                     .idle
                     .lock()

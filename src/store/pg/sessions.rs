@@ -182,6 +182,13 @@ async fn write(tx: &Txn<'_>, family: FamilyId, rec: &FamilyRecord) -> Result<(),
     Ok(())
 }
 
+/// The advisory lock (class, id) one user's sign-ins take in turn: the class is "latc", the
+/// id 32 bits of the user's random id (two users sharing them only take turns too).
+fn sign_ins_of(user: UserId) -> (i32, i32) {
+    let [a, b, c, d, ..] = *user.0.as_bytes();
+    (0x6c61_7463, i32::from_be_bytes([a, b, c, d]))
+}
+
 /// Opens session `family` for `seen` unless the user changed since `seen` was read or has
 /// TOTP on and the sign-in passed no second factor (`false`, nothing written).
 #[allow(clippy::too_many_arguments)] // the port's arguments, and the store
@@ -195,7 +202,7 @@ pub(super) async fn open(
     policy: SessionPolicy,
     note: AuditNote,
 ) -> Result<bool, StoreError> {
-    write_txn!(db, now, |tx| {
+    write_txn!(serialized sign_ins_of(seen.id), db, now, |tx| {
         // Shared: a concurrent disable, revocation or password change waits for this
         // transaction, or this one is run again after it and sees it.
         let row = tx
