@@ -49,9 +49,8 @@ CREATE TABLE latchd_sessions (
     revoked_at bigint,
     ended_at bigint NOT NULL,
     record jsonb NOT NULL
-);
+) WITH (fillfactor = 80);
 CREATE INDEX latchd_sessions_user ON latchd_sessions (user_id);
-CREATE INDEX latchd_sessions_ended ON latchd_sessions (ended_at);
 CREATE TABLE latchd_totp (
     user_id uuid PRIMARY KEY REFERENCES latchd_users (id) ON DELETE CASCADE,
     created_at bigint NOT NULL,
