@@ -1059,3 +1059,35 @@ fn a_node_killed_mid_load_loses_no_write_it_acknowledged() {
          {logged_out} logouts acknowledged; B has every one"
     );
 }
+
+/// Sign-ins through one node whose tokens are used at once through the other.
+const FRESH_TRIALS: usize = 40;
+
+#[test]
+fn a_token_fresh_from_one_node_is_accepted_by_the_other_at_once() {
+    let Some(cluster) = postgres::cluster() else {
+        return;
+    };
+    let url = cluster.fresh_database();
+    let (a, b) = nodes(&url, &[]);
+    for (i, (from, to)) in [(&a, &b), (&b, &a)]
+        .into_iter()
+        .cycle()
+        .take(FRESH_TRIALS)
+        .enumerate()
+    {
+        // A new user and a new session each time: neither is in the other view yet.
+        let email = format!("fresh{i}@nodes.test");
+        from.register(&email);
+        let (access, _) = from.login(&email);
+        let reply = verify(to, &access);
+        assert_eq!(
+            reply.status,
+            200,
+            "trial {i}: a token from {} refused by {} right after the login: {}",
+            from.addr(),
+            to.addr(),
+            reply.body
+        );
+    }
+}

@@ -41,6 +41,9 @@ pub(super) const POLL: Duration = Duration::from_millis(200);
 /// How recent the last confirmation must be for the node to answer from its view.
 pub(super) const CONFIRM_WITHIN: Duration = Duration::from_secs(1);
 
+/// How far apart the clocks of two nodes may be for [`Feed::may_be_newer`].
+const CLOCK_SLACK_MS: u64 = 2_000;
+
 /// How long feed rows are kept (a node cut off for longer reloads its view).
 pub(super) const RETENTION_SECS: i64 = 3600;
 
@@ -128,6 +131,8 @@ pub(super) struct Feed {
     base: Instant,
     /// Nanoseconds after `base` at which the last successful poll began; 0 = never.
     confirmed: AtomicU64,
+    /// The same instant as Unix milliseconds, to compare with the times in session ids.
+    confirmed_unix_ms: AtomicU64,
     /// The highest change id applied to the view.
     applied: watch::Sender<i64>,
     /// How many times the signing keys changed (through any node) since start.
@@ -143,6 +148,7 @@ impl Feed {
         let feed = Arc::new(Feed {
             base: Instant::now(),
             confirmed: AtomicU64::new(0),
+            confirmed_unix_ms: AtomicU64::new(0),
             applied: watch::channel(position).0,
             keys: watch::channel(0).0,
             kick: Notify::new(),
@@ -154,8 +160,34 @@ impl Feed {
 
     fn confirm(&self, started: Instant) {
         let nanos = u64::try_from(started.duration_since(self.base).as_nanos()).unwrap_or(u64::MAX);
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.saturating_sub(started.elapsed()).as_millis());
+        self.confirmed_unix_ms.fetch_max(
+            u64::try_from(unix_ms).unwrap_or(u64::MAX),
+            Ordering::Release,
+        );
         self.confirmed.fetch_max(nanos.max(1), Ordering::Release);
         self.confirmations.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Whether something created at `unix_ms` (a session id's time, on the clock of the node
+    /// that opened it) may be newer than what the view has read: created later than
+    /// [`CLOCK_SLACK_MS`] before the last confirmed poll began.
+    pub(super) fn may_be_newer(&self, unix_ms: u64) -> bool {
+        unix_ms.saturating_add(CLOCK_SLACK_MS) >= self.confirmed_unix_ms.load(Ordering::Acquire)
+    }
+
+    /// Blocks the calling thread until a poll that began after this call has confirmed the
+    /// view, or `within` has passed. The feed task must be able to run meanwhile (on another
+    /// thread: call it under `block_in_place`).
+    pub(super) fn wait_for_fresh_poll(&self, within: Duration) {
+        let asked = Instant::now();
+        let since = u64::try_from(asked.duration_since(self.base).as_nanos()).unwrap_or(u64::MAX);
+        self.kick.notify_one();
+        while self.confirmed.load(Ordering::Acquire) <= since && asked.elapsed() < within {
+            std::thread::sleep(Duration::from_micros(200));
+        }
     }
 
     /// Whether the view was confirmed current within the last [`CONFIRM_WITHIN`].

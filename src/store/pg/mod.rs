@@ -457,6 +457,25 @@ impl Shared {
     }
 }
 
+/// The longest a check of a token fresh from another node waits for this node's feed.
+const FRESH_WAIT: Duration = Duration::from_millis(100);
+
+/// When session `family` began, from its UUID v7 id.
+fn created_unix_ms(family: FamilyId) -> Option<u64> {
+    let (secs, nanos) = family.0.get_timestamp()?.to_unix();
+    Some(
+        secs.saturating_mul(1000)
+            .saturating_add(u64::from(nanos / 1_000_000)),
+    )
+}
+
+/// Whether this thread may block in place: on a worker of a multi-thread runtime, whose other
+/// tasks (the feed among them) move to another thread meanwhile.
+fn can_block_in_place() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
 /// Runs `future` with the operation timeout: a database that stops answering is
 /// `Unavailable`, not a hang.
 fn bounded<'a, T: Send + 'a>(
@@ -480,7 +499,22 @@ impl Storage for PgStore {
         if !self.shared.feed.is_confirmed() {
             return Err(AccessDenied::Unconfirmed);
         }
-        self.shared.view.check_access(user, family, jti, version)
+        let answer = self.shared.view.check_access(user, family, jti, version);
+        // A token fresh from another node names a session (or user) this view may not have
+        // read yet: its feed row is milliseconds old. Session ids are UUID v7, so the id says
+        // when the session began; one that began around or after the last confirmed poll
+        // waits for one more poll (milliseconds) before it is refused. Only tokens whose MAC
+        // checked get here, so nobody can make a node wait with made-up ids.
+        if matches!(
+            answer,
+            Err(AccessDenied::UnknownUser | AccessDenied::FamilyRevoked)
+        ) && created_unix_ms(family).is_some_and(|ms| self.shared.feed.may_be_newer(ms))
+            && can_block_in_place()
+        {
+            tokio::task::block_in_place(|| self.shared.feed.wait_for_fresh_poll(FRESH_WAIT));
+            return self.shared.view.check_access(user, family, jti, version);
+        }
+        answer
     }
 
     fn check_browser(
