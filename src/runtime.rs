@@ -110,9 +110,21 @@ pub async fn follow_signing_keys(auth: Arc<Authority>) {
     };
     changed.mark_changed();
     while changed.changed().await.is_ok() {
-        match auth.reload_signing_keys(UnixTime::now()).await {
-            Ok(()) => tracing::info!(kid = auth.signer_kid(), "signing keys reloaded"),
-            Err(e) => tracing::error!(error = %e, "reloading the signing keys failed"),
+        // A reload that fails (the database unreachable that moment) is tried again until it
+        // works: a retired key must not stay live here until the next rotation.
+        let mut pause = Duration::from_millis(200);
+        loop {
+            match auth.reload_signing_keys(UnixTime::now()).await {
+                Ok(()) => {
+                    tracing::info!(kid = auth.signer_kid(), "signing keys reloaded");
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reloading the signing keys failed; retrying");
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
         }
     }
 }

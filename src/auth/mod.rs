@@ -594,15 +594,21 @@ impl Authority {
         let Some(hash) = opaque_hash(cookie) else {
             return Ok(());
         };
-        if let Ok(standing) = self.storage.check_browser(&hash, now, &self.session) {
-            let note = AuditNote::new(AuditEvent::Logout, now)
-                .user(standing.user)
-                .client(Some(client));
-            self.storage
-                .revoke_session(standing.family, now, note)
-                .await?;
+        match self.storage.check_browser(&hash, now, &self.session) {
+            Ok(standing) => {
+                let note = AuditNote::new(AuditEvent::Logout, now)
+                    .user(standing.user)
+                    .client(Some(client));
+                self.storage
+                    .revoke_session(standing.family, now, note)
+                    .await?;
+                Ok(())
+            }
+            // A node that cannot confirm its view cannot tell which session the cookie names:
+            // 503, never a sign-out that clears the cookie and leaves the session live.
+            Err(AccessDenied::Unconfirmed) => Err(AuthError::Unavailable),
+            Err(_) => Ok(()),
         }
-        Ok(())
     }
 
     /// The browser's CSRF nonce: `presented` (from its cookie) when it is one latchd mints,

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::support::jar::{form, hidden, Jar};
 use crate::support::postgres::{self, Cluster};
 use crate::support::{self, Reply, TestServer, PASSWORD};
 
@@ -615,7 +616,7 @@ fn both_nodes_fail_closed_while_postgresql_is_down_and_recover_without_a_restart
     let Some(cluster) = Cluster::private() else {
         return;
     };
-    let (a, b) = nodes(&cluster.fresh_database(), &[]);
+    let (a, b) = nodes(&cluster.fresh_database(), SITE);
     a.register(OUTAGE);
     outage(&cluster, &a, &b, "stopped", Cluster::stop);
     // Immediate shutdown, no checkpoint: crash recovery at the next start.
@@ -623,6 +624,42 @@ fn both_nodes_fail_closed_while_postgresql_is_down_and_recover_without_a_restart
 }
 
 const OUTAGE: &str = "outage@nodes.test";
+
+/// The sign-in pages on, for the browser's sign-out.
+const SITE: &[(&str, &str)] = &[("LATCHD_PUBLIC_URL", PUBLIC)];
+const PUBLIC: &str = "http://auth.nodes.test";
+
+/// Signs `email` in through `node`'s form: the jar with the session cookie.
+fn browser_sign_in(node: &TestServer, email: &str) -> Jar {
+    let mut jar = Jar::default();
+    let page = jar.request(node, "GET", "/login", &[], b"");
+    assert_eq!(page.status, 200, "{}", page.body);
+    let csrf = hidden(&page.body, "csrf").expect("a csrf field");
+    let reply = jar.request(
+        node,
+        "POST",
+        "/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        form(&[("email", email), ("password", PASSWORD), ("csrf", &csrf)]).as_bytes(),
+    );
+    assert_eq!(reply.status, 303, "{}", reply.body);
+    jar
+}
+
+/// `POST /logout` with the jar's cookie and CSRF nonce (read from the home page while the node
+/// could still answer it: `csrf`).
+fn browser_sign_out(node: &TestServer, jar: &mut Jar, csrf: &str) -> Reply {
+    jar.request(
+        node,
+        "POST",
+        "/logout",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Origin", PUBLIC),
+        ],
+        form(&[("csrf", csrf)]).as_bytes(),
+    )
+}
 
 /// Takes PostgreSQL down with `halt` under both nodes, checks that they fail closed and that
 /// what was acknowledged before is still there when it is back.
@@ -636,6 +673,9 @@ fn outage(cluster: &Cluster, a: &TestServer, b: &TestServer, how: &str, halt: fn
     // Acknowledged just before the outage.
     assert_eq!(a.post_auth("/v1/auth/logout", &revoked).status, 204);
     until_refused(b, &revoked, Instant::now());
+    // A browser signed in through A, known to B.
+    let mut browser = browser_sign_in(a, OUTAGE);
+    let csrf = hidden(&browser.request(b, "GET", "/", &[], b"").body, "csrf").expect("csrf");
 
     let halting = Instant::now();
     halt(cluster);
@@ -664,6 +704,18 @@ fn outage(cluster: &Cluster, a: &TestServer, b: &TestServer, how: &str, halt: fn
         assert_unavailable(&node.post_auth("/v1/auth/logout", &doomed), "logout");
         assert_unavailable(&verify(node, &revoked), "verify of a revoked token");
     }
+    // A sign-out the node cannot carry out is a 503 that keeps the cookie, never a 303 that
+    // clears it and leaves the session live on the server.
+    let signed_out = browser_sign_out(b, &mut browser, &csrf);
+    assert_eq!(
+        signed_out.status, 503,
+        "sign-out while down: {}",
+        signed_out.body
+    );
+    assert!(
+        browser.get("latchd_session").is_some(),
+        "the cookie was cleared"
+    );
 
     cluster.start();
     let started = Instant::now();
@@ -682,6 +734,34 @@ fn outage(cluster: &Cluster, a: &TestServer, b: &TestServer, how: &str, halt: fn
     assert_eq!(b.post_auth("/v1/auth/logout", &doomed).status, 204);
     let refusal = until_refused(a, &doomed, Instant::now());
     assert!(refusal.delay <= WITHIN, "{:?}", refusal.delay);
+    // The browser's session lived through the outage; signing out now ends it on both.
+    let mut kept = browser.clone();
+    let signed_out = browser_sign_out(b, &mut browser, &csrf);
+    assert_eq!(
+        signed_out.status, 303,
+        "sign-out after recovery: {}",
+        signed_out.body
+    );
+    let reply = kept.request(b, "GET", VERIFY, &[], b"");
+    assert_eq!(
+        reply.status, 401,
+        "B still takes the cookie it signed out: {}",
+        reply.body
+    );
+    let since = Instant::now();
+    loop {
+        let reply = kept.request(a, "GET", VERIFY, &[], b"");
+        if reply.status == 401 {
+            break;
+        }
+        assert!(
+            since.elapsed() <= WITHIN,
+            "A still takes the signed-out cookie after {WITHIN:?}: {} {}",
+            reply.status,
+            reply.body
+        );
+        thread::sleep(POLL_EVERY);
+    }
 }
 
 /// A TCP forwarder between one node and PostgreSQL, which the test can cut.

@@ -309,3 +309,200 @@ mod racing_nodes {
         });
     }
 }
+
+// The change feed when the database's feed is not what a node last read: swept empty after a
+// quiet hour, ids gone back (a failover to a replica that had not seen the newest rows), a
+// backlog longer than one poll reads.
+mod feed {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use latchd::auth::storage::Storage;
+    use latchd::model::{
+        AccessDenied, AuditEvent, AuditNote, CreateUser, FamilyId, Jti, NewSession, NewUser,
+        Origin, SessionKind, SessionPolicy, User,
+    };
+    use latchd::store::pg::{PgStore, Settings, DEFAULT_POOL_SIZE};
+    use latchd::time::UnixTime;
+
+    use crate::support::postgres;
+
+    const POLICY: SessionPolicy = SessionPolicy {
+        refresh_ttl_secs: 100,
+        session_max_secs: 1_000,
+        grace_secs: 10,
+        max_per_user: 100,
+        idle_secs: 100,
+    };
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime")
+    }
+
+    async fn node(url: &str) -> Arc<PgStore> {
+        let settings = Settings {
+            url: url.to_owned(),
+            pool_size: DEFAULT_POOL_SIZE,
+        };
+        Arc::new(PgStore::connect(&settings).await.expect("connect"))
+    }
+
+    async fn sql(url: &str, statements: &str) {
+        let client = postgres::connect(url).await;
+        client.batch_execute(statements).await.expect("SQL");
+    }
+
+    /// A user with a live session on `store`, now.
+    async fn signed_in(store: &PgStore, email: &str) -> (User, FamilyId) {
+        let now = UnixTime::now();
+        let CreateUser::Created(user) = store
+            .create_user(
+                NewUser {
+                    email: email.to_owned(),
+                    password_hash: "$pbkdf2-sha256$i=1$x$y".to_owned(),
+                    roles: vec![],
+                },
+                now,
+                AuditNote::new(AuditEvent::Registered, now),
+            )
+            .await
+            .unwrap()
+        else {
+            panic!("{email} taken");
+        };
+        let family = FamilyId::new();
+        let opened = store
+            .open_session(
+                family,
+                &user,
+                [7; 32],
+                NewSession {
+                    kind: SessionKind::Api,
+                    mfa: false,
+                    origin: Origin::default(),
+                },
+                now,
+                POLICY,
+                AuditNote::new(AuditEvent::Login, now),
+            )
+            .await
+            .unwrap();
+        assert!(opened);
+        (user, family)
+    }
+
+    /// Waits (at most 3 s) until `store` refuses the session; how long it took.
+    async fn until_refused(store: &PgStore, user: &User, family: FamilyId) -> Duration {
+        let since = Instant::now();
+        loop {
+            match store.check_access(user.id, family, Jti(uuid::Uuid::nil()), 0) {
+                Err(AccessDenied::StaleVersion | AccessDenied::FamilyRevoked) => {
+                    return since.elapsed()
+                }
+                other => assert!(
+                    since.elapsed() < Duration::from_secs(3),
+                    "still {other:?} after 3 s"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[test]
+    fn a_node_started_on_a_feed_swept_empty_confirms_and_stays_put() {
+        let Some(cluster) = postgres::cluster() else {
+            return;
+        };
+        let url = cluster.fresh_database();
+        runtime().block_on(async {
+            let a = node(&url).await;
+            signed_in(&a, "quiet@example.com").await;
+            // An hour later the sweeper empties the feed.
+            let later = UnixTime::now().plus(2 * 3600);
+            a.sweep(later, 0, i64::MAX).await.unwrap();
+            let b = node(&url).await;
+            let reloads = b.keys_changed().expect("a feed");
+            // Over two seconds (ten polls), b stays confirmed and never reloads its view
+            // (every reload also signals the keys).
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            assert!(b.is_confirmed(), "b never confirmed");
+            assert!(!reloads.has_changed().unwrap(), "b reloaded its view");
+            let (user, family) = signed_in(&a, "after@example.com").await;
+            assert_eq!(
+                b.check_access(user.id, family, Jti(uuid::Uuid::nil()), 0),
+                Ok(())
+            );
+        });
+    }
+
+    #[test]
+    fn a_node_whose_feed_went_back_reloads_and_honours_what_follows() {
+        let Some(cluster) = postgres::cluster() else {
+            return;
+        };
+        let url = cluster.fresh_database();
+        runtime().block_on(async {
+            let a = node(&url).await;
+            let b = node(&url).await;
+            let (user, family) = signed_in(&a, "failover@example.com").await;
+            assert_eq!(
+                b.check_access(user.id, family, Jti(uuid::Uuid::nil()), 0),
+                Ok(())
+            );
+            // What a failover to a replica that missed the newest feed rows looks like: the
+            // rows are gone and the ids start again below b's position.
+            sql(
+                &url,
+                "DELETE FROM latchd_changes;
+                 ALTER SEQUENCE latchd_change_ids RESTART WITH 1;",
+            )
+            .await;
+            a.revoke_user(
+                user.id,
+                UnixTime::now(),
+                AuditNote::new(AuditEvent::LogoutAll, UnixTime::now()),
+            )
+            .await
+            .unwrap();
+            let took = until_refused(&b, &user, family).await;
+            assert!(took < Duration::from_secs(1), "refused after {took:?}");
+        });
+    }
+
+    #[test]
+    fn a_backlog_longer_than_one_poll_is_read_whole_before_the_view_counts_as_current() {
+        let Some(cluster) = postgres::cluster() else {
+            return;
+        };
+        let url = cluster.fresh_database();
+        runtime().block_on(async {
+            let a = node(&url).await;
+            let b = node(&url).await;
+            let (user, family) = signed_in(&a, "backlog@example.com").await;
+            // 25,000 rows naming users nobody has, then the revocation: b must get through
+            // all of them, in order, to the last.
+            sql(
+                &url,
+                "SELECT pg_advisory_xact_lock(7809651199139134051);
+                 INSERT INTO latchd_changes (id, at, kind, subject)
+                 SELECT nextval('latchd_change_ids'), 0, 1, gen_random_uuid()
+                 FROM generate_series(1, 25000);",
+            )
+            .await;
+            a.revoke_user(
+                user.id,
+                UnixTime::now(),
+                AuditNote::new(AuditEvent::LogoutAll, UnixTime::now()),
+            )
+            .await
+            .unwrap();
+            let took = until_refused(&b, &user, family).await;
+            assert!(took < Duration::from_secs(1), "refused after {took:?}");
+            assert!(b.is_confirmed());
+        });
+    }
+}

@@ -135,6 +135,10 @@ pub(super) struct Feed {
     confirmed_unix_ms: AtomicU64,
     /// The highest change id applied to the view.
     applied: watch::Sender<i64>,
+    /// The random `nonce` of the feed row at that id, when this node read it: a row with
+    /// that id and another nonce means the ids were handed out again (a failover to a
+    /// replica that had not seen the newest rows, a restore), and the view is reloaded.
+    applied_nonce: std::sync::Mutex<Option<i64>>,
     /// How many times the signing keys changed (through any node) since start.
     keys: watch::Sender<u64>,
     /// Wakes the task at once (a write of this node waits for its change).
@@ -144,8 +148,10 @@ pub(super) struct Feed {
 }
 
 impl Feed {
-    pub(super) fn new(position: i64) -> Arc<Feed> {
+    /// A feed at `position`, confirmed as of `read_at` (when the view's read began).
+    pub(super) fn new(position: i64, nonce: Option<i64>, read_at: Instant) -> Arc<Feed> {
         let feed = Arc::new(Feed {
+            applied_nonce: std::sync::Mutex::new(nonce),
             base: Instant::now(),
             confirmed: AtomicU64::new(0),
             confirmed_unix_ms: AtomicU64::new(0),
@@ -154,7 +160,7 @@ impl Feed {
             kick: Notify::new(),
             confirmations: watch::channel(0).0,
         });
-        feed.confirm(Instant::now());
+        feed.confirm(read_at);
         feed
     }
 
@@ -169,6 +175,15 @@ impl Feed {
         );
         self.confirmed.fetch_max(nanos.max(1), Ordering::Release);
         self.confirmations.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Records that the view has applied the feed up to row `id`, whose nonce is `nonce`.
+    fn set_applied(&self, id: i64, nonce: Option<i64>) {
+        *self
+            .applied_nonce
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = nonce;
+        self.applied.send_replace(id);
     }
 
     /// Whether something created at `unix_ms` (a session id's time, on the clock of the node
@@ -240,6 +255,9 @@ impl Feed {
 
 /// The feed task: runs until `stop` fires.
 pub(super) async fn run(feed: Arc<Feed>, pool: Arc<Pool>, view: Arc<View>, stop: Arc<Notify>) {
+    // Growing pauses between failed attempts (a broken row, a database that refuses us), so
+    // a failing feed does not hammer the database; reset by every confirmation.
+    let mut pause = POLL;
     loop {
         let session = tokio::select! {
             () = stop.notified() => return,
@@ -248,14 +266,35 @@ pub(super) async fn run(feed: Arc<Feed>, pool: Arc<Pool>, view: Arc<View>, stop:
         let Ok((client, wake, mut ended)) = session else {
             tokio::select! {
                 () = stop.notified() => return,
-                () = tokio::time::sleep(POLL) => continue,
+                () = tokio::time::sleep(pause) => {}
             }
+            pause = (pause * 2).min(MAX_PAUSE);
+            continue;
         };
         loop {
             let started = Instant::now();
             // A poll that hangs (a peer gone without a reset) is a lost connection too.
-            match tokio::time::timeout(CONFIRM_WITHIN, catch_up(&feed, &client, &view)).await {
-                Ok(Ok(())) => feed.confirm(started),
+            let polled =
+                tokio::time::timeout(CONFIRM_WITHIN, catch_up(&feed, &client, &view)).await;
+            match polled {
+                Ok(Ok(Caught::Up)) => {
+                    feed.confirm(started);
+                    pause = POLL;
+                }
+                Ok(Ok(Caught::Behind)) => {
+                    // The rest of the backlog at once; no confirmation until it is read.
+                    continue;
+                }
+                Ok(Ok(Caught::Reload)) => {
+                    // A whole view may take longer than a poll may: not under its timeout,
+                    // and confirmed only by the poll after it.
+                    match tokio::time::timeout(RELOAD_WITHIN, reload(&feed, &client, &view)).await {
+                        Ok(Ok(())) => continue,
+                        Ok(Err(e)) => tracing::warn!(error = %e, "change feed: reload failed"),
+                        Err(_) => tracing::warn!("change feed: reload timed out"),
+                    }
+                    break;
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "change feed: poll failed; reconnecting");
                     break;
@@ -275,6 +314,11 @@ pub(super) async fn run(feed: Arc<Feed>, pool: Arc<Pool>, view: Arc<View>, stop:
         }
         // Dropping the client ends its connection task.
         drop(client);
+        tokio::select! {
+            () = stop.notified() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(MAX_PAUSE);
     }
 }
 
@@ -302,40 +346,73 @@ async fn listen(pool: &Pool) -> Result<(Client, Arc<Notify>, oneshot::Receiver<(
     }
 }
 
-/// Applies every change after the view's position (or reloads the view if the feed was swept
-/// past it).
-async fn catch_up(feed: &Feed, client: &Client, view: &View) -> Result<(), StoreError> {
+/// What one poll of the feed found.
+enum Caught {
+    /// Every change committed before the poll began is applied.
+    Up,
+    /// A full batch was applied and more may follow.
+    Behind,
+    /// The feed no longer holds what follows this node's position (swept past it, or a
+    /// database whose ids went back: a failover to a replica that had not seen them, a
+    /// restore): the view must be reloaded.
+    Reload,
+}
+
+/// The most feed rows one poll reads.
+const BATCH: i64 = 10_000;
+
+/// How long reloading the whole view may take before the feed gives up and tries again.
+const RELOAD_WITHIN: Duration = Duration::from_secs(120);
+
+/// The longest pause between failed attempts to reach the feed.
+const MAX_PAUSE: Duration = Duration::from_secs(2);
+
+/// Applies the changes after the view's position, at most [`BATCH`].
+async fn catch_up(feed: &Feed, client: &Client, view: &View) -> Result<Caught, StoreError> {
     let position = *feed.applied.borrow();
     let rows = client
         .query(
-            "SELECT id, kind, subject FROM latchd_changes WHERE id > $1 ORDER BY id LIMIT 10000",
-            &[&position],
+            "SELECT id, kind, subject, nonce FROM latchd_changes WHERE id > $1 ORDER BY id
+             LIMIT $2",
+            &[&position, &BATCH],
         )
         .await
         .map_err(pg_err("reading the change feed"))?;
-    let swept: i64 = client
-        .query_one(
-            "SELECT value FROM latchd_state WHERE name = 'changes_swept_through'",
-            &[],
-        )
-        .await
-        .map_err(pg_err("reading the change feed"))?
-        .get(0);
-    if swept > position {
+    // Read after the rows: a sweep between the two reads shows here. The head is the
+    // highest id the feed has ever held (rows, or what a sweep removed); `at` is the nonce
+    // of the row at this node's position, if it is still there.
+    let (swept, head, at): (i64, i64, Option<i64>) = {
+        let row = client
+            .query_one(
+                "SELECT value, greatest(value, (SELECT coalesce(max(id), 0) FROM latchd_changes)),
+                        (SELECT nonce FROM latchd_changes WHERE id = $1)
+                 FROM latchd_state WHERE name = 'changes_swept_through'",
+                &[&position],
+            )
+            .await
+            .map_err(pg_err("reading the change feed"))?;
+        (row.get(0), row.get(1), row.get(2))
+    };
+    let known = *feed
+        .applied_nonce
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Below the sweep the row may be gone; above it, it must be the one this node read.
+    let replaced = position > swept && known.is_some() && at != known;
+    if swept > position || head < position || replaced {
         tracing::warn!(
             position,
             swept,
-            "change feed swept past this node: reloading the view"
+            head,
+            replaced,
+            "the change feed no longer holds what follows this node's position: reloading the view"
         );
-        let (fresh, at) = rows::load_view(client).await?;
-        view.replace(fresh);
-        feed.applied.send_replace(at);
-        feed.keys.send_modify(|n| *n += 1);
-        return Ok(());
+        return Ok(Caught::Reload);
     }
     let Some(last) = rows.last().map(|r| r.get::<_, i64>(0)) else {
-        return Ok(());
+        return Ok(Caught::Up);
     };
+    let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) >= BATCH;
     let mut users = HashSet::new();
     let mut sessions = HashSet::new();
     let mut jtis = HashSet::new();
@@ -359,9 +436,18 @@ async fn catch_up(feed: &Feed, client: &Client, view: &View) -> Result<(), Store
     changes.extend(rows::blacklist_now(client, &jtis).await?);
     changes.extend(gone.into_iter().map(Change::UserGone));
     view.apply(changes);
-    feed.applied.send_replace(last);
+    feed.set_applied(last, rows.last().map(|r| r.get(3)));
     if keys {
         feed.keys.send_modify(|n| *n += 1);
     }
+    Ok(if full { Caught::Behind } else { Caught::Up })
+}
+
+/// Replaces the view with one read whole, and the position with the one it reflects.
+async fn reload(feed: &Feed, client: &Client, view: &View) -> Result<(), StoreError> {
+    let (fresh, at, nonce) = rows::load_view(client).await?;
+    view.replace(fresh);
+    feed.set_applied(at, nonce);
+    feed.keys.send_modify(|n| *n += 1);
     Ok(())
 }

@@ -49,13 +49,41 @@ use feed::{Feed, Subject};
 use pool::Pool;
 
 /// How a PostgreSQL backend connects.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Settings {
     /// The database, as a `postgres://` URL (`LATCHD_DATABASE_URL`).
     pub url: String,
     /// The most connections this node opens for requests (`LATCHD_DATABASE_POOL`); the
     /// change feed keeps one more.
     pub pool_size: usize,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may hold a password.
+        f.debug_struct("Settings")
+            .field("url", &"<redacted>")
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+/// Warns when the server does not flush a commit before it answers: latchd answers a write
+/// once its `COMMIT` returns, and calls that durable.
+async fn check_durability(client: &tokio_postgres::Client) -> Result<(), StoreError> {
+    let setting: String = client
+        .query_one("SELECT current_setting('synchronous_commit')", &[])
+        .await
+        .map_err(pg_err("reading synchronous_commit"))?
+        .get(0);
+    if setting == "off" {
+        tracing::warn!(
+            synchronous_commit = %setting,
+            "PostgreSQL acknowledges commits before they are flushed: an acknowledged write \
+             can be lost in a crash of the database server"
+        );
+    }
+    Ok(())
 }
 
 /// The default of [`Settings::pool_size`].
@@ -213,10 +241,13 @@ impl PgStore {
         let mut client = pool.get().await?;
         schema::migrate(&mut client).await?;
         let refresh_mac_key = keys::refresh_mac_key(&client).await?;
-        let (view, position) = rows::load_view(&client).await?;
+        check_durability(&client).await?;
+        // The view is as current as the moment its read began, not when it ended.
+        let read_at = std::time::Instant::now();
+        let (view, position, nonce) = rows::load_view(&client).await?;
         drop(client);
         let view = Arc::new(view);
-        let feed = Feed::new(position);
+        let feed = Feed::new(position, nonce, read_at);
         let stop = Arc::new(Notify::new());
         tokio::spawn(feed::run(
             Arc::clone(&feed),

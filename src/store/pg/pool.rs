@@ -62,6 +62,17 @@ impl Pool {
         if config.get_application_name().is_none() {
             config.application_name("latchd");
         }
+        // Server-side bounds, so that a node that stalls or vanishes mid-transaction cannot
+        // hold its locks (the feed's ordering lock among them) for the kernel's two hours:
+        // its idle transaction is ended after 10 s, a lock wait or a statement of a dropped
+        // request give up on their own.
+        let bounds = "-c idle_in_transaction_session_timeout=10000 -c lock_timeout=10000 \
+                      -c statement_timeout=60000";
+        let options = match config.get_options() {
+            Some(given) => format!("{bounds} {given}"),
+            None => bounds.to_owned(),
+        };
+        config.options(&options);
         let tls = match config.get_ssl_mode() {
             SslMode::Disable => None,
             // `prefer` without any root to verify against can only be plain text.

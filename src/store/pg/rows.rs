@@ -1,6 +1,8 @@
 //! Rows of the PostgreSQL tables as latchd's values, and the view built from them: at start,
 //! after the feed was swept past a node, and subject by subject as the feed names them.
 
+use std::collections::{HashMap, HashSet};
+
 use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
@@ -44,8 +46,11 @@ pub(super) fn session_record(text: &str) -> Result<FamilyRecord, StoreError> {
     decode("latchd_sessions", text.as_bytes())
 }
 
-/// The whole view and the feed position it reflects, read in one snapshot.
-pub(super) async fn load_view(client: &tokio_postgres::Client) -> Result<(View, i64), StoreError> {
+/// The whole view, the feed position it reflects and the nonce of the feed row there (none
+/// when the sweep took it), read in one snapshot.
+pub(super) async fn load_view(
+    client: &tokio_postgres::Client,
+) -> Result<(View, i64, Option<i64>), StoreError> {
     // One REPEATABLE READ snapshot: the rows and the feed position agree.
     client
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -61,12 +66,27 @@ pub(super) async fn load_view(client: &tokio_postgres::Client) -> Result<(View, 
     Ok(loaded)
 }
 
-async fn load_in(client: &tokio_postgres::Client) -> Result<(View, i64), StoreError> {
+async fn load_in(client: &tokio_postgres::Client) -> Result<(View, i64, Option<i64>), StoreError> {
+    // The highest id the feed has held, in this snapshot: its rows, or what a sweep removed
+    // (after a quiet hour the table is empty, and 0 would look swept past at once).
     let position: i64 = client
-        .query_one("SELECT coalesce(max(id), 0) FROM latchd_changes", &[])
+        .query_one(
+            "SELECT greatest(
+                 (SELECT coalesce(max(id), 0) FROM latchd_changes),
+                 (SELECT value FROM latchd_state WHERE name = 'changes_swept_through'))",
+            &[],
+        )
         .await
         .map_err(pg_err("reading the feed position"))?
         .get(0);
+    let nonce: Option<i64> = client
+        .query_opt(
+            "SELECT nonce FROM latchd_changes WHERE id = $1",
+            &[&position],
+        )
+        .await
+        .map_err(pg_err("reading the feed position"))?
+        .map(|r| r.get(0));
     let users = client
         .query(
             "SELECT id, token_version, disabled, email, roles FROM latchd_users",
@@ -113,7 +133,7 @@ async fn load_in(client: &tokio_postgres::Client) -> Result<(View, i64), StoreEr
             exp: row.get(1),
         });
     }
-    Ok((builder.finish(), position))
+    Ok((builder.finish(), position, nonce))
 }
 
 /// The current rows of `users`: a change for each one found, and the ids of those gone.
@@ -132,13 +152,13 @@ pub(super) async fn users_now(
         )
         .await
         .map_err(pg_err("reading changed users"))?;
-    let found: Vec<User> = rows.iter().map(user).collect();
+    let found: HashSet<UserId> = rows.iter().map(|r| UserId(r.get(0))).collect();
     let gone = users
         .iter()
-        .filter(|u| !found.iter().any(|f| f.id == **u))
+        .filter(|u| !found.contains(u))
         .copied()
         .collect();
-    Ok((found.iter().map(Change::user).collect(), gone))
+    Ok((rows.iter().map(|r| Change::user(&user(r))).collect(), gone))
 }
 
 /// The current standing of `sessions`: live ones (with their browser cookies), and gone for
@@ -159,10 +179,10 @@ pub(super) async fn sessions_now(
         )
         .await
         .map_err(pg_err("reading changed sessions"))?;
+    let by_id: HashMap<Uuid, &Row> = rows.iter().map(|r| (r.get(0), r)).collect();
     let mut changes = Vec::with_capacity(sessions.len());
     for family in sessions {
-        let row = rows.iter().find(|r| r.get::<_, Uuid>(0) == family.0);
-        match row {
+        match by_id.get(&family.0) {
             Some(row) if row.get::<_, bool>(2) => {
                 changes.push(Change::Family {
                     id: *family,
@@ -193,16 +213,15 @@ pub(super) async fn blacklist_now(
         )
         .await
         .map_err(pg_err("reading changed blacklist rows"))?;
+    let exp: HashMap<Uuid, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     Ok(jtis
         .iter()
         .map(|jti| {
-            rows.iter().find(|r| r.get::<_, Uuid>(0) == jti.0).map_or(
-                Change::Unblacklisted(*jti),
-                |r| Change::Blacklisted {
+            exp.get(&jti.0)
+                .map_or(Change::Unblacklisted(*jti), |&exp| Change::Blacklisted {
                     jti: *jti,
-                    exp: r.get(1),
-                },
-            )
+                    exp,
+                })
         })
         .collect())
 }

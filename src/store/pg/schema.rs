@@ -87,7 +87,8 @@ CREATE TABLE latchd_changes (
     id bigint PRIMARY KEY,
     at bigint NOT NULL,
     kind smallint NOT NULL,
-    subject uuid NOT NULL
+    subject uuid NOT NULL,
+    nonce bigint NOT NULL DEFAULT (random() * 9.2e18)::bigint
 );
 CREATE INDEX latchd_changes_at ON latchd_changes (at);
 CREATE SEQUENCE latchd_change_ids;

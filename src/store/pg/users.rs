@@ -30,6 +30,10 @@ pub(super) async fn user(db: &Shared, id: UserId) -> Result<Option<User>, StoreE
 /// The user registered under `email` (normalized).
 pub(super) async fn user_by_email(db: &Shared, email: &str) -> Result<Option<User>, StoreError> {
     let key = normalize_email(email);
+    if key.contains('\0') {
+        // PostgreSQL's text cannot hold it, so no stored email has it.
+        return Ok(None);
+    }
     let client = db.client().await?;
     let row = client
         .query_opt(
