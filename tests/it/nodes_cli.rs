@@ -103,6 +103,9 @@ fn the_cli_adds_users_and_rotates_keys_for_every_node_and_points_backups_at_pg_d
         );
     }
 
+    let gc = cli(&["gc"], b"");
+    assert!(gc.status.success(), "gc: {}", text(&gc.stderr));
+
     let dest = scratch.path().join("backup.redb");
     let backup = cli(&["backup", dest.to_str().expect("utf-8 path")], b"");
     assert_eq!(backup.status.code(), Some(1));

@@ -506,3 +506,161 @@ mod feed {
         });
     }
 }
+
+// What a PostgreSQL database refuses at connect: a schema from a newer latchd, TLS it cannot
+// verify.
+mod connect {
+    use latchd::auth::storage::StoreError;
+    use latchd::store::pg::{PgStore, Settings, DEFAULT_POOL_SIZE};
+
+    use crate::support::postgres;
+
+    fn settings(url: &str) -> Settings {
+        Settings {
+            url: url.to_owned(),
+            pool_size: DEFAULT_POOL_SIZE,
+        }
+    }
+
+    fn current_thread() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+    }
+
+    #[test]
+    fn a_schema_written_by_a_newer_latchd_is_refused_and_left_alone() {
+        let Some(cluster) = postgres::cluster() else {
+            return;
+        };
+        let url = cluster.fresh_database();
+        current_thread().block_on(async {
+            drop(
+                PgStore::connect(&settings(&url))
+                    .await
+                    .expect("first connect migrates"),
+            );
+            let client = postgres::connect(&url).await;
+            client
+                .batch_execute("UPDATE latchd_schema SET version = 99")
+                .await
+                .expect("SQL");
+            let refused = PgStore::connect(&settings(&url)).await.unwrap_err();
+            assert!(
+                matches!(refused, StoreError::SchemaTooNew { found: 99, .. }),
+                "{refused:?}"
+            );
+            let version: i64 = client
+                .query_one("SELECT version FROM latchd_schema", &[])
+                .await
+                .expect("SQL")
+                .get(0);
+            assert_eq!(version, 99, "the newer schema was touched");
+        });
+    }
+
+    #[test]
+    fn sslmode_require_refuses_a_server_without_tls() {
+        let Some(cluster) = postgres::cluster() else {
+            return;
+        };
+        // The test cluster has no TLS: `require` must fail, never fall back to plain text.
+        let url = format!("{}?sslmode=require", cluster.fresh_database());
+        let refused = current_thread()
+            .block_on(PgStore::connect(&settings(&url)))
+            .unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                StoreError::Unavailable | StoreError::Backend { .. }
+            ),
+            "{refused:?}"
+        );
+        // And `disable` on the same database works.
+        let plain = url.replace("sslmode=require", "sslmode=disable");
+        current_thread()
+            .block_on(PgStore::connect(&settings(&plain)))
+            .expect("plain text when asked for");
+    }
+
+    #[test]
+    fn a_server_certificate_latchd_cannot_verify_is_a_failed_connection_not_plain_text() {
+        if !crate::support::require("openssl", "openssl") {
+            return;
+        }
+        let Some(cluster) = postgres::Cluster::private() else {
+            return;
+        };
+        // A self-signed certificate, which no system trust store holds.
+        let data = cluster.dir().join("data");
+        let made = std::process::Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=127.0.0.1", "-keyout"])
+            .arg(data.join("server.key"))
+            .arg("-out")
+            .arg(data.join("server.crt"))
+            .output()
+            .expect("run openssl");
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let owner = std::fs::metadata(&data).expect("data dir");
+        for file in ["server.key", "server.crt"] {
+            let path = data.join(file);
+            std::os::unix::fs::chown(
+                &path,
+                Some(std::os::unix::fs::MetadataExt::uid(&owner)),
+                Some(std::os::unix::fs::MetadataExt::gid(&owner)),
+            )
+            .expect("chown");
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .expect("chmod");
+        }
+        let url = cluster.fresh_database();
+        let plain = format!("{url}?sslmode=disable");
+        current_thread().block_on(async {
+            let client = postgres::connect(&plain).await;
+            // Two statements: ALTER SYSTEM may not share a batch (an implicit transaction).
+            client
+                .batch_execute("ALTER SYSTEM SET ssl = on")
+                .await
+                .expect("turn TLS on");
+            client
+                .batch_execute("SELECT pg_reload_conf()")
+                .await
+                .expect("reload");
+        });
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        for mode in ["require", "prefer"] {
+            let refused = current_thread()
+                .block_on(PgStore::connect(&settings(&format!(
+                    "{url}?sslmode={mode}"
+                ))))
+                .map(drop);
+            assert!(
+                refused.is_err(),
+                "sslmode={mode} connected to a server whose certificate nobody vouches for\n{}",
+                cluster.log()
+            );
+        }
+        current_thread()
+            .block_on(PgStore::connect(&settings(&plain)))
+            .expect("sslmode=disable still connects");
+    }
+
+    #[test]
+    fn a_url_that_does_not_parse_is_refused_without_connecting() {
+        let refused = current_thread()
+            .block_on(PgStore::connect(&settings("postgres://[::1")))
+            .unwrap_err();
+        assert!(
+            matches!(&refused, StoreError::NotADatabase(why) if why.contains("LATCHD_DATABASE_URL")),
+            "{refused:?}"
+        );
+    }
+}
