@@ -23,6 +23,8 @@ mod metrics;
 mod nodes;
 #[cfg(feature = "postgres")]
 mod nodes_cli;
+#[cfg(feature = "postgres")]
+mod nodes_nginx;
 mod openapi;
 mod operator;
 mod packaging;
