@@ -673,9 +673,21 @@ fn outage(cluster: &Cluster, a: &TestServer, b: &TestServer, how: &str, halt: fn
     // Acknowledged just before the outage.
     assert_eq!(a.post_auth("/v1/auth/logout", &revoked).status, 204);
     until_refused(b, &revoked, Instant::now());
-    // A browser signed in through A, known to B.
+    // A browser signed in through A, once B knows it (a new cookie reaches B's view within
+    // milliseconds; until then B's home page is the sign-in form, without the sign-out nonce).
     let mut browser = browser_sign_in(a, OUTAGE);
-    let csrf = hidden(&browser.request(b, "GET", "/", &[], b"").body, "csrf").expect("csrf");
+    let since = Instant::now();
+    let csrf = loop {
+        let home = browser.request(b, "GET", "/", &[], b"");
+        if home.status == 200 && home.body.contains("action=\"/logout\"") {
+            break hidden(&home.body, "csrf").expect("the sign-out form's csrf");
+        }
+        assert!(
+            since.elapsed() <= WITHIN,
+            "B never showed the signed-in home page"
+        );
+        thread::sleep(POLL_EVERY);
+    };
 
     let halting = Instant::now();
     halt(cluster);
