@@ -1089,14 +1089,7 @@ impl Authority {
         let secret = add_new_signing_key(self.storage.as_ref(), &self.rng, now, note).await?;
         let stored = self.storage.signing_keys().await?;
         let ring = ring_of(&secret, &stored, self.access_ttl_secs, now);
-        let old = std::mem::replace(
-            &mut *self
-                .tokens
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-            self.token_policy.tokens(ring),
-        );
-        drop(old);
+        self.swap_keyring(ring);
         Ok(secret.kid())
     }
 
@@ -1114,17 +1107,19 @@ impl Authority {
         }
         let _in_order = self.rotating.lock().await;
         let stored = self.storage.signing_keys().await?;
-        let Some(signer) = stored
-            .iter()
-            .rev()
-            .filter(|k| k.retired_at.is_none())
-            .find_map(|k| KeySecret::from_bytes(k.secret.clone()).ok())
-        else {
+        let Some(signer) = newest_live(&stored) else {
             // No live key (they were all retired by a node with a configured key): keep
             // signing with the one this node has rather than stop.
             return Ok(());
         };
         let ring = ring_of(&signer, &stored, self.access_ttl_secs, now);
+        self.swap_keyring(ring);
+        Ok(())
+    }
+
+    /// Puts the token policy around `ring` in place of the one in use; verifications and
+    /// signatures under way finish with the old one.
+    fn swap_keyring(&self, ring: Keyring) {
         let old = std::mem::replace(
             &mut *self
                 .tokens
@@ -1133,7 +1128,6 @@ impl Authority {
             self.token_policy.tokens(ring),
         );
         drop(old);
-        Ok(())
     }
 
     /// Deletes expired blacklist rows, and sessions and keys that ended more than one access
@@ -1445,14 +1439,9 @@ async fn keyring(
         storage.retire_signing_keys(now).await?;
     }
     let stored = storage.signing_keys().await?;
-    let newest_live = stored
-        .iter()
-        .rev()
-        .filter(|k| k.retired_at.is_none())
-        .find_map(|k| KeySecret::from_bytes(k.secret.clone()).ok());
     let (signer, source) = if let Some(configured) = &settings.signing_key {
         (configured.clone(), KeySource::Configured)
-    } else if let Some(newest) = newest_live {
+    } else if let Some(newest) = newest_live(&stored) {
         (newest, KeySource::Stored)
     } else {
         let note = AuditNote::new(AuditEvent::KeyRotated, now);
@@ -1465,6 +1454,15 @@ async fn keyring(
         ring_of(&signer, &stored, settings.access_ttl_secs, now),
         source,
     ))
+}
+
+/// The newest stored key not retired: the one that signs when none is configured.
+fn newest_live(stored: &[StoredKey]) -> Option<KeySecret> {
+    stored
+        .iter()
+        .rev()
+        .filter(|k| k.retired_at.is_none())
+        .find_map(|k| KeySecret::from_bytes(k.secret.clone()).ok())
 }
 
 /// The ring `signer` signs in: every `stored` key not retired verifies, and a retired one until

@@ -313,22 +313,21 @@ fn a_revocation_through_one_node_is_honoured_by_the_other_within_a_second() {
     );
 }
 
-/// Presents `refresh` eight times at once, four times to each node.
-fn race(a: &TestServer, b: &TestServer, refresh: &str) -> Vec<Reply> {
-    const RACERS: usize = 8;
-    let barrier = Barrier::new(RACERS);
-    let body = json!({ "refresh_token": refresh }).to_string();
+/// POSTs `body` (JSON) to `path` `racers` times at once, alternately to A and B, released
+/// together by a barrier.
+fn race_posts(a: &TestServer, b: &TestServer, path: &str, body: &str, racers: usize) -> Vec<Reply> {
+    let barrier = Barrier::new(racers);
     thread::scope(|s| {
-        let racers: Vec<_> = (0..RACERS)
+        let racers: Vec<_> = (0..racers)
             .map(|i| {
                 let addr = if i % 2 == 0 { a.addr() } else { b.addr() };
-                let (barrier, body) = (&barrier, &body);
+                let barrier = &barrier;
                 s.spawn(move || {
                     barrier.wait();
                     support::http(
                         addr,
                         "POST",
-                        "/v1/auth/refresh",
+                        path,
                         &[("Content-Type", "application/json")],
                         body.as_bytes(),
                     )
@@ -340,6 +339,12 @@ fn race(a: &TestServer, b: &TestServer, refresh: &str) -> Vec<Reply> {
             .map(|r| r.join().expect("racer"))
             .collect()
     })
+}
+
+/// Presents `refresh` eight times at once, four times to each node.
+fn race(a: &TestServer, b: &TestServer, refresh: &str) -> Vec<Reply> {
+    let body = json!({ "refresh_token": refresh }).to_string();
+    race_posts(a, b, "/v1/auth/refresh", &body, 8)
 }
 
 const RACES: usize = 10;
@@ -418,29 +423,7 @@ fn logins_of_one_user_racing_over_both_nodes_all_succeed_and_keep_to_the_session
     a.register("crowd@nodes.test");
     let body = json!({"email": "crowd@nodes.test", "password": PASSWORD}).to_string();
     for round in 0..5 {
-        let barrier = Barrier::new(LOGIN_RACERS);
-        let replies: Vec<Reply> = thread::scope(|s| {
-            let racers: Vec<_> = (0..LOGIN_RACERS)
-                .map(|i| {
-                    let addr = if i % 2 == 0 { a.addr() } else { b.addr() };
-                    let (barrier, body) = (&barrier, &body);
-                    s.spawn(move || {
-                        barrier.wait();
-                        support::http(
-                            addr,
-                            "POST",
-                            "/v1/auth/login",
-                            &[("Content-Type", "application/json")],
-                            body.as_bytes(),
-                        )
-                    })
-                })
-                .collect();
-            racers
-                .into_iter()
-                .map(|r| r.join().expect("racer"))
-                .collect()
-        });
+        let replies = race_posts(&a, &b, "/v1/auth/login", &body, LOGIN_RACERS);
         // Every one is a session (PostgreSQL aborting the conflicting transactions is no
         // reason to answer 500)...
         for reply in &replies {

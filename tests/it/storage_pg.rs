@@ -11,6 +11,24 @@ use latchd::store::pg::{PgStore, Settings, DEFAULT_POOL_SIZE};
 
 use crate::support::postgres;
 
+/// How a node connects to the database at `url`.
+fn settings(url: &str) -> Settings {
+    Settings {
+        url: url.to_owned(),
+        pool_size: DEFAULT_POOL_SIZE,
+    }
+}
+
+/// A runtime of two workers, as a server's: nodes' feeds run beside the test's own tasks (and
+/// a check that blocks in place can).
+fn two_workers() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
 /// A database of its own, created on first open.
 struct Pg {
     url: Option<String>,
@@ -28,12 +46,8 @@ impl Harness for Pg {
     fn open(&mut self) -> Pin<Box<dyn Future<Output = Arc<dyn Storage>> + '_>> {
         let url = self.url.clone().expect("available() was checked");
         Box::pin(async move {
-            let settings = Settings {
-                url,
-                pool_size: DEFAULT_POOL_SIZE,
-            };
             let store: Arc<dyn Storage> = Arc::new(
-                PgStore::connect(&settings)
+                PgStore::connect(&settings(&url))
                     .await
                     .expect("connect to PostgreSQL"),
             );
@@ -65,9 +79,10 @@ mod racing_nodes {
         AccessDenied, AuditEvent, AuditNote, CreateUser, FamilyId, Jti, NewSession, NewUser,
         Origin, Presented, Rotation, SessionKind, SessionPolicy, Successor, User,
     };
-    use latchd::store::pg::{PgStore, Settings, DEFAULT_POOL_SIZE};
+    use latchd::store::pg::PgStore;
     use latchd::time::UnixTime;
 
+    use super::{settings, two_workers};
     use crate::support::postgres;
 
     const NOW: UnixTime = UnixTime(1_800_000_000);
@@ -81,22 +96,10 @@ mod racing_nodes {
 
     /// Two nodes on one fresh database, or `None` (skipped, said why) without a server.
     async fn two_nodes() -> Option<(Arc<PgStore>, Arc<PgStore>)> {
-        let url = postgres::cluster()?.fresh_database();
-        let settings = Settings {
-            url,
-            pool_size: DEFAULT_POOL_SIZE,
-        };
+        let settings = settings(&postgres::cluster()?.fresh_database());
         let a = PgStore::connect(&settings).await.expect("connect node a");
         let b = PgStore::connect(&settings).await.expect("connect node b");
         Some((Arc::new(a), Arc::new(b)))
-    }
-
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a runtime")
     }
 
     async fn user(store: &PgStore) -> User {
@@ -185,7 +188,7 @@ mod racing_nodes {
 
     #[test]
     fn two_nodes_racing_rotations_with_grace_share_one_successor() {
-        runtime().block_on(async {
+        two_workers().block_on(async {
             let Some((a, b)) = two_nodes().await else {
                 return;
             };
@@ -237,7 +240,7 @@ mod racing_nodes {
             grace_secs: 0,
             ..POLICY
         };
-        runtime().block_on(async {
+        two_workers().block_on(async {
             let Some((a, b)) = two_nodes().await else {
                 return;
             };
@@ -286,7 +289,7 @@ mod racing_nodes {
             max_per_user: 2,
             ..POLICY
         };
-        runtime().block_on(async {
+        two_workers().block_on(async {
             let Some((a, b)) = two_nodes().await else {
                 return;
             };
@@ -322,9 +325,10 @@ mod feed {
         AccessDenied, AuditEvent, AuditNote, CreateUser, FamilyId, Jti, NewSession, NewUser,
         Origin, SessionKind, SessionPolicy, User,
     };
-    use latchd::store::pg::{PgStore, Settings, DEFAULT_POOL_SIZE};
+    use latchd::store::pg::PgStore;
     use latchd::time::UnixTime;
 
+    use super::{settings, two_workers};
     use crate::support::postgres;
 
     const POLICY: SessionPolicy = SessionPolicy {
@@ -335,20 +339,8 @@ mod feed {
         idle_secs: 100,
     };
 
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a runtime")
-    }
-
     async fn node(url: &str) -> Arc<PgStore> {
-        let settings = Settings {
-            url: url.to_owned(),
-            pool_size: DEFAULT_POOL_SIZE,
-        };
-        Arc::new(PgStore::connect(&settings).await.expect("connect"))
+        Arc::new(PgStore::connect(&settings(url)).await.expect("connect"))
     }
 
     async fn sql(url: &str, statements: &str) {
@@ -412,13 +404,23 @@ mod feed {
         }
     }
 
+    /// Logs `user` out everywhere through `a`; `b` refuses `family` within a second.
+    async fn logout_all_reaches(a: &PgStore, b: &PgStore, user: &User, family: FamilyId) {
+        let now = UnixTime::now();
+        a.revoke_user(user.id, now, AuditNote::new(AuditEvent::LogoutAll, now))
+            .await
+            .unwrap();
+        let took = until_refused(b, user, family).await;
+        assert!(took < Duration::from_secs(1), "refused after {took:?}");
+    }
+
     #[test]
     fn a_node_started_on_a_feed_swept_empty_confirms_and_stays_put() {
         let Some(cluster) = postgres::cluster() else {
             return;
         };
         let url = cluster.fresh_database();
-        runtime().block_on(async {
+        two_workers().block_on(async {
             let a = node(&url).await;
             signed_in(&a, "quiet@example.com").await;
             // An hour later the sweeper empties the feed.
@@ -445,7 +447,7 @@ mod feed {
             return;
         };
         let url = cluster.fresh_database();
-        runtime().block_on(async {
+        two_workers().block_on(async {
             let a = node(&url).await;
             let b = node(&url).await;
             let (user, family) = signed_in(&a, "failover@example.com").await;
@@ -461,15 +463,7 @@ mod feed {
                  ALTER SEQUENCE latchd_change_ids RESTART WITH 1;",
             )
             .await;
-            a.revoke_user(
-                user.id,
-                UnixTime::now(),
-                AuditNote::new(AuditEvent::LogoutAll, UnixTime::now()),
-            )
-            .await
-            .unwrap();
-            let took = until_refused(&b, &user, family).await;
-            assert!(took < Duration::from_secs(1), "refused after {took:?}");
+            logout_all_reaches(&a, &b, &user, family).await;
         });
     }
 
@@ -479,7 +473,7 @@ mod feed {
             return;
         };
         let url = cluster.fresh_database();
-        runtime().block_on(async {
+        two_workers().block_on(async {
             let a = node(&url).await;
             let b = node(&url).await;
             let (user, family) = signed_in(&a, "backlog@example.com").await;
@@ -493,15 +487,7 @@ mod feed {
                  FROM generate_series(1, 25000);",
             )
             .await;
-            a.revoke_user(
-                user.id,
-                UnixTime::now(),
-                AuditNote::new(AuditEvent::LogoutAll, UnixTime::now()),
-            )
-            .await
-            .unwrap();
-            let took = until_refused(&b, &user, family).await;
-            assert!(took < Duration::from_secs(1), "refused after {took:?}");
+            logout_all_reaches(&a, &b, &user, family).await;
             assert!(b.is_confirmed());
         });
     }
@@ -511,16 +497,10 @@ mod feed {
 // verify.
 mod connect {
     use latchd::auth::storage::StoreError;
-    use latchd::store::pg::{PgStore, Settings, DEFAULT_POOL_SIZE};
+    use latchd::store::pg::PgStore;
 
+    use super::settings;
     use crate::support::postgres;
-
-    fn settings(url: &str) -> Settings {
-        Settings {
-            url: url.to_owned(),
-            pool_size: DEFAULT_POOL_SIZE,
-        }
-    }
 
     fn current_thread() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()

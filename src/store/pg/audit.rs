@@ -9,13 +9,14 @@ use uuid::Uuid;
 
 use super::errors::pg_err;
 use super::feed::{Subject, RETENTION_SECS};
+use super::rows::json;
 use super::{write_txn, Shared, Txn};
 use crate::auth::storage::StoreError;
 use crate::model::{
     AuditId, AuditNote, AuditQuery, AuditRow, FamilyId, Jti, Sweep, PENDING_TOTP_SECS,
 };
 use crate::store::audit::{stamp, AuditRecord};
-use crate::store::records::{decode, encode};
+use crate::store::records::decode;
 use crate::time::UnixTime;
 
 /// Inserts the row of `note` in `tx`.
@@ -35,7 +36,7 @@ pub(super) async fn insert(
         *floor = base.max(next);
         *floor
     };
-    let record = String::from_utf8(encode(&AuditRecord::from_note(&note))).unwrap_or_default();
+    let record = json(&AuditRecord::from_note(&note));
     tx.execute(
         "INSERT INTO latchd_audit (id, at, event, user_id, record)
          VALUES ($1, $2, $3, $4, $5::text::jsonb)",

@@ -5,10 +5,11 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 use super::errors::{is_unique_violation, pg_err};
 use super::feed::Subject;
+use super::rows::json;
 use super::{write_txn, Shared};
 use crate::auth::storage::StoreError;
 use crate::model::{AuditNote, StoredKey};
-use crate::store::records::{decode, encode, KeyRecord};
+use crate::store::records::{decode, KeyRecord};
 use crate::time::UnixTime;
 
 /// The `latchd_secrets` name of the refresh MAC key.
@@ -70,7 +71,7 @@ pub(super) async fn add(
         if let Some(at) = retire_others_at {
             retire_in(&tx, at).await?;
         }
-        let record = String::from_utf8(encode(&KeyRecord::from_key(&key))).unwrap_or_default();
+        let record = json(&KeyRecord::from_key(&key));
         let inserted = tx
             .execute(
                 "INSERT INTO latchd_signing_keys (kid, retired_at, record)

@@ -36,9 +36,10 @@ pub(super) fn version(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// A session record as its `record` column stores it (`jsonb`, written as text).
-pub(super) fn session_json(rec: &FamilyRecord) -> String {
-    String::from_utf8(encode(rec)).unwrap_or_default()
+/// A record as its `record` column stores it (`jsonb`, written as text): the redb store's
+/// encoding of it.
+pub(super) fn json<T: serde::Serialize>(record: &T) -> String {
+    String::from_utf8(encode(record)).unwrap_or_default()
 }
 
 /// A session record from its `record` column (selected as `record::text`).

@@ -6,7 +6,7 @@
 
 use super::errors::{is_unique_violation, pg_err};
 use super::feed::Subject;
-use super::rows::{self, session_json, session_record, USER_COLUMNS};
+use super::rows::{self, json, session_record, USER_COLUMNS};
 use super::{write_txn, Shared, Txn};
 use crate::auth::storage::StoreError;
 use crate::model::{
@@ -112,7 +112,7 @@ pub(super) async fn open_checked(
                 &cookie,
                 &rec.created_at,
                 &rec.ended_at(),
-                &session_json(&rec),
+                &json(&rec),
             ],
         )
         .await;
@@ -170,12 +170,7 @@ async fn write(tx: &Txn<'_>, family: FamilyId, rec: &FamilyRecord) -> Result<(),
     tx.execute(
         "UPDATE latchd_sessions SET revoked_at = $2, ended_at = $3, record = $4::text::jsonb
          WHERE id = $1",
-        &[
-            &family.0,
-            &rec.revoked_at,
-            &rec.ended_at(),
-            &session_json(rec),
-        ],
+        &[&family.0, &rec.revoked_at, &rec.ended_at(), &json(rec)],
     )
     .await
     .map_err(pg_err("writing a session"))?;

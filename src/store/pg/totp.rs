@@ -10,8 +10,9 @@
 //! Neither table is in the view: only what a write does to users and sessions is fed.
 
 use super::errors::{is_unique_violation, pg_err};
-use super::sessions::{open_checked, revoke_all_of};
-use super::users::{locked, write};
+use super::rows::json;
+use super::sessions::open_checked;
+use super::users::{locked, revoke_all};
 use super::{write_txn, Shared, Txn};
 use crate::auth::storage::StoreError;
 use crate::model::{
@@ -19,7 +20,7 @@ use crate::model::{
     SessionPolicy, Totp, TotpUpdate, User, UserId,
 };
 use crate::store::is_recovery;
-use crate::store::records::{decode, encode, ChallengeRecord, TotpRecord};
+use crate::store::records::{decode, ChallengeRecord, TotpRecord};
 use crate::store::totp::{
     begun, completing, confirmed, count_failure, disabling, is_live, Completing,
 };
@@ -129,9 +130,7 @@ pub(super) async fn reset(
         tx.execute("DELETE FROM latchd_totp WHERE user_id = $1", &[&user.0])
             .await
             .map_err(pg_err("deleting an enrolment"))?;
-        row.token_version = row.token_version.saturating_add(1);
-        write(&tx, &row).await?;
-        revoke_all_of(&tx, user, None, now).await?;
+        revoke_all(&tx, &mut row, now).await?;
         tx.audit(db, note.about(Some(user), None)).await?;
         Ok(true)
     })
@@ -344,11 +343,6 @@ async fn delete_challenge(tx: &Txn<'_>, hash: &[u8; 32]) -> Result<(), StoreErro
     .await
     .map_err(pg_err("deleting a challenge"))?;
     Ok(())
-}
-
-/// A record as its `jsonb` column stores it (written as text).
-fn json<T: serde::Serialize>(record: &T) -> String {
-    String::from_utf8(encode(record)).unwrap_or_default()
 }
 
 fn totp_record(text: &str) -> Result<Totp, StoreError> {

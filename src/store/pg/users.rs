@@ -138,7 +138,7 @@ pub(super) async fn locked(tx: &Txn<'_>, id: UserId) -> Result<Option<User>, Sto
 }
 
 /// Writes the mutable columns of `user` (email and id stay), noting the user for the feed.
-pub(super) async fn write(tx: &Txn<'_>, user: &User) -> Result<(), StoreError> {
+async fn write(tx: &Txn<'_>, user: &User) -> Result<(), StoreError> {
     tx.execute(
         "UPDATE latchd_users SET password_hash = $2, roles = $3, disabled = $4,
              token_version = $5
@@ -154,6 +154,20 @@ pub(super) async fn write(tx: &Txn<'_>, user: &User) -> Result<(), StoreError> {
     .await
     .map_err(pg_err("writing a user"))?;
     tx.changed(Subject::User(user.id));
+    Ok(())
+}
+
+/// Bumps `user`'s token version, writes its row and revokes every session of the user, in
+/// `tx`: all its access and refresh tokens stop working (logout-all, disable, TOTP reset; the
+/// redb store's `revoke_all_in`).
+pub(super) async fn revoke_all(
+    tx: &Txn<'_>,
+    user: &mut User,
+    now: UnixTime,
+) -> Result<(), StoreError> {
+    user.token_version = user.token_version.saturating_add(1);
+    write(tx, user).await?;
+    revoke_all_of(tx, user.id, None, now).await?;
     Ok(())
 }
 
@@ -185,9 +199,7 @@ pub(super) async fn revoke_user(
         let Some(mut row) = locked(&tx, user).await? else {
             return Ok(false);
         };
-        row.token_version = row.token_version.saturating_add(1);
-        write(&tx, &row).await?;
-        revoke_all_of(&tx, user, None, now).await?;
+        revoke_all(&tx, &mut row, now).await?;
         tx.audit(db, note.about(Some(user), None)).await?;
         Ok(true)
     })
@@ -289,9 +301,7 @@ pub(super) async fn disable(
             return Ok(UserUpdate::LastAdmin);
         }
         row.disabled = true;
-        row.token_version = row.token_version.saturating_add(1);
-        write(&tx, &row).await?;
-        revoke_all_of(&tx, user, None, now).await?;
+        revoke_all(&tx, &mut row, now).await?;
         tx.audit(db, note.about(Some(user), None)).await?;
         Ok(UserUpdate::Done)
     })
