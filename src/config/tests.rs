@@ -321,3 +321,36 @@ fn trusted_proxies_take_addresses_and_ranges_and_name_a_bad_one() {
         assert!(errors[0].problem.contains(names), "{bad}: {}", errors[0]);
     }
 }
+
+#[test]
+fn a_database_url_names_postgresql_with_its_pool_and_is_never_printed() {
+    let url = "postgres://latchd:s3cret@db.internal/latchd";
+    if cfg!(feature = "postgres") {
+        let c = config(&[("LATCHD_DATABASE_URL", url), ("LATCHD_DATABASE_POOL", "4")]).unwrap();
+        let db = c.database.as_ref().expect("a database");
+        assert_eq!((db.url.as_str(), db.pool_size), (url, 4));
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "the URL's password in Debug"
+        );
+    } else {
+        // A build without the backend says how to get one, rather than use the file.
+        let errors = config(&[("LATCHD_DATABASE_URL", url)]).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].var, "LATCHD_DATABASE_URL");
+        assert!(
+            errors[0].problem.contains("--features postgres"),
+            "{errors:?}"
+        );
+    }
+    // Unset or empty: the redb file.
+    assert!(config(&[]).unwrap().database.is_none());
+    assert!(config(&[("LATCHD_DATABASE_URL", " ")])
+        .unwrap()
+        .database
+        .is_none());
+    for bad in ["0", "1001", "many"] {
+        let errors = config(&[("LATCHD_DATABASE_POOL", bad)]).unwrap_err();
+        assert_eq!(errors[0].var, "LATCHD_DATABASE_POOL", "{bad}");
+    }
+}

@@ -137,3 +137,36 @@ fn an_unreachable_database_is_one_clear_line_not_a_hang() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_nul_in_a_login_email_is_a_wrong_login_and_sync_commit_off_is_warned_about() {
+    let Some(cluster) = postgres::cluster() else {
+        return;
+    };
+    let url = cluster.fresh_database();
+    // A database that acknowledges commits before flushing them.
+    let name = url.rsplit('/').next().expect("a database name").to_owned();
+    postgres::block_on(async move {
+        let client = postgres::connect(&cluster.url("postgres")).await;
+        client
+            .batch_execute(&format!(
+                "ALTER DATABASE {name} SET synchronous_commit = off"
+            ))
+            .await
+            .expect("ALTER DATABASE");
+    });
+    let server = TestServer::start_with(&[("LATCHD_DATABASE_URL", url.as_str())]);
+    assert!(
+        server
+            .log()
+            .contains("PostgreSQL acknowledges commits before they are flushed"),
+        "{}",
+        server.log()
+    );
+    // PostgreSQL's text cannot hold a NUL: an email with one is unknown, not a 500.
+    let reply = server.post_json(
+        "/v1/auth/login",
+        &serde_json::json!({"email": "a\0@example.com", "password": PASSWORD}),
+    );
+    reply.assert_error(401, "invalid_grant");
+}
