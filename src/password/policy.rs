@@ -24,7 +24,9 @@ const SERVICE_NAME: &str = "latchd";
 /// reject too many unrelated passwords.
 const MIN_LOCAL_PART_CHARS: usize = 4;
 
-/// Django's list of 19,640 common passwords, lowercase, one per line (see data/common-passwords.NOTICE).
+/// The entries of Django's list of common passwords that are at least [`MIN_CHARS_FLOOR`]
+/// characters long (8,354 of 19,640; a shorter password never gets past the length check),
+/// lowercase, one per line (see data/common-passwords.NOTICE).
 const COMMON_PASSWORDS: &str = include_str!("../../data/common-passwords.txt");
 
 /// The rules new passwords are checked against; [`PasswordPolicy::default`] has a 15-character minimum.

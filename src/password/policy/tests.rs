@@ -113,14 +113,39 @@ fn common_passwords_are_refused_ignoring_case() {
 fn blocklist_is_lowercase_and_complete() {
     // is_common folds only the candidate, so every entry must already be lowercase.
     let entries: Vec<&str> = COMMON_PASSWORDS.lines().collect();
-    assert_eq!(entries.len(), 19_640);
+    assert_eq!(entries.len(), 8_354);
     for entry in &entries {
         assert_eq!(*entry, entry.to_lowercase(), "entry not lowercase");
-        assert!(!entry.is_empty());
+        // Shorter entries were left out as unreachable; a lower floor would need them back
+        // (the full list is Django's, see the NOTICE).
+        assert!(
+            entry.chars().count() >= MIN_CHARS_FLOOR,
+            "{entry:?} is shorter than the floor"
+        );
     }
     assert!(
-        is_common("123456") && is_common("fallen_angel"),
+        is_common("123456789") && is_common("fallen_angel"),
         "first and last lines"
+    );
+}
+
+#[test]
+fn no_password_under_the_floor_reaches_the_list() {
+    // Why the list may leave out Django's short entries: the length check comes first, at
+    // any minimum an operator may set, and lowercasing never makes a password shorter.
+    let eight = PasswordPolicy::new(MIN_CHARS_FLOOR).expect("the floor is allowed");
+    assert_eq!(
+        eight.check("1234567", EMAIL),
+        Err(WeakPassword::TooShort { min_chars: 8 })
+    );
+    assert_eq!(
+        PasswordPolicy::new(MIN_CHARS_FLOOR - 1),
+        Err(PasswordError::MinCharsTooLow { min_chars: 7 })
+    );
+    // A password whose lowercase form is longer still counts by its own characters.
+    assert_eq!(
+        eight.check("\u{130}234567", EMAIL),
+        Err(WeakPassword::TooShort { min_chars: 8 })
     );
 }
 
