@@ -13,7 +13,7 @@ use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::records::{decode, encode};
+use super::records::{decode, encode, id_from, RowKey};
 use super::tables::AUDIT;
 use super::{StoreError, Written};
 use crate::model::{
@@ -41,15 +41,14 @@ pub(super) fn when<T>(
 pub(super) fn insert_in(txn: &WriteTransaction, note: AuditNote) -> Result<AuditRow, StoreError> {
     let mut table = txn.open_table(AUDIT)?;
     let floor = match table.last()? {
-        Some((newest, _)) => newest.value().saturating_add(1),
+        Some((newest, _)) => id_from("audit", newest.value())?
+            .as_u128()
+            .saturating_add(1),
         None => 0,
     };
-    let id = stamp(note.at).max(floor);
-    table.insert(id, encode(&AuditRecord::from_note(&note)).as_slice())?;
-    Ok(AuditRow {
-        id: AuditId(Uuid::from_u128(id)),
-        note,
-    })
+    let id = AuditId(Uuid::from_u128(stamp(note.at).max(floor)));
+    table.insert(id.key(), encode(&AuditRecord::from_note(&note)).as_slice())?;
+    Ok(AuditRow { id, note })
 }
 
 /// The rows `query` asks for, in id order.
@@ -60,9 +59,10 @@ pub(super) fn list_in(
     let table = txn.open_table(AUDIT)?;
     let start = query
         .after
-        .map_or(Bound::Unbounded, |a| Bound::Excluded(a.0.as_u128()));
+        .as_ref()
+        .map_or(Bound::Unbounded, |a| Bound::Excluded(a.key()));
     let mut rows = Vec::new();
-    for entry in table.range::<u128>((start, Bound::Unbounded))? {
+    for entry in table.range::<&[u8]>((start, Bound::Unbounded))? {
         if rows.len() >= query.limit {
             break;
         }
@@ -73,7 +73,7 @@ pub(super) fn list_in(
             && query.since.is_none_or(|s| note.at >= s);
         if wanted {
             rows.push(AuditRow {
-                id: AuditId(Uuid::from_u128(id.value())),
+                id: AuditId(id_from("audit", id.value())?),
                 note,
             });
         }
@@ -93,10 +93,10 @@ pub(super) fn sweep_in(txn: &WriteTransaction, cutoff: UnixTime) -> Result<u64, 
         if rec.at > cutoff.secs() {
             break;
         }
-        gone.push(id.value());
+        gone.push(id.value().to_vec());
     }
     for id in &gone {
-        table.remove(*id)?;
+        table.remove(id.as_slice())?;
     }
     Ok(gone.len() as u64)
 }

@@ -19,9 +19,8 @@ use std::path::{Path, PathBuf};
 
 use redb::backends::FileBackend;
 use redb::{
-    Database, Key, MultimapTableDefinition, MultimapTableHandle, ReadTransaction, ReadableDatabase,
-    ReadableMultimapTable, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
-    Value, WriteTransaction,
+    Database, Key, MultimapTableHandle, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, TableDefinition, TableHandle, Value, WriteTransaction,
 };
 
 use super::tables::{
@@ -118,8 +117,8 @@ fn copy_all(from: &ReadTransaction, to: &WriteTransaction) -> Result<Backup, Sto
     rows += copy(from, to, USER_BY_EMAIL, &mut names)?;
     let sessions = copy(from, to, FAMILIES, &mut names)?;
     rows += sessions;
-    rows += copy_multimap(from, to, ROLE_MEMBERS, &mut names)?;
-    rows += copy_multimap(from, to, FAMILIES_BY_USER, &mut names)?;
+    rows += copy(from, to, ROLE_MEMBERS, &mut names)?;
+    rows += copy(from, to, FAMILIES_BY_USER, &mut names)?;
     rows += copy(from, to, BROWSER_SESSIONS, &mut names)?;
     rows += copy(from, to, TOTP, &mut names)?;
     rows += copy(from, to, MFA_CHALLENGES, &mut names)?;
@@ -160,26 +159,6 @@ fn copy<K: Key + 'static, V: Value + 'static>(
         let (key, value) = row?;
         target.insert(key.value(), value.value())?;
         rows += 1;
-    }
-    Ok(rows)
-}
-
-fn copy_multimap<K: Key + 'static, V: Key + 'static>(
-    from: &ReadTransaction,
-    to: &WriteTransaction,
-    table: MultimapTableDefinition<K, V>,
-    names: &mut Vec<String>,
-) -> Result<u64, StoreError> {
-    names.push(table.name().to_owned());
-    let source = from.open_multimap_table(table)?;
-    let mut target = to.open_multimap_table(table)?;
-    let mut rows = 0;
-    for row in source.iter()? {
-        let (key, values) = row?;
-        for value in values {
-            target.insert(key.value(), value?.value())?;
-            rows += 1;
-        }
     }
     Ok(rows)
 }

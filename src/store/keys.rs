@@ -1,17 +1,17 @@
 //! Signing keys for access tokens, and the server-held refresh-token MAC key.
 
-use redb::{ReadableTable, Table, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 use ring::rand::{SecureRandom, SystemRandom};
 
-use super::records::{decode, encode, KeyRecord};
-use super::tables::{REFRESH_MAC_KEY, SIGNING_KEYS};
+use super::records::{be_bytes, decode, encode, KeyRecord};
+use super::tables::{Bytes, Table, REFRESH_MAC_KEY, SIGNING_KEYS};
 use super::{StoreError, Written};
 use crate::model::StoredKey;
 use crate::time::UnixTime;
 
 /// Every stored signing key, oldest first; the signer is the last one not retired.
 pub(super) fn all_in(
-    keys: &impl ReadableTable<u64, &'static [u8]>,
+    keys: &impl ReadableTable<Bytes, Bytes>,
 ) -> Result<Vec<StoredKey>, StoreError> {
     let mut out = Vec::new();
     for row in keys.iter()? {
@@ -36,7 +36,7 @@ pub(super) fn add_in(
     for row in keys.iter()? {
         let (seq, bytes) = row?;
         rows.push((
-            seq.value(),
+            u64::from_be_bytes(be_bytes("signing_keys", seq.value())?),
             decode::<KeyRecord>("signing_keys", bytes.value())?,
         ));
     }
@@ -48,11 +48,14 @@ pub(super) fn add_in(
         for (seq, mut rec) in rows {
             if rec.retired_at.is_none() {
                 rec.retired_at = Some(at.secs());
-                keys.insert(seq, encode(&rec).as_slice())?;
+                keys.insert(seq.to_be_bytes().as_slice(), encode(&rec).as_slice())?;
             }
         }
     }
-    keys.insert(next, encode(&KeyRecord::from_key(key)).as_slice())?;
+    keys.insert(
+        next.to_be_bytes().as_slice(),
+        encode(&KeyRecord::from_key(key)).as_slice(),
+    )?;
     Ok(Written::commit(()))
 }
 
@@ -66,7 +69,7 @@ pub(super) fn retire_in(txn: &WriteTransaction, at: UnixTime) -> Result<Written<
         let (seq, bytes) = row?;
         let rec = decode::<KeyRecord>("signing_keys", bytes.value())?;
         if rec.retired_at.is_none() {
-            live.push((seq.value(), rec));
+            live.push((seq.value().to_vec(), rec));
         }
     }
     if live.is_empty() {
@@ -75,15 +78,13 @@ pub(super) fn retire_in(txn: &WriteTransaction, at: UnixTime) -> Result<Written<
     let count = u64::try_from(live.len()).unwrap_or(u64::MAX);
     for (seq, mut rec) in live {
         rec.retired_at = Some(at.secs());
-        keys.insert(seq, encode(&rec).as_slice())?;
+        keys.insert(seq.as_slice(), encode(&rec).as_slice())?;
     }
     Ok(Written::commit(count))
 }
 
 /// Returns the stored refresh MAC key, generating and inserting one if absent.
-pub(super) fn ensure_refresh_mac_key(
-    secrets: &mut Table<'_, &'static str, &'static [u8]>,
-) -> Result<[u8; 32], StoreError> {
+pub(super) fn ensure_refresh_mac_key(secrets: &mut Table<'_>) -> Result<[u8; 32], StoreError> {
     if let Some(stored) = secrets.get(REFRESH_MAC_KEY)? {
         return <[u8; 32]>::try_from(stored.value()).map_err(|_| StoreError::Corrupt {
             table: "secrets",

@@ -1,36 +1,176 @@
 //! Schema migrations: each brings a file one version forward inside the transaction that
 //! records the new version, so a crash leaves the file at the old version, untouched.
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::{
+    Key, MultimapTableDefinition, ReadableTable, TableDefinition, TableHandle, Value,
+    WriteTransaction,
+};
 
-use super::records::{decode, UserRecord};
-use super::tables::{ROLE_MEMBERS, USERS};
+use super::records::{
+    decode, id_from, role_member_key, user_family_key, FamilyViewRecord, UserRecord,
+};
+use super::tables::{self, Bytes};
 use super::StoreError;
+use crate::model::{FamilyId, UserId};
 
 /// Brings a file of schema `from` to the current one, one step at a time. Tables a step only
 /// adds are created empty by the open that follows.
 pub(super) fn forward(txn: &WriteTransaction, from: u64) -> Result<(), StoreError> {
-    if from < 2 {
-        from_1(txn)?;
-    }
+    // 1 -> 2 added `role_members`, which the step to 7 builds from the users.
     // 2 -> 3 added `browser_sessions` and optional fields of family rows (absent = API).
     // 3 -> 4 added `totp` and `mfa_challenges`.
     // 4 -> 5 added optional fields of family rows (user agent, client address; absent =
     // unknown).
     // 5 -> 6 added `audit` (empty: the trail starts with the upgrade).
+    if from < 7 {
+        to_bytes(txn)?;
+    }
     Ok(())
 }
 
-/// Schema 1 -> 2: index users by role (`role_members`), for the last-admin rule.
-fn from_1(txn: &WriteTransaction) -> Result<(), StoreError> {
-    let users = txn.open_table(USERS)?;
-    let mut members = txn.open_multimap_table(ROLE_MEMBERS)?;
-    for row in users.iter()? {
+/// Schema 6 -> 7: every table that schemas 1-6 typed (all but `meta`) copied into a bytes to
+/// bytes table of the same name, row by row, in the encodings `tables.rs` describes; a table
+/// the file does not have (a later schema added it) is left for the open to create. The two
+/// multimap indexes are rebuilt from the rows they index, as tables of composite keys.
+fn to_bytes(txn: &WriteTransaction) -> Result<(), StoreError> {
+    convert(
+        txn,
+        TableDefinition::<&str, &[u8]>::new("secrets"),
+        tables::SECRETS,
+    )?;
+    for table in [tables::USERS, tables::FAMILIES, tables::TOTP, tables::AUDIT] {
+        convert(
+            txn,
+            TableDefinition::<u128, &[u8]>::new(table.name()),
+            table,
+        )?;
+    }
+    convert(
+        txn,
+        TableDefinition::<&str, u128>::new("user_by_email"),
+        tables::USER_BY_EMAIL,
+    )?;
+    convert(
+        txn,
+        TableDefinition::<&[u8; 32], u128>::new("browser_sessions"),
+        tables::BROWSER_SESSIONS,
+    )?;
+    convert(
+        txn,
+        TableDefinition::<&[u8; 32], &[u8]>::new("mfa_challenges"),
+        tables::MFA_CHALLENGES,
+    )?;
+    convert(
+        txn,
+        TableDefinition::<u128, i64>::new("blacklist"),
+        tables::BLACKLIST,
+    )?;
+    convert(
+        txn,
+        TableDefinition::<u64, &[u8]>::new("signing_keys"),
+        tables::SIGNING_KEYS,
+    )?;
+    // Only the name counts when deleting.
+    txn.delete_multimap_table(MultimapTableDefinition::<&str, u128>::new("role_members"))?;
+    txn.delete_multimap_table(MultimapTableDefinition::<u128, u128>::new(
+        "families_by_user",
+    ))?;
+    let mut members = txn.open_table(tables::ROLE_MEMBERS)?;
+    for row in txn.open_table(tables::USERS)?.iter()? {
         let (id, bytes) = row?;
+        let user = UserId(id_from("users", id.value())?);
         let rec: UserRecord = decode("users", bytes.value())?;
         for role in &rec.roles {
-            members.insert(role.as_str(), id.value())?;
+            members.insert(role_member_key(role, user).as_slice(), [].as_slice())?;
         }
     }
+    let mut index = txn.open_table(tables::FAMILIES_BY_USER)?;
+    for row in txn.open_table(tables::FAMILIES)?.iter()? {
+        let (id, bytes) = row?;
+        let family = FamilyId(id_from("families", id.value())?);
+        let rec: FamilyViewRecord = decode("families", bytes.value())?;
+        index.insert(
+            user_family_key(UserId(rec.user), family).as_slice(),
+            [].as_slice(),
+        )?;
+    }
+    Ok(())
+}
+
+/// A key or value type of schemas 1-6, and its bytes in schema 7.
+trait Legacy: Value + 'static {
+    fn to_bytes(value: Self::SelfType<'_>, out: &mut Vec<u8>);
+}
+
+impl Legacy for u128 {
+    fn to_bytes(value: u128, out: &mut Vec<u8>) {
+        out.extend_from_slice(&value.to_be_bytes());
+    }
+}
+
+impl Legacy for u64 {
+    fn to_bytes(value: u64, out: &mut Vec<u8>) {
+        out.extend_from_slice(&value.to_be_bytes());
+    }
+}
+
+impl Legacy for i64 {
+    fn to_bytes(value: i64, out: &mut Vec<u8>) {
+        out.extend_from_slice(&value.to_be_bytes());
+    }
+}
+
+impl Legacy for &'static str {
+    fn to_bytes(value: &str, out: &mut Vec<u8>) {
+        out.extend_from_slice(value.as_bytes());
+    }
+}
+
+impl Legacy for &'static [u8] {
+    fn to_bytes(value: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(value);
+    }
+}
+
+impl Legacy for &'static [u8; 32] {
+    fn to_bytes(value: &[u8; 32], out: &mut Vec<u8>) {
+        out.extend_from_slice(value);
+    }
+}
+
+/// The name a table is built under before the old one is deleted and it takes the name.
+fn building(name: &str) -> String {
+    format!("{name}.schema-7")
+}
+
+fn has_table(txn: &WriteTransaction, name: &str) -> Result<bool, StoreError> {
+    Ok(txn.list_tables()?.any(|t| t.name() == name))
+}
+
+fn convert<K: Key + Legacy, V: Legacy>(
+    txn: &WriteTransaction,
+    old: TableDefinition<K, V>,
+    new: TableDefinition<Bytes, Bytes>,
+) -> Result<(), StoreError> {
+    if !has_table(txn, old.name())? {
+        return Ok(());
+    }
+    let name = building(new.name());
+    let building = TableDefinition::<Bytes, Bytes>::new(&name);
+    {
+        let source = txn.open_table(old)?;
+        let mut target = txn.open_table(building)?;
+        let (mut key, mut value) = (Vec::new(), Vec::new());
+        for row in source.iter()? {
+            let (k, v) = row?;
+            key.clear();
+            value.clear();
+            K::to_bytes(k.value(), &mut key);
+            V::to_bytes(v.value(), &mut value);
+            target.insert(key.as_slice(), value.as_slice())?;
+        }
+    }
+    txn.delete_table(old)?;
+    txn.rename_table(building, new)?;
     Ok(())
 }

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableHandle, WriteTransaction,
 };
-use uuid::Uuid;
 
 use crate::auth::storage::{Pending, Storage, StoreError};
 use crate::model::{
@@ -48,7 +47,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-use records::{decode, FamilyRecord, FamilyViewRecord, UserViewRecord};
+use records::{be_bytes, decode, id_from, FamilyRecord, FamilyViewRecord, UserViewRecord};
 use tables::{
     AUDIT, BLACKLIST, BROWSER_SESSIONS, FAMILIES, FAMILIES_BY_USER, META, MFA_CHALLENGES,
     ROLE_MEMBERS, SCHEMA_VERSION, SCHEMA_VERSION_KEY, SECRETS, SIGNING_KEYS, TOTP, USERS,
@@ -747,9 +746,9 @@ fn init_schema(db: &Database) -> Result<[u8; 32], StoreError> {
     }
     txn.open_table(USERS)?;
     txn.open_table(USER_BY_EMAIL)?;
-    txn.open_multimap_table(ROLE_MEMBERS)?;
+    txn.open_table(ROLE_MEMBERS)?;
     txn.open_table(FAMILIES)?;
-    txn.open_multimap_table(FAMILIES_BY_USER)?;
+    txn.open_table(FAMILIES_BY_USER)?;
     txn.open_table(BROWSER_SESSIONS)?;
     txn.open_table(TOTP)?;
     txn.open_table(MFA_CHALLENGES)?;
@@ -778,7 +777,7 @@ fn load_view(db: &Database) -> Result<View, StoreError> {
             let (id, bytes) = row?;
             let rec: UserViewRecord<'_> = decode("users", bytes.value())?;
             view.user(
-                UserId(Uuid::from_u128(id.value())),
+                UserId(id_from("users", id.value())?),
                 rec.token_version,
                 rec.disabled,
                 &rec.email,
@@ -788,8 +787,8 @@ fn load_view(db: &Database) -> Result<View, StoreError> {
         for row in txn.open_table(BLACKLIST)?.iter()? {
             let (jti, exp) = row?;
             view.change(Change::Blacklisted {
-                jti: Jti(Uuid::from_u128(jti.value())),
-                exp: exp.value(),
+                jti: Jti(id_from("blacklist", jti.value())?),
+                exp: i64::from_be_bytes(be_bytes("blacklist", exp.value())?),
             });
         }
         let (families, browser) = families.join().map_err(|_| StoreError::Corrupt {
@@ -822,7 +821,7 @@ fn live_families(db: &Database) -> Result<LiveFamilies, StoreError> {
         if rec.revoked_at.is_some() {
             continue;
         }
-        let id = FamilyId(Uuid::from_u128(id.value()));
+        let id = FamilyId(id_from("families", id.value())?);
         live.push((id, UserId(rec.user)));
         if rec.browser.is_some() {
             let full: FamilyRecord = decode("families", bytes)?;

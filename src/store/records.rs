@@ -309,6 +309,71 @@ pub(super) fn decode<'de, T: Deserialize<'de>>(
     })
 }
 
+/// The key of a row named by an id: the UUID's 16 bytes, which sort as the ids do.
+pub(super) trait RowKey {
+    fn key(&self) -> &[u8];
+}
+
+macro_rules! row_key {
+    ($($id:ty),*) => {$(
+        impl RowKey for $id {
+            fn key(&self) -> &[u8] {
+                self.0.as_bytes()
+            }
+        }
+    )*};
+}
+row_key!(
+    crate::model::UserId,
+    FamilyId,
+    crate::model::Jti,
+    crate::model::AuditId
+);
+
+/// The key of a `families_by_user` row: the user's id, then the family's.
+pub(super) fn user_family_key(user: UserId, family: FamilyId) -> [u8; 32] {
+    let mut key = [0; 32];
+    key[..16].copy_from_slice(user.0.as_bytes());
+    key[16..].copy_from_slice(family.0.as_bytes());
+    key
+}
+
+/// The key of a `role_members` row: the role's name, then the user's id. Among the keys that
+/// start with a role's name, that role's rows are the ones 16 bytes longer than it.
+pub(super) fn role_member_key(role: &str, user: UserId) -> Vec<u8> {
+    [role.as_bytes(), user.0.as_bytes()].concat()
+}
+
+/// The id that ends a composite key of `table` (the family of a `families_by_user` key, the
+/// user of a `role_members` key).
+pub(super) fn last_id(table: &'static str, key: &[u8]) -> Result<Uuid, StoreError> {
+    let at = key
+        .len()
+        .checked_sub(16)
+        .ok_or_else(|| StoreError::Corrupt {
+            table,
+            detail: format!("a key of {} bytes", key.len()),
+        })?;
+    id_from(table, &key[at..])
+}
+
+/// An id read back from a key or value of `table`.
+pub(super) fn id_from(table: &'static str, bytes: &[u8]) -> Result<Uuid, StoreError> {
+    Uuid::from_slice(bytes).map_err(|_| StoreError::Corrupt {
+        table,
+        detail: format!("an id of {} bytes, not 16", bytes.len()),
+    })
+}
+
+/// The 8 bytes of a big-endian number (a sequence, a time) read back from a key or value of
+/// `table`; the caller says which type they are.
+pub(super) fn be_bytes(table: &'static str, bytes: &[u8]) -> Result<[u8; 8], StoreError> {
+    <[u8; 8]>::try_from(bytes).map_err(|_| StoreError::Corrupt {
+        table,
+        detail: format!("a number of {} bytes, not 8", bytes.len()),
+    })
+}
+
 /// Lowercase hex for byte strings, so a row stays compact and readable in a dump.
 mod hex {
     use serde::{de::Error as _, Deserialize, Deserializer, Serializer};

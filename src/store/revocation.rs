@@ -1,12 +1,11 @@
 //! The access-token blacklist, and the sweep that keeps the file from growing without bound.
 
 use redb::{ReadableTable, WriteTransaction};
-use uuid::Uuid;
 
-use super::records::{decode, FamilyRecord, KeyRecord};
+use super::records::{be_bytes, decode, id_from, user_family_key, FamilyRecord, KeyRecord, RowKey};
 use super::tables::{BLACKLIST, BROWSER_SESSIONS, FAMILIES, FAMILIES_BY_USER, SIGNING_KEYS};
 use super::{Change, StoreError, Written};
-use crate::model::{FamilyId, Jti, Sweep};
+use crate::model::{FamilyId, Jti, Sweep, UserId};
 use crate::time::UnixTime;
 
 /// Blacklists `jti` until `exp`; blacklisting again keeps the later `exp`. Returns the view
@@ -17,9 +16,12 @@ pub(super) fn blacklist_in(
     exp: UnixTime,
 ) -> Result<Change, StoreError> {
     let mut table = txn.open_table(BLACKLIST)?;
-    let old = table.get(jti.0.as_u128())?.map(|e| e.value());
+    let old = match table.get(jti.key())? {
+        Some(old) => Some(i64::from_be_bytes(be_bytes("blacklist", old.value())?)),
+        None => None,
+    };
     let exp = old.map_or(exp.secs(), |old| old.max(exp.secs()));
-    table.insert(jti.0.as_u128(), exp)?;
+    table.insert(jti.key(), exp.to_be_bytes().as_slice())?;
     Ok(Change::Blacklisted { jti, exp })
 }
 
@@ -60,13 +62,13 @@ fn sweep_blacklist(
     let mut gone = Vec::new();
     for row in table.iter()? {
         let (jti, exp) = row?;
-        if exp.value() <= now.secs() {
-            gone.push(jti.value());
+        if i64::from_be_bytes(be_bytes("blacklist", exp.value())?) <= now.secs() {
+            gone.push(Jti(id_from("blacklist", jti.value())?));
         }
     }
     for jti in &gone {
-        table.remove(*jti)?;
-        changes.push(Change::Unblacklisted(Jti(Uuid::from_u128(*jti))));
+        table.remove(jti.key())?;
+        changes.push(Change::Unblacklisted(*jti));
     }
     Ok(gone.len() as u64)
 }
@@ -83,18 +85,19 @@ fn sweep_families(
         let rec: FamilyRecord = decode("families", bytes.value())?;
         if rec.ended_at() <= cutoff {
             let cookie = rec.browser.map(|_| rec.current.hash);
-            gone.push((id.value(), rec.user.as_u128(), cookie));
+            let id = FamilyId(id_from("families", id.value())?);
+            gone.push((id, rec.user, cookie));
         }
     }
-    let mut index = txn.open_multimap_table(FAMILIES_BY_USER)?;
+    let mut index = txn.open_table(FAMILIES_BY_USER)?;
     let mut cookies = txn.open_table(BROWSER_SESSIONS)?;
     for (family, user, cookie) in &gone {
-        families.remove(*family)?;
-        index.remove(*user, *family)?;
+        families.remove(family.key())?;
+        index.remove(user_family_key(UserId(*user), *family).as_slice())?;
         if let Some(hash) = cookie {
-            cookies.remove(hash)?;
+            cookies.remove(hash.as_slice())?;
         }
-        changes.push(Change::FamilyGone(FamilyId(Uuid::from_u128(*family))));
+        changes.push(Change::FamilyGone(*family));
     }
     Ok(gone.len() as u64)
 }
@@ -106,11 +109,11 @@ fn sweep_keys(txn: &WriteTransaction, cutoff: i64) -> Result<u64, StoreError> {
         let (seq, bytes) = row?;
         let rec: KeyRecord = decode("signing_keys", bytes.value())?;
         if rec.retired_at.is_some_and(|at| at <= cutoff) {
-            gone.push(seq.value());
+            gone.push(seq.value().to_vec());
         }
     }
     for seq in &gone {
-        keys.remove(*seq)?;
+        keys.remove(seq.as_slice())?;
     }
     Ok(gone.len() as u64)
 }

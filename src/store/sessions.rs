@@ -6,12 +6,13 @@
 //! the grace). Older tokens are recognized as superseded from the generation number inside the
 //! token, which the auth layer has already authenticated with its MAC.
 
-use redb::{ReadTransaction, ReadableTable, Table, WriteTransaction};
-use uuid::Uuid;
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
-use super::records::{decode, encode, BrowserRecord, Current, FamilyRecord, Previous};
-use super::tables::{BROWSER_SESSIONS, FAMILIES, FAMILIES_BY_USER, USERS};
-use super::users::{families_of, read_user, user_change, write_user};
+use super::records::{
+    decode, encode, user_family_key, BrowserRecord, Current, FamilyRecord, Previous, RowKey,
+};
+use super::tables::{Bytes, Table, BROWSER_SESSIONS, FAMILIES, FAMILIES_BY_USER, USERS};
+use super::users::{families_in, families_of, read_user, user_change, write_user};
 use super::{totp, Change, StoreError, Written};
 use crate::model::{
     FamilyId, NewSession, Presented, RefreshStanding, Rotation, SessionInfo, SessionKind,
@@ -63,7 +64,7 @@ pub(super) fn open_checked_in(
     policy: &SessionPolicy,
 ) -> Result<Vec<Change>, StoreError> {
     let mut families = txn.open_table(FAMILIES)?;
-    if families.get(family.0.as_u128())?.is_some() {
+    if families.get(family.key())?.is_some() {
         return Err(StoreError::FamilyExists);
     }
     let mut changes = vec![Change::Family { id: family, user }];
@@ -73,13 +74,13 @@ pub(super) fn open_checked_in(
         }
     }
     let rec = new_record(user, first_hash, session, now, policy);
-    families.insert(family.0.as_u128(), encode(&rec).as_slice())?;
-    txn.open_multimap_table(FAMILIES_BY_USER)?
-        .insert(user.0.as_u128(), family.0.as_u128())?;
+    families.insert(family.key(), encode(&rec).as_slice())?;
+    txn.open_table(FAMILIES_BY_USER)?
+        .insert(user_family_key(user, family).as_slice(), [].as_slice())?;
     let cookie_taken = rec.browser.is_some()
         && txn
             .open_table(BROWSER_SESSIONS)?
-            .insert(first_hash, family.0.as_u128())?
+            .insert(first_hash.as_slice(), family.key())?
             .is_some();
     if cookie_taken {
         return Err(StoreError::FamilyExists); // the same cookie twice: the RNG failed
@@ -144,7 +145,7 @@ pub(super) fn rotate_in(
     if !write {
         return Ok(Written::nothing(rotation));
     }
-    families.insert(presented.family.0.as_u128(), encode(&rec).as_slice())?;
+    families.insert(presented.family.key(), encode(&rec).as_slice())?;
     let changes = match rotation {
         Rotation::Reused { family, .. } => vec![Change::FamilyGone(family)],
         _ => Vec::new(),
@@ -256,7 +257,7 @@ pub(super) fn touch_in(
     if !touch_record(&mut rec, at) {
         return Ok(Written::nothing(()));
     }
-    families.insert(family.0.as_u128(), encode(&rec).as_slice())?;
+    families.insert(family.key(), encode(&rec).as_slice())?;
     Ok(Written::commit_with(
         (),
         vec![Change::Touched {
@@ -284,11 +285,10 @@ pub(super) fn list_in(
     user: UserId,
     now: UnixTime,
 ) -> Result<Vec<SessionInfo>, StoreError> {
-    let index = txn.open_multimap_table(FAMILIES_BY_USER)?;
+    let index = txn.open_table(FAMILIES_BY_USER)?;
     let families = txn.open_table(FAMILIES)?;
     let mut out = Vec::new();
-    for id in index.get(user.0.as_u128())? {
-        let id = FamilyId(Uuid::from_u128(id?.value()));
+    for id in families_in(&index, user)? {
         if let Some(rec) = read_family(&families, id)? {
             if rec.user == user.0 && now.secs() < rec.ended_at() {
                 out.push(rec.info(id));
@@ -402,7 +402,7 @@ pub(super) fn browser_change(family: FamilyId, rec: &FamilyRecord) -> Option<Cha
 /// access and refresh tokens stop working. Returns the view changes.
 pub(super) fn revoke_all_in(
     txn: &WriteTransaction,
-    users: &mut Table<'_, u128, &'static [u8]>,
+    users: &mut Table<'_>,
     user: &mut User,
     now: UnixTime,
 ) -> Result<Vec<Change>, StoreError> {
@@ -464,7 +464,7 @@ pub(super) fn change_password_in(
 /// The live sessions of `user` to revoke so that one more fits under `max`: the oldest first.
 fn over_the_cap(
     txn: &WriteTransaction,
-    families: &Table<'_, u128, &'static [u8]>,
+    families: &Table<'_>,
     user: UserId,
     now: UnixTime,
     max: usize,
@@ -492,7 +492,7 @@ pub(super) fn past_the_cap(mut live: Vec<(i64, FamilyId)>, max: usize) -> Vec<Fa
 /// Marks a family revoked inside `families`: the user whose session it was, or `None` if it was
 /// missing or already revoked.
 pub(super) fn revoke_in(
-    families: &mut Table<'_, u128, &'static [u8]>,
+    families: &mut Table<'_>,
     family: FamilyId,
     now: UnixTime,
 ) -> Result<Option<UserId>, StoreError> {
@@ -503,16 +503,16 @@ pub(super) fn revoke_in(
         return Ok(None);
     }
     rec.revoked_at = Some(now.secs());
-    families.insert(family.0.as_u128(), encode(&rec).as_slice())?;
+    families.insert(family.key(), encode(&rec).as_slice())?;
     Ok(Some(UserId(rec.user)))
 }
 
 /// Reads one family row.
 pub(super) fn read_family(
-    families: &impl ReadableTable<u128, &'static [u8]>,
+    families: &impl ReadableTable<Bytes, Bytes>,
     family: FamilyId,
 ) -> Result<Option<FamilyRecord>, StoreError> {
-    let row = families.get(family.0.as_u128())?;
+    let row = families.get(family.key())?;
     row.map(|bytes| decode("families", bytes.value()))
         .transpose()
 }

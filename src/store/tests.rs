@@ -6,8 +6,9 @@ use redb::{Database, TableDefinition};
 use tempfile::TempDir;
 use uuid::Uuid;
 
-use super::tables::{self, META, SCHEMA_VERSION, USERS};
+use super::tables::{META, SCHEMA_VERSION, USERS};
 use super::*;
+use crate::model::SessionKind;
 
 const NOW: UnixTime = UnixTime(1_800_000_000);
 
@@ -116,47 +117,383 @@ fn newer_schema_is_refused() {
     );
 }
 
+/// The tables of schemas 1-6, each with its own key and value types (`tables.rs` before schema
+/// 7), and a way back to them: the file a latchd of schema 6 would have written.
+mod legacy {
+    use redb::{
+        Database, MultimapTableDefinition, MultimapTableHandle, ReadableTable, TableDefinition,
+        TableHandle, WriteTransaction,
+    };
+
+    use super::super::tables::{self, Bytes};
+
+    /// A table's rows as owned key and value bytes, in key order.
+    pub(super) type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
+    fn uuid(bytes: &[u8]) -> u128 {
+        u128::from_be_bytes(bytes.try_into().unwrap())
+    }
+
+    fn eight(bytes: &[u8]) -> [u8; 8] {
+        bytes.try_into().unwrap()
+    }
+
+    fn hash(bytes: &[u8]) -> [u8; 32] {
+        bytes.try_into().unwrap()
+    }
+
+    /// Rows of a table of today's schema, as owned pairs.
+    fn rows(txn: &WriteTransaction, table: TableDefinition<Bytes, Bytes>) -> Rows {
+        let table = txn.open_table(table).unwrap();
+        let rows = table
+            .iter()
+            .unwrap()
+            .map(|r| {
+                let (k, v) = r.unwrap();
+                (k.value().to_vec(), v.value().to_vec())
+            })
+            .collect();
+        rows
+    }
+
+    /// Replaces `table` by a table of the same name and the old types, holding its rows.
+    fn back<K: redb::Key + 'static, V: redb::Value + 'static>(
+        txn: &WriteTransaction,
+        table: TableDefinition<Bytes, Bytes>,
+        row: impl for<'a> Fn(&'a [u8], &'a [u8], &mut redb::Table<'_, K, V>),
+    ) {
+        let rows = rows(txn, table);
+        assert!(txn.delete_table(table).unwrap());
+        let old: TableDefinition<K, V> = TableDefinition::new(table.name());
+        let mut old = txn.open_table(old).unwrap();
+        for (k, v) in &rows {
+            row(k, v, &mut old);
+        }
+    }
+
+    /// Turns a file of today's schema into the one schema 6 wrote (the version too).
+    pub(super) fn to_schema_6(path: &std::path::Path) {
+        let db = Database::create(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        back::<&str, &[u8]>(&txn, tables::SECRETS, |k, v, t| {
+            t.insert(std::str::from_utf8(k).unwrap(), v).unwrap();
+        });
+        for table in [tables::USERS, tables::FAMILIES, tables::TOTP, tables::AUDIT] {
+            back::<u128, &[u8]>(&txn, table, |k, v, t| {
+                t.insert(uuid(k), v).unwrap();
+            });
+        }
+        back::<&str, u128>(&txn, tables::USER_BY_EMAIL, |k, v, t| {
+            t.insert(std::str::from_utf8(k).unwrap(), uuid(v)).unwrap();
+        });
+        back::<&[u8; 32], u128>(&txn, tables::BROWSER_SESSIONS, |k, v, t| {
+            t.insert(&hash(k), uuid(v)).unwrap();
+        });
+        back::<&[u8; 32], &[u8]>(&txn, tables::MFA_CHALLENGES, |k, v, t| {
+            t.insert(&hash(k), v).unwrap();
+        });
+        back::<u128, i64>(&txn, tables::BLACKLIST, |k, v, t| {
+            t.insert(uuid(k), i64::from_be_bytes(eight(v))).unwrap();
+        });
+        back::<u64, &[u8]>(&txn, tables::SIGNING_KEYS, |k, v, t| {
+            t.insert(u64::from_be_bytes(eight(k)), v).unwrap();
+        });
+        // The indexes were multimap tables: role -> user ids, user id -> family ids.
+        let members = rows(&txn, tables::ROLE_MEMBERS);
+        assert!(txn.delete_table(tables::ROLE_MEMBERS).unwrap());
+        let old: MultimapTableDefinition<&str, u128> = MultimapTableDefinition::new("role_members");
+        let mut old = txn.open_multimap_table(old).unwrap();
+        for (k, _) in &members {
+            let (role, user) = k.split_at(k.len() - 16);
+            old.insert(std::str::from_utf8(role).unwrap(), uuid(user))
+                .unwrap();
+        }
+        drop(old);
+        let index = rows(&txn, tables::FAMILIES_BY_USER);
+        assert!(txn.delete_table(tables::FAMILIES_BY_USER).unwrap());
+        let old: MultimapTableDefinition<u128, u128> =
+            MultimapTableDefinition::new("families_by_user");
+        let mut old = txn.open_multimap_table(old).unwrap();
+        for (k, _) in &index {
+            let (user, family) = k.split_at(16);
+            old.insert(uuid(user), uuid(family)).unwrap();
+        }
+        drop(old);
+        txn.open_table(tables::META)
+            .unwrap()
+            .insert(tables::SCHEMA_VERSION_KEY, 6)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+
+    /// Turns a schema-6 file into what latchd 0.1 wrote: schema 1, without the tables later
+    /// schemas added.
+    pub(super) fn to_schema_1(path: &std::path::Path) {
+        let db = Database::create(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        for name in ["browser_sessions", "totp", "mfa_challenges", "audit"] {
+            assert!(
+                txn.delete_table(TableDefinition::<u128, u128>::new(name))
+                    .unwrap(),
+                "{name}"
+            );
+        }
+        assert!(txn
+            .delete_multimap_table(MultimapTableDefinition::<u128, u128>::new("role_members"))
+            .unwrap());
+        txn.open_table(tables::META)
+            .unwrap()
+            .insert(tables::SCHEMA_VERSION_KEY, 1)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+
+    /// Every row of every table of today's schema, by table, in key order.
+    pub(super) fn dump(path: &std::path::Path) -> Vec<(String, Rows)> {
+        let db = Database::create(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        let mut out = Vec::new();
+        for table in [
+            tables::SECRETS,
+            tables::USERS,
+            tables::USER_BY_EMAIL,
+            tables::FAMILIES,
+            tables::BROWSER_SESSIONS,
+            tables::TOTP,
+            tables::MFA_CHALLENGES,
+            tables::BLACKLIST,
+            tables::SIGNING_KEYS,
+            tables::AUDIT,
+            tables::ROLE_MEMBERS,
+            tables::FAMILIES_BY_USER,
+        ] {
+            out.push((table.name().to_owned(), rows(&txn, table)));
+        }
+        let names: Vec<String> = txn
+            .list_tables()
+            .unwrap()
+            .map(|t| t.name().to_owned())
+            .chain(
+                txn.list_multimap_tables()
+                    .unwrap()
+                    .map(|t| t.name().to_owned()),
+            )
+            .collect();
+        out.push((
+            "(tables)".to_owned(),
+            names
+                .into_iter()
+                .map(|n| (n.into_bytes(), Vec::new()))
+                .collect(),
+        ));
+        drop(txn);
+        out
+    }
+}
+
+const ALL_AUDIT: AuditQuery = AuditQuery {
+    user: None,
+    event: None,
+    after: None,
+    since: None,
+    limit: 1000,
+};
+
+/// A store holding a row in every table: an admin, a user with an API and a browser session,
+/// a pending TOTP enrolment, a second-factor challenge, a blacklisted jti, two signing keys and
+/// the audit rows of all that.
+struct Filled {
+    admin: UserId,
+    user: UserId,
+    api: FamilyId,
+    browser: FamilyId,
+    jti: Jti,
+}
+
+fn fill(store: &Store) -> Filled {
+    let admin = new_user(store, "root@example.com").id;
+    assert_eq!(
+        wait(store.set_roles(admin, &["admin".to_owned()], note(AuditEvent::RolesChanged)))
+            .unwrap(),
+        UserUpdate::Done
+    );
+    let (user, api) = session(store);
+    let user_row = wait(store.user(user)).unwrap().unwrap();
+    let browser = FamilyId::new();
+    let kind = NewSession {
+        kind: SessionKind::Browser,
+        ..NewSession::default()
+    };
+    assert!(wait(store.open_session(
+        browser,
+        &user_row,
+        [7; 32],
+        kind,
+        NOW,
+        POLICY,
+        note(AuditEvent::Login)
+    ))
+    .unwrap());
+    assert_eq!(
+        wait(store.begin_totp(admin, [3; 20], api, NOW)).unwrap(),
+        TotpUpdate::Done
+    );
+    let challenge = MfaChallenge {
+        user,
+        token_version: user_row.token_version,
+        password_hash: user_row.password_hash.clone(),
+        kind: SessionKind::Api,
+        expires_at: UnixTime(NOW.secs() + 300),
+        failures: 0,
+    };
+    wait(store.open_challenge([9; 32], challenge)).unwrap();
+    let jti = Jti(Uuid::new_v4());
+    wait(store.blacklist(jti, UnixTime(NOW.secs() + 600))).unwrap();
+    for kid in ["k1", "k2"] {
+        let key = StoredKey {
+            kid: kid.to_owned(),
+            secret: vec![1; 32],
+            created_at: NOW,
+            retired_at: None,
+        };
+        wait(store.add_signing_key(key, Some(NOW), note(AuditEvent::KeyRotated))).unwrap();
+    }
+    Filled {
+        admin,
+        user,
+        api,
+        browser,
+        jti,
+    }
+}
+
+/// What a migrated file must still answer for `fill`'s rows: its user by id and by email, a
+/// live session's access, and (through the role index) the only admin as the last one.
+fn users_kept(store: &Store, filled: &Filled) -> User {
+    let row = wait(store.user(filled.user)).unwrap().unwrap();
+    assert_eq!(
+        wait(store.user_by_email(&row.email)).unwrap().unwrap().id,
+        filled.user
+    );
+    assert_eq!(
+        store.check_access(
+            filled.user,
+            filled.api,
+            Jti(Uuid::new_v4()),
+            row.token_version
+        ),
+        Ok(())
+    );
+    assert_eq!(
+        wait(store.delete_user(filled.admin, note(AuditEvent::UserDeleted))).unwrap(),
+        UserUpdate::LastAdmin
+    );
+    row
+}
+
+#[test]
+fn a_schema_6_file_is_migrated_row_for_row_and_serves_as_before() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("latchd.redb");
+    let (filled, mac_key, counts, audit) = {
+        let store = Store::open(&path).unwrap();
+        let filled = fill(&store);
+        let audit = wait(store.audit(ALL_AUDIT)).unwrap();
+        (filled, store.refresh_mac_key(), store.counts(), audit)
+    };
+    let before = legacy::dump(&path);
+    legacy::to_schema_6(&path);
+    // Today's tables are gone: read with today's types, the old ones are refused.
+    {
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        assert!(
+            txn.open_table(USERS).is_err(),
+            "users should have its old types"
+        );
+    }
+
+    let store = Store::open(&path).unwrap();
+    drop(store);
+    assert_eq!(legacy::dump(&path), before, "every row, in the same order");
+
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.refresh_mac_key(), mac_key);
+    assert_eq!(store.counts(), counts);
+    let user = wait(store.user_by_email("b@example.com")).unwrap();
+    assert!(user.is_none(), "fill's user has a random email");
+    let row = users_kept(&store, &filled);
+    let listed: Vec<UserId> = wait(store.list_users(10, None))
+        .unwrap()
+        .iter()
+        .map(|u| u.id)
+        .collect();
+    let mut ids = vec![filled.admin, filled.user];
+    ids.sort_by_key(|id| id.0);
+    assert_eq!(listed, ids, "users in id order");
+    assert_eq!(
+        store.check_access(filled.user, filled.api, filled.jti, row.token_version),
+        Err(AccessDenied::Blacklisted),
+        "the blacklist came along"
+    );
+    let sessions: Vec<FamilyId> = wait(store.sessions(filled.user, NOW))
+        .unwrap()
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(sessions.len(), 2);
+    assert!(sessions.contains(&filled.api) && sessions.contains(&filled.browser));
+    assert!(
+        store.check_browser(&[7; 32], NOW, &POLICY).is_ok(),
+        "the browser cookie's index"
+    );
+    assert!(wait(store.totp(filled.admin)).unwrap().is_some());
+    assert!(wait(store.challenge([9; 32], NOW)).unwrap().is_some());
+    let kids: Vec<String> = wait(store.signing_keys())
+        .unwrap()
+        .into_iter()
+        .map(|k| k.kid)
+        .collect();
+    assert_eq!(kids, ["k1", "k2"], "keys in the order they were added");
+    let ids = |rows: &[AuditRow]| rows.iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(ids(&wait(store.audit(ALL_AUDIT)).unwrap()), ids(&audit));
+    // And it goes on: a rotation of the API session and a new audit row above the old ones.
+    let rotated = wait(store.rotate(
+        presented(filled.api, 0, [0; 32]),
+        successor(1),
+        NOW,
+        POLICY,
+        note(AuditEvent::RefreshReuse),
+    ));
+    assert!(
+        matches!(rotated, Ok(Rotation::Rotated { generation: 1, .. })),
+        "{rotated:?}"
+    );
+    wait(store.record(note(AuditEvent::LoginFailed))).unwrap();
+    let newest = wait(store.audit(ALL_AUDIT)).unwrap();
+    assert!(newest.len() > audit.len() && newest.last().unwrap().id > audit.last().unwrap().id);
+    drop(store);
+    assert_eq!(schema_version(&path), Some(SCHEMA_VERSION));
+}
+
 #[test]
 fn a_schema_1_file_is_migrated_and_keeps_its_users() {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("latchd.redb");
-    let (admin, other) = {
+    let filled = {
         let store = Store::open(&path).unwrap();
-        let admin = new_user(&store, "root@example.com");
-        assert_eq!(
-            wait(store.set_roles(
-                admin.id,
-                &["admin".to_owned()],
-                note(AuditEvent::RolesChanged)
-            ))
-            .unwrap(),
-            UserUpdate::Done
-        );
-        (admin.id, new_user(&store, "b@example.com").id)
+        fill(&store)
     };
-    // Turn the file back into what latchd 0.1 wrote: schema 1, no role index.
-    {
-        let db = Database::create(&path).unwrap();
-        let txn = db.begin_write().unwrap();
-        txn.open_table(META)
-            .unwrap()
-            .insert("schema_version", 1)
-            .unwrap();
-        assert!(txn.delete_multimap_table(tables::ROLE_MEMBERS).unwrap());
-        txn.commit().unwrap();
-    }
+    legacy::to_schema_6(&path);
+    legacy::to_schema_1(&path);
     let store = Store::open(&path).unwrap();
-    assert_eq!(
-        wait(store.user(other)).unwrap().unwrap().email,
-        "b@example.com"
-    );
-    // The index was rebuilt: the only admin is known to be the last one.
-    assert_eq!(
-        wait(store.delete_user(admin, note(AuditEvent::UserDeleted))).unwrap(),
-        UserUpdate::LastAdmin
-    );
+    users_kept(&store, &filled);
     drop(store);
-    let db = Database::create(&path).unwrap();
+    assert_eq!(schema_version(&path), Some(SCHEMA_VERSION));
+}
+
+fn schema_version(path: &std::path::Path) -> Option<u64> {
+    let db = Database::create(path).unwrap();
     let version = db
         .begin_read()
         .unwrap()
@@ -165,7 +502,7 @@ fn a_schema_1_file_is_migrated_and_keeps_its_users() {
         .get("schema_version")
         .unwrap()
         .map(|v| v.value());
-    assert_eq!(version, Some(SCHEMA_VERSION));
+    version
 }
 
 #[test]
@@ -207,7 +544,7 @@ fn corrupt_user_row_is_an_error_not_a_panic() {
         let txn = store.shared.db.begin_write().unwrap();
         txn.open_table(USERS)
             .unwrap()
-            .insert(user.id.0.as_u128(), &b"\x00\xffnot json"[..])
+            .insert(user.id.0.as_bytes().as_slice(), &b"\x00\xffnot json"[..])
             .unwrap();
         txn.commit().unwrap();
     }
@@ -239,7 +576,7 @@ fn corrupt_family_row_is_an_error_not_a_panic() {
         let txn = store.shared.db.begin_write().unwrap();
         txn.open_table(super::tables::FAMILIES)
             .unwrap()
-            .insert(family.0.as_u128(), &br#"{"user":"nope"}"#[..])
+            .insert(family.0.as_bytes().as_slice(), &br#"{"user":"nope"}"#[..])
             .unwrap();
         txn.commit().unwrap();
     }
@@ -334,6 +671,34 @@ fn a_disabled_user_left_with_live_sessions_is_never_rotated() {
         got.unwrap(),
         Rotation::Rotated { generation: 1, .. }
     ));
+}
+
+#[test]
+fn a_role_whose_name_extends_admin_does_not_count_as_admin() {
+    // `role_members` keys are the role's name then the user id, so "administrator" rows sort
+    // among the "admin" ones; the last-admin rule must not count them.
+    let (_dir, store) = temp_store();
+    let admin = new_user(&store, "root@example.com").id;
+    let other = new_user(&store, "other@example.com").id;
+    let set = |user, role: &str| {
+        wait(store.set_roles(user, &[role.to_owned()], note(AuditEvent::RolesChanged))).unwrap()
+    };
+    assert_eq!(set(admin, "admin"), UserUpdate::Done);
+    assert_eq!(set(other, "administrator"), UserUpdate::Done);
+    assert_eq!(
+        wait(store.delete_user(admin, note(AuditEvent::UserDeleted))).unwrap(),
+        UserUpdate::LastAdmin
+    );
+    // A second real admin makes the first deletable, and the index forgets the deleted one.
+    assert_eq!(set(other, "admin"), UserUpdate::Done);
+    assert_eq!(
+        wait(store.delete_user(admin, note(AuditEvent::UserDeleted))).unwrap(),
+        UserUpdate::Done
+    );
+    assert_eq!(
+        wait(store.delete_user(other, note(AuditEvent::UserDeleted))).unwrap(),
+        UserUpdate::LastAdmin
+    );
 }
 
 #[test]

@@ -6,11 +6,11 @@
 //! stored (so a replayed code fails even across a restart), and a recovery code only if its
 //! hash is still stored (then it is removed).
 
-use redb::{ReadableTable, Table, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 
-use super::records::{decode, encode, ChallengeRecord, TotpRecord};
+use super::records::{decode, encode, ChallengeRecord, RowKey, TotpRecord};
 use super::sessions::{hashes_equal, open_checked_in, revoke_all_in};
-use super::tables::{MFA_CHALLENGES, TOTP, USERS};
+use super::tables::{Bytes, Table, MFA_CHALLENGES, TOTP, USERS};
 use super::users::read_user;
 use super::{StoreError, Written};
 use crate::model::{
@@ -19,23 +19,18 @@ use crate::model::{
 };
 use crate::time::UnixTime;
 
-type TotpTable<'t> = Table<'t, u128, &'static [u8]>;
-
 /// Reads one enrolment.
 pub(super) fn read_totp(
-    table: &impl ReadableTable<u128, &'static [u8]>,
+    table: &impl ReadableTable<Bytes, Bytes>,
     user: UserId,
 ) -> Result<Option<Totp>, StoreError> {
-    let row = table.get(user.0.as_u128())?;
+    let row = table.get(user.key())?;
     row.map(|bytes| decode::<TotpRecord>("totp", bytes.value()).map(TotpRecord::into_totp))
         .transpose()
 }
 
-fn write_totp(table: &mut TotpTable<'_>, user: UserId, totp: &Totp) -> Result<(), StoreError> {
-    table.insert(
-        user.0.as_u128(),
-        encode(&TotpRecord::from_totp(totp)).as_slice(),
-    )?;
+fn write_totp(table: &mut Table<'_>, user: UserId, totp: &Totp) -> Result<(), StoreError> {
+    table.insert(user.key(), encode(&TotpRecord::from_totp(totp)).as_slice())?;
     Ok(())
 }
 
@@ -159,7 +154,7 @@ pub(super) fn disable_in(
     if let Err(refused) = disabling(read_totp(&table, user)?, factor) {
         return Ok(Written::nothing(refused));
     }
-    table.remove(user.0.as_u128())?;
+    table.remove(user.key())?;
     Ok(Written::commit(TotpUpdate::Done))
 }
 
@@ -186,7 +181,7 @@ pub(super) fn reset_in(
     let Some(mut row) = read_user(&users, user)? else {
         return Ok(Written::nothing(false));
     };
-    txn.open_table(TOTP)?.remove(user.0.as_u128())?;
+    txn.open_table(TOTP)?.remove(user.key())?;
     let changes = revoke_all_in(txn, &mut users, &mut row, now)?;
     Ok(Written::commit_with(true, changes))
 }
@@ -200,7 +195,7 @@ pub(super) fn open_challenge_in(
     let record = encode(&ChallengeRecord::from_challenge(challenge));
     if txn
         .open_table(MFA_CHALLENGES)?
-        .insert(hash, record.as_slice())?
+        .insert(hash.as_slice(), record.as_slice())?
         .is_some()
     {
         return Err(StoreError::FamilyExists); // the same token twice: the RNG failed
@@ -210,10 +205,10 @@ pub(super) fn open_challenge_in(
 
 /// Reads one challenge, live or not.
 pub(super) fn read_challenge(
-    table: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
+    table: &impl ReadableTable<Bytes, Bytes>,
     hash: &[u8; 32],
 ) -> Result<Option<MfaChallenge>, StoreError> {
-    let row = table.get(hash)?;
+    let row = table.get(hash.as_slice())?;
     row.map(|bytes| {
         decode::<ChallengeRecord>("mfa_challenges", bytes.value())
             .map(ChallengeRecord::into_challenge)
@@ -234,11 +229,11 @@ pub(super) fn fail_challenge_in(
         return Ok(Written::nothing(false));
     };
     if !count_failure(&mut challenge, max_failures, now) {
-        table.remove(hash)?;
+        table.remove(hash.as_slice())?;
         return Ok(Written::commit(false));
     }
     table.insert(
-        hash,
+        hash.as_slice(),
         encode(&ChallengeRecord::from_challenge(&challenge)).as_slice(),
     )?;
     Ok(Written::commit(true))
@@ -331,7 +326,7 @@ pub(super) fn complete_in(
     let totp = read_totp(&table, challenge.user)?;
     let (user, totp, recovery_left) = match completing(&challenge, user, totp, factor) {
         Completing::Stale => {
-            challenges.remove(hash)?;
+            challenges.remove(hash.as_slice())?;
             return Ok(Written::commit(MfaCompletion::Stale));
         }
         Completing::Spent => return Ok(Written::nothing(MfaCompletion::Spent)),
@@ -341,7 +336,7 @@ pub(super) fn complete_in(
             recovery_left,
         } => (user, totp, recovery_left),
     };
-    challenges.remove(hash)?;
+    challenges.remove(hash.as_slice())?;
     write_totp(&mut table, user.id, &totp)?;
     drop((challenges, table));
     let session = NewSession {
@@ -396,11 +391,11 @@ pub(super) fn sweep_challenges_in(
         let (hash, bytes) = row?;
         let rec: ChallengeRecord = decode("mfa_challenges", bytes.value())?;
         if rec.expires_at <= now.secs() {
-            gone.push(*hash.value());
+            gone.push(hash.value().to_vec());
         }
     }
     for hash in &gone {
-        table.remove(hash)?;
+        table.remove(hash.as_slice())?;
     }
     let mut enrolments = txn.open_table(TOTP)?;
     let mut stale = Vec::new();
@@ -409,11 +404,11 @@ pub(super) fn sweep_challenges_in(
         let rec: TotpRecord = decode("totp", bytes.value())?;
         let ends = rec.created_at.saturating_add(PENDING_TOTP_SECS);
         if rec.confirmed_at.is_none() && ends <= now.secs() {
-            stale.push(user.value());
+            stale.push(user.value().to_vec());
         }
     }
     for user in &stale {
-        enrolments.remove(*user)?;
+        enrolments.remove(user.as_slice())?;
     }
     Ok((gone.len() + stale.len()) as u64)
 }

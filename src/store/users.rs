@@ -2,13 +2,16 @@
 
 use std::ops::Bound;
 
-use redb::{ReadTransaction, ReadableMultimapTable, ReadableTable, Table, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use uuid::Uuid;
 
-use super::records::{decode, encode, UserRecord};
+use super::records::{
+    decode, encode, id_from, last_id, role_member_key, user_family_key, RowKey, UserRecord,
+};
 use super::sessions::{read_family, revoke_all_in};
 use super::tables::{
-    BROWSER_SESSIONS, FAMILIES, FAMILIES_BY_USER, ROLE_MEMBERS, TOTP, USERS, USER_BY_EMAIL,
+    Bytes, Table, BROWSER_SESSIONS, FAMILIES, FAMILIES_BY_USER, ROLE_MEMBERS, TOTP, USERS,
+    USER_BY_EMAIL,
 };
 use super::{Change, StoreError, Written};
 use crate::model::{
@@ -24,7 +27,7 @@ pub(super) fn create_in(
 ) -> Result<Written<CreateUser>, StoreError> {
     let mut by_email = txn.open_table(USER_BY_EMAIL)?;
     let key = normalize_email(&new.email);
-    if by_email.get(key.as_str())?.is_some() {
+    if by_email.get(key.as_bytes())?.is_some() {
         return Ok(Written::nothing(CreateUser::EmailTaken));
     }
     let user = User {
@@ -36,10 +39,10 @@ pub(super) fn create_in(
         disabled: false,
         token_version: 0,
     };
-    by_email.insert(key.as_str(), user.id.0.as_u128())?;
+    by_email.insert(key.as_bytes(), user.id.key())?;
     index_roles(txn, user.id, &[], &user.roles)?;
     txn.open_table(USERS)?.insert(
-        user.id.0.as_u128(),
+        user.id.key(),
         encode(&UserRecord::from_user(&user)).as_slice(),
     )?;
     let change = user_change(&user);
@@ -54,14 +57,11 @@ pub(super) fn user_by_email_in(
     txn: &ReadTransaction,
     key: &str,
 ) -> Result<Option<User>, StoreError> {
-    let Some(id) = txn
-        .open_table(USER_BY_EMAIL)?
-        .get(key)?
-        .map(|id| id.value())
-    else {
+    let Some(id) = txn.open_table(USER_BY_EMAIL)?.get(key.as_bytes())? else {
         return Ok(None);
     };
-    read_user(&txn.open_table(USERS)?, UserId(Uuid::from_u128(id)))
+    let id = UserId(id_from("user_by_email", id.value())?);
+    read_user(&txn.open_table(USERS)?, id)
 }
 
 /// Up to `limit` users ordered by id, starting after `after`.
@@ -71,11 +71,13 @@ pub(super) fn list_in(
     after: Option<UserId>,
 ) -> Result<Vec<User>, StoreError> {
     let users = txn.open_table(USERS)?;
-    let start = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.0.as_u128()));
+    let start = after
+        .as_ref()
+        .map_or(Bound::Unbounded, |a| Bound::Excluded(a.key()));
     let mut out = Vec::new();
-    for row in users.range::<u128>((start, Bound::Unbounded))?.take(limit) {
+    for row in users.range::<&[u8]>((start, Bound::Unbounded))?.take(limit) {
         let (id, bytes) = row?;
-        let id = UserId(Uuid::from_u128(id.value()));
+        let id = UserId(id_from("users", id.value())?);
         out.push(decode::<UserRecord>("users", bytes.value())?.into_user(id));
     }
     Ok(out)
@@ -133,25 +135,25 @@ pub(super) fn delete_in(
     if is_last_admin(txn, &users, &user)? {
         return Ok(Written::nothing(UserUpdate::LastAdmin));
     }
-    users.remove(id.0.as_u128())?;
+    users.remove(id.key())?;
     txn.open_table(USER_BY_EMAIL)?
-        .remove(normalize_email(&user.email).as_str())?;
+        .remove(normalize_email(&user.email).as_bytes())?;
     index_roles(txn, id, &user.roles, &[])?;
     let mut changes = vec![Change::UserGone(id)];
     let mut families = txn.open_table(FAMILIES)?;
     let mut cookies = txn.open_table(BROWSER_SESSIONS)?;
-    for family in families_of(txn, id)? {
+    let mut index = txn.open_table(FAMILIES_BY_USER)?;
+    for family in families_in(&index, id)? {
         if let Some(rec) = read_family(&families, family)? {
             if rec.browser.is_some() {
-                cookies.remove(&rec.current.hash)?;
+                cookies.remove(rec.current.hash.as_slice())?;
             }
         }
-        families.remove(family.0.as_u128())?;
+        families.remove(family.key())?;
+        index.remove(user_family_key(id, family).as_slice())?;
         changes.push(Change::FamilyGone(family));
     }
-    txn.open_multimap_table(FAMILIES_BY_USER)?
-        .remove_all(id.0.as_u128())?;
-    txn.open_table(TOTP)?.remove(id.0.as_u128())?;
+    txn.open_table(TOTP)?.remove(id.key())?;
     Ok(Written::commit_with(UserUpdate::Done, changes))
 }
 
@@ -162,11 +164,7 @@ pub(super) fn update_in<T>(
     txn: &WriteTransaction,
     id: UserId,
     missing: T,
-    change: impl FnOnce(
-        &WriteTransaction,
-        &Table<'_, u128, &'static [u8]>,
-        &mut User,
-    ) -> Result<Result<T, T>, StoreError>,
+    change: impl FnOnce(&WriteTransaction, &Table<'_>, &mut User) -> Result<Result<T, T>, StoreError>,
 ) -> Result<Written<T>, StoreError> {
     let mut users = txn.open_table(USERS)?;
     let Some(mut user) = read_user(&users, id)? else {
@@ -182,21 +180,18 @@ pub(super) fn update_in<T>(
 
 /// Reads one user row.
 pub(super) fn read_user(
-    users: &impl ReadableTable<u128, &'static [u8]>,
+    users: &impl ReadableTable<Bytes, Bytes>,
     id: UserId,
 ) -> Result<Option<User>, StoreError> {
-    let row = users.get(id.0.as_u128())?;
+    let row = users.get(id.key())?;
     row.map(|bytes| decode::<UserRecord>("users", bytes.value()).map(|r| r.into_user(id)))
         .transpose()
 }
 
 /// Writes one user row.
-pub(super) fn write_user(
-    users: &mut Table<'_, u128, &'static [u8]>,
-    user: &User,
-) -> Result<(), StoreError> {
+pub(super) fn write_user(users: &mut Table<'_>, user: &User) -> Result<(), StoreError> {
     users.insert(
-        user.id.0.as_u128(),
+        user.id.key(),
         encode(&UserRecord::from_user(user)).as_slice(),
     )?;
     Ok(())
@@ -205,20 +200,39 @@ pub(super) fn write_user(
 /// Whether `user` is an enabled admin and no other enabled user holds the admin role.
 fn is_last_admin(
     txn: &WriteTransaction,
-    users: &impl ReadableTable<u128, &'static [u8]>,
+    users: &impl ReadableTable<Bytes, Bytes>,
     user: &User,
 ) -> Result<bool, StoreError> {
     if user.disabled || !user.has_role(ADMIN_ROLE) {
         return Ok(false);
     }
-    let members = txn.open_multimap_table(ROLE_MEMBERS)?;
-    for member in members.get(ADMIN_ROLE)? {
-        let other = UserId(Uuid::from_u128(member?.value()));
+    let members = txn.open_table(ROLE_MEMBERS)?;
+    for other in members_of(&members, ADMIN_ROLE)? {
         if other != user.id && read_user(users, other)?.is_some_and(|u| !u.disabled) {
             return Ok(false);
         }
     }
     Ok(true)
+}
+
+/// The users holding `role`, from the index.
+fn members_of(
+    members: &impl ReadableTable<Bytes, Bytes>,
+    role: &str,
+) -> Result<Vec<UserId>, StoreError> {
+    let mut out = Vec::new();
+    for row in members.range::<&[u8]>(role.as_bytes()..)? {
+        let (key, _) = row?;
+        let key = key.value();
+        if !key.starts_with(role.as_bytes()) {
+            break;
+        }
+        // A longer role whose name starts with this one's sorts among them.
+        if key.len() == role.len() + 16 {
+            out.push(UserId(last_id("role_members", key)?));
+        }
+    }
+    Ok(out)
 }
 
 /// Moves `user` in the role index from the roles `old` to the roles `new`.
@@ -228,12 +242,12 @@ fn index_roles(
     old: &[String],
     new: &[String],
 ) -> Result<(), StoreError> {
-    let mut members = txn.open_multimap_table(ROLE_MEMBERS)?;
+    let mut members = txn.open_table(ROLE_MEMBERS)?;
     for role in old.iter().filter(|r| !new.contains(r)) {
-        members.remove(role.as_str(), user.0.as_u128())?;
+        members.remove(role_member_key(role, user).as_slice())?;
     }
     for role in new.iter().filter(|r| !old.contains(r)) {
-        members.insert(role.as_str(), user.0.as_u128())?;
+        members.insert(role_member_key(role, user).as_slice(), [].as_slice())?;
     }
     Ok(())
 }
@@ -243,10 +257,20 @@ pub(super) fn families_of(
     txn: &WriteTransaction,
     user: UserId,
 ) -> Result<Vec<FamilyId>, StoreError> {
-    let index = txn.open_multimap_table(FAMILIES_BY_USER)?;
+    families_in(&txn.open_table(FAMILIES_BY_USER)?, user)
+}
+
+/// The ids of every family of `user` in the index `families_by_user`.
+pub(super) fn families_in(
+    index: &impl ReadableTable<Bytes, Bytes>,
+    user: UserId,
+) -> Result<Vec<FamilyId>, StoreError> {
+    let first = user_family_key(user, FamilyId(Uuid::nil()));
+    let last = user_family_key(user, FamilyId(Uuid::max()));
     let mut out = Vec::new();
-    for family in index.get(user.0.as_u128())? {
-        out.push(FamilyId(Uuid::from_u128(family?.value())));
+    for row in index.range::<&[u8]>(first.as_slice()..=last.as_slice())? {
+        let (key, _) = row?;
+        out.push(FamilyId(last_id("families_by_user", key.value())?));
     }
     Ok(out)
 }
