@@ -387,6 +387,7 @@ impl<'a> Canonical<'a> {
 
     /// A UUID in the one form `uuid_claim` accepts (lowercase, hyphenated), parsed; the
     /// quotes around it belong to the literals before and after.
+    #[inline]
     fn uuid(&mut self) -> Option<Uuid> {
         let id = canonical_uuid(self.rest().first_chunk::<36>()?)?;
         self.advance(36);
@@ -394,6 +395,7 @@ impl<'a> Canonical<'a> {
     }
 
     /// `-?(0|[1-9][0-9]*)` that fits `i64`.
+    #[inline]
     fn int(&mut self) -> Option<i64> {
         let rest = self.rest();
         let negative = rest.first() == Some(&b'-');
