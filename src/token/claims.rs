@@ -476,42 +476,47 @@ const COMMON_JSON: [&[u8]; 4] = [b"[]", b"[\"pwd\"]", b"[\"pwd\",\"otp\"]", b"[\
 /// The UUID of `text` in its lowercase hyphenated form (8-4-4-4-12), as
 /// [`parse_uuid`](crate::model::parse_uuid) would read it, without its general parser.
 pub(super) fn canonical_uuid(text: &[u8; 36]) -> Option<Uuid> {
-    if [text[8], text[13], text[18], text[23]] != [b'-'; 4] {
-        return None;
-    }
-    // The 32 digits without the hyphens, then eight at a time.
-    let mut digits = [0u8; 32];
-    digits[..8].copy_from_slice(&text[..8]);
-    digits[8..12].copy_from_slice(&text[9..13]);
-    digits[12..16].copy_from_slice(&text[14..18]);
-    digits[16..20].copy_from_slice(&text[19..23]);
-    digits[20..].copy_from_slice(&text[24..]);
+    // The 32 digits as four words of eight, skipping the hyphens; every step below is done on
+    // all of them, and one test at the end decides.
+    let four = |at: usize| {
+        text.get(at..at.wrapping_add(4))
+            .and_then(|digits| <[u8; 4]>::try_from(digits).ok())
+            .map_or(u64::MAX, |digits| u64::from(u32::from_le_bytes(digits)))
+    };
+    let words = [
+        four(0) | four(4) << 32,
+        four(9) | four(14) << 32,
+        four(19) | four(24) << 32,
+        four(28) | four(32) << 32,
+    ];
+    let hyphens = [text[8], text[13], text[18], text[23]] == [b'-'; 4];
+    let mut invalid = 0;
     let mut bytes = [0u8; 16];
-    for (out, eight) in bytes.chunks_exact_mut(4).zip(digits.chunks_exact(8)) {
-        out.copy_from_slice(&hex8(u64::from_le_bytes(eight.try_into().ok()?))?);
+    for (out, word) in bytes.chunks_exact_mut(4).zip(words) {
+        let (pairs, bad) = hex8(word);
+        out.copy_from_slice(&pairs);
+        invalid |= bad;
     }
-    Some(Uuid::from_bytes(bytes))
+    (hyphens && invalid == 0).then(|| Uuid::from_bytes(bytes))
 }
 
 /// The four bytes that eight lowercase hex digits spell (`"0a1b2c3d"` is `[0x0a, 0x1b, 0x2c,
-/// 0x3d]`), or `None` if one of them is anything else. `word` holds the digits as loaded
-/// little-endian, the first in the lowest byte; every byte is worked on at once (SWAR).
-fn hex8(word: u64) -> Option<[u8; 4]> {
+/// 0x3d]`), and a mask that is non-zero if any of them is anything else (the bytes are then
+/// meaningless). `word` holds the digits as loaded little-endian, the first in the lowest
+/// byte; every byte is worked on at once (SWAR).
+fn hex8(word: u64) -> ([u8; 4], u64) {
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    // Added to a byte below 0x80, each sets its high bit exactly when the byte is at least
-    // '0', above '9', at least 'a', above 'f'; no sum carries into the next byte.
+    // Added to a byte's low seven bits, each sets its high bit exactly when the byte is at
+    // least '0', above '9', at least 'a', above 'f'; no sum carries into the next byte. A
+    // byte with its own high bit set is no digit.
     const AT_LEAST_0: u64 = 0x5050_5050_5050_5050; // 0x80 - 0x30
     const ABOVE_9: u64 = 0x4646_4646_4646_4646; // 0x80 - 0x3a
     const AT_LEAST_A: u64 = 0x1f1f_1f1f_1f1f_1f1f; // 0x80 - 0x61
     const ABOVE_F: u64 = 0x1919_1919_1919_1919; // 0x80 - 0x67
-    if word & HIGH != 0 {
-        return None;
-    }
-    let digit = word.wrapping_add(AT_LEAST_0) & !word.wrapping_add(ABOVE_9);
-    let letter = word.wrapping_add(AT_LEAST_A) & !word.wrapping_add(ABOVE_F);
-    if (digit | letter) & HIGH != HIGH {
-        return None;
-    }
+    let low = word & 0x7f7f_7f7f_7f7f_7f7f;
+    let digit = low.wrapping_add(AT_LEAST_0) & !low.wrapping_add(ABOVE_9);
+    let letter = low.wrapping_add(AT_LEAST_A) & !low.wrapping_add(ABOVE_F);
+    let invalid = (word | !(digit | letter)) & HIGH;
     // '0'..'9' keep their low nibble; 'a'..'f' (low nibble 1..6) gain 9.
     let letters = (letter & HIGH) >> 7;
     let nibbles = (word & 0x0f0f_0f0f_0f0f_0f0f).wrapping_add(letters | (letters << 3));
@@ -519,7 +524,7 @@ fn hex8(word: u64) -> Option<[u8; 4]> {
     let pairs = ((nibbles << 4) | (nibbles >> 8)) & 0x00ff_00ff_00ff_00ff;
     let pairs = (pairs | (pairs >> 8)) & 0x0000_ffff_0000_ffff;
     let [b0, b1, b2, b3, ..] = (pairs | (pairs >> 16)).to_le_bytes();
-    Some([b0, b1, b2, b3])
+    ([b0, b1, b2, b3], invalid)
 }
 
 /// Appends `list` as a JSON array of string literals.
