@@ -253,35 +253,35 @@ impl Typed {
     /// `signed_token` fuzz target checks it on every input), so [`Typed::check`] sees no
     /// difference; it only skips the general reader's work for latchd's own tokens.
     pub(crate) fn parse_canonical(bytes: &[u8], policy: &Policy) -> Option<Self> {
-        let mut c = Canonical { bytes, pos: 0 };
-        c.literal("{\"iss\":")?;
-        c.literal(&policy.issuer_json)?;
-        c.literal(",\"aud\":")?;
-        c.literal(&policy.audience_json)?;
-        c.literal(",\"sub\":")?;
+        // `{"iss":..,"aud":..,"sub":"` and `,"client_id":..}`, each one comparison; what lies
+        // between must then be read to its last byte.
+        let body = bytes
+            .strip_prefix(policy.canonical_head.as_bytes())?
+            .strip_suffix(policy.canonical_tail.as_bytes())?;
+        let mut c = Canonical {
+            bytes: body,
+            pos: 0,
+        };
         let sub = c.uuid()?;
-        c.literal(",\"exp\":")?;
+        c.literal(b"\",\"exp\":")?;
         let exp = c.int()?;
-        c.literal(",\"iat\":")?;
+        c.literal(b",\"iat\":")?;
         let iat = c.int()?;
-        c.literal(",\"nbf\":")?;
+        c.literal(b",\"nbf\":")?;
         let nbf = c.int()?;
-        c.literal(",\"jti\":")?;
+        c.literal(b",\"jti\":\"")?;
         let jti = c.uuid()?;
-        c.literal(",\"sid\":")?;
+        c.literal(b"\",\"sid\":\"")?;
         let sid = c.uuid()?;
-        c.literal(",\"ver\":")?;
+        c.literal(b"\",\"ver\":")?;
         let ver = u64::try_from(c.int()?).ok()?;
-        c.literal(",\"roles\":")?;
+        c.literal(b",\"roles\":")?;
         let roles = c.strings()?;
-        let amr = match c.literal(",\"amr\":") {
+        let amr = match c.literal(b",\"amr\":") {
             Some(()) => Some(c.strings()?),
             None => None,
         };
-        c.literal(",\"client_id\":")?;
-        c.literal(&policy.client_id_json)?;
-        c.literal("}")?;
-        if c.pos != bytes.len() {
+        if c.pos != body.len() {
             return None;
         }
         Some(Self {
@@ -363,7 +363,7 @@ impl AccessClaims {
     }
 }
 
-/// A cursor for [`RawClaims::parse_canonical`]: every step either matches latchd's own layout
+/// A cursor for [`Typed::parse_canonical`]: every step either matches latchd's own layout
 /// or gives up. It reads bytes: the literals are ASCII, the numbers and UUIDs are checked
 /// digit by digit, and only the strings of the arrays are checked to be UTF-8.
 struct Canonical<'a> {
@@ -380,42 +380,44 @@ impl<'a> Canonical<'a> {
         self.pos = self.pos.saturating_add(len);
     }
 
-    fn literal(&mut self, expected: &str) -> Option<()> {
-        self.rest()
-            .starts_with(expected.as_bytes())
-            .then(|| self.advance(expected.len()))
+    /// A fixed literal; its length is a constant, so the comparison is a few loads.
+    fn literal<const N: usize>(&mut self, expected: &[u8; N]) -> Option<()> {
+        (self.rest().first_chunk::<N>() == Some(expected)).then(|| self.advance(N))
     }
 
-    /// A quoted UUID in the one form `uuid_claim` accepts (lowercase, hyphenated), parsed.
+    /// A UUID in the one form `uuid_claim` accepts (lowercase, hyphenated), parsed; the
+    /// quotes around it belong to the literals before and after.
+    #[inline]
     fn uuid(&mut self) -> Option<Uuid> {
-        let quoted = self.rest().get(..38)?;
-        let (b'"', inner, b'"') = (*quoted.first()?, quoted.get(1..37)?, *quoted.get(37)?) else {
-            return None;
-        };
-        let id = canonical_uuid(inner)?;
-        self.advance(38);
+        let id = canonical_uuid(self.rest().first_chunk::<36>()?)?;
+        self.advance(36);
         Some(id)
     }
 
     /// `-?(0|[1-9][0-9]*)` that fits `i64`.
+    #[inline]
     fn int(&mut self) -> Option<i64> {
         let rest = self.rest();
         let negative = rest.first() == Some(&b'-');
         let digits = rest.get(usize::from(negative)..)?;
-        let count = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+        // One pass: at most 18 digits are below 10^18 < 2^63, so no step can overflow.
+        let mut magnitude = 0i64;
+        let mut count = 0usize;
+        for byte in digits.iter().take(19) {
+            let digit = byte.wrapping_sub(b'0');
+            if digit > 9 {
+                break;
+            }
+            magnitude = magnitude.wrapping_mul(10).wrapping_add(i64::from(digit));
+            count = count.wrapping_add(1);
+        }
         if count == 0 || (digits.first() == Some(&b'0') && count > 1) {
             return None;
         }
-        if matches!(digits.get(count), Some(b'.' | b'e' | b'E')) {
-            return None;
-        }
-        let digits = digits.get(..count)?;
         let value = if count <= 18 {
-            // At most 18 digits: below 10^18 < 2^63, so no step can overflow.
-            let magnitude = digits.iter().fold(0i64, |acc, d| {
-                acc.wrapping_mul(10)
-                    .wrapping_add(i64::from(d.wrapping_sub(b'0')))
-            });
+            if matches!(digits.get(count), Some(b'.' | b'e' | b'E')) {
+                return None;
+            }
             if negative {
                 magnitude.wrapping_neg()
             } else {
@@ -423,9 +425,11 @@ impl<'a> Canonical<'a> {
             }
         } else {
             // Rare (no timestamp or version this large): the standard parser, sign included.
-            let signed = self
-                .rest()
-                .get(..usize::from(negative).checked_add(count)?)?;
+            count = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+            if matches!(digits.get(count), Some(b'.' | b'e' | b'E')) {
+                return None;
+            }
+            let signed = rest.get(..usize::from(negative).checked_add(count)?)?;
             std::str::from_utf8(signed).ok()?.parse::<i64>().ok()?
         };
         self.advance(usize::from(negative).checked_add(count)?);
@@ -434,11 +438,18 @@ impl<'a> Canonical<'a> {
 
     /// `[` strings without escapes or control characters, separated by `,` `]`.
     fn strings(&mut self) -> Option<Strings> {
-        self.literal("[")?;
+        // The lists latchd writes most, whole: no scan, no UTF-8 check, no allocation.
+        for (json, common) in COMMON_JSON.iter().zip(COMMON_LISTS) {
+            if self.rest().starts_with(json) {
+                self.advance(json.len());
+                return Some(Strings(Cow::Borrowed(common)));
+            }
+        }
+        self.literal(b"[")?;
         let start = self.pos;
-        if self.literal("]").is_none() {
+        if self.literal(b"]").is_none() {
             loop {
-                self.literal("\"")?;
+                self.literal(b"\"")?;
                 let rest = self.rest();
                 let end = memchr::memchr2(b'"', b'\\', rest)?;
                 let item = rest.get(..end)?;
@@ -446,10 +457,10 @@ impl<'a> Canonical<'a> {
                     return None;
                 }
                 self.advance(end.checked_add(1)?);
-                if self.literal("]").is_some() {
+                if self.literal(b"]").is_some() {
                     break;
                 }
-                self.literal(",")?;
+                self.literal(b",")?;
             }
         }
         // `"a","b"`: the items hold no quote, so splitting at `","` is exact.
@@ -459,47 +470,61 @@ impl<'a> Canonical<'a> {
     }
 }
 
-/// The value of each lowercase hex digit; 0xff for every other byte.
-// Evaluated at compile time, where an index out of range or an overflow fails the build.
-#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
-const HEX: [u8; 256] = {
-    let mut table = [0xff; 256];
-    let mut value = 0u8;
-    while value < 16 {
-        table[b"0123456789abcdef"[value as usize] as usize] = value;
-        value += 1;
-    }
-    table
-};
-
-/// Where each of the 16 two-digit bytes of an 8-4-4-4-12 UUID starts.
-const UUID_PAIRS: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+/// [`COMMON_LISTS`] as latchd writes them in a token, in the same order.
+const COMMON_JSON: [&[u8]; 4] = [b"[]", b"[\"pwd\"]", b"[\"pwd\",\"otp\"]", b"[\"admin\"]"];
 
 /// The UUID of `text` in its lowercase hyphenated form (8-4-4-4-12), as
 /// [`parse_uuid`](crate::model::parse_uuid) would read it, without its general parser.
-fn canonical_uuid(text: &[u8]) -> Option<Uuid> {
-    if text.len() != 36
-        || [8, 13, 18, 23]
-            .iter()
-            .any(|at| text.get(*at) != Some(&b'-'))
-    {
-        return None;
-    }
-    // A non-digit is 0xff, so any one of them leaves a high nibble set in `invalid`.
-    let digit = |at: usize| {
-        text.get(at)
-            .and_then(|b| HEX.get(usize::from(*b)))
-            .copied()
-            .unwrap_or(0xff)
+pub(super) fn canonical_uuid(text: &[u8; 36]) -> Option<Uuid> {
+    // The 32 digits as four words of eight, skipping the hyphens; every step below is done on
+    // all of them, and one test at the end decides.
+    let four = |at: usize| {
+        text.get(at..at.wrapping_add(4))
+            .and_then(|digits| <[u8; 4]>::try_from(digits).ok())
+            .map_or(u64::MAX, |digits| u64::from(u32::from_le_bytes(digits)))
     };
+    let words = [
+        four(0) | four(4) << 32,
+        four(9) | four(14) << 32,
+        four(19) | four(24) << 32,
+        four(28) | four(32) << 32,
+    ];
+    let hyphens = [text[8], text[13], text[18], text[23]] == [b'-'; 4];
+    let mut invalid = 0;
     let mut bytes = [0u8; 16];
-    let mut invalid = 0u8;
-    for (byte, at) in bytes.iter_mut().zip(UUID_PAIRS) {
-        let (high, low) = (digit(at), digit(at.wrapping_add(1)));
-        invalid |= high | low;
-        *byte = high.wrapping_shl(4) | (low & 0x0f);
+    for (out, word) in bytes.chunks_exact_mut(4).zip(words) {
+        let (pairs, bad) = hex8(word);
+        out.copy_from_slice(&pairs);
+        invalid |= bad;
     }
-    (invalid & 0xf0 == 0).then(|| Uuid::from_bytes(bytes))
+    (hyphens && invalid == 0).then(|| Uuid::from_bytes(bytes))
+}
+
+/// The four bytes that eight lowercase hex digits spell (`"0a1b2c3d"` is `[0x0a, 0x1b, 0x2c,
+/// 0x3d]`), and a mask that is non-zero if any of them is anything else (the bytes are then
+/// meaningless). `word` holds the digits as loaded little-endian, the first in the lowest
+/// byte; every byte is worked on at once (SWAR).
+fn hex8(word: u64) -> ([u8; 4], u64) {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Added to a byte's low seven bits, each sets its high bit exactly when the byte is at
+    // least '0', above '9', at least 'a', above 'f'; no sum carries into the next byte. A
+    // byte with its own high bit set is no digit.
+    const AT_LEAST_0: u64 = 0x5050_5050_5050_5050; // 0x80 - 0x30
+    const ABOVE_9: u64 = 0x4646_4646_4646_4646; // 0x80 - 0x3a
+    const AT_LEAST_A: u64 = 0x1f1f_1f1f_1f1f_1f1f; // 0x80 - 0x61
+    const ABOVE_F: u64 = 0x1919_1919_1919_1919; // 0x80 - 0x67
+    let low = word & 0x7f7f_7f7f_7f7f_7f7f;
+    let digit = low.wrapping_add(AT_LEAST_0) & !low.wrapping_add(ABOVE_9);
+    let letter = low.wrapping_add(AT_LEAST_A) & !low.wrapping_add(ABOVE_F);
+    let invalid = (word | !(digit | letter)) & HIGH;
+    // '0'..'9' keep their low nibble; 'a'..'f' (low nibble 1..6) gain 9.
+    let letters = (letter & HIGH) >> 7;
+    let nibbles = (word & 0x0f0f_0f0f_0f0f_0f0f).wrapping_add(letters | (letters << 3));
+    // Byte 2k of `pairs` is digit 2k's nibble above digit 2k+1's; then gather bytes 0, 2, 4, 6.
+    let pairs = ((nibbles << 4) | (nibbles >> 8)) & 0x00ff_00ff_00ff_00ff;
+    let pairs = (pairs | (pairs >> 8)) & 0x0000_ffff_0000_ffff;
+    let [b0, b1, b2, b3, ..] = (pairs | (pairs >> 16)).to_le_bytes();
+    ([b0, b1, b2, b3], invalid)
 }
 
 /// Appends `list` as a JSON array of string literals.

@@ -50,6 +50,10 @@ pub struct Policy {
     issuer_json: String,
     audience_json: String,
     client_id_json: String,
+    /// What every payload in latchd's own layout starts with, up to the opening quote of
+    /// `sub`, and ends with, from `,"client_id":`: the canonical reader compares each at once.
+    canonical_head: String,
+    canonical_tail: String,
 }
 
 impl Policy {
@@ -61,10 +65,14 @@ impl Policy {
             push_json_string(&mut out, s);
             out
         };
+        let (issuer_json, audience_json, client_id_json) =
+            (json(issuer), json(audience), json(client_id));
         Self {
-            issuer_json: json(issuer),
-            audience_json: json(audience),
-            client_id_json: json(client_id),
+            canonical_head: format!("{{\"iss\":{issuer_json},\"aud\":{audience_json},\"sub\":\""),
+            canonical_tail: format!(",\"client_id\":{client_id_json}}}"),
+            issuer_json,
+            audience_json,
+            client_id_json,
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             leeway_secs: i64::from(leeway_secs),

@@ -977,3 +977,84 @@ fn the_canonical_reader_agrees_on_every_uuid_and_integer_edge() {
         assert!(canonical_agrees(&tokens, other.as_bytes()), "{other}");
     }
 }
+
+#[test]
+fn the_canonical_uuid_reader_agrees_with_the_general_one_on_every_byte_everywhere() {
+    // Every byte value at every position of a valid id: hex digits of both cases, the
+    // neighbours of each range ('/', ':', '`', 'g'), the hyphen, NUL and non-ASCII.
+    let base = *b"0123abcd-ef45-6789-a0b1-c2d3e4f56789";
+    assert_eq!(
+        super::claims::canonical_uuid(&base),
+        crate::model::parse_uuid(std::str::from_utf8(&base).unwrap())
+    );
+    for at in 0..base.len() {
+        for byte in 0..=u8::MAX {
+            let mut text = base;
+            text[at] = byte;
+            let general = std::str::from_utf8(&text)
+                .ok()
+                .and_then(crate::model::parse_uuid);
+            assert_eq!(
+                super::claims::canonical_uuid(&text),
+                general,
+                "{at}: {byte:#04x}"
+            );
+        }
+    }
+    for _ in 0..1000 {
+        let id = Uuid::new_v4();
+        let text: [u8; 36] = id.hyphenated().to_string().into_bytes().try_into().unwrap();
+        assert_eq!(super::claims::canonical_uuid(&text), Some(id));
+    }
+}
+
+#[test]
+fn the_canonical_integer_reader_agrees_on_every_length_and_form() {
+    let tokens = fixture::verifier();
+    let valid = AccessClaims {
+        sub: Uuid::new_v4(),
+        sid: Uuid::new_v4(),
+        jti: Uuid::new_v4(),
+        ver: 1,
+        roles: ["admin"].into_iter().collect(),
+        amr: None,
+        iat: NOW,
+        nbf: NOW,
+        exp: UnixTime(424_242),
+    };
+    let token = tokens.sign(&valid);
+    let text = String::from_utf8(b64::decode(token.split('.').nth(1).unwrap().as_bytes()).unwrap())
+        .unwrap();
+    let mut literals: Vec<String> = vec![
+        "-".into(),
+        "--1".into(),
+        "+1".into(),
+        "-01".into(),
+        "00".into(),
+        "1.".into(),
+        "1.5".into(),
+        "1e3".into(),
+        "1E3".into(),
+        "-1e3".into(),
+        "1x".into(),
+        i64::MIN.to_string(),
+        "-9223372036854775809".into(),
+    ];
+    // Every length from 1 to 21 digits, both signs: the 18-digit fast path, the 19-digit
+    // standard parser and the overflow beyond it.
+    for len in 1..=21 {
+        let nines = "9".repeat(len);
+        let ones = format!("1{}", "0".repeat(len - 1));
+        literals.extend([nines.clone(), format!("-{nines}"), ones]);
+    }
+    for literal in &literals {
+        let payload = text.replacen(":424242,", &format!(":{literal},"), 1);
+        assert!(canonical_agrees(&tokens, payload.as_bytes()), "{literal}");
+        let general = RawClaims::parse(payload.as_bytes()).and_then(|r| r.typed(&tokens.policy));
+        assert_eq!(
+            Typed::parse_canonical(payload.as_bytes(), &tokens.policy).is_some(),
+            general.is_ok(),
+            "{literal}: the canonical reader declines only what the general one refuses"
+        );
+    }
+}
