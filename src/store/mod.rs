@@ -48,7 +48,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-use records::{decode, FamilyRecord, FamilyViewRecord, UserViewRecord};
+use records::{decode, FamilyRecord};
 use tables::{
     AUDIT, BLACKLIST, BROWSER_SESSIONS, FAMILIES, FAMILIES_BY_USER, META, MFA_CHALLENGES,
     ROLE_MEMBERS, SCHEMA_VERSION, SCHEMA_VERSION_KEY, SECRETS, SIGNING_KEYS, TOTP, USERS,
@@ -776,7 +776,7 @@ fn load_view(db: &Database) -> Result<View, StoreError> {
         let mut view = view::Builder::new(table_len(users.len()?), table_len(families_rows));
         for row in users.iter()? {
             let (id, bytes) = row?;
-            let rec: UserViewRecord<'_> = decode("users", bytes.value())?;
+            let rec = records::user_view(bytes.value())?;
             view.user(
                 UserId(Uuid::from_u128(id.value())),
                 rec.token_version,
@@ -818,7 +818,7 @@ fn live_families(db: &Database) -> Result<LiveFamilies, StoreError> {
     for row in table.iter()? {
         let (id, bytes) = row?;
         let bytes = bytes.value();
-        let rec: FamilyViewRecord = decode("families", bytes)?;
+        let rec = records::family_view(bytes)?;
         if rec.revoked_at.is_some() {
             continue;
         }
