@@ -12,7 +12,8 @@
 #
 # Env: SCALE_SIZES ("10000 1000000"), SCALE_DIR (target/scale), SCALE_SECS (5),
 #      LATCHD_CACHE_MB (unset: the server's default), SCALE_RUNS (3: starts per size, each
-#      start time printed).
+#      start time printed), SCALE_BIN (a latchd binary to measure instead of this tree's
+#      release build, e.g. a copy of an older one, to alternate old and new on the same files).
 # Usage: benches/scale.sh   (the 1,000,000 file takes ~8 min to build on a 2-core VM, 1.1 GB)
 set -euo pipefail
 
@@ -28,7 +29,7 @@ dir="${SCALE_DIR:-$root/target/scale}"
 mkdir -p "$dir"
 
 cargo build --release --bin latchd --example scale_file
-latchd="$root/target/release/latchd"
+latchd="${SCALE_BIN:-$root/target/release/latchd}"
 
 tmp="$(mktemp -d)"
 pid=""
@@ -154,6 +155,6 @@ for n in $sizes; do
 done
 
 echo
-echo "latchd $(git rev-parse --short HEAD), LATCHD_CACHE_MB=${LATCHD_CACHE_MB:-default}, $runs starts per size"
+echo "latchd ${SCALE_BIN:-$(git rev-parse --short HEAD)}, LATCHD_CACHE_MB=${LATCHD_CACHE_MB:-default}, $runs starts per size, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-10s %11s %24s %12s %14s %12s\n' "users" "file" "first answer (ms)" "idle RSS" "RSS after load" "peak RSS"
 printf '%s\n' "${report[@]}"

@@ -47,7 +47,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-use records::{be_bytes, decode, id_from, FamilyRecord, FamilyViewRecord, UserViewRecord};
+use records::{be_bytes, decode, id_from, FamilyRecord};
 use tables::{
     AUDIT, BLACKLIST, BROWSER_SESSIONS, FAMILIES, FAMILIES_BY_USER, META, MFA_CHALLENGES,
     ROLE_MEMBERS, SCHEMA_VERSION, SCHEMA_VERSION_KEY, SECRETS, SIGNING_KEYS, TOTP, USERS,
@@ -771,11 +771,10 @@ fn load_view(db: &Database) -> Result<View, StoreError> {
             .map_err(|e| StoreError::backend("starting the loading thread", e))?;
         let txn = db.begin_read()?;
         let users = txn.open_table(USERS)?;
-        let families_rows = txn.open_table(FAMILIES)?.len()?;
-        let mut view = view::Builder::new(table_len(users.len()?), table_len(families_rows));
+        let mut view = view::Builder::new(table_len(users.len()?), 0);
         for row in users.iter()? {
             let (id, bytes) = row?;
-            let rec: UserViewRecord<'_> = decode("users", bytes.value())?;
+            let rec = records::user_view(bytes.value())?;
             view.user(
                 UserId(id_from("users", id.value())?),
                 rec.token_version,
@@ -795,9 +794,7 @@ fn load_view(db: &Database) -> Result<View, StoreError> {
             table: "families",
             detail: "loading the families panicked".to_owned(),
         })??;
-        for (id, user) in families {
-            view.family(id, user);
-        }
+        view.sessions(families);
         for change in browser {
             view.change(change);
         }
@@ -805,29 +802,30 @@ fn load_view(db: &Database) -> Result<View, StoreError> {
     })
 }
 
-/// The live families with their users, and the browser sessions among them.
-type LiveFamilies = (Vec<(FamilyId, UserId)>, Vec<Change>);
+/// The live families by their users, and the browser sessions among them.
+type LiveFamilies = (view::LiveSessions, Vec<Change>);
 
 /// The live families and the browser sessions among them, from their own read transaction.
 fn live_families(db: &Database) -> Result<LiveFamilies, StoreError> {
     let txn = db.begin_read()?;
     let table = txn.open_table(FAMILIES)?;
-    let mut live = Vec::with_capacity(table_len(table.len()?));
+    let mut live = view::LiveSessions::with_capacity(table_len(table.len()?));
     let mut browser = Vec::new();
     for row in table.iter()? {
         let (id, bytes) = row?;
         let bytes = bytes.value();
-        let rec: FamilyViewRecord = decode("families", bytes)?;
+        let rec = records::family_view(bytes)?;
         if rec.revoked_at.is_some() {
             continue;
         }
         let id = FamilyId(id_from("families", id.value())?);
-        live.push((id, UserId(rec.user)));
+        live.push(id, UserId(rec.user));
         if rec.browser.is_some() {
             let full: FamilyRecord = decode("families", bytes)?;
             browser.extend(sessions::browser_change(id, &full));
         }
     }
+    live.sort();
     Ok((live, browser))
 }
 
