@@ -809,9 +809,9 @@ mod hex_list {
 mod tests {
     use super::*;
 
-    #[test]
-    fn family_round_trips_and_keeps_a_constant_size() {
-        let rec = FamilyRecord {
+    /// A live API session's record with a superseded token, signed in with `user_agent`.
+    fn api_family(user_agent: String) -> FamilyRecord {
+        FamilyRecord {
             user: Uuid::new_v4(),
             created_at: 1,
             expires_at_max: 2,
@@ -829,9 +829,14 @@ mod tests {
             kind: SessionKind::Api,
             mfa: false,
             browser: None,
-            user_agent: Some("x".repeat(crate::model::MAX_USER_AGENT_BYTES)),
+            user_agent: Some(user_agent),
             client_ip: Some("2001:db8::1".parse().unwrap()),
-        };
+        }
+    }
+
+    #[test]
+    fn family_round_trips_and_keeps_a_constant_size() {
+        let rec = api_family("x".repeat(crate::model::MAX_USER_AGENT_BYTES));
         let bytes = encode(&rec);
         let back: FamilyRecord = decode("families", &bytes).unwrap();
         assert_eq!(back.current.hash, [0xab; 32]);
@@ -884,27 +889,7 @@ mod tests {
     }
 
     fn family_rows() -> Vec<Vec<u8>> {
-        let mut rec = FamilyRecord {
-            user: Uuid::new_v4(),
-            created_at: 1,
-            expires_at_max: 2,
-            current: Current {
-                generation: 7,
-                hash: [0xab; 32],
-                expires_at: 2,
-            },
-            previous: Some(Previous {
-                hash: [1; 32],
-                rotated_at: 1,
-                sealed: [2; 32],
-            }),
-            revoked_at: None,
-            kind: SessionKind::Api,
-            mfa: false,
-            browser: None,
-            user_agent: Some("curl/8".to_owned()),
-            client_ip: Some("2001:db8::1".parse().unwrap()),
-        };
+        let mut rec = api_family("curl/8".to_owned());
         let mut rows = vec![encode(&rec)];
         rec.revoked_at = Some(-9_223_372_036_854_775_808);
         rec.previous = None;
