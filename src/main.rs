@@ -1,18 +1,13 @@
-//! The `latchd` binary: wiring only. Cli -> Config -> telemetry -> storage -> Authority ->
-//! `http::serve` (or a CLI command).
+//! The `latchd` binary: wiring only. Cli -> Config -> telemetry -> `runtime::serve` (storage,
+//! Authority, `http::serve`) or a CLI command.
 #![warn(clippy::unwrap_used)]
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use latchd::auth::event::Subscriber;
-use latchd::auth::Authority;
 use latchd::cli;
 use latchd::config::Config;
-use latchd::control;
-use latchd::metrics::Metrics;
 use latchd::runtime;
 use latchd::telemetry::Trail;
 
@@ -81,7 +76,7 @@ fn main() -> ExitCode {
     };
     latchd::telemetry::init(&config.log, config.log_json, trail);
     match cli.command {
-        Command::Serve => match serve(config) {
+        Command::Serve => match runtime::serve(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("latchd: {e}");
@@ -94,60 +89,4 @@ fn main() -> ExitCode {
         Command::Audit(args) => cli::audit(&config, args),
         Command::Backup { path } => cli::backup(&config, &path),
     }
-}
-
-fn serve(config: Config) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let storage = runtime
-        .block_on(runtime::open_configured(&config, true))
-        .map_err(|e| e.to_string())?;
-    let metrics: Arc<dyn Subscriber> = Arc::new(Metrics::new());
-    let (auth, source) = runtime
-        .block_on(Authority::open(config.auth.clone(), storage, vec![metrics]))
-        .map_err(|e| e.to_string())?;
-    let auth = Arc::new(auth);
-    runtime::log_start(&auth, &source, &config);
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind(config.listen))
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    // Bound only now that this process holds the file: a socket left there is a dead server's.
-    // On PostgreSQL the CLI uses the database itself, like any other node.
-    let operator = if config.database.is_none() {
-        let socket = control::Socket::bind(&config.db).map_err(|e| {
-            format!(
-                "cannot listen for operator commands on {}: {e}",
-                control::socket_path(&config.db).display()
-            )
-        })?;
-        Some(runtime.spawn(control::serve(socket, Arc::clone(&auth))))
-    } else {
-        None
-    };
-    let keys = runtime.spawn(runtime::follow_signing_keys(Arc::clone(&auth)));
-    let sweeper = runtime.spawn(runtime::sweep_forever(Arc::clone(&auth)));
-    let shutdown = {
-        let _inside = runtime.enter();
-        runtime::shutdown_signal()
-    };
-    let served = runtime.block_on(latchd::http::serve(
-        listener,
-        Arc::clone(&auth),
-        config.http,
-        shutdown,
-    ));
-    sweeper.abort();
-    keys.abort();
-    if let Some(operator) = operator {
-        operator.abort();
-    }
-    // Dropping the runtime ends every task still holding the authority; dropping the last
-    // handle then closes the database before the process exits.
-    drop(runtime);
-    drop(auth);
-    served.map_err(|e| e.to_string())?;
-    tracing::info!("stopped");
-    Ok(())
 }
