@@ -568,7 +568,8 @@ const MAX_CACHE_MB: usize = 65_536;
 
 /// The targets latchd's log lines carry: the crate, each of its top-level modules (an event's
 /// target is its module path), the access log, and h2, the one dependency that logs through
-/// `tracing` (HTTP/2 frames, at debug and trace). A `LATCHD_LOG` target must be one of these
+/// `tracing` (HTTP/2 frames at debug; its internal steps at trace, a level release builds leave
+/// out: see `Cargo.toml`). A `LATCHD_LOG` target must be one of these
 /// or a path below one but the crate itself (`latchd::http::server`).
 pub const LOG_TARGETS: &[&str] = &[
     "latchd",
