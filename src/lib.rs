@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod model;
 pub mod password;
 pub mod runtime;
+pub mod serve;
 pub mod store;
 pub mod telemetry;
 pub mod time;

@@ -1,4 +1,4 @@
-//! The `latchd` binary: wiring only. Cli -> Config -> telemetry -> `runtime::serve` (storage,
+//! The `latchd` binary: wiring only. Cli -> Config -> telemetry -> `serve::serve` (storage,
 //! Authority, `http::serve`) or a CLI command.
 #![warn(clippy::unwrap_used)]
 
@@ -8,7 +8,6 @@ use clap::{Parser, Subcommand};
 
 use latchd::cli;
 use latchd::config::Config;
-use latchd::runtime;
 use latchd::telemetry::Trail;
 
 /// A single-binary auth server: HS256 access tokens, rotating refresh tokens, one redb file.
@@ -76,7 +75,7 @@ fn main() -> ExitCode {
     };
     latchd::telemetry::init(&config.log, config.log_json, trail);
     match cli.command {
-        Command::Serve => match runtime::serve(config) {
+        Command::Serve => match latchd::serve::serve(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("latchd: {e}");

@@ -7,11 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::event::Subscriber;
 use crate::auth::storage::{Storage, StoreError};
 use crate::auth::{Authority, KeySource};
-use crate::control;
-use crate::metrics::Metrics;
 use crate::model::Sweep;
 use crate::store::{self, Store};
 use crate::time::UnixTime;
@@ -203,69 +200,4 @@ pub fn log_start(auth: &Authority, source: &KeySource, config: &crate::config::C
     if !config.http.cookie_secure {
         tracing::warn!("LATCHD_COOKIE_SECURE=false: refresh cookies work over plain http");
     }
-}
-
-/// Runs the server `config` describes until SIGTERM or SIGINT: opens the backend, the
-/// authority, the listener and (on the redb file) the operator socket, serves, then drains and
-/// closes the database. In the library, not in `main`: the binary only calls it, so the
-/// handlers' code is compiled once, here, and not again into the binary crate, which would
-/// otherwise build its own copy of every async function it reaches through a generic one
-/// (0.11 MB of duplicates).
-///
-/// # Errors
-/// Why the server could not start or stopped with an error, as one line.
-pub fn serve(config: crate::config::Config) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let storage = rt
-        .block_on(open_configured(&config, true))
-        .map_err(|e| e.to_string())?;
-    let metrics: Arc<dyn Subscriber> = Arc::new(Metrics::new());
-    let (auth, source) = rt
-        .block_on(Authority::open(config.auth.clone(), storage, vec![metrics]))
-        .map_err(|e| e.to_string())?;
-    let auth = Arc::new(auth);
-    log_start(&auth, &source, &config);
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind(config.listen))
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    // Bound only now that this process holds the file: a socket left there is a dead server's.
-    // On PostgreSQL the CLI uses the database itself, like any other node.
-    let operator = if config.database.is_none() {
-        let socket = control::Socket::bind(&config.db).map_err(|e| {
-            format!(
-                "cannot listen for operator commands on {}: {e}",
-                control::socket_path(&config.db).display()
-            )
-        })?;
-        Some(rt.spawn(control::serve(socket, Arc::clone(&auth))))
-    } else {
-        None
-    };
-    let keys = rt.spawn(follow_signing_keys(Arc::clone(&auth)));
-    let sweeper = rt.spawn(sweep_forever(Arc::clone(&auth)));
-    let shutdown = {
-        let _inside = rt.enter();
-        shutdown_signal()
-    };
-    let served = rt.block_on(crate::http::serve(
-        listener,
-        Arc::clone(&auth),
-        config.http,
-        shutdown,
-    ));
-    sweeper.abort();
-    keys.abort();
-    if let Some(operator) = operator {
-        operator.abort();
-    }
-    // Dropping the runtime ends every task still holding the authority; dropping the last
-    // handle then closes the database before the process exits.
-    drop(rt);
-    drop(auth);
-    served.map_err(|e| e.to_string())?;
-    tracing::info!("stopped");
-    Ok(())
 }

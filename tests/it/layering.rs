@@ -2,9 +2,9 @@
 //! when a crate that belongs to one folder (hyper, redb, clap, ...) appears outside it.
 //!
 //! The rule (ARCHITECTURE.md): calls go down the stack only,
-//! `main | cli -> runtime -> http -> auth -> {token, password, auth::storage} -> model, time`;
+//! `main | cli | serve -> runtime -> http -> auth -> {token, password, auth::storage} -> model, time`;
 //! `store/` implements `auth::storage` and knows nothing else of auth; `metrics` subscribes to
-//! `auth::event`; only `main`, `cli` and `runtime` read `config`.
+//! `auth::event`; only `main`, `cli`, `serve` and `runtime` read `config`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -31,6 +31,10 @@ const MAY_USE: &[(&str, &[&str])] = &[
     ),
     ("control", &["auth", "model", "time"]),
     (
+        "serve",
+        &["auth", "config", "control", "http", "metrics", "runtime"],
+    ),
+    (
         "cli",
         &["auth", "config", "control", "model", "runtime", "time"],
     ),
@@ -47,6 +51,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
             "http",
             "metrics",
             "runtime",
+            "serve",
             "telemetry",
         ],
     ),
