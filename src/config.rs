@@ -585,6 +585,7 @@ pub const LOG_TARGETS: &[&str] = &[
     "latchd::model",
     "latchd::password",
     "latchd::runtime",
+    "latchd::serve",
     "latchd::store",
     "latchd::telemetry",
     "latchd::time",
