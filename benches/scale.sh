@@ -14,7 +14,7 @@
 #      LATCHD_CACHE_MB (unset: the server's default), SCALE_RUNS (3: starts per size, each
 #      start time printed), SCALE_BIN (a latchd binary to measure instead of this tree's
 #      release build, e.g. a copy of an older one, to alternate old and new on the same files).
-# Usage: benches/scale.sh   (the 1,000,000 file takes ~8 min to build on a 2-core VM, 1.1 GB)
+# Usage: benches/scale.sh   (the 1,000,000 file takes ~3-8 min to build on a 2-core VM, 1.3 GB)
 set -euo pipefail
 
 sizes="${SCALE_SIZES:-10000 1000000}"

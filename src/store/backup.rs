@@ -26,7 +26,7 @@ use redb::{
 use super::tables::{
     AUDIT, BLACKLIST, BROWSER_SESSIONS, FAMILIES, FAMILIES_BY_USER, META, MFA_CHALLENGES,
     ROLE_MEMBERS, SCHEMA_VERSION, SCHEMA_VERSION_KEY, SECRETS, SIGNING_KEYS, TOTP, USERS,
-    USER_BY_EMAIL,
+    USER_BY_EMAIL, VIEW_SESSIONS, VIEW_USERS,
 };
 use crate::auth::storage::StoreError;
 use crate::model::Backup;
@@ -125,6 +125,8 @@ fn copy_all(from: &ReadTransaction, to: &WriteTransaction) -> Result<Backup, Sto
     rows += copy(from, to, BLACKLIST, &mut names)?;
     rows += copy(from, to, SIGNING_KEYS, &mut names)?;
     rows += copy(from, to, AUDIT, &mut names)?;
+    rows += copy(from, to, VIEW_USERS, &mut names)?;
+    rows += copy(from, to, VIEW_SESSIONS, &mut names)?;
     let present = from
         .list_tables()?
         .map(|t| t.name().to_owned())

@@ -25,6 +25,10 @@ pub(super) fn forward(txn: &WriteTransaction, from: u64) -> Result<(), StoreErro
     if from < 7 {
         to_bytes(txn)?;
     }
+    // 7 -> 8 added `view_users` and `view_sessions`, derived from the users and families.
+    if from < 8 {
+        super::view_rows::rebuild(txn)?;
+    }
     Ok(())
 }
 

@@ -15,9 +15,7 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{
-    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableHandle, WriteTransaction,
-};
+use redb::{Database, ReadableDatabase, ReadableTable, TableHandle, WriteTransaction};
 
 use crate::auth::storage::{Pending, Storage, StoreError};
 use crate::model::{
@@ -42,16 +40,16 @@ mod tables;
 mod totp;
 mod users;
 mod view;
+mod view_rows;
 mod writer;
 
 #[cfg(test)]
 mod tests;
 
-use records::{be_bytes, decode, id_from, FamilyRecord};
 use tables::{
     AUDIT, BLACKLIST, BROWSER_SESSIONS, FAMILIES, FAMILIES_BY_USER, META, MFA_CHALLENGES,
     ROLE_MEMBERS, SCHEMA_VERSION, SCHEMA_VERSION_KEY, SECRETS, SIGNING_KEYS, TOTP, USERS,
-    USER_BY_EMAIL,
+    USER_BY_EMAIL, VIEW_SESSIONS, VIEW_USERS,
 };
 use view::{Change, View};
 
@@ -124,7 +122,7 @@ impl Store {
         if !created {
             owner_only(path)?;
         }
-        let view = load_view(&db)?;
+        let view = view_rows::load(&db)?;
         let shared = Arc::new(Shared { db, view });
         let writer = writer::Writer::start(Arc::clone(&shared))?;
         Ok(Store {
@@ -755,83 +753,11 @@ fn init_schema(db: &Database) -> Result<[u8; 32], StoreError> {
     txn.open_table(BLACKLIST)?;
     txn.open_table(SIGNING_KEYS)?;
     txn.open_table(AUDIT)?;
+    txn.open_table(VIEW_USERS)?;
+    txn.open_table(VIEW_SESSIONS)?;
     let key = keys::ensure_refresh_mac_key(&mut txn.open_table(SECRETS)?)?;
     txn.commit()?;
     Ok(key)
-}
-
-/// Builds the view from the tables. Users and the blacklist are read on this thread while a
-/// second one reads the families (the two big tables, in a read transaction each): nothing
-/// writes yet, so both see the same state.
-fn load_view(db: &Database) -> Result<View, StoreError> {
-    std::thread::scope(|scope| {
-        let families = std::thread::Builder::new()
-            .name("latchd-load".to_owned())
-            .spawn_scoped(scope, || live_families(db))
-            .map_err(|e| StoreError::backend("starting the loading thread", e))?;
-        let txn = db.begin_read()?;
-        let users = txn.open_table(USERS)?;
-        let mut view = view::Builder::new(table_len(users.len()?), 0);
-        for row in users.iter()? {
-            let (id, bytes) = row?;
-            let rec = records::user_view(bytes.value())?;
-            view.user(
-                UserId(id_from("users", id.value())?),
-                rec.token_version,
-                rec.disabled,
-                &rec.email,
-                &rec.roles,
-            );
-        }
-        for row in txn.open_table(BLACKLIST)?.iter()? {
-            let (jti, exp) = row?;
-            view.change(Change::Blacklisted {
-                jti: Jti(id_from("blacklist", jti.value())?),
-                exp: i64::from_be_bytes(be_bytes("blacklist", exp.value())?),
-            });
-        }
-        let (families, browser) = families.join().map_err(|_| StoreError::Corrupt {
-            table: "families",
-            detail: "loading the families panicked".to_owned(),
-        })??;
-        view.sessions(families);
-        for change in browser {
-            view.change(change);
-        }
-        Ok(view.finish())
-    })
-}
-
-/// The live families by their users, and the browser sessions among them.
-type LiveFamilies = (view::LiveSessions, Vec<Change>);
-
-/// The live families and the browser sessions among them, from their own read transaction.
-fn live_families(db: &Database) -> Result<LiveFamilies, StoreError> {
-    let txn = db.begin_read()?;
-    let table = txn.open_table(FAMILIES)?;
-    let mut live = view::LiveSessions::with_capacity(table_len(table.len()?));
-    let mut browser = Vec::new();
-    for row in table.iter()? {
-        let (id, bytes) = row?;
-        let bytes = bytes.value();
-        let rec = records::family_view(bytes)?;
-        if rec.revoked_at.is_some() {
-            continue;
-        }
-        let id = FamilyId(id_from("families", id.value())?);
-        live.push(id, UserId(rec.user));
-        if rec.browser.is_some() {
-            let full: FamilyRecord = decode("families", bytes)?;
-            browser.extend(sessions::browser_change(id, &full));
-        }
-    }
-    live.sort();
-    Ok((live, browser))
-}
-
-/// A table's row count as a capacity (a hint: a count past `usize` asks for none).
-fn table_len(rows: u64) -> usize {
-    usize::try_from(rows).unwrap_or(0)
 }
 
 /// Creates the file owner-only (0600) if nothing is at `path` (`true`), or checks that what is

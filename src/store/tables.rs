@@ -18,7 +18,7 @@ pub(super) type Table<'t> = redb::Table<'t, Bytes, Bytes>;
 
 /// The schema this build writes and reads. Bump it (and add a migration) when a table or record
 /// changes shape.
-pub(super) const SCHEMA_VERSION: u64 = 7;
+pub(super) const SCHEMA_VERSION: u64 = 8;
 
 /// The `META` key holding [`SCHEMA_VERSION`].
 pub(super) const SCHEMA_VERSION_KEY: &str = "schema_version";
@@ -75,3 +75,12 @@ pub(super) const SIGNING_KEYS: TableDefinition<Bytes, Bytes> = TableDefinition::
 /// row is written in the transaction of the change it records, and swept after the audit
 /// retention.
 pub(super) const AUDIT: TableDefinition<Bytes, Bytes> = TableDefinition::new("audit");
+
+/// User id -> what the in-memory view holds of the user (schema 8; `view_rows.rs` has the
+/// encoding): written with every change the view mirrors, read at open instead of `USERS`.
+pub(super) const VIEW_USERS: TableDefinition<Bytes, Bytes> = TableDefinition::new("view_users");
+
+/// Family id of a live session -> its user, and a browser session's cookie and timeouts
+/// (schema 8; `view_rows.rs`): read at open instead of `FAMILIES`.
+pub(super) const VIEW_SESSIONS: TableDefinition<Bytes, Bytes> =
+    TableDefinition::new("view_sessions");

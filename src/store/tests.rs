@@ -175,6 +175,9 @@ mod legacy {
     pub(super) fn to_schema_6(path: &std::path::Path) {
         let db = Database::create(path).unwrap();
         let txn = db.begin_write().unwrap();
+        // Schema 8 added the view's tables.
+        assert!(txn.delete_table(tables::VIEW_USERS).unwrap());
+        assert!(txn.delete_table(tables::VIEW_SESSIONS).unwrap());
         back::<&str, &[u8]>(&txn, tables::SECRETS, |k, v, t| {
             t.insert(std::str::from_utf8(k).unwrap(), v).unwrap();
         });
@@ -266,6 +269,8 @@ mod legacy {
             tables::AUDIT,
             tables::ROLE_MEMBERS,
             tables::FAMILIES_BY_USER,
+            tables::VIEW_USERS,
+            tables::VIEW_SESSIONS,
         ] {
             out.push((table.name().to_owned(), rows(&txn, table)));
         }
@@ -560,12 +565,75 @@ fn corrupt_user_row_is_an_error_not_a_panic() {
             "{got:?}"
         );
     }
+    // Opening reads the view's own row of the user, not this one: the store opens, and every
+    // use case that reads the bad row still answers Corrupt rather than a guess.
     drop(store);
-    let err = Store::open(&dir.path().join("latchd.redb")).unwrap_err();
+    let store = Store::open(&dir.path().join("latchd.redb")).unwrap();
+    let got = wait(store.user(user.id)).map(|_| ());
     assert!(
-        matches!(err, StoreError::Corrupt { table: "users", .. }),
-        "{err:?}"
+        matches!(got, Err(StoreError::Corrupt { table: "users", .. })),
+        "{got:?}"
     );
+}
+
+#[test]
+fn a_corrupt_view_row_refuses_the_open() {
+    let (dir, user, family) = {
+        let (dir, store) = temp_store();
+        let user = new_user(&store, "a@example.com");
+        let (_, family) = session(&store);
+        (dir, user.id, family)
+    };
+    let file = dir.path().join("latchd.redb");
+    let mut bad_browser = [0; 73];
+    bad_browser[48] = 2; // its second-factor flag
+    let bad_users: [&[u8]; 4] = [
+        b"\x00\x01",                              // shorter than its fixed part
+        &[0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0],       // a disabled flag of 2
+        &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, b'a'], // an email longer than the row
+        &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff], // an email that is not UTF-8
+    ];
+    let bad_sessions: [&[u8]; 3] = [&[7; 20], &[7; 15], &bad_browser];
+    let bad_rows = bad_users
+        .into_iter()
+        .map(|row| (super::tables::VIEW_USERS, *user.0.as_bytes(), row, "users"))
+        .chain(bad_sessions.into_iter().map(|row| {
+            (
+                super::tables::VIEW_SESSIONS,
+                *family.0.as_bytes(),
+                row,
+                "sessions",
+            )
+        }));
+    for (table, key, row, what) in bad_rows {
+        let good = {
+            let db = Database::create(&file).unwrap();
+            let txn = db.begin_write().unwrap();
+            let mut t = txn.open_table(table).unwrap();
+            let good = t
+                .insert(key.as_slice(), row)
+                .unwrap()
+                .unwrap()
+                .value()
+                .to_vec();
+            drop(t);
+            txn.commit().unwrap();
+            good
+        };
+        let err = Store::open(&file).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Corrupt { table, .. } if table == format!("view_{what}")),
+            "{err:?}"
+        );
+        let db = Database::create(&file).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(table)
+            .unwrap()
+            .insert(key.as_slice(), good.as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    assert!(Store::open(&file).is_ok());
 }
 
 #[test]
@@ -960,4 +1028,118 @@ fn failed_jobs_scattered_through_a_batch_leave_each_other_job_applied_exactly_on
         Some(13),
         "durable, though the batch ended on a failure"
     );
+}
+
+/// The rows of the view's two tables.
+fn view_rows_of(path: &std::path::Path) -> (legacy::Rows, legacy::Rows) {
+    let dump = legacy::dump(path);
+    let table = |name: &str| {
+        dump.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, rows)| rows.clone())
+            .unwrap()
+    };
+    (table("view_users"), table("view_sessions"))
+}
+
+/// Rewrites the view's tables from the whole rows, as the migration to schema 8 does.
+fn rebuild_view_rows(path: &std::path::Path) {
+    let db = Database::create(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    super::view_rows::rebuild(&txn).unwrap();
+    txn.commit().unwrap();
+}
+
+#[test]
+fn the_view_tables_follow_every_write_as_the_whole_rows_would_give_them() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("latchd.redb");
+    let store = Store::open(&path).unwrap();
+    // Roles, an API and a browser session, TOTP, a challenge, the blacklist, keys.
+    let filled = fill(&store);
+    // A later use of the browser session, as the view asks for it.
+    let later = UnixTime(NOW.secs() + 60);
+    let browser = filled.browser;
+    wait(store.write(move |txn| sessions::touch_in(txn, browser, later))).unwrap();
+    // Disabled (its sessions end) and enabled again; disabled and left so.
+    let (back, _) = session(&store);
+    assert_eq!(
+        wait(store.disable_user(back, NOW, note(AuditEvent::UserDisabled))).unwrap(),
+        UserUpdate::Done
+    );
+    assert_eq!(
+        wait(store.enable_user(back, note(AuditEvent::UserEnabled))).unwrap(),
+        UserUpdate::Done
+    );
+    let (off, _) = session(&store);
+    assert_eq!(
+        wait(store.disable_user(off, NOW, note(AuditEvent::UserDisabled))).unwrap(),
+        UserUpdate::Done
+    );
+    // Deleted with its session; one session revoked; every session of a user revoked.
+    let (gone, _) = session(&store);
+    assert_eq!(
+        wait(store.delete_user(gone, note(AuditEvent::UserDeleted))).unwrap(),
+        UserUpdate::Done
+    );
+    let (_, revoked) = session(&store);
+    assert!(wait(store.revoke_session(revoked, NOW, note(AuditEvent::SessionRevoked))).unwrap());
+    let (all, _) = session(&store);
+    assert!(wait(store.revoke_user(all, NOW, note(AuditEvent::LogoutAll))).unwrap());
+    // A reused refresh token ends its session: rotated once, then presented again outside
+    // the grace.
+    let (_, reused) = session(&store);
+    let rotate = |n: u8, at: UnixTime| {
+        let note = note(AuditEvent::RefreshReuse);
+        wait(store.rotate(
+            presented(reused, 0, [0; 32]),
+            successor(n),
+            at,
+            POLICY,
+            note,
+        ))
+        .unwrap()
+    };
+    let rotation = rotate(1, NOW);
+    assert!(matches!(rotation, Rotation::Rotated { .. }), "{rotation:?}");
+    let rotation = rotate(2, UnixTime(NOW.secs() + POLICY.grace_secs + 1));
+    assert!(matches!(rotation, Rotation::Reused { .. }), "{rotation:?}");
+    let counts = store.counts();
+    drop(store);
+
+    let persisted = view_rows_of(&path);
+    // fill's two users and the six above but the deleted one.
+    assert_eq!(persisted.0.len(), 7);
+    // The API and browser sessions of fill, and the re-enabled user's... none: disabling
+    // ended it. Only fill's two are live.
+    assert_eq!(persisted.1.len(), 2);
+    let browser_row = persisted
+        .1
+        .iter()
+        .find(|(k, _)| k.as_slice() == filled.browser.0.as_bytes())
+        .unwrap();
+    assert_eq!(
+        browser_row.1[browser_row.1.len() - 8..],
+        later.secs().to_be_bytes(),
+        "the browser session's last use"
+    );
+    rebuild_view_rows(&path);
+    assert_eq!(view_rows_of(&path), persisted);
+
+    // Reopened, the store mirrors what the running one did.
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.counts(), counts);
+    assert!(store.check_browser(&[7; 32], later, &POLICY).is_ok());
+    assert_eq!(
+        store.user_facts(filled.admin).unwrap().roles.as_ref(),
+        ["admin".to_owned()]
+    );
+    // The sweep past every session's end empties the sessions, and the two ways still agree.
+    let end = UnixTime(NOW.secs() + POLICY.session_max_secs + 1);
+    wait(store.sweep(end, 0, i64::MAX)).unwrap();
+    drop(store);
+    let swept = view_rows_of(&path);
+    assert!(swept.1.is_empty(), "{:?}", swept.1);
+    rebuild_view_rows(&path);
+    assert_eq!(view_rows_of(&path), swept);
 }

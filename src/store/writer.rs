@@ -12,8 +12,9 @@
 //! (`Durability::None`), then goes on with the jobs after it. A job's body may therefore run
 //! twice; only the run that commits counts. The commit that reaches the end of the batch is
 //! `Durability::Immediate`, which makes everything before it durable too (redb's one-phase
-//! commit; when the batch ends on a failed job, an empty durable commit does it). Only after
-//! that are the jobs' view changes applied, in order, and their callers answered: an `Ok`
+//! commit; when the batch ends on a failed job, an empty durable commit does it). A job's view
+//! changes are written to the view's tables in its own run (`view_rows::persist`), so they
+//! commit or fail with it. Only after the durable commit are they applied to memory, in order, and their callers answered: an `Ok`
 //! still means on disk, and memory still never leads it. A job that wrote nothing is
 //! answered after the same commit too, since what it read may be an earlier job's write.
 //!
@@ -62,7 +63,11 @@ where
 {
     fn run(&mut self, txn: &WriteTransaction) -> bool {
         self.outcome = None;
-        let outcome = (self.body)(txn);
+        // What the view will mirror goes into its tables in the same transaction.
+        let outcome = (self.body)(txn).and_then(|written| {
+            super::view_rows::persist(txn, &written.changes)?;
+            Ok(written)
+        });
         let ok = outcome.is_ok();
         self.outcome = Some(outcome);
         ok
