@@ -705,7 +705,14 @@ fn init_schema(db: &Database) -> Result<[u8; 32], StoreError> {
             .get(SCHEMA_VERSION_KEY)?
             .map(|v| v.value());
         match found {
-            Some(SCHEMA_VERSION) => {}
+            Some(SCHEMA_VERSION) => {
+                if view_rows::repair(&txn)? {
+                    tracing::warn!(
+                        "the view's tables did not match the users table; rebuilt them from the \
+                         users and sessions"
+                    );
+                }
+            }
             Some(old @ 1..SCHEMA_VERSION) => {
                 migrate::forward(&txn, old)?;
                 txn.open_table(META)?

@@ -2,7 +2,7 @@
 //! and row decoding. Everything backend-neutral is in the storage conformance suite
 //! (`src/conformance.rs`, run against this store by `tests/it/storage.rs`).
 
-use redb::{Database, TableDefinition};
+use redb::{Database, TableDefinition, WriteTransaction};
 use tempfile::TempDir;
 use uuid::Uuid;
 
@@ -1030,103 +1030,184 @@ fn failed_jobs_scattered_through_a_batch_leave_each_other_job_applied_exactly_on
     );
 }
 
-/// The rows of the view's two tables.
-fn view_rows_of(path: &std::path::Path) -> (legacy::Rows, legacy::Rows) {
-    let dump = legacy::dump(path);
-    let table = |name: &str| {
-        dump.iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, rows)| rows.clone())
+/// The rows of the view's two tables in `txn`.
+fn view_rows_in(txn: &WriteTransaction) -> (legacy::Rows, legacy::Rows) {
+    let rows = |table: TableDefinition<super::tables::Bytes, super::tables::Bytes>| {
+        let table = txn.open_table(table).unwrap();
+        let rows: legacy::Rows = table
+            .iter()
             .unwrap()
+            .map(|r| {
+                let (k, v) = r.unwrap();
+                (k.value().to_vec(), v.value().to_vec())
+            })
+            .collect();
+        rows
     };
-    (table("view_users"), table("view_sessions"))
+    (
+        rows(super::tables::VIEW_USERS),
+        rows(super::tables::VIEW_SESSIONS),
+    )
 }
 
-/// Rewrites the view's tables from the whole rows, as the migration to schema 8 does.
-fn rebuild_view_rows(path: &std::path::Path) {
-    let db = Database::create(path).unwrap();
-    let txn = db.begin_write().unwrap();
+/// Asserts that the view's tables hold what rebuilding them from the whole rows gives (the
+/// rebuild in a transaction that is then dropped); returns the rows.
+#[track_caller]
+fn assert_view_rows_agree(store: &Store) -> (legacy::Rows, legacy::Rows) {
+    let txn = store.shared.db.begin_write().unwrap();
+    let persisted = view_rows_in(&txn);
     super::view_rows::rebuild(&txn).unwrap();
-    txn.commit().unwrap();
+    assert_eq!(view_rows_in(&txn), persisted, "persisted vs rebuilt");
+    txn.abort().unwrap();
+    persisted
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // one scenario: every kind of write, checked after each
 fn the_view_tables_follow_every_write_as_the_whole_rows_would_give_them() {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("latchd.redb");
     let store = Store::open(&path).unwrap();
+    let agree = || assert_view_rows_agree(&store);
     // Roles, an API and a browser session, TOTP, a challenge, the blacklist, keys.
     let filled = fill(&store);
-    // A later use of the browser session, as the view asks for it.
+    agree();
+    // A later use of the browser session, as the view asks for it; a touch of an API one.
     let later = UnixTime(NOW.secs() + 60);
     let browser = filled.browser;
     wait(store.write(move |txn| sessions::touch_in(txn, browser, later))).unwrap();
+    let api = filled.api;
+    wait(store.write(move |txn| sessions::touch_in(txn, api, later))).unwrap();
+    agree();
     // Disabled (its sessions end) and enabled again; disabled and left so.
     let (back, _) = session(&store);
     assert_eq!(
         wait(store.disable_user(back, NOW, note(AuditEvent::UserDisabled))).unwrap(),
         UserUpdate::Done
     );
+    agree();
     assert_eq!(
         wait(store.enable_user(back, note(AuditEvent::UserEnabled))).unwrap(),
         UserUpdate::Done
     );
-    let (off, _) = session(&store);
+    agree();
+    let (off, off_session) = session(&store);
     assert_eq!(
         wait(store.disable_user(off, NOW, note(AuditEvent::UserDisabled))).unwrap(),
         UserUpdate::Done
     );
-    // Deleted with its session; one session revoked; every session of a user revoked.
-    let (gone, _) = session(&store);
+    agree();
+    // Deleted with its session.
+    let (gone, gone_session) = session(&store);
     assert_eq!(
         wait(store.delete_user(gone, note(AuditEvent::UserDeleted))).unwrap(),
         UserUpdate::Done
     );
-    let (_, revoked) = session(&store);
+    agree();
+    // Each way one session ends: revoked, logged out, ended by its user, its refresh token
+    // revoked.
+    let (revoked_user, revoked) = session(&store);
     assert!(wait(store.revoke_session(revoked, NOW, note(AuditEvent::SessionRevoked))).unwrap());
-    let (all, _) = session(&store);
+    let (_, logged_out) = session(&store);
+    let logout_jti = Jti(Uuid::new_v4());
+    let exp = UnixTime(NOW.secs() + 600);
+    wait(store.end_session(logged_out, logout_jti, exp, NOW, note(AuditEvent::Logout))).unwrap();
+    let (own_user, own) = session(&store);
+    assert!(
+        wait(store.end_own_session(own_user, own, NOW, note(AuditEvent::SessionRevoked))).unwrap()
+    );
+    let (_, refresh_revoked) = session(&store);
+    let presented_token = presented(refresh_revoked, 0, [0; 32]);
+    let revoked_by = wait(store.revoke_refresh(presented_token, NOW, note(AuditEvent::Logout)));
+    assert!(revoked_by.unwrap().is_some());
+    agree();
+    // Every session of a user: logout-all, a TOTP reset.
+    let (all, all_session) = session(&store);
     assert!(wait(store.revoke_user(all, NOW, note(AuditEvent::LogoutAll))).unwrap());
+    assert!(wait(store.reset_totp(filled.admin, NOW, note(AuditEvent::MfaDisabled))).unwrap());
+    agree();
+    // A password change that keeps one session and ends the other.
+    let (changer, kept) = session(&store);
+    let changer_row = wait(store.user(changer)).unwrap().unwrap();
+    let other = FamilyId::new();
+    let opened = store.open_session(
+        other,
+        &changer_row,
+        [0; 32],
+        NewSession::default(),
+        NOW,
+        POLICY,
+        note(AuditEvent::Login),
+    );
+    assert!(wait(opened).unwrap());
+    let password_changed = store.change_password(
+        changer,
+        &changer_row.password_hash,
+        "$pbkdf2-sha256$i=1$new$hash",
+        Some(kept),
+        NOW,
+        note(AuditEvent::PasswordChanged),
+    );
+    assert!(wait(password_changed).unwrap());
+    agree();
+    // A session past the per-user cap evicts the oldest.
+    let one_each = SessionPolicy {
+        max_per_user: 1,
+        ..POLICY
+    };
+    let (capped, evicted) = session(&store);
+    let capped_row = wait(store.user(capped)).unwrap().unwrap();
+    let newest = FamilyId::new();
+    let opened = store.open_session(
+        newest,
+        &capped_row,
+        [0; 32],
+        NewSession::default(),
+        NOW,
+        one_each,
+        note(AuditEvent::Login),
+    );
+    assert!(wait(opened).unwrap());
+    agree();
     // A reused refresh token ends its session: rotated once, then presented again outside
     // the grace.
     let (_, reused) = session(&store);
     let rotate = |n: u8, at: UnixTime| {
         let note = note(AuditEvent::RefreshReuse);
-        wait(store.rotate(
-            presented(reused, 0, [0; 32]),
-            successor(n),
-            at,
-            POLICY,
-            note,
-        ))
-        .unwrap()
+        let token = presented(reused, 0, [0; 32]);
+        wait(store.rotate(token, successor(n), at, POLICY, note)).unwrap()
     };
     let rotation = rotate(1, NOW);
     assert!(matches!(rotation, Rotation::Rotated { .. }), "{rotation:?}");
     let rotation = rotate(2, UnixTime(NOW.secs() + POLICY.grace_secs + 1));
     assert!(matches!(rotation, Rotation::Reused { .. }), "{rotation:?}");
-    let counts = store.counts();
-    drop(store);
-
-    let persisted = view_rows_of(&path);
-    // fill's two users and the six above but the deleted one.
-    assert_eq!(persisted.0.len(), 7);
-    // The API and browser sessions of fill, and the re-enabled user's... none: disabling
-    // ended it. Only fill's two are live.
-    assert_eq!(persisted.1.len(), 2);
-    let browser_row = persisted
-        .1
+    let (users, sessions) = agree();
+    // fill's two, and one for each `session` above (eleven) but the deleted one.
+    assert_eq!(users.len(), 12);
+    // Live: fill's API and browser sessions, the kept one, the newest of the capped user.
+    let live: Vec<&[u8]> = sessions.iter().map(|(k, _)| k.as_slice()).collect();
+    let expected = [filled.api, filled.browser, kept, newest];
+    assert_eq!(live.len(), expected.len(), "{live:?}");
+    for family in expected {
+        assert!(live.contains(&family.0.as_bytes().as_slice()), "{family:?}");
+    }
+    let browser_row = &sessions
         .iter()
         .find(|(k, _)| k.as_slice() == filled.browser.0.as_bytes())
-        .unwrap();
+        .unwrap()
+        .1;
     assert_eq!(
-        browser_row.1[browser_row.1.len() - 8..],
+        browser_row[browser_row.len() - 8..],
         later.secs().to_be_bytes(),
         "the browser session's last use"
     );
-    rebuild_view_rows(&path);
-    assert_eq!(view_rows_of(&path), persisted);
+    let counts = store.counts();
+    let user_row = wait(store.user(filled.user)).unwrap().unwrap();
+    let all_version = wait(store.user(all)).unwrap().unwrap().token_version;
+    assert!(all_version > 0);
+    drop(store);
 
-    // Reopened, the store mirrors what the running one did.
+    // Reopened, the store mirrors what the running one did: what it refused stays refused.
     let store = Store::open(&path).unwrap();
     assert_eq!(store.counts(), counts);
     assert!(store.check_browser(&[7; 32], later, &POLICY).is_ok());
@@ -1134,12 +1215,59 @@ fn the_view_tables_follow_every_write_as_the_whole_rows_would_give_them() {
         store.user_facts(filled.admin).unwrap().roles.as_ref(),
         ["admin".to_owned()]
     );
+    let jti = Jti(Uuid::new_v4());
+    assert_eq!(
+        store.check_access(filled.user, filled.api, jti, user_row.token_version),
+        Ok(())
+    );
+    for (user, family, version, refused) in [
+        (off, off_session, 9, AccessDenied::UserDisabled),
+        (gone, gone_session, 9, AccessDenied::UnknownUser),
+        (all, all_session, 0, AccessDenied::StaleVersion),
+        (all, all_session, all_version, AccessDenied::FamilyRevoked),
+        (capped, evicted, 0, AccessDenied::FamilyRevoked),
+        (revoked_user, revoked, 0, AccessDenied::FamilyRevoked),
+    ] {
+        assert_eq!(store.check_access(user, family, jti, version), Err(refused));
+    }
+    assert!(store.is_blacklisted(logout_jti));
     // The sweep past every session's end empties the sessions, and the two ways still agree.
     let end = UnixTime(NOW.secs() + POLICY.session_max_secs + 1);
     wait(store.sweep(end, 0, i64::MAX)).unwrap();
-    drop(store);
-    let swept = view_rows_of(&path);
-    assert!(swept.1.is_empty(), "{:?}", swept.1);
-    rebuild_view_rows(&path);
-    assert_eq!(view_rows_of(&path), swept);
+    let (_, sessions) = assert_view_rows_agree(&store);
+    assert!(sessions.is_empty(), "{sessions:?}");
+}
+
+#[test]
+fn missing_or_short_view_tables_are_rebuilt_at_open() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("latchd.redb");
+    let (user, family) = {
+        let store = Store::open(&path).unwrap();
+        session(&store)
+    };
+    let edits: [fn(&WriteTransaction, UserId); 3] = [
+        |txn, _| assert!(txn.delete_table(super::tables::VIEW_SESSIONS).unwrap()),
+        |txn, _| assert!(txn.delete_table(super::tables::VIEW_USERS).unwrap()),
+        |txn, user| {
+            let mut users = txn.open_table(super::tables::VIEW_USERS).unwrap();
+            assert!(users
+                .remove(user.0.as_bytes().as_slice())
+                .unwrap()
+                .is_some());
+        },
+    ];
+    for edit in edits {
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            edit(&txn, user);
+            txn.commit().unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let jti = Jti(Uuid::new_v4());
+        assert!(store.check_access(user, family, jti, 0).is_ok());
+        assert_eq!(store.counts().families, 1);
+        assert_view_rows_agree(&store);
+    }
 }

@@ -18,7 +18,9 @@
 //! from the whole rows instead (the migration to schema 8), and the tests hold the two ways to
 //! each other after every kind of write.
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableHandle, WriteTransaction,
+};
 
 use super::records::{self, be_bytes, decode, id_from, FamilyRecord};
 use super::sessions;
@@ -295,6 +297,24 @@ fn live_sessions(db: &Database) -> Result<LiveSessions, StoreError> {
     }
     live.sort();
     Ok((live, browser))
+}
+
+/// Rebuilds the view's tables of a schema-8 file when they cannot be what the writer left: one
+/// of them missing (the file was edited, or copied table by table), or `view_users` not holding
+/// one row per user. Cheap: the list of tables and two row counts redb keeps. Returns whether
+/// it rebuilt. A stale `view_sessions` beside a right `view_users` is not caught here: only the
+/// writer writes either, in the transaction of the change.
+pub(super) fn repair(txn: &WriteTransaction) -> Result<bool, StoreError> {
+    let names: Vec<String> = txn.list_tables()?.map(|t| t.name().to_owned()).collect();
+    let has = |table: &str| names.iter().any(|name| name == table);
+    let sound = has(VIEW_USERS.name())
+        && has(VIEW_SESSIONS.name())
+        && txn.open_table(VIEW_USERS)?.len()? == txn.open_table(USERS)?.len()?;
+    if sound {
+        return Ok(false);
+    }
+    rebuild(txn)?;
+    Ok(true)
 }
 
 /// Rewrites the view's tables from the whole rows of `users` and `families`: every user, and
