@@ -52,18 +52,23 @@ fn new_user(store: &Store, email: &str) -> User {
 /// A user with one family whose generation-0 token hashes to `[0; 32]`.
 fn session(store: &Store) -> (UserId, FamilyId) {
     let user = new_user(store, &format!("{}@example.com", Uuid::new_v4()));
+    (user.id, open_api_session(store, &user, POLICY))
+}
+
+/// A new API session of `user` under `policy`, its generation-0 token hashing to `[0; 32]`.
+fn open_api_session(store: &Store, user: &User, policy: SessionPolicy) -> FamilyId {
     let family = FamilyId::new();
-    assert!(wait(store.open_session(
+    let opened = store.open_session(
         family,
-        &user,
+        user,
         [0; 32],
         NewSession::default(),
         NOW,
-        POLICY,
-        note(AuditEvent::Login)
-    ))
-    .unwrap());
-    (user.id, family)
+        policy,
+        note(AuditEvent::Login),
+    );
+    assert!(wait(opened).unwrap());
+    family
 }
 
 fn presented(family: FamilyId, generation: u64, hash: [u8; 32]) -> Presented {
@@ -1129,17 +1134,7 @@ fn the_view_tables_follow_every_write_as_the_whole_rows_would_give_them() {
     // A password change that keeps one session and ends the other.
     let (changer, kept) = session(&store);
     let changer_row = wait(store.user(changer)).unwrap().unwrap();
-    let other = FamilyId::new();
-    let opened = store.open_session(
-        other,
-        &changer_row,
-        [0; 32],
-        NewSession::default(),
-        NOW,
-        POLICY,
-        note(AuditEvent::Login),
-    );
-    assert!(wait(opened).unwrap());
+    open_api_session(&store, &changer_row, POLICY);
     let password_changed = store.change_password(
         changer,
         &changer_row.password_hash,
@@ -1157,17 +1152,7 @@ fn the_view_tables_follow_every_write_as_the_whole_rows_would_give_them() {
     };
     let (capped, evicted) = session(&store);
     let capped_row = wait(store.user(capped)).unwrap().unwrap();
-    let newest = FamilyId::new();
-    let opened = store.open_session(
-        newest,
-        &capped_row,
-        [0; 32],
-        NewSession::default(),
-        NOW,
-        one_each,
-        note(AuditEvent::Login),
-    );
-    assert!(wait(opened).unwrap());
+    let newest = open_api_session(&store, &capped_row, one_each);
     agree();
     // A reused refresh token ends its session: rotated once, then presented again outside
     // the grace.
