@@ -148,7 +148,7 @@ mod legacy {
     }
 
     /// Rows of a table of today's schema, as owned pairs.
-    fn rows(txn: &WriteTransaction, table: TableDefinition<Bytes, Bytes>) -> Rows {
+    pub(super) fn rows(txn: &WriteTransaction, table: TableDefinition<Bytes, Bytes>) -> Rows {
         let table = txn.open_table(table).unwrap();
         let rows = table
             .iter()
@@ -1037,21 +1037,9 @@ fn failed_jobs_scattered_through_a_batch_leave_each_other_job_applied_exactly_on
 
 /// The rows of the view's two tables in `txn`.
 fn view_rows_in(txn: &WriteTransaction) -> (legacy::Rows, legacy::Rows) {
-    let rows = |table: TableDefinition<super::tables::Bytes, super::tables::Bytes>| {
-        let table = txn.open_table(table).unwrap();
-        let rows: legacy::Rows = table
-            .iter()
-            .unwrap()
-            .map(|r| {
-                let (k, v) = r.unwrap();
-                (k.value().to_vec(), v.value().to_vec())
-            })
-            .collect();
-        rows
-    };
     (
-        rows(super::tables::VIEW_USERS),
-        rows(super::tables::VIEW_SESSIONS),
+        legacy::rows(txn, super::tables::VIEW_USERS),
+        legacy::rows(txn, super::tables::VIEW_SESSIONS),
     )
 }
 

@@ -22,7 +22,7 @@ use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableHandle, WriteTransaction,
 };
 
-use super::records::{self, be_bytes, decode, id_from, FamilyRecord};
+use super::records::{self, be_bytes, decode, id_from, FamilyRecord, RowKey};
 use super::sessions;
 use super::tables::{Table, BLACKLIST, FAMILIES, USERS, VIEW_SESSIONS, VIEW_USERS};
 use super::view::{self, Change, View};
@@ -56,18 +56,18 @@ pub(super) fn persist(txn: &WriteTransaction, changes: &[Change]) -> Result<(), 
                 facts,
             } => {
                 let row = user_row(*token_version, *disabled, &facts.email, &facts.roles)?;
-                users.insert(id.0.as_bytes().as_slice(), row.as_slice())?;
+                users.insert(id.key(), row.as_slice())?;
             }
             Change::UserGone(id) => {
-                users.remove(id.0.as_bytes().as_slice())?;
+                users.remove(id.key())?;
             }
             Change::Family { id, user } => {
                 // Already there with its browser part (the `Browser` change came first): kept.
                 let kept = sessions
-                    .get(id.0.as_bytes().as_slice())?
+                    .get(id.key())?
                     .is_some_and(|row| row.value().get(..API_SESSION) == Some(user.0.as_bytes()));
                 if !kept {
-                    sessions.insert(id.0.as_bytes().as_slice(), user.0.as_bytes().as_slice())?;
+                    sessions.insert(id.key(), user.0.as_bytes().as_slice())?;
                 }
             }
             Change::Browser {
@@ -80,8 +80,10 @@ pub(super) fn persist(txn: &WriteTransaction, changes: &[Change]) -> Result<(), 
                 last_used_at,
             } => {
                 // As in memory: the last use on disk only moves on.
-                let last_used_at = last_used(&sessions, *family)?
-                    .map_or(*last_used_at, |at| at.max(*last_used_at));
+                let last_used_at = match browser_row(&sessions, *family)? {
+                    Some(row) => last_used(&row)?.max(*last_used_at),
+                    None => *last_used_at,
+                };
                 let mut row = Vec::with_capacity(BROWSER_SESSION);
                 row.extend_from_slice(user.0.as_bytes());
                 row.extend_from_slice(cookie_hash);
@@ -89,21 +91,18 @@ pub(super) fn persist(txn: &WriteTransaction, changes: &[Change]) -> Result<(), 
                 row.extend_from_slice(&expires_at_max.to_be_bytes());
                 row.extend_from_slice(&idle_secs.to_be_bytes());
                 row.extend_from_slice(&last_used_at.to_be_bytes());
-                sessions.insert(family.0.as_bytes().as_slice(), row.as_slice())?;
+                sessions.insert(family.key(), row.as_slice())?;
             }
             Change::FamilyGone(id) => {
-                sessions.remove(id.0.as_bytes().as_slice())?;
+                sessions.remove(id.key())?;
             }
             Change::Touched { family, at } => {
-                let key = family.0.as_bytes().as_slice();
-                let row = match sessions.get(key)? {
-                    Some(row) if row.value().len() == BROWSER_SESSION => row.value().to_vec(),
-                    _ => continue,
+                let Some(mut row) = browser_row(&sessions, *family)? else {
+                    continue;
                 };
-                let mut row = row;
-                let old = i64::from_be_bytes(be_bytes("view_sessions", &row[LAST_USED_AT..])?);
-                row[LAST_USED_AT..].copy_from_slice(&old.max(*at).to_be_bytes());
-                sessions.insert(key, row.as_slice())?;
+                let at = last_used(&row)?.max(*at);
+                row[LAST_USED_AT..].copy_from_slice(&at.to_be_bytes());
+                sessions.insert(family.key(), row.as_slice())?;
             }
             Change::Blacklisted { .. } | Change::Unblacklisted(_) => {}
         }
@@ -111,19 +110,31 @@ pub(super) fn persist(txn: &WriteTransaction, changes: &[Change]) -> Result<(), 
     Ok(())
 }
 
-/// The last use a browser session's row holds, if it is one.
-fn last_used(sessions: &Table<'_>, family: FamilyId) -> Result<Option<i64>, StoreError> {
-    let Some(row) = sessions.get(family.0.as_bytes().as_slice())? else {
-        return Ok(None);
-    };
-    let row = row.value();
-    if row.len() != BROWSER_SESSION {
-        return Ok(None);
+/// Session `family`'s row, if it is a browser session's.
+fn browser_row(sessions: &Table<'_>, family: FamilyId) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(sessions
+        .get(family.key())?
+        .map(|row| row.value().to_vec())
+        .filter(|row| row.len() == BROWSER_SESSION))
+}
+
+/// The signed big-endian number at `at` of a `view_sessions` row.
+fn session_int(row: &[u8], at: usize) -> Result<i64, StoreError> {
+    let bytes = row.get(at..at + 8).unwrap_or_default();
+    Ok(i64::from_be_bytes(be_bytes("view_sessions", bytes)?))
+}
+
+/// The last use on disk a browser session's row holds.
+fn last_used(row: &[u8]) -> Result<i64, StoreError> {
+    session_int(row, LAST_USED_AT)
+}
+
+/// A row of `table` that does not decode.
+fn corrupt(table: &'static str, detail: &str) -> StoreError {
+    StoreError::Corrupt {
+        table,
+        detail: detail.to_owned(),
     }
-    Ok(Some(i64::from_be_bytes(be_bytes(
-        "view_sessions",
-        &row[LAST_USED_AT..],
-    )?)))
 }
 
 /// A `view_users` row.
@@ -151,18 +162,14 @@ fn read_user_row<'a>(
     row: &'a [u8],
     roles: &mut Vec<String>,
 ) -> Result<(u64, bool, &'a str), StoreError> {
-    let corrupt = |detail: &str| StoreError::Corrupt {
-        table: "view_users",
-        detail: detail.to_owned(),
-    };
     let head = row
         .get(..USER_HEAD)
-        .ok_or_else(|| corrupt("a row shorter than its fixed part"))?;
+        .ok_or_else(|| corrupt("view_users", "a row shorter than its fixed part"))?;
     let token_version = u64::from_be_bytes(be_bytes("view_users", &head[..8])?);
     let disabled = match head[8] {
         0 => false,
         1 => true,
-        _ => return Err(corrupt("a disabled flag neither 0 nor 1")),
+        _ => return Err(corrupt("view_users", "a disabled flag neither 0 nor 1")),
     };
     let mut rest = &row[USER_HEAD..];
     let email = next_text(&mut rest)?;
@@ -175,10 +182,7 @@ fn read_user_row<'a>(
 
 /// The length-prefixed text at the start of `rest`, which moves past it.
 fn next_text<'a>(rest: &mut &'a [u8]) -> Result<&'a str, StoreError> {
-    let corrupt = |detail: &str| StoreError::Corrupt {
-        table: "view_users",
-        detail: detail.to_owned(),
-    };
+    let corrupt = |detail| corrupt("view_users", detail);
     let (len, after) = rest
         .split_first_chunk::<2>()
         .ok_or_else(|| corrupt("a text without its length"))?;
@@ -198,22 +202,16 @@ fn read_session_row(family: FamilyId, row: &[u8]) -> Result<(UserId, Option<Chan
     match row.len() {
         API_SESSION => Ok((user, None)),
         BROWSER_SESSION => {
-            let int = |at: usize| -> Result<i64, StoreError> {
-                Ok(i64::from_be_bytes(be_bytes(
-                    "view_sessions",
-                    &row[at..at + 8],
-                )?))
-            };
             let mut cookie_hash = [0; 32];
             cookie_hash.copy_from_slice(&row[API_SESSION..API_SESSION + 32]);
             let mfa = match row[API_SESSION + 32] {
                 0 => false,
                 1 => true,
                 _ => {
-                    return Err(StoreError::Corrupt {
-                        table: "view_sessions",
-                        detail: "a second-factor flag neither 0 nor 1".to_owned(),
-                    })
+                    return Err(corrupt(
+                        "view_sessions",
+                        "a second-factor flag neither 0 nor 1",
+                    ))
                 }
             };
             let ints = API_SESSION + 33;
@@ -224,16 +222,13 @@ fn read_session_row(family: FamilyId, row: &[u8]) -> Result<(UserId, Option<Chan
                     family,
                     user,
                     mfa,
-                    expires_at_max: int(ints)?,
-                    idle_secs: int(ints + 8)?,
-                    last_used_at: int(ints + 16)?,
+                    expires_at_max: session_int(row, ints)?,
+                    idle_secs: session_int(row, ints + 8)?,
+                    last_used_at: last_used(row)?,
                 }),
             ))
         }
-        _ => Err(StoreError::Corrupt {
-            table: "view_sessions",
-            detail: format!("a row of {} bytes", row.len()),
-        }),
+        len => Err(corrupt("view_sessions", &format!("a row of {len} bytes"))),
     }
 }
 
@@ -335,11 +330,7 @@ pub(super) fn rebuild(txn: &WriteTransaction) -> Result<(), StoreError> {
                 roles: std::sync::Arc::from(rec.roles.as_slice()),
             },
         });
-        // Bounded memory for a table of any size.
-        if changes.len() == 4096 {
-            persist(txn, &changes)?;
-            changes.clear();
-        }
+        flush_if_full(txn, &mut changes)?;
     }
     for row in txn.open_table(FAMILIES)?.iter()? {
         let (id, bytes) = row?;
@@ -357,12 +348,19 @@ pub(super) fn rebuild(txn: &WriteTransaction) -> Result<(), StoreError> {
             let full: FamilyRecord = decode("families", bytes)?;
             changes.extend(sessions::browser_change(id, &full));
         }
-        if changes.len() >= 4096 {
-            persist(txn, &changes)?;
-            changes.clear();
-        }
+        flush_if_full(txn, &mut changes)?;
     }
     persist(txn, &changes)
+}
+
+/// Persists and forgets `changes` once there are 4096 or more: bounded memory for a rebuild of
+/// tables of any size.
+fn flush_if_full(txn: &WriteTransaction, changes: &mut Vec<Change>) -> Result<(), StoreError> {
+    if changes.len() >= 4096 {
+        persist(txn, changes)?;
+        changes.clear();
+    }
+    Ok(())
 }
 
 /// A table's row count as a capacity (a hint: a count past `usize` asks for none).
