@@ -2,10 +2,11 @@
 //!
 //! Since schema 7 every table but `META` maps bytes to bytes ([`Bytes`]), and none is a multimap
 //! table (an index is a table of composite keys): redb compiles its B-tree code once per key and
-//! value type, and one pair instead of ten made the binary smaller (README "Binary size"). Keys are encoded so that their byte order is the order the
-//! rows need: ids as the UUID's 16 bytes (big-endian, the order of `Uuid::as_u128`), sequence
-//! numbers big-endian, names as UTF-8 (`records.rs` has the encodings). Values are decoded in
-//! `records.rs`, so a bad row is an error rather than a panic inside redb's infallible
+//! value type, and one pair instead of ten made the binary smaller (README "Binary size"). Keys
+//! are encoded so that their byte order is the order the rows need: ids as the UUID's 16 bytes
+//! (big-endian, the order of `Uuid::as_u128`), sequence numbers big-endian, names as UTF-8
+//! (`records.rs` has the encodings). Values are decoded in `records.rs` (the view's tables in
+//! `view_rows.rs`), so a bad row is an error rather than a panic inside redb's infallible
 //! `Value::from_bytes`.
 
 use redb::TableDefinition;

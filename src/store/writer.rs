@@ -14,9 +14,10 @@
 //! `Durability::Immediate`, which makes everything before it durable too (redb's one-phase
 //! commit; when the batch ends on a failed job, an empty durable commit does it). A job's view
 //! changes are written to the view's tables in its own run (`view_rows::persist`), so they
-//! commit or fail with it. Only after the durable commit are they applied to memory, in order, and their callers answered: an `Ok`
-//! still means on disk, and memory still never leads it. A job that wrote nothing is
-//! answered after the same commit too, since what it read may be an earlier job's write.
+//! commit or fail with it. Only after the durable commit are they applied to memory, in order,
+//! and their callers answered: an `Ok` still means on disk, and memory still never leads it. A
+//! job that wrote nothing is answered after the same commit too, since what it read may be an
+//! earlier job's write.
 //!
 //! The queue is bounded ([`QUEUE`]): a write that finds it full fails at once with
 //! [`StoreError::Busy`] instead of waiting behind thousands of others.
