@@ -592,11 +592,12 @@ fn a_corrupt_view_row_refuses_the_open() {
     let file = dir.path().join("latchd.redb");
     let mut bad_browser = [0; 73];
     bad_browser[48] = 2; // its second-factor flag
-    let bad_users: [&[u8]; 4] = [
+    let bad_users: [&[u8]; 5] = [
         b"\x00\x01",                              // shorter than its fixed part
         &[0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0],       // a disabled flag of 2
         &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, b'a'], // an email longer than the row
         &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff], // an email that is not UTF-8
+        &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0],          // an email without its length
     ];
     let bad_sessions: [&[u8]; 3] = [&[7; 20], &[7; 15], &bad_browser];
     let bad_rows = bad_users
@@ -1243,4 +1244,21 @@ fn missing_or_short_view_tables_are_rebuilt_at_open() {
         assert_eq!(store.counts().families, 1);
         assert_view_rows_agree(&store);
     }
+}
+
+#[test]
+fn a_text_too_long_for_a_view_row_is_refused_not_cut() {
+    let (_dir, store) = temp_store();
+    let long = Change::User {
+        id: UserId(Uuid::new_v4()),
+        token_version: 0,
+        disabled: false,
+        facts: crate::model::UserFacts {
+            email: Arc::from("a".repeat(usize::from(u16::MAX) + 1)),
+            roles: Arc::from(Vec::new()),
+        },
+    };
+    let txn = store.shared.db.begin_write().unwrap();
+    let got = super::view_rows::persist(&txn, &[long]);
+    assert!(matches!(got, Err(StoreError::Unsupported(_))), "{got:?}");
 }
