@@ -8,6 +8,7 @@ use hyper::header::{
     X_CONTENT_TYPE_OPTIONS,
 };
 use hyper::{Response, StatusCode};
+use serde::Serialize;
 use serde_json::json;
 
 use super::Settings;
@@ -125,8 +126,19 @@ pub(crate) fn query_encode(text: &str) -> String {
 }
 
 /// A JSON response.
-pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+pub(crate) fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
+    let text = match serde_json::to_vec(value) {
+        Ok(text) => text,
+        // Only a map with a key that is not a string can fail; no answer here has one.
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serialize an answer");
+            return json_text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                r#"{"error":"server_error","error_description":"internal error"}"#,
+            );
+        }
+    };
+    let mut response = Response::new(Full::new(Bytes::from(text)));
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -197,12 +209,21 @@ pub(crate) fn log_safe(text: &str) -> std::borrow::Cow<'_, str> {
 /// 200 with a token pair (login, refresh): `no-store` and `Pragma: no-cache` (RFC 6749 §5.1),
 /// and the refresh token also as an `HttpOnly` cookie scoped to `/v1/auth`.
 pub(crate) fn token_pair(pair: &TokenPair, settings: &Settings) -> Response<Body> {
-    let body = json!({
-        "access_token": pair.access_token,
-        "token_type": "Bearer",
-        "expires_in": pair.expires_in,
-        "refresh_token": pair.refresh_token.as_str(),
-    });
+    // Serialized from borrowed fields: the answer to every rotation, so it skips building a
+    // `serde_json::Value` (a map and a copy of each token) only to write it out.
+    #[derive(Serialize)]
+    struct Body<'a> {
+        access_token: &'a str,
+        token_type: &'static str,
+        expires_in: i64,
+        refresh_token: &'a str,
+    }
+    let body = Body {
+        access_token: &pair.access_token,
+        token_type: "Bearer",
+        expires_in: pair.expires_in,
+        refresh_token: pair.refresh_token.as_str(),
+    };
     let mut response = json(StatusCode::OK, &body);
     let headers = response.headers_mut();
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
