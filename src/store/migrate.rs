@@ -6,8 +6,9 @@ use redb::{
     WriteTransaction,
 };
 
+use super::family_row;
 use super::records::{
-    decode, id_from, role_member_key, user_family_key, FamilyViewRecord, UserRecord,
+    decode, family_view, id_from, role_member_key, user_family_key, FamilyRecord, UserRecord,
 };
 use super::tables::{self, Bytes};
 use super::StoreError;
@@ -24,6 +25,11 @@ pub(super) fn forward(txn: &WriteTransaction, from: u64) -> Result<(), StoreErro
     // 5 -> 6 added `audit` (empty: the trail starts with the upgrade).
     if from < 7 {
         to_bytes(txn)?;
+    }
+    // 8 -> 9 re-encoded the family rows, from JSON to the layout of `family_row.rs`. It runs
+    // before the step to 8 of an older file, which reads the rows in this build's layout.
+    if from < 9 {
+        family_rows(txn)?;
     }
     // 7 -> 8 added `view_users` and `view_sessions`, derived from the users and families.
     if from < 8 {
@@ -92,12 +98,31 @@ fn to_bytes(txn: &WriteTransaction) -> Result<(), StoreError> {
     for row in txn.open_table(tables::FAMILIES)?.iter()? {
         let (id, bytes) = row?;
         let family = FamilyId(id_from("families", id.value())?);
-        let rec: FamilyViewRecord = decode("families", bytes.value())?;
+        let rec = family_view(bytes.value())?;
         index.insert(
             user_family_key(UserId(rec.user), family).as_slice(),
             [].as_slice(),
         )?;
     }
+    Ok(())
+}
+
+/// Schema 8 -> 9: every `families` row decoded from JSON and written in the layout of
+/// `family_row.rs`, into a table built beside it that then takes its name.
+fn family_rows(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let name = building(tables::FAMILIES.name(), 9);
+    let building = TableDefinition::<Bytes, Bytes>::new(&name);
+    {
+        let source = txn.open_table(tables::FAMILIES)?;
+        let mut target = txn.open_table(building)?;
+        for row in source.iter()? {
+            let (id, bytes) = row?;
+            let rec: FamilyRecord = decode("families", bytes.value())?;
+            target.insert(id.value(), family_row::encode(&rec)?.as_slice())?;
+        }
+    }
+    txn.delete_table(tables::FAMILIES)?;
+    txn.rename_table(building, tables::FAMILIES)?;
     Ok(())
 }
 
@@ -142,9 +167,10 @@ impl Legacy for &'static [u8; 32] {
     }
 }
 
-/// The name a table is built under before the old one is deleted and it takes the name.
-fn building(name: &str) -> String {
-    format!("{name}.schema-7")
+/// The name a table is built under, for `schema`, before the old one is deleted and it takes
+/// the name.
+fn building(name: &str, schema: u64) -> String {
+    format!("{name}.schema-{schema}")
 }
 
 fn has_table(txn: &WriteTransaction, name: &str) -> Result<bool, StoreError> {
@@ -159,7 +185,7 @@ fn convert<K: Key + Legacy, V: Legacy>(
     if !has_table(txn, old.name())? {
         return Ok(());
     }
-    let name = building(new.name());
+    let name = building(new.name(), 7);
     let building = TableDefinition::<Bytes, Bytes>::new(&name);
     {
         let source = txn.open_table(old)?;

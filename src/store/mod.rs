@@ -29,6 +29,7 @@ use crate::time::UnixTime;
 mod audit;
 mod backup;
 mod error;
+mod family_row;
 mod keys;
 mod migrate;
 #[cfg(feature = "postgres")]

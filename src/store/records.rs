@@ -1,4 +1,5 @@
-//! Row encodings: `serde_json` for every record value, hex for byte strings. A row that fails to
+//! Row encodings: `serde_json` for every record value (but a redb family row, `family_row.rs`),
+//! hex for byte strings. A row that fails to
 //! decode is a `StoreError::Corrupt`, never a panic.
 
 use std::borrow::Cow;
@@ -59,15 +60,11 @@ pub(super) struct UserViewRecord<'a> {
     pub(super) token_version: u64,
 }
 
-/// The part of a family row that says whether the view holds it: its user, whether it was
-/// revoked, and whether it is a browser session (whose whole row is then read); see
-/// [`family_view`].
+/// The user of a JSON family row (schemas 1-8), which the migration to schema 7 indexes the
+/// row by; see [`family_view`].
 #[derive(Deserialize, Debug, PartialEq, Eq)]
 pub(super) struct FamilyViewRecord {
     pub(super) user: Uuid,
-    pub(super) revoked_at: Option<i64>,
-    #[serde(default)]
-    pub(super) browser: Option<BrowserRecord>,
 }
 
 /// A refresh family row. Its size does not grow with rotations: only the current token and the
@@ -380,7 +377,7 @@ pub(super) fn user_view(bytes: &[u8]) -> Result<UserViewRecord<'_>, StoreError> 
     decode("users", bytes)
 }
 
-/// The view's part of a family row (the migration to schema 8 builds `view_sessions` from it).
+/// The user of a JSON family row (the migration to schema 7 builds `families_by_user` from it).
 pub(super) fn family_view(bytes: &[u8]) -> Result<FamilyViewRecord, StoreError> {
     decode("families", bytes)
 }
@@ -525,11 +522,7 @@ mod tests {
         assert_eq!((read.roles.len(), read.disabled), (2, true));
         assert_eq!(read.token_version, u64::MAX);
         let rec = api_family("curl/8".to_owned());
-        let read = family_view(&encode(&rec)).unwrap();
-        assert_eq!(
-            (read.user, read.revoked_at, read.browser),
-            (rec.user, None, None)
-        );
+        assert_eq!(family_view(&encode(&rec)).unwrap().user, rec.user);
     }
 
     #[test]
@@ -561,13 +554,11 @@ mod tests {
         }
         let no_user = br#"{"revoked_at":null}"#;
         let bad_uuid = br#"{"user":"not-a-uuid","revoked_at":null}"#;
-        let bad_browser = format!(r#"{{"user":"{}","browser":7}}"#, Uuid::nil());
         for bad in [
             &family[..family.len() - 1],
             &family[..10],
             no_user,
             bad_uuid,
-            bad_browser.as_bytes(),
         ] {
             assert!(matches!(
                 family_view(bad),

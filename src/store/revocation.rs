@@ -2,9 +2,9 @@
 
 use redb::{ReadableTable, WriteTransaction};
 
-use super::records::{be_bytes, decode, id_from, user_family_key, FamilyRecord, KeyRecord, RowKey};
+use super::records::{be_bytes, decode, id_from, user_family_key, KeyRecord, RowKey};
 use super::tables::{BLACKLIST, BROWSER_SESSIONS, FAMILIES, FAMILIES_BY_USER, SIGNING_KEYS};
-use super::{Change, StoreError, Written};
+use super::{family_row, Change, StoreError, Written};
 use crate::model::{FamilyId, Jti, Sweep, UserId};
 use crate::time::UnixTime;
 
@@ -82,7 +82,7 @@ fn sweep_families(
     let mut gone = Vec::new();
     for row in families.iter()? {
         let (id, bytes) = row?;
-        let rec: FamilyRecord = decode("families", bytes.value())?;
+        let rec = family_row::decode(bytes.value())?;
         if rec.ended_at() <= cutoff {
             let cookie = rec.browser.map(|_| rec.current.hash);
             let id = FamilyId(id_from("families", id.value())?);

@@ -8,12 +8,10 @@
 
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
-use super::records::{
-    decode, encode, user_family_key, BrowserRecord, Current, FamilyRecord, Previous, RowKey,
-};
+use super::records::{user_family_key, BrowserRecord, Current, FamilyRecord, Previous, RowKey};
 use super::tables::{Bytes, Table, BROWSER_SESSIONS, FAMILIES, FAMILIES_BY_USER, USERS};
 use super::users::{families_in, families_of, read_user, user_change, write_user};
-use super::{totp, Change, StoreError, Written};
+use super::{family_row, totp, Change, StoreError, Written};
 use crate::model::{
     FamilyId, NewSession, Presented, RefreshStanding, Rotation, SessionInfo, SessionKind,
     SessionPolicy, Successor, User, UserId,
@@ -74,7 +72,7 @@ pub(super) fn open_checked_in(
         }
     }
     let rec = new_record(user, first_hash, session, now, policy);
-    families.insert(family.key(), encode(&rec).as_slice())?;
+    families.insert(family.key(), family_row::encode(&rec)?.as_slice())?;
     txn.open_table(FAMILIES_BY_USER)?
         .insert(user_family_key(user, family).as_slice(), [].as_slice())?;
     let cookie_taken = rec.browser.is_some()
@@ -145,7 +143,7 @@ pub(super) fn rotate_in(
     if !write {
         return Ok(Written::nothing(rotation));
     }
-    families.insert(presented.family.key(), encode(&rec).as_slice())?;
+    families.insert(presented.family.key(), family_row::encode(&rec)?.as_slice())?;
     let changes = match rotation {
         Rotation::Reused { family, .. } => vec![Change::FamilyGone(family)],
         _ => Vec::new(),
@@ -257,7 +255,7 @@ pub(super) fn touch_in(
     if !touch_record(&mut rec, at) {
         return Ok(Written::nothing(()));
     }
-    families.insert(family.key(), encode(&rec).as_slice())?;
+    families.insert(family.key(), family_row::encode(&rec)?.as_slice())?;
     Ok(Written::commit_with(
         (),
         vec![Change::Touched {
@@ -503,7 +501,7 @@ pub(super) fn revoke_in(
         return Ok(None);
     }
     rec.revoked_at = Some(now.secs());
-    families.insert(family.key(), encode(&rec).as_slice())?;
+    families.insert(family.key(), family_row::encode(&rec)?.as_slice())?;
     Ok(Some(UserId(rec.user)))
 }
 
@@ -513,7 +511,7 @@ pub(super) fn read_family(
     family: FamilyId,
 ) -> Result<Option<FamilyRecord>, StoreError> {
     let row = families.get(family.key())?;
-    row.map(|bytes| decode("families", bytes.value()))
+    row.map(|bytes| family_row::decode(bytes.value()))
         .transpose()
 }
 

@@ -19,7 +19,7 @@ pub(super) type Table<'t> = redb::Table<'t, Bytes, Bytes>;
 
 /// The schema this build writes and reads. Bump it (and add a migration) when a table or record
 /// changes shape.
-pub(super) const SCHEMA_VERSION: u64 = 8;
+pub(super) const SCHEMA_VERSION: u64 = 9;
 
 /// The `META` key holding [`SCHEMA_VERSION`].
 pub(super) const SCHEMA_VERSION_KEY: &str = "schema_version";
@@ -41,7 +41,8 @@ pub(super) const USERS: TableDefinition<Bytes, Bytes> = TableDefinition::new("us
 pub(super) const USER_BY_EMAIL: TableDefinition<Bytes, Bytes> =
     TableDefinition::new("user_by_email");
 
-/// Family id -> JSON `FamilyRecord` (constant size however often the family rotates).
+/// Family id -> `FamilyRecord` in the binary layout of `family_row.rs` (schema 9; JSON before),
+/// of constant size however often the family rotates.
 pub(super) const FAMILIES: TableDefinition<Bytes, Bytes> = TableDefinition::new("families");
 
 /// Role name followed by a user id -> nothing: the users holding each role, for the last-admin

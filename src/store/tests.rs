@@ -176,10 +176,34 @@ mod legacy {
         }
     }
 
+    /// Writes every family row of `txn` back in JSON, as schemas 1-8 did.
+    fn families_to_json(txn: &WriteTransaction) {
+        let rows = rows(txn, tables::FAMILIES);
+        let mut families = txn.open_table(tables::FAMILIES).unwrap();
+        for (k, v) in &rows {
+            let rec = super::super::family_row::decode(v).unwrap();
+            let json = super::super::records::encode(&rec);
+            families.insert(k.as_slice(), json.as_slice()).unwrap();
+        }
+    }
+
+    /// Turns a file of today's schema into the one schema 8 wrote (the version too).
+    pub(super) fn to_schema_8(path: &std::path::Path) {
+        let db = Database::create(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        families_to_json(&txn);
+        txn.open_table(tables::META)
+            .unwrap()
+            .insert(tables::SCHEMA_VERSION_KEY, 8)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+
     /// Turns a file of today's schema into the one schema 6 wrote (the version too).
     pub(super) fn to_schema_6(path: &std::path::Path) {
         let db = Database::create(path).unwrap();
         let txn = db.begin_write().unwrap();
+        families_to_json(&txn);
         // Schema 8 added the view's tables.
         assert!(txn.delete_table(tables::VIEW_USERS).unwrap());
         assert!(txn.delete_table(tables::VIEW_SESSIONS).unwrap());
@@ -401,6 +425,21 @@ fn users_kept(store: &Store, filled: &Filled) -> User {
     row
 }
 
+/// `fill`'s API session, never rotated, rotates to generation 1.
+fn first_rotation_lands(store: &Store, filled: &Filled) {
+    let rotated = wait(store.rotate(
+        presented(filled.api, 0, [0; 32]),
+        successor(1),
+        NOW,
+        POLICY,
+        note(AuditEvent::RefreshReuse),
+    ));
+    assert!(
+        matches!(rotated, Ok(Rotation::Rotated { generation: 1, .. })),
+        "{rotated:?}"
+    );
+}
+
 #[test]
 fn a_schema_6_file_is_migrated_row_for_row_and_serves_as_before() {
     let dir = TempDir::new().unwrap();
@@ -468,22 +507,48 @@ fn a_schema_6_file_is_migrated_row_for_row_and_serves_as_before() {
     let ids = |rows: &[AuditRow]| rows.iter().map(|r| r.id).collect::<Vec<_>>();
     assert_eq!(ids(&wait(store.audit(ALL_AUDIT)).unwrap()), ids(&audit));
     // And it goes on: a rotation of the API session and a new audit row above the old ones.
-    let rotated = wait(store.rotate(
-        presented(filled.api, 0, [0; 32]),
-        successor(1),
-        NOW,
-        POLICY,
-        note(AuditEvent::RefreshReuse),
-    ));
-    assert!(
-        matches!(rotated, Ok(Rotation::Rotated { generation: 1, .. })),
-        "{rotated:?}"
-    );
+    first_rotation_lands(&store, &filled);
     wait(store.record(note(AuditEvent::LoginFailed))).unwrap();
     let newest = wait(store.audit(ALL_AUDIT)).unwrap();
     assert!(newest.len() > audit.len() && newest.last().unwrap().id > audit.last().unwrap().id);
     drop(store);
     assert_eq!(schema_version(&path), Some(SCHEMA_VERSION));
+}
+
+#[test]
+fn a_schema_8_file_is_migrated_row_for_row_and_rotates() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("latchd.redb");
+    let (filled, counts) = {
+        let store = Store::open(&path).unwrap();
+        let filled = fill(&store);
+        (filled, store.counts())
+    };
+    let before = legacy::dump(&path);
+    legacy::to_schema_8(&path);
+    let json = legacy::dump(&path);
+    let families = |dump: &[(String, legacy::Rows)]| {
+        dump.iter()
+            .find(|(name, _)| name == "families")
+            .map(|(_, rows)| rows.clone())
+            .unwrap()
+    };
+    assert!(!families(&json).is_empty());
+    assert!(
+        families(&json)
+            .iter()
+            .all(|(_, v)| v.first() == Some(&b'{')),
+        "schema 8 wrote JSON"
+    );
+    assert_eq!(schema_version(&path), Some(8));
+
+    let store = Store::open(&path).unwrap();
+    drop(store);
+    assert_eq!(legacy::dump(&path), before, "every row, in the same order");
+    assert_eq!(schema_version(&path), Some(SCHEMA_VERSION));
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.counts(), counts);
+    first_rotation_lands(&store, &filled);
 }
 
 #[test]

@@ -22,11 +22,11 @@ use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableHandle, WriteTransaction,
 };
 
-use super::records::{self, be_bytes, decode, id_from, FamilyRecord, RowKey};
-use super::sessions;
+use super::records::{self, be_bytes, id_from, RowKey};
 use super::tables::{Table, BLACKLIST, FAMILIES, USERS, VIEW_SESSIONS, VIEW_USERS};
 use super::view::{self, Change, View};
 use super::StoreError;
+use super::{family_row, sessions};
 use crate::model::{FamilyId, Jti, UserId};
 
 /// A view user row's fixed start: token version and disabled flag.
@@ -334,8 +334,7 @@ pub(super) fn rebuild(txn: &WriteTransaction) -> Result<(), StoreError> {
     }
     for row in txn.open_table(FAMILIES)?.iter()? {
         let (id, bytes) = row?;
-        let bytes = bytes.value();
-        let rec = records::family_view(bytes)?;
+        let rec = family_row::decode(bytes.value())?;
         if rec.revoked_at.is_some() {
             continue;
         }
@@ -344,10 +343,7 @@ pub(super) fn rebuild(txn: &WriteTransaction) -> Result<(), StoreError> {
             id,
             user: UserId(rec.user),
         });
-        if rec.browser.is_some() {
-            let full: FamilyRecord = decode("families", bytes)?;
-            changes.extend(sessions::browser_change(id, &full));
-        }
+        changes.extend(sessions::browser_change(id, &rec));
         flush_if_full(txn, &mut changes)?;
     }
     persist(txn, &changes)
