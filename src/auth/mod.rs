@@ -16,6 +16,7 @@ pub mod hashing;
 pub mod limiter;
 mod mfa;
 mod oauth;
+mod random;
 pub mod storage;
 
 /// What the use cases hand out: a session cookie or an `mfa_token` ([`Opaque`]), the recovery
@@ -247,7 +248,10 @@ pub struct Authority {
     limiter: LoginLimiter,
     open_registration: bool,
     key_configured: bool,
+    /// For signing keys, which come straight from the kernel.
     rng: SystemRandom,
+    /// For everything else random: tokens, ids, codes, salts.
+    random: random::RandomPool,
     names: Names,
     subscribers: Vec<Arc<dyn Subscriber>>,
     /// Users whose TOTP enrolment is being confirmed here (see [`mfa`]).
@@ -304,6 +308,7 @@ impl Authority {
             },
             storage,
             rng,
+            random: random::RandomPool::new(),
             subscribers,
             confirming: std::sync::Mutex::default(),
         };
@@ -1318,7 +1323,7 @@ impl Authority {
 
     fn random<const N: usize>(&self) -> Result<[u8; N], AuthError> {
         let mut out = [0u8; N];
-        self.rng
+        self.random
             .fill(&mut out)
             .map_err(|_| AuthError::Password(crate::password::PasswordError::Random))?;
         Ok(out)
