@@ -153,7 +153,7 @@ impl Authority {
         }
         self.confirm_password(&user, current_password, client, now, Settle::Now)
             .await?;
-        let secret: [u8; totp::SECRET_BYTES] = self.random()?;
+        let secret: [u8; totp::SECRET_BYTES] = self.secret_random()?;
         match self
             .storage
             .begin_totp(user.id, secret, session, now)
@@ -198,8 +198,8 @@ impl Authority {
         };
         let _only_one = Confirming::claim(&self.confirming, user.id).ok_or(AuthError::Busy)?;
         self.limiter.admit_hashing(client, now)?;
-        let codes = recovery::generate(&self.random()?);
-        let salt: [u8; password::SALT_BYTES] = self.random()?;
+        let codes = recovery::generate(&self.secret_random()?);
+        let salt: [u8; password::SALT_BYTES] = self.secret_random()?;
         let hashes = self.hash_codes(&codes, salt).await?;
         let confirmed = self
             .storage

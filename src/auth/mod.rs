@@ -248,9 +248,9 @@ pub struct Authority {
     limiter: LoginLimiter,
     open_registration: bool,
     key_configured: bool,
-    /// For signing keys, which come straight from the kernel.
+    /// For signing keys and other lasting secrets, which come straight from the kernel.
     rng: SystemRandom,
-    /// For everything else random: tokens, ids, codes, salts.
+    /// For per-request tokens and ids (refresh tokens, jti, cookies, nonces).
     random: random::RandomPool,
     names: Names,
     subscribers: Vec<Arc<dyn Subscriber>>,
@@ -1321,9 +1321,20 @@ impl Authority {
         })
     }
 
+    /// Random bytes for a per-request token or id, from the pool ([`random`]).
     fn random<const N: usize>(&self) -> Result<[u8; N], AuthError> {
         let mut out = [0u8; N];
         self.random
+            .fill(&mut out)
+            .map_err(|_| AuthError::Password(crate::password::PasswordError::Random))?;
+        Ok(out)
+    }
+
+    /// Random bytes for a lasting secret (a TOTP secret, recovery codes, their salt), straight
+    /// from the kernel: never held in memory before they are needed.
+    fn secret_random<const N: usize>(&self) -> Result<[u8; N], AuthError> {
+        let mut out = [0u8; N];
+        self.rng
             .fill(&mut out)
             .map_err(|_| AuthError::Password(crate::password::PasswordError::Random))?;
         Ok(out)

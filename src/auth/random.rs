@@ -1,11 +1,15 @@
-//! The randomness of tokens, codes and salts, drawn from the operating system 1 KiB at a time.
+//! The randomness of per-request tokens and ids, drawn from the operating system 1 KiB at a
+//! time.
 //!
 //! A rotation needs 48 random bytes (the next refresh token's 32, the access token's jti), and
 //! one `getrandom` system call per draw was 2% of the server's CPU per rotation. The pool asks
-//! the kernel's CSPRNG (through ring's `SystemRandom`) for [`POOL`] bytes, hands them out once
-//! each, in order, and zeroes what it handed out, so a later look at the process's memory (a
-//! core dump) does not show the bytes of tokens already issued. Signing keys do not come from
-//! here: they are drawn from `SystemRandom` directly (`keyring`, `add_new_signing_key`).
+//! the kernel's CSPRNG (through ring's `SystemRandom`) for [`POOL`] bytes and hands them out
+//! once each, in order. It zeroes the bytes it handed out, so the pool itself does not keep the
+//! randomness of tokens already issued (the copies callers keep are theirs); what it has not
+//! handed out yet, up to 1 KiB of the next tokens, sits in memory until it is, next to the keys
+//! that sign and MAC those tokens. Lasting secrets do not come from here: signing keys, TOTP
+//! secrets, recovery codes and their salt are drawn from `SystemRandom` directly. A forked
+//! child would share the pool with its parent; latchd never forks.
 
 use std::sync::{Mutex, PoisonError};
 
@@ -55,9 +59,10 @@ impl RandomPool {
             pool.used = 0;
         }
         let taken = pool.used..pool.used + out.len();
-        out.copy_from_slice(&pool.bytes[taken.clone()]);
-        pool.bytes[taken.clone()].fill(0);
+        // Marked used before they are copied: whatever happens next, no other draw gets them.
         pool.used = taken.end;
+        out.copy_from_slice(&pool.bytes[taken.clone()]);
+        pool.bytes[taken].fill(0);
         Ok(())
     }
 }
@@ -106,7 +111,11 @@ mod tests {
         let pool = RandomPool::new();
         let mut big = vec![0; POOL + 1];
         pool.fill(&mut big).unwrap();
-        assert_eq!(pool.pool.lock().unwrap().used, POOL, "the pool was not touched");
+        assert_eq!(
+            pool.pool.lock().unwrap().used,
+            POOL,
+            "the pool was not touched"
+        );
         assert!(big.iter().any(|b| *b != 0));
         pool.fill(&mut [0; 0]).unwrap();
     }

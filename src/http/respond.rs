@@ -212,19 +212,22 @@ pub(crate) fn token_pair(pair: &TokenPair, settings: &Settings) -> Response<Body
     // Serialized from borrowed fields: the answer to every rotation, so it skips building a
     // `serde_json::Value` (a map and a copy of each token) only to write it out.
     #[derive(Serialize)]
-    struct Body<'a> {
+    struct Pair<'a> {
         access_token: &'a str,
         token_type: &'static str,
         expires_in: i64,
         refresh_token: &'a str,
     }
-    let body = Body {
+    let body = Pair {
         access_token: &pair.access_token,
         token_type: "Bearer",
         expires_in: pair.expires_in,
         refresh_token: pair.refresh_token.as_str(),
     };
     let mut response = json(StatusCode::OK, &body);
+    if response.status() != StatusCode::OK {
+        return response; // not serialized: no cookie either
+    }
     let headers = response.headers_mut();
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));
