@@ -542,8 +542,14 @@ fn a_schema_8_file_is_migrated_row_for_row_and_rotates() {
     );
     assert_eq!(schema_version(&path), Some(8));
 
-    let store = Store::open(&path).unwrap();
-    drop(store);
+    let logged = crate::telemetry::logs_of(|| drop(Store::open(&path).unwrap()));
+    for said in [
+        "upgrading the database file from=8 to=9",
+        "upgraded the database file",
+    ] {
+        assert!(logged.contains(said), "{logged}");
+    }
+    assert!(!crate::telemetry::logs_of(|| drop(Store::open(&path).unwrap())).contains("upgrad"));
     assert_eq!(legacy::dump(&path), before, "every row, in the same order");
     assert_eq!(schema_version(&path), Some(SCHEMA_VERSION));
     let store = Store::open(&path).unwrap();
