@@ -69,7 +69,12 @@ pub(crate) fn logs_of(f: impl FnOnce()) -> String {
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
-    tracing::subscriber::with_default(subscriber, f);
+    tracing::subscriber::with_default(subscriber, || {
+        // A log line another thread reached first, with no subscriber then, is cached as
+        // unheard; ask again now that this one listens.
+        tracing::callsite::rebuild_interest_cache();
+        f();
+    });
     let bytes = sink.0.lock().unwrap().clone();
     String::from_utf8(bytes).unwrap()
 }

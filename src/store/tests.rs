@@ -462,8 +462,7 @@ fn a_schema_6_file_is_migrated_row_for_row_and_serves_as_before() {
         );
     }
 
-    let store = Store::open(&path).unwrap();
-    drop(store);
+    upgrade_is_logged(&path, 6);
     assert_eq!(legacy::dump(&path), before, "every row, in the same order");
 
     let store = Store::open(&path).unwrap();
@@ -515,6 +514,19 @@ fn a_schema_6_file_is_migrated_row_for_row_and_serves_as_before() {
     assert_eq!(schema_version(&path), Some(SCHEMA_VERSION));
 }
 
+/// Opens the file at `path`, of schema `from`, and checks that the upgrade was logged before it
+/// began and once committed, and that a second open logs no upgrade. Every test that upgrades
+/// a file opens it here: tracing caches whether anyone listens at a log line when a thread
+/// first reaches it, so a test that reached these lines with no subscriber could race this one.
+fn upgrade_is_logged(path: &std::path::Path, from: u64) {
+    let logged = crate::telemetry::logs_of(|| drop(Store::open(path).unwrap()));
+    let upgrading = format!("upgrading the database file from={from} to={SCHEMA_VERSION}");
+    for said in [upgrading.as_str(), "upgraded the database file"] {
+        assert!(logged.contains(said), "{logged}");
+    }
+    assert!(!crate::telemetry::logs_of(|| drop(Store::open(path).unwrap())).contains("upgrad"));
+}
+
 #[test]
 fn a_schema_8_file_is_migrated_row_for_row_and_rotates() {
     let dir = TempDir::new().unwrap();
@@ -542,14 +554,7 @@ fn a_schema_8_file_is_migrated_row_for_row_and_rotates() {
     );
     assert_eq!(schema_version(&path), Some(8));
 
-    let logged = crate::telemetry::logs_of(|| drop(Store::open(&path).unwrap()));
-    for said in [
-        "upgrading the database file from=8 to=9",
-        "upgraded the database file",
-    ] {
-        assert!(logged.contains(said), "{logged}");
-    }
-    assert!(!crate::telemetry::logs_of(|| drop(Store::open(&path).unwrap())).contains("upgrad"));
+    upgrade_is_logged(&path, 8);
     assert_eq!(legacy::dump(&path), before, "every row, in the same order");
     assert_eq!(schema_version(&path), Some(SCHEMA_VERSION));
     let store = Store::open(&path).unwrap();
@@ -567,6 +572,7 @@ fn a_schema_1_file_is_migrated_and_keeps_its_users() {
     };
     legacy::to_schema_6(&path);
     legacy::to_schema_1(&path);
+    upgrade_is_logged(&path, 1);
     let store = Store::open(&path).unwrap();
     users_kept(&store, &filled);
     drop(store);
