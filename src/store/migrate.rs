@@ -108,22 +108,20 @@ fn to_bytes(txn: &WriteTransaction) -> Result<(), StoreError> {
 }
 
 /// Schema 8 -> 9: every `families` row decoded from JSON and written in the layout of
-/// `family_row.rs`, into a table built beside it that then takes its name.
+/// `family_row.rs`.
 fn family_rows(txn: &WriteTransaction) -> Result<(), StoreError> {
-    let name = building(tables::FAMILIES.name(), 9);
-    let building = TableDefinition::<Bytes, Bytes>::new(&name);
-    {
-        let source = txn.open_table(tables::FAMILIES)?;
-        let mut target = txn.open_table(building)?;
-        for row in source.iter()? {
-            let (id, bytes) = row?;
-            let rec: FamilyRecord = decode("families", bytes.value())?;
-            target.insert(id.value(), family_row::encode(&rec)?.as_slice())?;
-        }
-    }
-    txn.delete_table(tables::FAMILIES)?;
-    txn.rename_table(building, tables::FAMILIES)?;
-    Ok(())
+    rewrite(
+        txn,
+        tables::FAMILIES,
+        tables::FAMILIES,
+        9,
+        |id, bytes, key, value| {
+            let rec: FamilyRecord = decode("families", bytes)?;
+            key.extend_from_slice(id);
+            value.extend_from_slice(&family_row::encode(&rec)?);
+            Ok(())
+        },
+    )
 }
 
 /// A key or value type of schemas 1-6, and its bytes in schema 7.
@@ -185,18 +183,39 @@ fn convert<K: Key + Legacy, V: Legacy>(
     if !has_table(txn, old.name())? {
         return Ok(());
     }
-    let name = building(new.name(), 7);
+    rewrite(txn, old, new, 7, |k, v, key, value| {
+        K::to_bytes(k, key);
+        V::to_bytes(v, value);
+        Ok(())
+    })
+}
+
+/// Rewrites every row of `old` into a table built beside it for `schema` (`row` writes a row's
+/// new key and value into the two empty buffers it is given), then deletes `old` and gives
+/// the new table `new`'s name, which may be `old`'s.
+fn rewrite<K: Key + 'static, V: Value + 'static>(
+    txn: &WriteTransaction,
+    old: TableDefinition<K, V>,
+    new: TableDefinition<Bytes, Bytes>,
+    schema: u64,
+    mut row: impl FnMut(
+        K::SelfType<'_>,
+        V::SelfType<'_>,
+        &mut Vec<u8>,
+        &mut Vec<u8>,
+    ) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let name = building(new.name(), schema);
     let building = TableDefinition::<Bytes, Bytes>::new(&name);
     {
         let source = txn.open_table(old)?;
         let mut target = txn.open_table(building)?;
         let (mut key, mut value) = (Vec::new(), Vec::new());
-        for row in source.iter()? {
-            let (k, v) = row?;
+        for entry in source.iter()? {
+            let (k, v) = entry?;
             key.clear();
             value.clear();
-            K::to_bytes(k.value(), &mut key);
-            V::to_bytes(v.value(), &mut value);
+            row(k.value(), v.value(), &mut key, &mut value)?;
             target.insert(key.as_slice(), value.as_slice())?;
         }
     }
