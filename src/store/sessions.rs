@@ -72,7 +72,7 @@ pub(super) fn open_checked_in(
         }
     }
     let rec = new_record(user, first_hash, session, now, policy);
-    families.insert(family.key(), family_row::encode(&rec)?.as_slice())?;
+    write_family(&mut families, family, &rec)?;
     txn.open_table(FAMILIES_BY_USER)?
         .insert(user_family_key(user, family).as_slice(), [].as_slice())?;
     let cookie_taken = rec.browser.is_some()
@@ -143,7 +143,7 @@ pub(super) fn rotate_in(
     if !write {
         return Ok(Written::nothing(rotation));
     }
-    families.insert(presented.family.key(), family_row::encode(&rec)?.as_slice())?;
+    write_family(&mut families, presented.family, &rec)?;
     let changes = match rotation {
         Rotation::Reused { family, .. } => vec![Change::FamilyGone(family)],
         _ => Vec::new(),
@@ -255,7 +255,7 @@ pub(super) fn touch_in(
     if !touch_record(&mut rec, at) {
         return Ok(Written::nothing(()));
     }
-    families.insert(family.key(), family_row::encode(&rec)?.as_slice())?;
+    write_family(&mut families, family, &rec)?;
     Ok(Written::commit_with(
         (),
         vec![Change::Touched {
@@ -501,8 +501,18 @@ pub(super) fn revoke_in(
         return Ok(None);
     }
     rec.revoked_at = Some(now.secs());
-    families.insert(family.key(), family_row::encode(&rec)?.as_slice())?;
+    write_family(families, family, &rec)?;
     Ok(Some(UserId(rec.user)))
+}
+
+/// Writes one family row.
+fn write_family(
+    families: &mut Table<'_>,
+    family: FamilyId,
+    rec: &FamilyRecord,
+) -> Result<(), StoreError> {
+    families.insert(family.key(), family_row::encode(rec)?.as_slice())?;
+    Ok(())
 }
 
 /// Reads one family row.
