@@ -1323,22 +1323,23 @@ impl Authority {
 
     /// Random bytes for a per-request token or id, from the pool ([`random`]).
     fn random<const N: usize>(&self) -> Result<[u8; N], AuthError> {
-        let mut out = [0u8; N];
-        self.random
-            .fill(&mut out)
-            .map_err(|_| AuthError::Password(crate::password::PasswordError::Random))?;
-        Ok(out)
+        drawn(|out| self.random.fill(out))
     }
 
     /// Random bytes for a lasting secret (a TOTP secret, recovery codes, their salt), straight
     /// from the kernel: never held in memory before they are needed.
     fn secret_random<const N: usize>(&self) -> Result<[u8; N], AuthError> {
-        let mut out = [0u8; N];
-        self.rng
-            .fill(&mut out)
-            .map_err(|_| AuthError::Password(crate::password::PasswordError::Random))?;
-        Ok(out)
+        drawn(|out| self.rng.fill(out))
     }
+}
+
+/// `N` bytes filled by `fill`, its failure as the error a failed random draw is.
+fn drawn<const N: usize>(
+    fill: impl FnOnce(&mut [u8]) -> Result<(), ring::error::Unspecified>,
+) -> Result<[u8; N], AuthError> {
+    let mut out = [0u8; N];
+    fill(&mut out).map_err(|_| AuthError::Password(crate::password::PasswordError::Random))?;
+    Ok(out)
 }
 
 /// A password step that passed.

@@ -1,6 +1,5 @@
 //! Row encodings: `serde_json` for every record value (but a redb family row, `family_row.rs`),
-//! hex for byte strings. A row that fails to
-//! decode is a `StoreError::Corrupt`, never a panic.
+//! hex for byte strings. A row that fails to decode is a `StoreError::Corrupt`, never a panic.
 
 use std::borrow::Cow;
 
